@@ -1,0 +1,1 @@
+"""Measuring features and localization against ground truth."""

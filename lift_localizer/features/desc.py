@@ -1,0 +1,79 @@
+"""DESC: the LIFT descriptor network (Simo-Serra et al. / Yi et al.), 64×64 patch → 128-D.
+
+conv 7×7×32, tanh, L2-pool 2, subtractive normalisation, conv 6×6×64, tanh, L2-pool 3,
+subtractive normalisation, conv 5×5×128, tanh, L2-pool 4. Descriptors are compared with the L2
+distance, unnormalised, as in the original.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from .layers import l2_pool, subtractive_normalization
+
+ARCHITECTURE = "lift-desc-v1"
+PATCH_SIZE = 64
+DIM = 128
+
+
+def gaussian_kernel(size: int = 5, sigma: float = 1.25) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    k = torch.outer(g, g)
+    return (k / k.sum()).float()
+
+
+class DESC(nn.Module):
+    """Input (N, 1, 64, 64) normalised patches; output (N, 128)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 7)
+        self.conv2 = nn.Conv2d(32, 64, 6)
+        self.conv3 = nn.Conv2d(64, 128, 5)
+        # The subtractive-normalisation kernels are weights of the model (the released network
+        # stores its own), so they live in the state dict.
+        self.register_buffer("norm1", gaussian_kernel())
+        self.register_buffer("norm2", gaussian_kernel())
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = l2_pool(torch.tanh(self.conv1(patches)), 2)  # 58 → 29
+        x = subtractive_normalization(x, self.norm1)
+        x = l2_pool(torch.tanh(self.conv2(x)), 3)  # 24 → 8
+        x = subtractive_normalization(x, self.norm2)
+        x = l2_pool(torch.tanh(self.conv3(x)), 4)  # 4 → 1
+        return x.flatten(1)
+
+
+# Layer codes of the released Torch7 network: 1 convolution, 5 tanh, 4 L2 pooling, 7 subtractive norm.
+_REFERENCE_LAYERS = [1, 5, 4, 7, 1, 5, 4, 7, 1, 5, 4]
+
+
+def load_reference(path: str | Path) -> tuple[DESC, float, float]:
+    """Load the DESC weights released with LIFT (HDF5 arrays only, nothing unpickled).
+
+    For checking the architecture and as a quality anchor; never shipped nor used at run time
+    (academic licence). Returns the network and the patch mean and std it expects.
+    """
+    with h5py.File(path, "r") as f:
+        layers = list(np.asarray(f["layers"]).ravel())
+        if layers != _REFERENCE_LAYERS:
+            raise ValueError(f"{path}: unexpected layer list {layers}")
+        for name, want in (("l-3-kw", 2), ("l-7-kw", 3), ("l-11-kw", 4)):
+            if int(np.asarray(f[name]).ravel()[0]) != want:
+                raise ValueError(f"{path}: {name} is not {want}")
+        net = DESC()
+        state = {
+            "conv1.weight": f["l-1-weights"], "conv1.bias": f["l-1-bias"],
+            "conv2.weight": f["l-5-weights"], "conv2.bias": f["l-5-bias"],
+            "conv3.weight": f["l-9-weights"], "conv3.bias": f["l-9-bias"],
+            "norm1": f["l-4-filter"], "norm2": f["l-8-filter"],
+        }
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in state.items()})
+        mean = float(np.asarray(f["patch-mean"]).ravel()[0])
+        std = float(np.asarray(f["patch-std"]).ravel()[0])
+    return net.eval(), mean, std

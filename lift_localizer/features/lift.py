@@ -1,0 +1,144 @@
+"""The LIFT pipeline for inference: DET over the whole scale space, then ORI and DESC at keypoints.
+
+    extractor = Lift({"max_keypoints": 1000})
+    features = extractor(gray)          # gray: (H, W) float32 in [0, 255]
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..backends import make_backend
+from ..weights import LoadedNetwork, load_network, untrained_summary
+from . import ori as ori_module
+from .det import FILTER_SIZE
+from .keypoints import Detections, detect, pad_score_map
+from .patches import PatchSampler
+from .scale_space import DEFAULT_LEVELS, SUPPORT_PER_SCALE, make_levels, paper_scales, resize_level
+
+default_conf = {
+    "max_keypoints": 1000,
+    # Explicit scales (sigma in pixels) for the DET levels; None: the paper's, from the fields below.
+    "scales": None,
+    **DEFAULT_LEVELS,
+    "score_threshold": None,
+    "edge_threshold": 10.0,
+    "refine": True,
+    "patch_size": 64,
+    "backend": "torch",
+    "device": "cpu",
+    "batch_size": 256,
+    # Weights: names in lift_localizer/weights or path stems, per network.
+    "weights": {"det": "det", "ori": "ori", "desc": "desc"},
+}
+
+
+@dataclass
+class Features:
+    """Local features of one image, in original-image pixels.
+
+    keypoints (N, 2) x y; scales (N,) OpenCV keypoint size (2 sigma; the descriptor support is
+    6× it); orientations (N,) radians; scores (N,); descriptors (N, 128) float32.
+    """
+
+    keypoints: np.ndarray
+    scales: np.ndarray
+    orientations: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def load_networks(weights: dict[str, str] | None = None) -> dict[str, LoadedNetwork]:
+    weights = {**default_conf["weights"], **(weights or {})}
+    return {kind: load_network(kind, weights[kind]) for kind in ("det", "ori", "desc")}
+
+
+class Lift:
+    def __init__(self, conf: dict | None = None, networks: dict[str, LoadedNetwork] | None = None) -> None:
+        unknown = set(conf or {}) - set(default_conf)
+        if unknown:
+            raise ValueError(f"unknown LIFT options {sorted(unknown)}; known: {sorted(default_conf)}")
+        self.conf = {**default_conf, **(conf or {})}
+        if int(self.conf["max_keypoints"]) < 0:
+            raise ValueError("max_keypoints must be >= 0")
+        self.networks = networks if networks is not None else load_networks(self.conf["weights"])
+        self.backend = make_backend(self.conf["backend"], self.networks, self.conf["device"],
+                                    self.conf["batch_size"])
+        self.device = torch.device(self.conf["device"])
+
+    @property
+    def untrained_warning(self) -> str | None:
+        return untrained_summary(self.networks)
+
+    def scales_for(self, height: int, width: int) -> np.ndarray:
+        c = self.conf
+        if c["scales"] is not None:
+            return np.sort(np.asarray(c["scales"], dtype=np.float64))
+        return paper_scales(height, width, c["min_scale_log2"], c["max_scale_log2"],
+                            c["levels_per_octave"], c["extra_octave_below"])
+
+    def detect(self, image: torch.Tensor, timings: dict[str, float]) -> Detections:
+        """(1, 1, H, W) grey in [0, 255] on the device → detections."""
+        h, w = image.shape[-2:]
+        det = self.networks["det"]
+        normalised = (image - det.mean) / det.std
+        levels = make_levels(h, w, self.scales_for(h, w), min_size=FILTER_SIZE + 2)
+        t = time.perf_counter()
+        maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
+        timings["det"] = time.perf_counter() - t
+        t = time.perf_counter()
+        c = self.conf
+        # The detector's scores have the scale of its weights, so the default threshold is its card's.
+        threshold = c["score_threshold"] if c["score_threshold"] is not None else det.card.get("score_threshold")
+        found = detect(maps, levels, (h, w), int(c["max_keypoints"]), threshold,
+                       float(c["edge_threshold"]), bool(c["refine"]))
+        timings["nms"] = time.perf_counter() - t
+        return found
+
+    def describe(self, sampler: PatchSampler, xy: torch.Tensor, sigma: torch.Tensor,
+                 timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Orientations (N,) and descriptors (N, 128) at keypoints (N, 2) of scale sigma (N,)."""
+        support = sigma * SUPPORT_PER_SCALE
+        ori_net, desc_net = self.networks["ori"], self.networks["desc"]
+        t = time.perf_counter()
+        upright = (sampler(xy, support) - ori_net.mean) / ori_net.std
+        timings["ori_patches"] = time.perf_counter() - t
+        t = time.perf_counter()
+        angles = ori_module.angle(self.backend.ori(upright))
+        timings["ori"] = time.perf_counter() - t
+        t = time.perf_counter()
+        rotated = (sampler(xy, support, angles) - desc_net.mean) / desc_net.std
+        timings["desc_patches"] = time.perf_counter() - t
+        t = time.perf_counter()
+        descriptors = self.backend.desc(rotated)
+        timings["desc"] = time.perf_counter() - t
+        return angles, descriptors
+
+    def __call__(self, gray: np.ndarray) -> Features:
+        """(H, W) float32 grey levels in [0, 255] → Features."""
+        if gray.ndim != 2 or gray.size == 0:
+            raise ValueError(f"expected a non-empty (H, W) grey image, got shape {gray.shape}")
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        h, w = gray.shape
+        image = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32)).to(self.device)[None, None]
+        found = self.detect(image, timings)
+        if len(found):
+            sampler = PatchSampler(image, self.conf["patch_size"])
+            xy = torch.from_numpy(found.xy).to(self.device)
+            sigma = torch.from_numpy(found.scale).to(self.device)
+            angles, descriptors = self.describe(sampler, xy, sigma, timings)
+            angles, descriptors = angles.cpu().numpy(), descriptors.float().cpu().numpy()
+        else:
+            angles, descriptors = np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
+        timings["total"] = time.perf_counter() - start
+        return Features(found.xy, (2 * found.scale).astype(np.float32), angles.astype(np.float32),
+                        found.score, descriptors.astype(np.float32), (h, w), timings)

@@ -1,0 +1,100 @@
+"""Patches at keypoints, cut by a spatial transformer (affine sampling grid + bilinear sampling).
+
+Differentiable in the image, the centres, the supports and the angles, so training can back-propagate
+through it. The grid is built with a matrix product rather than ``affine_grid`` because TensorRT's
+ONNX parser has GridSample but not AffineGrid.
+
+Conventions: pixel (0, 0) is the centre of the top-left pixel; an angle θ (radians) is the
+direction of the patch's x axis in the image (x right, y down), so the patch is "rotated by θ".
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _unit_grid(size: int, device, dtype) -> torch.Tensor:
+    """(size*size, 3) homogeneous patch coordinates in [-0.5, 0.5] (pixel centres), x fastest."""
+    t = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size - 0.5
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())], dim=1)
+
+
+def crop_patches(
+    image: torch.Tensor,
+    centers: torch.Tensor,
+    supports: torch.Tensor,
+    angles: torch.Tensor | None = None,
+    size: int = 64,
+    batch_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Square patches of side ``supports`` image pixels, centred and rotated, resampled to size×size.
+
+    Args:
+        image: (B, C, H, W).
+        centers: (N, 2) x, y in pixels.
+        supports: (N,) full patch width in pixels.
+        angles: (N,) radians, or None for upright patches.
+        batch_index: (N,) which image each patch comes from (default: all from image 0).
+    Returns:
+        (N, C, size, size). Samples outside the image are 0.
+    """
+    b, c, h, w = image.shape
+    n = centers.shape[0]
+    dtype, device = image.dtype, image.device
+    if n == 0:
+        return image.new_zeros((0, c, size, size))
+    cos = torch.ones(n, dtype=dtype, device=device) if angles is None else torch.cos(angles).to(dtype)
+    sin = torch.zeros(n, dtype=dtype, device=device) if angles is None else torch.sin(angles).to(dtype)
+    d = supports.to(dtype)
+    # Image pixel = centre + R(θ) · d · (u, v); then to grid_sample's [-1, 1] (align_corners=False):
+    # g = (2 p + 1) / W - 1.
+    sx, sy = 2.0 / w, 2.0 / h
+    row_x = torch.stack([sx * d * cos, -sx * d * sin, sx * centers[:, 0].to(dtype) + sx / 2 - 1], dim=1)
+    row_y = torch.stack([sy * d * sin, sy * d * cos, sy * centers[:, 1].to(dtype) + sy / 2 - 1], dim=1)
+    affine = torch.stack([row_x, row_y], dim=1)  # (N, 2, 3)
+    grid = torch.matmul(affine, _unit_grid(size, device, dtype).T)  # (N, 2, size*size)
+    grid = grid.transpose(1, 2).reshape(n, size, size, 2)
+    source = image[:1].expand(n, c, h, w) if batch_index is None else image[batch_index]
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def blur_downsample(image: torch.Tensor) -> torch.Tensor:
+    """One octave down: 5-tap binomial blur, then every other pixel. (B, C, H, W) → (B, C, ⌈H/2⌉, ⌈W/2⌉)."""
+    k1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=image.dtype, device=image.device) / 16
+    c = image.shape[1]
+    x = F.pad(image, (2, 2, 2, 2), mode="replicate")
+    x = F.conv2d(x, k1.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
+    x = F.conv2d(x, k1.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+    return x[:, :, ::2, ::2]
+
+
+class PatchSampler:
+    """Crops patches from the octave of an image pyramid that suits each patch's resolution.
+
+    Sampling a large support straight from the full image would alias; each patch is cut from the
+    finest octave whose pixels are no smaller than the patch's pixels.
+    """
+
+    def __init__(self, image: torch.Tensor, size: int = 64, max_octaves: int = 6) -> None:
+        self.size = size
+        self.octaves = [image]
+        for _ in range(max_octaves - 1):
+            prev = self.octaves[-1]
+            if min(prev.shape[-2:]) < 2 * size:
+                break
+            self.octaves.append(blur_downsample(prev))
+
+    def __call__(self, centers: torch.Tensor, supports: torch.Tensor,
+                 angles: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 2), (N,), (N,) → (N, C, size, size); see crop_patches."""
+        spacing = supports / self.size
+        octave = torch.floor(torch.log2(spacing.clamp_min(1.0))).long().clamp(max=len(self.octaves) - 1)
+        out = self.octaves[0].new_zeros((len(centers), self.octaves[0].shape[1], self.size, self.size))
+        for k in torch.unique(octave).tolist():
+            sel = octave == k
+            # Octave k keeps every 2^k-th pixel of the blurred image: its pixel j is image pixel 2^k j.
+            f = 2.0 ** -k
+            out[sel] = crop_patches(self.octaves[k], centers[sel] * f, supports[sel] * f,
+                                    None if angles is None else angles[sel], self.size)
+        return out

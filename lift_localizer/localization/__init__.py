@@ -1,0 +1,1 @@
+"""Localization against a map: descriptor matching, then robust absolute pose."""

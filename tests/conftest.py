@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} is absent (tests that read ../shared/data skip without it)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def lift_small():
+    """LIFT with the shipped weights and a keypoint budget small enough for fast tests."""
+    from lift_localizer.features.lift import Lift
+
+    return Lift({"max_keypoints": 200})
+
+
+def gaussian_blob(shape, center, sigma, amplitude=120.0, background=80.0):
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    g = np.exp(-((xx - center[0]) ** 2 + (yy - center[1]) ** 2) / (2 * sigma**2))
+    return (background + amplitude * g).astype(np.float32)

@@ -1,0 +1,106 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lift_localizer.features.keypoints import INVALID, detect
+from lift_localizer.features.scale_space import Level
+from conftest import gaussian_blob
+
+
+@pytest.mark.parametrize("sigma", [2.5, 4.0, 7.0])
+def test_blob_found_at_its_position_and_scale(lift_small, sigma):
+    center = (161.3, 118.6)
+    image = gaussian_blob((240, 320), center, sigma)
+    f = lift_small(image)
+    assert len(f) >= 1
+    best = int(np.argmax(f.scores))
+    assert np.linalg.norm(f.keypoints[best] - np.array(center)) < 0.5
+    # OpenCV size = 2 sigma for a blob of standard deviation sigma
+    assert f.scales[best] == pytest.approx(2 * sigma, rel=0.15)
+
+
+def test_blob_coordinates_follow_a_shift(lift_small):
+    a = lift_small(gaussian_blob((200, 200), (100.0, 100.0), 4.0))
+    b = lift_small(gaussian_blob((200, 200), (107.25, 95.5), 4.0))
+    shift = b.keypoints[np.argmax(b.scores)] - a.keypoints[np.argmax(a.scores)]
+    np.testing.assert_allclose(shift, [7.25, -4.5], atol=0.3)
+
+
+def _levels(n, size=(40, 50)):
+    # Same grid at every level (ratio 1) keeps the NMS geometry easy to reason about.
+    return [Level(2.0 ** (1 + 0.2 * i), size[0], size[1], 1.0, 1.0) for i in range(n)]
+
+
+def _peak(shape, x, y, s=1.5, a=1.0):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s * s))
+
+
+def test_nms_keeps_one_maximum_per_peak_across_scale():
+    levels = _levels(3)
+    base = _peak((40, 50), 20, 18)
+    maps = [torch.tensor(base * w, dtype=torch.float32) for w in (0.8, 1.0, 0.7)]
+    d = detect(maps, levels, (40, 50), border_ratio=0.0)
+    assert len(d) == 1
+    assert d.level[0] == 1
+    np.testing.assert_allclose(d.xy[0], [20, 18], atol=1e-3)
+    # sub-scale refinement moves towards the stronger neighbour (level 0)
+    assert d.scale[0] < levels[1].scale
+
+
+def test_nms_separates_nearby_peaks_and_orders_by_score():
+    levels = _levels(1)
+    m = _peak((40, 50), 10, 10, a=0.5) + _peak((40, 50), 30, 25, a=0.9)
+    d = detect([torch.tensor(m, dtype=torch.float32)], levels, (40, 50), border_ratio=0.0)
+    assert len(d) == 2
+    np.testing.assert_allclose(d.xy, [[30, 25], [10, 10]], atol=1e-3)
+    assert d.score[0] > d.score[1]
+    top1 = detect([torch.tensor(m, dtype=torch.float32)], levels, (40, 50), max_keypoints=1, border_ratio=0.0)
+    np.testing.assert_allclose(top1.xy, [[30, 25]], atol=1e-3)
+
+
+def test_edge_like_maxima_are_rejected():
+    levels = _levels(1)
+    yy, xx = np.mgrid[0:40, 0:50]
+    ridge = np.exp(-((xx - 25) ** 2) / 2.0) * (1 + 0.001 * np.exp(-((yy - 20) ** 2) / 50.0))
+    maps = [torch.tensor(ridge, dtype=torch.float32)]
+    assert len(detect(maps, levels, (40, 50), border_ratio=0.0)) == 0
+    assert len(detect(maps, levels, (40, 50), edge_threshold=1e9, border_ratio=0.0)) >= 1
+
+
+def test_subpixel_refinement_recovers_offset():
+    levels = _levels(1)
+    m = _peak((40, 50), 20.3, 17.8, s=2.0)
+    d = detect([torch.tensor(m, dtype=torch.float32)], levels, (40, 50), border_ratio=0.0)
+    np.testing.assert_allclose(d.xy[0], [20.3, 17.8], atol=0.08)
+    coarse = detect([torch.tensor(m, dtype=torch.float32)], levels, (40, 50), refine=False, border_ratio=0.0)
+    np.testing.assert_allclose(coarse.xy[0], [20, 18])
+
+
+def test_border_margin_keeps_patches_inside():
+    levels = _levels(1)
+    m = _peak((40, 50), 5, 20) + _peak((40, 50), 25, 20)
+    d = detect([torch.tensor(m, dtype=torch.float32)], levels, (40, 50))
+    # scale 2 → margin 12·2/2·√2 ≈ 17 px: the peak at x = 5 is too close to the border
+    assert len(d) == 1 and abs(d.xy[0, 0] - 25) < 1e-3
+    margin = 6 * math.sqrt(2) * d.scale
+    assert np.all(d.xy - margin[:, None] >= -0.5)
+
+
+def test_invalid_regions_never_detected():
+    levels = _levels(1)
+    m = np.full((40, 50), INVALID, np.float32)
+    assert len(detect([torch.tensor(m)], levels, (40, 50), border_ratio=0.0)) == 0
+
+
+def test_flat_image_gives_no_keypoints(lift_small):
+    f = lift_small(np.full((120, 160), 90.0, np.float32))
+    assert len(f) == 0
+    assert f.descriptors.shape == (0, 128)
+
+
+def test_tiny_image_gives_no_keypoints(lift_small):
+    f = lift_small(np.random.default_rng(0).uniform(0, 255, (8, 8)).astype(np.float32))
+    assert len(f) == 0 and f.keypoints.shape == (0, 2)

@@ -1,0 +1,116 @@
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lift_localizer.features.desc import DESC
+from lift_localizer.features.ori import ORI, angle
+from lift_localizer.features.patches import PatchSampler, crop_patches
+from lift_localizer.synthetic import make_texture
+
+
+def _linear_image(h=120, w=160, a=0.7, b=-0.4, c=50.0):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    return (a * xx + b * yy + c), (a, b, c)
+
+
+def _expected(center, support, theta, size, abc):
+    """The patch computed by hand: pixel (i, j) samples centre + R(θ)·support·((j+.5)/S-.5, (i+.5)/S-.5)."""
+    a, b, c = abc
+    t = (np.arange(size) + 0.5) / size - 0.5
+    v, u = np.meshgrid(t, t, indexing="ij")
+    x = center[0] + support * (math.cos(theta) * u - math.sin(theta) * v)
+    y = center[1] + support * (math.sin(theta) * u + math.cos(theta) * v)
+    return a * x + b * y + c
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.6, -2.0, math.pi])
+def test_crop_at_known_position_scale_angle(theta):
+    img, abc = _linear_image()
+    center, support, size = (80.3, 61.7), 37.0, 16
+    got = crop_patches(torch.tensor(img, dtype=torch.float64)[None, None],
+                       torch.tensor([center], dtype=torch.float64), torch.tensor([support], dtype=torch.float64),
+                       torch.tensor([theta], dtype=torch.float64), size)[0, 0].numpy()
+    np.testing.assert_allclose(got, _expected(center, support, theta, size, abc), atol=1e-9)
+
+
+def test_positive_angle_turns_patch_x_axis_towards_image_y():
+    # a bright dot on the patch's x axis at angle +90° lies straight below the centre (y down)
+    img = np.zeros((101, 101), np.float32)
+    img[70, 50] = 255
+    patch = crop_patches(torch.from_numpy(img)[None, None], torch.tensor([[50.0, 50.0]]), torch.tensor([64.0]),
+                         torch.tensor([math.pi / 2]), 64)[0, 0]
+    i, j = np.unravel_index(int(patch.argmax()), patch.shape)
+    assert abs(i - 31.5) <= 1 and j > 45
+
+
+def test_rotating_the_image_rotates_the_patch():
+    tex = make_texture(256, seed=3).astype(np.float32)
+    c, alpha = np.array([128.0, 128.0]), 35.0
+    # cv2's positive angle is counter-clockwise on screen; in y-down coordinates that maps the
+    # direction θ to θ - α.
+    M = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), alpha, 1.0)
+    rot = cv2.warpAffine(tex, M, (256, 256), flags=cv2.INTER_CUBIC)
+    theta = 0.4
+    p0 = crop_patches(torch.from_numpy(tex)[None, None], torch.tensor(c[None], dtype=torch.float32),
+                      torch.tensor([60.0]), torch.tensor([theta]), 32)
+    p1 = crop_patches(torch.from_numpy(rot)[None, None], torch.tensor(c[None], dtype=torch.float32),
+                      torch.tensor([60.0]), torch.tensor([theta - math.radians(alpha)]), 32)
+    err = (p0 - p1).abs().mean() / tex.std()
+    assert err < 0.08
+    wrong = crop_patches(torch.from_numpy(rot)[None, None], torch.tensor(c[None], dtype=torch.float32),
+                         torch.tensor([60.0]), torch.tensor([theta + math.radians(alpha)]), 32)
+    assert (p0 - wrong).abs().mean() / tex.std() > 3 * err
+
+
+def test_batch_equals_single_crops():
+    tex = torch.from_numpy(make_texture(200, seed=1).astype(np.float32))[None, None]
+    rng = np.random.default_rng(0)
+    centers = torch.tensor(rng.uniform(40, 160, (9, 2)), dtype=torch.float32)
+    supports = torch.tensor(rng.uniform(10, 80, 9), dtype=torch.float32)
+    angles = torch.tensor(rng.uniform(-3, 3, 9), dtype=torch.float32)
+    batch = crop_patches(tex, centers, supports, angles, 64)
+    for k in range(9):
+        single = crop_patches(tex, centers[k:k + 1], supports[k:k + 1], angles[k:k + 1], 64)
+        torch.testing.assert_close(batch[k:k + 1], single)
+
+
+def test_networks_batch_equals_single():
+    torch.manual_seed(0)
+    patches = torch.randn(7, 1, 64, 64)
+    for net in (DESC().eval(), ORI().eval()):
+        with torch.inference_mode():
+            batch = net(patches)
+            single = torch.cat([net(patches[k:k + 1]) for k in range(7)])
+        torch.testing.assert_close(batch, single, rtol=1e-5, atol=1e-5)
+
+
+def test_pyramid_octaves_keep_coordinates():
+    # A linear image survives blurring and subsampling unchanged away from the border, so any
+    # coordinate error of an octave shows up directly.
+    img, abc = _linear_image(400, 400)
+    sampler = PatchSampler(torch.tensor(img, dtype=torch.float64)[None, None], size=16)
+    assert len(sampler.octaves) >= 3
+    centers = torch.tensor([[200.2, 190.7], [210.0, 205.5]], dtype=torch.float64)
+    supports = torch.tensor([20.0, 120.0], dtype=torch.float64)  # octave 0 and octave 2
+    angles = torch.tensor([0.3, -1.1], dtype=torch.float64)
+    got = sampler(centers, supports, angles)
+    for k in range(2):
+        want = _expected(centers[k].tolist(), float(supports[k]), float(angles[k]), 16, abc)
+        np.testing.assert_allclose(got[k, 0].numpy(), want, atol=1e-6)
+
+
+def test_spatial_transformer_passes_gradient_check():
+    img = torch.rand(1, 1, 12, 12, dtype=torch.float64)
+    c = torch.tensor([[5.3, 6.1]], dtype=torch.float64, requires_grad=True)
+    s = torch.tensor([4.2], dtype=torch.float64, requires_grad=True)
+    a = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    im = img.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda i, c, s, a: crop_patches(i, c, s, a, 5), (im, c, s, a))
+
+
+def test_orientation_angle():
+    cs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(angle(cs).numpy(), [0, math.pi / 2, math.pi], atol=1e-6)
