@@ -47,6 +47,15 @@ def _resample(score: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(score[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
 
 
+def _sample_at(score: torch.Tensor, u: torch.Tensor, v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear values of a level's score map at points (u, v) given in pixels of another level of
+    ``size`` (both levels cover the whole image)."""
+    h, w = size
+    grid = torch.stack([(2 * u + 1) / w - 1, (2 * v + 1) / h - 1], dim=-1).view(1, 1, -1, 2)
+    return F.grid_sample(score[None, None], grid.to(score.dtype), mode="bilinear",
+                         align_corners=False)[0, 0, 0]
+
+
 def _parabola_offset(fm: torch.Tensor, f0: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """Offset of the vertex of the parabola through (-1, fm), (0, f0), (1, fp), clipped to ±0.5."""
     curv = fm - 2 * f0 + fp
@@ -83,21 +92,18 @@ def detect(
     thr = -math.inf if score_threshold is None else score_threshold
     edge_limit = (edge_threshold + 1) ** 2 / edge_threshold
     log_scales = [math.log2(lv.scale) for lv in levels]
+    # Each level is compared with its neighbours' 3×3 maxima taken on their own pixel grids and then
+    # resampled onto its grid, so a peak that falls between two of its samples is not missed (else
+    # one blob survives at two adjacent levels).
+    pooled = [F.max_pool2d(m[None, None], 3, 1, 1)[0, 0] for m in scores]
     out = []
     for i, (cur, lv) in enumerate(zip(scores, levels)):
         size = (lv.height, lv.width)
-        below = _resample(scores[i - 1], size) if i > 0 else None
-        above = _resample(scores[i + 1], size) if i + 1 < len(levels) else None
-        # The neighbouring levels have other pixel grids: take their 3×3 maxima on their own grid
-        # before resampling, so a peak between two of our samples is not missed; otherwise one blob
-        # survives at two adjacent levels.
-        neighbourhood = F.max_pool2d(cur[None, None], 3, 1, 1)[0, 0]
+        neighbourhood = pooled[i]
         for j in (i - 1, i + 1):
             if 0 <= j < len(levels):
-                pooled = F.max_pool2d(scores[j][None, None], 3, 1, 1)[0, 0]
-                neighbourhood = torch.maximum(neighbourhood, _resample(pooled, size))
+                neighbourhood = torch.maximum(neighbourhood, _resample(pooled[j], size))
         is_max = (cur >= neighbourhood) & (cur > thr) & (cur > INVALID / 2)
-        # Finite differences need the 8 neighbours: drop the outermost ring.
         is_max[[0, -1], :] = False
         is_max[:, [0, -1]] = False
         v, u = torch.nonzero(is_max, as_tuple=True)
@@ -113,11 +119,13 @@ def detect(
         uf, vf = u.to(cur.dtype), v.to(cur.dtype)
         log_s = torch.full_like(f0, log_scales[i])
         if refine and len(v):
+            if 0 < i < len(levels) - 1:
+                step = (log_scales[i + 1] - log_scales[i - 1]) / 2
+                below = _sample_at(scores[i - 1], uf, vf, size)
+                above = _sample_at(scores[i + 1], uf, vf, size)
+                log_s = log_s + step * _parabola_offset(below, f0, above)
             uf = uf + _parabola_offset(cur[v, u - 1], f0, cur[v, u + 1])
             vf = vf + _parabola_offset(cur[v - 1, u], f0, cur[v + 1, u])
-            if below is not None and above is not None:
-                step = (log_scales[i + 1] - log_scales[i - 1]) / 2
-                log_s = log_s + step * _parabola_offset(below[v, u], f0, above[v, u])
         x, y = lv.to_image(uf.cpu().numpy(), vf.cpu().numpy())
         s = np.exp2(log_s.cpu().numpy())
         margin = border_ratio * s

@@ -24,6 +24,7 @@ default_conf = {
     # Explicit scales (sigma in pixels) for the DET levels; None: the paper's, from the fields below.
     "scales": None,
     **DEFAULT_LEVELS,
+    # None: the DET card's threshold (scores have the scale of the detector's weights).
     "score_threshold": None,
     "edge_threshold": 10.0,
     "refine": True,
@@ -74,6 +75,12 @@ class Lift:
                                     self.conf["batch_size"])
         self.device = torch.device(self.conf["device"])
 
+    def _now(self) -> float:
+        # CUDA runs asynchronously: wait for it so that stage timings mean what they say.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     @property
     def untrained_warning(self) -> str | None:
         return untrained_summary(self.networks)
@@ -91,16 +98,16 @@ class Lift:
         det = self.networks["det"]
         normalised = (image - det.mean) / det.std
         levels = make_levels(h, w, self.scales_for(h, w), min_size=FILTER_SIZE + 2)
-        t = time.perf_counter()
+        t = self._now()
         maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
-        timings["det"] = time.perf_counter() - t
-        t = time.perf_counter()
+        timings["det"] = self._now() - t
+        t = self._now()
         c = self.conf
         # The detector's scores have the scale of its weights, so the default threshold is its card's.
         threshold = c["score_threshold"] if c["score_threshold"] is not None else det.card.get("score_threshold")
         found = detect(maps, levels, (h, w), int(c["max_keypoints"]), threshold,
                        float(c["edge_threshold"]), bool(c["refine"]))
-        timings["nms"] = time.perf_counter() - t
+        timings["nms"] = self._now() - t
         return found
 
     def describe(self, sampler: PatchSampler, xy: torch.Tensor, sigma: torch.Tensor,
@@ -108,18 +115,18 @@ class Lift:
         """Orientations (N,) and descriptors (N, 128) at keypoints (N, 2) of scale sigma (N,)."""
         support = sigma * SUPPORT_PER_SCALE
         ori_net, desc_net = self.networks["ori"], self.networks["desc"]
-        t = time.perf_counter()
+        t = self._now()
         upright = (sampler(xy, support) - ori_net.mean) / ori_net.std
-        timings["ori_patches"] = time.perf_counter() - t
-        t = time.perf_counter()
+        timings["ori_patches"] = self._now() - t
+        t = self._now()
         angles = ori_module.angle(self.backend.ori(upright))
-        timings["ori"] = time.perf_counter() - t
-        t = time.perf_counter()
+        timings["ori"] = self._now() - t
+        t = self._now()
         rotated = (sampler(xy, support, angles) - desc_net.mean) / desc_net.std
-        timings["desc_patches"] = time.perf_counter() - t
-        t = time.perf_counter()
+        timings["desc_patches"] = self._now() - t
+        t = self._now()
         descriptors = self.backend.desc(rotated)
-        timings["desc"] = time.perf_counter() - t
+        timings["desc"] = self._now() - t
         return angles, descriptors
 
     def __call__(self, gray: np.ndarray) -> Features:
@@ -127,7 +134,7 @@ class Lift:
         if gray.ndim != 2 or gray.size == 0:
             raise ValueError(f"expected a non-empty (H, W) grey image, got shape {gray.shape}")
         timings: dict[str, float] = {}
-        start = time.perf_counter()
+        start = self._now()
         h, w = gray.shape
         image = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32)).to(self.device)[None, None]
         found = self.detect(image, timings)
@@ -139,6 +146,6 @@ class Lift:
             angles, descriptors = angles.cpu().numpy(), descriptors.float().cpu().numpy()
         else:
             angles, descriptors = np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
-        timings["total"] = time.perf_counter() - start
+        timings["total"] = self._now() - start
         return Features(found.xy, (2 * found.scale).astype(np.float32), angles.astype(np.float32),
                         found.score, descriptors.astype(np.float32), (h, w), timings)

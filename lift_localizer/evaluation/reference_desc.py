@@ -1,0 +1,138 @@
+"""DESC against the descriptor network released with LIFT, on real image pairs.
+
+    python -m lift_localizer.evaluation.reference_desc [--data ../shared/data] [--images-per-scene 10]
+
+Uses the EPFL Webcam scenes (fixed cameras across days and seasons: the same pixel is the same
+point in every image). Every descriptor is computed at the same OpenCV SIFT keypoints, with
+patches cut by this project's spatial transformer (support 6× the keypoint size, rotated by the
+SIFT angle), so only the descriptor differs. Two protocols:
+
+- same keypoints: keypoints of the first image used in every image; nearest-neighbour accuracy
+  (is the descriptor of the same keypoint the nearest one in the other image?);
+- detected keypoints (as the reference's README measured): keypoints detected in each image,
+  mutual nearest neighbours, correct when within 5 px.
+
+The reference weights are academic-licence: read here, never shipped, never used at run time.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..features.desc import DESC, load_reference
+from ..features.image import read_image
+from ..features.patches import PatchSampler
+from ..localization.matching import mutual_nearest_neighbours
+
+REFERENCE = Path("reference") / "lift_desc_picc_cnn3.h5"
+SUPPORT_PER_SIZE = 6.0
+
+
+def sift_keypoints(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """xy (N, 2), OpenCV sizes (N,), angles (N,) in our convention, SIFT descriptors (N, 128)."""
+    kps, desc = cv2.SIFT_create(nfeatures=n).detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
+    xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    size = np.array([k.size for k in kps], np.float32)
+    # OpenCV's SIFT angle turns the other way from ours (x right, y down, θ towards +y).
+    angle = -np.radians(np.array([k.angle for k in kps], np.float32))
+    return xy, size, angle, desc if desc is not None else np.zeros((0, 128), np.float32)
+
+
+def patches_at(gray: np.ndarray, xy: np.ndarray, size: np.ndarray, angle: np.ndarray) -> torch.Tensor:
+    """(N, 1, 64, 64) patches in grey levels."""
+    sampler = PatchSampler(torch.from_numpy(gray)[None, None])
+    return sampler(torch.from_numpy(xy), torch.from_numpy(size) * SUPPORT_PER_SIZE, torch.from_numpy(angle))
+
+
+def descriptors(patches: torch.Tensor, net: DESC, mean: float, std: float) -> dict[str, np.ndarray]:
+    """The reference DESC beside two raw-patch baselines.
+
+    'raw': the patch normalised as DESC's input ((p - mean) / std), compared with L2;
+    'ncc': each patch made zero-mean and unit-norm (normalised cross-correlation).
+    """
+    with torch.inference_mode():
+        lift = net((patches - mean) / std).numpy()
+    raw = ((patches - mean) / std).flatten(1).numpy()
+    ncc = raw - raw.mean(axis=1, keepdims=True)
+    ncc /= np.linalg.norm(ncc, axis=1, keepdims=True) + 1e-8
+    return {"lift_reference": lift, "raw": raw, "ncc": ncc}
+
+
+def nn_accuracy(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of rows of ``a`` whose nearest row of ``b`` (L2) is the row with the same index."""
+    d = torch.cdist(torch.from_numpy(a)[None], torch.from_numpy(b)[None])[0]
+    return float((d.argmin(dim=1) == torch.arange(len(a))).float().mean())
+
+
+def scene_images(webcam: Path, scene: str, count: int) -> list[np.ndarray]:
+    files = sorted((webcam / scene).glob("*.png"))
+    step = max(1, len(files) // count)
+    return [read_image(f) for f in files[::step][:count]]
+
+
+def same_keypoint_accuracy(images: list[np.ndarray], net: DESC, mean: float, std: float,
+                           keypoints: int = 500) -> dict[str, float]:
+    """Mean NN accuracy over all image pairs of one fixed-camera scene, at image 0's keypoints."""
+    xy, size, angle, _ = sift_keypoints(images[0], keypoints)
+    per_image = [descriptors(patches_at(im, xy, size, angle), net, mean, std) for im in images]
+    scores: dict[str, list[float]] = {}
+    for a, b in itertools.combinations(range(len(images)), 2):
+        for name in per_image[a]:
+            scores.setdefault(name, []).append(nn_accuracy(per_image[a][name], per_image[b][name]))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def detected_keypoint_matching(images: list[np.ndarray], net: DESC, mean: float, std: float,
+                               keypoints: int = 1000, threshold: float = 5.0) -> dict[str, tuple[int, int, int]]:
+    """(correct, matches, pairs) per descriptor over all image pairs, mutual NN, keypoints per image."""
+    feats = []
+    for im in images:
+        xy, size, angle, sift = sift_keypoints(im, keypoints)
+        feats.append((xy, {**descriptors(patches_at(im, xy, size, angle), net, mean, std), "sift": sift}))
+    totals: dict[str, list[int]] = {}
+    for a, b in itertools.combinations(range(len(images)), 2):
+        for name in feats[a][1]:
+            m = mutual_nearest_neighbours(feats[a][1][name], feats[b][1][name])
+            err = np.linalg.norm(feats[a][0][m[:, 0]] - feats[b][0][m[:, 1]], axis=1)
+            t = totals.setdefault(name, [0, 0, 0])
+            t[0] += int((err < threshold).sum())
+            t[1] += len(m)
+            t[2] += 1
+    return {k: (v[0], v[1], v[2]) for k, v in totals.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    p.add_argument("--images-per-scene", type=int, default=10)
+    p.add_argument("--keypoints", type=int, default=1000)
+    args = p.parse_args(argv)
+    net, mean, std = load_reference(args.data / REFERENCE)
+    webcam = args.data / "raw" / "webcam"
+    same: dict[str, list[float]] = {}
+    detected: dict[str, list[int]] = {}
+    for scene in sorted(d.name for d in webcam.iterdir() if d.is_dir()):
+        images = scene_images(webcam, scene, args.images_per_scene)
+        for k, v in same_keypoint_accuracy(images, net, mean, std, args.keypoints // 2).items():
+            same.setdefault(k, []).append(v)
+        for k, (c, m, n) in detected_keypoint_matching(images, net, mean, std, args.keypoints).items():
+            t = detected.setdefault(k, [0, 0, 0])
+            t[0] += c
+            t[1] += m
+            t[2] += n
+        print(f"{scene}: {len(images)} images", flush=True)
+    print(f"same keypoints ({args.keypoints // 2} per scene), nearest-neighbour accuracy, mean over scenes:")
+    for k, v in same.items():
+        print(f"  {k:15s} {np.mean(v):.3f}")
+    print(f"detected SIFT keypoints ({args.keypoints} per image), mutual NN, correct within 5 px:")
+    for k, (c, m, n) in detected.items():
+        print(f"  {k:15s} precision {c / max(m, 1):.3f}  correct per pair {c / max(n, 1):6.1f}  ({n} pairs)")
+
+
+if __name__ == "__main__":
+    main()
