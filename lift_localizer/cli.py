@@ -1,4 +1,4 @@
-"""The ``lift-localizer`` command line (also ``python -m lift_localizer``)."""
+"""lift-localizer: LIFT features, maps and 6-DoF camera localization (also ``python -m lift_localizer``)."""
 from __future__ import annotations
 
 import argparse
@@ -102,7 +102,13 @@ def add_demo(sub) -> None:
                                    "well features repeat and match under the known homographies.")
     p.add_argument("--output", type=Path, default=Path("out/demo"), help="folder for images and features")
     p.add_argument("--max-keypoints", type=_positive_int, default=500, metavar="N")
-    p.set_defaults(func=lambda a: __import__("lift_localizer.demo", fromlist=["main"]).run(a))
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
