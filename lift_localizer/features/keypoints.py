@@ -126,16 +126,16 @@ def detect(
                 log_s = log_s + step * _parabola_offset(below, f0, above)
             uf = uf + _parabola_offset(cur[v, u - 1], f0, cur[v, u + 1])
             vf = vf + _parabola_offset(cur[v - 1, u], f0, cur[v + 1, u])
-        x, y = lv.to_image(uf.cpu().numpy(), vf.cpu().numpy())
-        s = np.exp2(log_s.cpu().numpy())
-        margin = border_ratio * s
-        inside = (x + 0.5 >= margin) & (x + 0.5 + margin <= width) & (y + 0.5 >= margin) & \
-                 (y + 0.5 + margin <= height)
-        out.append((np.stack([x, y], 1)[inside], s[inside], f0.cpu().numpy()[inside],
-                    np.full(int(inside.sum()), i)))
+        # Stay on the device until the end: one transfer instead of several per level.
+        x, y = lv.to_image(uf, vf)
+        out.append((x, y, torch.exp2(log_s), f0, torch.full_like(f0, i)))
     if not out:
         return Detections.empty()
-    xy, s, sc, lvl = (np.concatenate(a) for a in zip(*out))
-    order = np.argsort(-sc, kind="stable")[:max_keypoints]
-    return Detections(xy[order].astype(np.float32), s[order].astype(np.float32),
-                      sc[order].astype(np.float32), lvl[order].astype(np.int64))
+    x, y, s, sc, lvl = (torch.cat(a) for a in zip(*out))
+    margin = border_ratio * s
+    inside = (x + 0.5 >= margin) & (x + 0.5 + margin <= width) & (y + 0.5 >= margin) & \
+             (y + 0.5 + margin <= height)
+    x, y, s, sc, lvl = (t[inside] for t in (x, y, s, sc, lvl))
+    order = torch.argsort(-sc, stable=True)[:max_keypoints]
+    xy, s, sc, lvl = (t.cpu().numpy() for t in (torch.stack([x, y], 1)[order], s[order], sc[order], lvl[order]))
+    return Detections(xy.astype(np.float32), s.astype(np.float32), sc.astype(np.float32), lvl.astype(np.int64))

@@ -56,8 +56,8 @@ class Level:
     ratio_x: float  # level pixels per image pixel, exact per axis after rounding
     ratio_y: float
 
-    def to_image(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Level pixel coordinates → image pixel coordinates ((0, 0) = centre of the top-left pixel)."""
+    def to_image(self, u, v):
+        """Level pixel coordinates (arrays or tensors) → image pixel coordinates ((0, 0) = centre of the top-left pixel)."""
         return (u + 0.5) / self.ratio_x - 0.5, (v + 0.5) / self.ratio_y - 0.5
 
 
