@@ -63,6 +63,8 @@ def load_networks(weights: dict[str, str] | None = None) -> dict[str, LoadedNetw
 
 
 class Lift:
+    """LIFT feature extractor: ``Lift(conf)(gray) → Features``; see ``default_conf``."""
+
     def __init__(self, conf: dict | None = None, networks: dict[str, LoadedNetwork] | None = None) -> None:
         unknown = set(conf or {}) - set(default_conf)
         if unknown:
