@@ -17,14 +17,8 @@ import numpy as np
 from .evaluation.features import score_pair
 from .features.io import open_for_writing, write_features
 from .features.lift import Features, Lift
+from .features.sift import sift_keypoints
 from .synthetic import demo_views, make_texture, transfer
-
-
-def sift_features(gray: np.ndarray, max_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
-    sift = cv2.SIFT_create(nfeatures=max_keypoints)
-    kps, desc = sift.detectAndCompute(gray.astype(np.uint8), None)
-    xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
-    return xy, (desc if desc is not None else np.zeros((0, 128), np.float32))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             t = f.timings
             print(f"  {name}: {len(f):4d} keypoints  DET {t['det']:.2f} s  NMS {t['nms']:.2f} s  "
                   f"ORI {t.get('ori', 0):.2f} s  DESC {t.get('desc', 0):.2f} s  total {t['total']:.2f} s")
-    sift = [sift_features(v.image, args.max_keypoints) for v in views]
+    sift = [sift_keypoints(v.image.astype(np.float32), args.max_keypoints) for v in views]
     size = views[0].image.shape
     print("view pairs (0, k), 3 px threshold under the true homography:")
     for k in range(1, len(views)):
@@ -57,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         t01, t10 = (lambda p, H=h01: transfer(H, p)), (lambda p, H=h10: transfer(H, p))
         a = score_pair(lift[0].keypoints, lift[0].descriptors, size, lift[k].keypoints, lift[k].descriptors,
                        size, t01, t10)
-        b = score_pair(sift[0][0], sift[0][1], size, sift[k][0], sift[k][1], size, t01, t10)
+        b = score_pair(sift[0][0], sift[0][3], size, sift[k][0], sift[k][3], size, t01, t10)
         print(f"  (0,{k}) LIFT {a.row()}")
         print(f"        SIFT {b.row()}")
     return 0

@@ -20,27 +20,17 @@ import argparse
 import itertools
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from ..features.desc import DESC, load_reference
 from ..features.image import read_image
 from ..features.patches import PatchSampler
+from ..features.sift import sift_keypoints
 from ..localization.matching import mutual_nearest_neighbours
 
 REFERENCE = Path("reference") / "lift_desc_picc_cnn3.h5"
 SUPPORT_PER_SIZE = 6.0
-
-
-def sift_keypoints(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """xy (N, 2), OpenCV sizes (N,), angles (N,) in our convention, SIFT descriptors (N, 128)."""
-    kps, desc = cv2.SIFT_create(nfeatures=n).detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
-    xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
-    size = np.array([k.size for k in kps], np.float32)
-    # OpenCV's SIFT angle turns the other way from ours (x right, y down, θ towards +y).
-    angle = -np.radians(np.array([k.angle for k in kps], np.float32))
-    return xy, size, angle, desc if desc is not None else np.zeros((0, 128), np.float32)
 
 
 def patches_at(gray: np.ndarray, xy: np.ndarray, size: np.ndarray, angle: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,19 @@
+"""OpenCV SIFT, the baseline every LIFT measurement is set beside, in this project's conventions."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def sift_keypoints(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Up to ``n`` SIFT keypoints of a grey image in [0, 255].
+
+    Returns xy (N, 2) pixels, OpenCV sizes (N,), angles (N,) radians in our convention, and the
+    SIFT descriptors (N, 128) float32.
+    """
+    kps, desc = cv2.SIFT_create(nfeatures=n).detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
+    xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    size = np.array([k.size for k in kps], np.float32)
+    # OpenCV's SIFT angle (degrees) turns the other way from ours (x right, y down, θ towards +y).
+    angle = -np.radians(np.array([k.angle for k in kps], np.float32))
+    return xy, size, angle, desc if desc is not None else np.zeros((0, 128), np.float32)
