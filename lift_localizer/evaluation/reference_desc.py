@@ -26,11 +26,12 @@ import torch
 from ..features.desc import DESC, load_reference
 from ..features.image import read_image
 from ..features.patches import PatchSampler
+from ..features.scale_space import SUPPORT_PER_SCALE
 from ..features.sift import sift_keypoints
 from ..localization.matching import mutual_nearest_neighbours
 
 REFERENCE = Path("reference") / "lift_desc_picc_cnn3.h5"
-SUPPORT_PER_SIZE = 6.0
+SUPPORT_PER_SIZE = SUPPORT_PER_SCALE / 2  # OpenCV size is 2 sigma: support 6x size
 
 
 def patches_at(gray: np.ndarray, xy: np.ndarray, size: np.ndarray, angle: np.ndarray) -> torch.Tensor:

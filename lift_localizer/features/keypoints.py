@@ -104,6 +104,7 @@ def detect(
             if 0 <= j < len(levels):
                 neighbourhood = torch.maximum(neighbourhood, _resample(pooled[j], size))
         is_max = (cur >= neighbourhood) & (cur > thr) & (cur > INVALID / 2)
+        # Finite differences need the 8 neighbours: drop the outermost ring.
         is_max[[0, -1], :] = False
         is_max[:, [0, -1]] = False
         v, u = torch.nonzero(is_max, as_tuple=True)
