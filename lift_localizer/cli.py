@@ -7,13 +7,10 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .commands import localize, maps
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from .commands import positive_int as _positive_int
 
 
 def add_extract(sub) -> None:
@@ -96,12 +93,21 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the end-to-end demo on images the project makes itself",
-                       description="Render a textured plane from several known camera poses, extract "
-                                   "LIFT features from each view, and report keypoints, timings, and how "
-                                   "well features repeat and match under the known homographies.")
-    p.add_argument("--output", type=Path, default=Path("out/demo"), help="folder for images and features")
-    p.add_argument("--max-keypoints", type=_positive_int, default=500, metavar="N")
+    from .features.extractors import EXTRACTORS
+
+    p = sub.add_parser("demo", help="build a map and localize against it, LIFT beside SIFT; print the errors",
+                       description="By default, render a textured room from known camera poses (the project "
+                                   "makes it itself), build a map from the mapping views, localize the query "
+                                   "views and print their errors. With --bag DATASET (a folder with mapping/ "
+                                   "and query/ bags, e.g. ../shared/data/bags/kitti_seq1) the same on real data.")
+    p.add_argument("--bag", type=Path, default=None, metavar="DATASET", help="folder with mapping/ and query/ bags")
+    p.add_argument("--output", type=Path, default=Path("out/demo"), help="folder for images, map and report")
+    p.add_argument("--max-keypoints", type=_positive_int, default=1000, metavar="N")
+    p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift", "sift"])
+    p.add_argument("--mapping-views", type=_positive_int, default=12)
+    p.add_argument("--query-views", type=_positive_int, default=6)
+    p.add_argument("--width", type=_positive_int, default=480)
+    p.add_argument("--height", type=_positive_int, default=360)
     p.set_defaults(func=run_demo)
 
 
@@ -116,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_extract(sub)
+    maps.add(sub)
+    localize.add(sub)
     add_demo(sub)
     return parser
 

@@ -88,3 +88,97 @@ def transfer(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
     if len(xy) == 0:
         return xy.reshape(0, 2)
     return cv2.perspectiveTransform(xy.reshape(-1, 1, 2).astype(np.float64), H).reshape(-1, 2)
+
+
+@dataclass
+class Rectangle:
+    """A textured rectangle in the world: corner ``origin``, edges ``u`` and ``v`` (metres); texture
+    pixel (0, 0) at the origin, columns along u, rows along v."""
+
+    origin: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    texture: np.ndarray
+
+
+def room(size: float = 6.0, height: float = 2.4, seed: int = 0) -> list[Rectangle]:
+    """The inside of a box room centred on the origin (y down, floor at y = height/2): four walls,
+    floor and ceiling, each with its own procedurally drawn texture."""
+    s, h = size / 2, height / 2
+    P = np.array
+    faces = [  # origin, u, v — every face seen from inside
+        (P([-s, -h, s]), P([2 * s, 0, 0]), P([0, 2 * h, 0])),     # far wall z = +s
+        (P([s, -h, -s]), P([-2 * s, 0, 0]), P([0, 2 * h, 0])),    # near wall z = -s
+        (P([-s, -h, -s]), P([0, 0, 2 * s]), P([0, 2 * h, 0])),    # left wall x = -s
+        (P([s, -h, s]), P([0, 0, -2 * s]), P([0, 2 * h, 0])),     # right wall x = +s
+        (P([-s, h, s]), P([2 * s, 0, 0]), P([0, 0, -2 * s])),     # floor y = +h
+        (P([-s, -h, -s]), P([2 * s, 0, 0]), P([0, 0, 2 * s])),    # ceiling y = -h
+    ]
+    return [Rectangle(o.astype(float), u.astype(float), v.astype(float), make_texture(1024, seed + 1 + i))
+            for i, (o, u, v) in enumerate(faces)]
+
+
+def render(scene: list[Rectangle], K: np.ndarray, T_map_camera: np.ndarray,
+           image_size: tuple[int, int] = (480, 640), supersample: int = 2) -> np.ndarray:
+    """Ray-cast the rectangles into an (H, W) uint8 image from a camera with pose T_map_camera
+    (optical frame: x right, y down, z forward); supersampled to keep textures free of aliasing."""
+    h, w = image_size
+    s = supersample
+    xs = (np.arange(w * s) + 0.5) / s - 0.5
+    ys = (np.arange(h * s) + 0.5) / s - 0.5
+    px, py = np.meshgrid(xs, ys)
+    rays = np.stack([(px - K[0, 2]) / K[0, 0], (py - K[1, 2]) / K[1, 1], np.ones_like(px)], -1)
+    d = rays @ T_map_camera[:3, :3].T
+    c = T_map_camera[:3, 3]
+    depth = np.full(px.shape, np.inf)
+    out = np.zeros(px.shape, np.float32)
+    for rect in scene:
+        n = np.cross(rect.u, rect.v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = ((rect.origin - c) @ n) / (d @ n)
+        p = c + d * t[..., None] - rect.origin
+        a = p @ rect.u / (rect.u @ rect.u)
+        b = p @ rect.v / (rect.v @ rect.v)
+        hit = (t > 0) & (t < depth) & (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)
+        th, tw = rect.texture.shape
+        sampled = cv2.remap(rect.texture, (a * (tw - 1)).astype(np.float32), (b * (th - 1)).astype(np.float32),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out[hit] = sampled[hit]
+        depth[hit] = t[hit]
+    return cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA).round().astype(np.uint8)
+
+
+def look_at(position: np.ndarray, target: np.ndarray, down: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
+    """T_map_camera of a camera at ``position`` looking at ``target`` with image y towards ``down``."""
+    z = np.asarray(target, float) - position
+    z /= np.linalg.norm(z)
+    x = np.cross(down, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, :3] = np.column_stack([x, y, z])
+    T[:3, 3] = position
+    return T
+
+
+def room_sequence(num_mapping: int = 12, num_query: int = 6, radius: float = 0.8,
+                  image_size: tuple[int, int] = (360, 480), seed: int = 0):
+    """A posed sequence inside ``room()``: mapping cameras on a circle looking outwards at evenly
+    spaced headings, query cameras between them, moved, raised and tilted. Returns
+    (K, mapping [(image, T)], query [(image, T)])."""
+    h, w = image_size
+    K = np.array([[0.8 * w, 0, (w - 1) / 2], [0, 0.8 * w, (h - 1) / 2], [0, 0, 1]])
+    scene = room(seed=seed)
+    rng = np.random.default_rng(seed)
+
+    def camera(heading: float, r: float, dy: float, pitch: float) -> np.ndarray:
+        pos = np.array([r * np.sin(heading), dy, r * np.cos(heading)])
+        look = pos + np.array([np.sin(heading), np.tan(pitch), np.cos(heading)])
+        return look_at(pos, look)
+
+    mapping = [camera(2 * np.pi * k / num_mapping, radius, 0.0, 0.0) for k in range(num_mapping)]
+    query = [camera(2 * np.pi * (k * num_mapping / num_query + 0.5) / num_mapping + rng.uniform(-0.1, 0.1),
+                    radius + rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2), np.radians(rng.uniform(-8, 8)))
+             for k in range(num_query)]
+    return (K, [(render(scene, K, T, image_size), T) for T in mapping],
+            [(render(scene, K, T, image_size), T) for T in query])

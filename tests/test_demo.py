@@ -1,15 +1,17 @@
-"""The demo: synthetic views with known homographies, features that agree with the geometry."""
+"""The demo (map + localization on the synthetic room, LIFT beside SIFT), and LIFT's coordinate
+conventions checked against exact rendering homographies."""
 import contextlib
 import io
+import json
 
-import h5py
 import numpy as np
 import pytest
 
 from lift_localizer.cli import main
 from lift_localizer.evaluation.features import score_pair
-from lift_localizer.features.io import read_features
-from lift_localizer.synthetic import demo_views, make_texture, transfer
+from lift_localizer.synthetic import Rectangle, demo_views, look_at, make_texture, render, transfer
+
+pytest.importorskip("pycolmap")
 
 
 @pytest.fixture(scope="module")
@@ -17,27 +19,50 @@ def demo(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("demo")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["demo", "--output", str(out_dir), "--max-keypoints", "300"]) == 0
+        assert main(["demo", "--output", str(out_dir), "--max-keypoints", "400", "--mapping-views", "10",
+                     "--query-views", "3", "--width", "320", "--height", "240"]) == 0
     return out_dir, printed.getvalue()
 
 
-def test_demo_runs_and_writes_its_views(demo):
+def test_demo_builds_a_map_localizes_and_prints_errors(demo):
     out_dir, out = demo
-    assert "view pairs (0, k)" in out and out.count("LIFT rep") == 4 and out.count("SIFT rep") == 4
-    with h5py.File(out_dir / "features.h5") as f:
-        assert sorted(f) == [f"view_{k}.png" for k in range(5)]
-    assert (out_dir / "view_0.png").exists()
+    assert "map [lift]" in out and "map [sift]" in out
+    assert out.count("query_0") == 3 and "FAILED" not in out
+    summary = json.loads((out_dir / "report" / "summary.json").read_text())
+    for name in ("lift", "sift"):
+        assert summary[name]["num_localized"] == 3
+        assert summary[name]["recall"]["0.25m_2deg"] == 1.0
+        assert summary[name]["median_translation"] < 0.05
+    for f in ("trajectory_top_view.png", "error_cdf.png", "queries_lift.csv", "queries_sift.csv"):
+        assert (out_dir / "report" / f).stat().st_size > 0
+    assert (out_dir / "map" / "map.json").exists() and (out_dir / "map" / "alt" / "sift" / "map.json").exists()
 
 
-def test_features_follow_the_true_homography(demo):
+def test_renderer_puts_known_points_where_the_camera_says():
+    """A bright square at a known texture position appears where K and T_map_camera project its 3D
+    centre: the renderer, the pose convention and the pixel-centre convention agree."""
+    tex = np.zeros((400, 400), np.uint8)
+    tex[290:311, 90:111] = 255                       # centre at texture pixel (100, 300)
+    wall = Rectangle(np.array([-2.0, -2.0, 5.0]), np.array([4.0, 0, 0]), np.array([0, 4.0, 0]), tex)
+    K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
+    T = look_at(np.array([0.3, -0.2, 0.0]), np.array([0.0, 0.4, 5.0]))
+    image = render([wall], K, T, (240, 320)).astype(float)
+    X = wall.origin + wall.u * 100 / 399 + wall.v * 300 / 399
+    Xc = (X - T[:3, 3]) @ T[:3, :3]
+    expected = (K @ Xc)[:2] / Xc[2]
+    ys, xs = np.mgrid[:240, :320]
+    centroid = np.array([(xs * image).sum(), (ys * image).sum()]) / image.sum()
+    np.testing.assert_allclose(centroid, expected, atol=0.1)
+
+
+def test_features_follow_the_true_homography(lift_small):
     # Keypoints in a frontal and a 20°-rotated view must coincide under the rendering homography:
     # any error in coordinate conventions (half pixels, level ratios) shows up here.
-    out_dir, _ = demo
     views = demo_views(make_texture())
-    f0 = read_features(out_dir / "features.h5", "view_0.png")
-    f1 = read_features(out_dir / "features.h5", "view_1.png")
+    f0 = lift_small(views[0].image.astype(np.float32))
+    f1 = lift_small(views[1].image.astype(np.float32))
     h01 = views[1].H @ np.linalg.inv(views[0].H)
     s = score_pair(f0.keypoints, f0.descriptors, f0.image_size, f1.keypoints, f1.descriptors, f1.image_size,
                    lambda p: transfer(h01, p), lambda p: transfer(np.linalg.inv(h01), p), threshold=2.0)
     assert s.repeatability > 0.5
-    assert s.precision > 0.7 and s.correct > 100
+    assert s.precision > 0.6 and s.correct > 50

@@ -1,0 +1,88 @@
+"""``lift-localizer build-map``: a map directory from a mapping bag or a posed image folder."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import add_bag_topics, fail, log, positive_int
+
+
+def add(sub) -> None:
+    from ..features.extractors import EXTRACTORS
+    from ..mapping.build import default_conf
+
+    p = sub.add_parser(
+        "build-map", help="build a map from posed images (rosbag2, COLMAP, TUM, KITTI, NeRF)",
+        description="Extract features from every posed image, match neighbouring images, keep the matches "
+                    "the known poses agree with, triangulate the points with pycolmap (poses fixed) and "
+                    "write the map directory (COLMAP model, features.h5, points.h5, map.json). The map is "
+                    "written to a temporary folder and moved into place only when complete.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", type=Path, help="rosbag2 folder with images, camera_info and poses")
+    src.add_argument("--folder", type=Path,
+                     help="posed image folder: transforms.json (NeRF), a COLMAP model, KITTI poses.txt + "
+                          "calib.txt, or TUM groundtruth.txt + rgb/")
+    p.add_argument("--format", choices=("auto", "colmap", "tum", "kitti", "nerf"), default="auto",
+                   help="format of --folder (default: detected)")
+    p.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
+                   help="pinhole intrinsics for formats that have none (TUM)")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="MAP_DIR")
+    add_bag_topics(p, with_pose=True)
+    p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift"],
+                   help="feature sets; the first is the map's own, the others are stored beside it "
+                        "(MAP_DIR/alt/NAME) for side-by-side evaluation (default: lift)")
+    p.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"])
+    p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"],
+                   help="images each image is matched with, nearest by pose (default %(default)s)")
+    p.add_argument("--sfm", action="store_true",
+                   help="ignore/lack poses: reconstruct them with pycolmap's incremental mapper from our "
+                        "features first (the map's scale is then arbitrary)")
+    p.set_defaults(func=run)
+
+
+def load_frames(args: argparse.Namespace, with_poses: bool):
+    """Frames from --bag or --folder; errors come back as (None, message)."""
+    from ..geometry.camera import Camera, CameraError
+    from ..mapping.bag import BagError, read_frames
+    from ..mapping.importers import ImportFormatError, load_posed_folder
+
+    try:
+        if args.bag is not None:
+            return read_frames(args.bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+                               pose_topic=args.pose_topic if with_poses else None), None
+        kw = {}
+        if args.intrinsics:
+            fx, fy, cx, cy = (float(v) for v in args.intrinsics.split(","))
+            kw["camera"] = ("intrinsics", fx, fy, cx, cy)
+        return load_posed_folder(args.folder, args.format, **kw), None
+    except (BagError, ImportFormatError, CameraError, OSError) as e:
+        return None, str(e)
+    except ValueError as e:
+        return None, f"{args.bag or args.folder}: {e}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..mapping.build import MapBuildError, build_map
+
+    frames, error = load_frames(args, with_poses=not args.sfm)
+    if error:
+        return fail(error)
+    if args.sfm:
+        from ..mapping.sfm import SfmError, poses_from_sfm
+
+        try:
+            frames = poses_from_sfm(frames, args.features[0], {"max_keypoints": args.max_keypoints}, log=log)
+        except SfmError as e:
+            return fail(str(e))
+    try:
+        summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
+                            {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours},
+                            source=str(args.bag or args.folder), log=log)
+    except (MapBuildError, ValueError) as e:
+        return fail(f"no map written: {e}")
+    for name, s in summary.items():
+        print(f"[{name}] {s['images']} images, {s['points']} points, mean track length "
+              f"{s['mean_track_length']:.2f}, mean reprojection error {s['mean_reprojection_error_px']:.2f} px, "
+              f"{s['verified_matches']}/{s['raw_matches']} matches kept over {s['matched_pairs']}/{s['pairs']} pairs")
+    print(f"map written to {args.output}" + (" (scale arbitrary: poses from SfM)" if args.sfm else ""))
+    return 0

@@ -1,0 +1,66 @@
+"""Run a Localizer over a sequence of frames and write the poses (TUM format of DESIGN.md)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..features.image import ImageError
+from ..geometry.pose import matrix_to_quat
+from ..localization.localizer import LocalizationResult, Localizer
+from ..mapping.frames import Frame
+
+
+@dataclass
+class QueryOutcome:
+    frame: Frame
+    result: LocalizationResult | None
+    reason: str | None          # None: localized
+
+    @property
+    def T_map_camera(self) -> np.ndarray | None:
+        return self.result.T_map_camera if self.reason is None else None
+
+
+def localize_frames(localizer: Localizer, frames: list[Frame], desc: str = "localize") -> list[QueryOutcome]:
+    """Localize every frame; frames that cannot be read or have no camera are failures with a reason."""
+    out = []
+    bar = tqdm(frames, desc=desc, unit="img", file=sys.stderr, disable=None)
+    for frame in bar:
+        if frame.camera is None or frame.error:
+            out.append(QueryOutcome(frame, None, frame.error or "no camera_info"))
+            continue
+        try:
+            image = frame.image()
+        except ImageError as e:
+            out.append(QueryOutcome(frame, None, f"unreadable image: {e}"))
+            continue
+        try:
+            result = localizer(image, frame.camera)
+        except (ImageError, ValueError) as e:
+            out.append(QueryOutcome(frame, None, f"bad image: {e}"))
+            continue
+        out.append(QueryOutcome(frame, result, result.reason if not result.success else None))
+        bar.set_postfix(localized=sum(o.reason is None for o in out))
+    return out
+
+
+def tum_line(stamp_ns: int, T: np.ndarray) -> str:
+    q = matrix_to_quat(T[:3, :3])
+    t = T[:3, 3]
+    return (f"{stamp_ns // 10**9}.{stamp_ns % 10**9:09d} {t[0]:.6f} {t[1]:.6f} {t[2]:.6f} "
+            f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
+
+
+def write_tum(path: str | Path, outcomes: list[QueryOutcome]) -> int:
+    """One line per localized frame, in stamp order; returns the number written."""
+    lines = [tum_line(o.frame.stamp_ns, o.T_map_camera) for o in outcomes
+             if o.reason is None and o.frame.stamp_ns is not None]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".partial")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(path)
+    return len(lines)

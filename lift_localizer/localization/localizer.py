@@ -1,0 +1,195 @@
+"""Localize one image against a map: features → top-k map images → 2D–3D matches, grouped by
+covisibility → PnP + LO-RANSAC + refinement → an accepted pose or a failure with its reason.
+
+    localizer = Localizer(load_map("out/map"))
+    result = localizer(image, camera)        # LocalizationResult
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..features.extractors import make_extractor
+from ..features.image import to_gray
+from ..features.lift import Features
+from ..geometry.camera import Camera
+from ..mapping.io import Map, MapError
+from .absolute_pose import PoseEstimate, default_solver, estimate_pose
+from .matching import mutual_nearest_neighbours
+from .vote_retrieval import VoteRetrieval
+
+default_conf = {
+    "max_keypoints": 1000,
+    "top_k": 10,
+    "ratio": 0.9,
+    # Two retrieved images are in one place when they share at least this many 3D points.
+    "min_covisibility": 10,
+    "solver": None,               # None: pycolmap, else poselib, else opencv — whichever is installed
+    "ransac_threshold_px": 8.0,
+    # Acceptance tests: a pose is reported only if it passes all of them.
+    "min_inliers": 20,
+    "min_inlier_ratio": 0.10,
+    "max_position_std": None,     # metres (map units); None: not tested
+    "seed": 0,
+}
+
+# Failure reasons, stable strings that diagnostics and evaluation count.
+NO_FEATURES = "no keypoints in the image"
+NO_RETRIEVAL = "retrieval found no map image"
+TOO_FEW_MATCHES = "too few 2D-3D matches"
+PNP_FAILED = "RANSAC found no pose"
+TOO_FEW_INLIERS = "too few inliers"
+LOW_INLIER_RATIO = "inlier ratio too low"
+UNCERTAIN = "pose too uncertain"
+
+
+@dataclass
+class LocalizationResult:
+    success: bool
+    reason: str | None
+    T_map_camera: np.ndarray | None = None
+    covariance: np.ndarray | None = None
+    num_inliers: int = 0
+    num_matches: int = 0
+    features: Features | None = None
+    retrieved: list[str] = field(default_factory=list)
+    # Correspondences of the chosen cluster: query keypoint index, 3D point xyz, inlier flag.
+    match_keypoints: np.ndarray | None = None
+    match_xyz: np.ndarray | None = None
+    inliers: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.num_inliers / self.num_matches if self.num_matches else 0.0
+
+
+def covisibility_clusters(map_: Map, ranked: np.ndarray, min_shared: int) -> list[np.ndarray]:
+    """Split ranked map image indices into groups connected by shared 3D points, in the order of
+    each group's best-ranked image (hloc's covisibility clustering, on the retrieved set only)."""
+    points = [set(map_.images[i].point3D_ids[map_.images[i].point3D_ids >= 0].tolist()) for i in ranked]
+    parent = list(range(len(ranked)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a in range(len(ranked)):
+        for b in range(a + 1, len(ranked)):
+            if len(points[a] & points[b]) >= min_shared:
+                parent[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for a in range(len(ranked)):
+        groups.setdefault(root(a), []).append(a)
+    return [ranked[np.array(g)] for g in sorted(groups.values(), key=min)]
+
+
+class Localizer:
+    """Localizes images against one map with the features the map was built with."""
+
+    def __init__(self, map_: Map, conf: dict | None = None, extractor=None) -> None:
+        conf = {**default_conf, **(conf or {})}
+        unknown = set(conf) - set(default_conf)
+        if unknown:
+            raise ValueError(f"unknown localizer options {sorted(unknown)}")
+        self.conf = conf
+        self.map = map_
+        self.solver = conf["solver"] or default_solver()
+        self.extractor = extractor or make_extractor(map_.features_name, {"max_keypoints": conf["max_keypoints"],
+                                                                          "resize_max": map_.meta["features"].get("resize_max")})
+        self._check_features()
+        self.retrieval = VoteRetrieval(map_)
+        self.names = [im.name for im in map_.images]
+        self._with3d = []
+        for im in map_.images:
+            idx = np.flatnonzero(im.point3D_ids >= 0)
+            self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
+
+    def _check_features(self) -> None:
+        want, have = self.map.meta["features"], self.extractor.identity()
+        if want["name"] != have["name"]:
+            raise MapError(f"{self.map.path}: map built with {want['name']} features, localizer uses {have['name']}")
+        if want.get("weights") != have.get("weights"):
+            raise MapError(f"{self.map.path}: map built with other {want['name']} weights "
+                           f"({want.get('weights')}) than the ones loaded ({have.get('weights')}); rebuild the map")
+
+    def _matches(self, q: Features, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """2D–3D matches of query keypoints to the 3D points seen in ``images``: (M,) keypoint
+        indices and (M,) point ids, one per (keypoint, point) pair."""
+        kp, pid = [], []
+        for i in images:
+            idx, desc, ids = self._with3d[i]
+            m = mutual_nearest_neighbours(q.descriptors, desc, self.conf["ratio"])
+            kp.append(m[:, 0])
+            pid.append(ids[m[:, 1]])
+        if not kp:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pairs = np.unique(np.stack([np.concatenate(kp), np.concatenate(pid)], 1), axis=0)
+        return pairs[:, 0], pairs[:, 1]
+
+    def _accept(self, est: PoseEstimate | None, num_matches: int) -> str | None:
+        c = self.conf
+        if est is None:
+            return PNP_FAILED
+        if est.num_inliers < c["min_inliers"]:
+            return f"{TOO_FEW_INLIERS} ({est.num_inliers} < {c['min_inliers']})"
+        if est.num_inliers / num_matches < c["min_inlier_ratio"]:
+            return f"{LOW_INLIER_RATIO} ({est.num_inliers}/{num_matches} < {c['min_inlier_ratio']})"
+        if c["max_position_std"] is not None:
+            std = float(np.sqrt(np.trace(est.covariance[:3, :3])))
+            if not std <= c["max_position_std"]:
+                return f"{UNCERTAIN} (position std {std:.3g} > {c['max_position_std']})"
+        return None
+
+    def localize_features(self, q: Features, camera: Camera) -> LocalizationResult:
+        timings = dict(q.timings) if q.timings else {}
+        if len(q) == 0:
+            return LocalizationResult(False, NO_FEATURES, features=q, timings=timings)
+        t = time.perf_counter()
+        ranked, _ = self.retrieval.top_k(q.descriptors, self.conf["top_k"])
+        timings["retrieve"] = time.perf_counter() - t
+        retrieved = [self.names[i] for i in ranked]
+        if len(ranked) == 0:
+            return LocalizationResult(False, NO_RETRIEVAL, features=q, timings=timings)
+        xy_undist = camera.undistort_points(q.keypoints)
+        clusters = covisibility_clusters(self.map, ranked, self.conf["min_covisibility"])
+        timings["match"] = timings["pnp"] = 0.0
+        best: LocalizationResult | None = None
+        for cluster in clusters:
+            t = time.perf_counter()
+            kp_idx, pids = self._matches(q, cluster)
+            timings["match"] += time.perf_counter() - t
+            if len(kp_idx) < 4:
+                result = LocalizationResult(False, f"{TOO_FEW_MATCHES} ({len(kp_idx)})", num_matches=len(kp_idx))
+            else:
+                t = time.perf_counter()
+                xyz = self.map.points_xyz(pids)
+                est = estimate_pose(xy_undist[kp_idx], xyz, camera.K, (camera.width, camera.height),
+                                    self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])
+                timings["pnp"] += time.perf_counter() - t
+                reason = self._accept(est, len(kp_idx))
+                result = LocalizationResult(
+                    reason is None, reason, est.T_map_camera if est else None, est.covariance if est else None,
+                    est.num_inliers if est else 0, len(kp_idx), match_keypoints=kp_idx, match_xyz=xyz,
+                    inliers=est.inliers if est else None)
+            if best is None or result.num_inliers > best.num_inliers:
+                best = result
+            if result.success:
+                break
+        best.features, best.retrieved, best.timings = q, retrieved, timings
+        return best
+
+    def __call__(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
+        """Localize an image (any layout ``to_gray`` accepts) taken by ``camera``."""
+        gray = to_gray(image)
+        if gray.shape != (camera.height, camera.width):
+            raise ValueError(f"image is {gray.shape[1]}×{gray.shape[0]} but the camera is "
+                             f"{camera.width}×{camera.height}")
+        t = time.perf_counter()
+        q = self.extractor(gray)
+        q.timings = {"extract": time.perf_counter() - t}
+        return self.localize_features(q, camera)

@@ -1,0 +1,1 @@
+"""Maps: posed images in (bags, COLMAP, TUM, KITTI, NeRF), triangulated LIFT maps out."""

@@ -1,0 +1,175 @@
+"""Build a map from posed images: features → pose-based pairs → matches verified by the known
+poses → points triangulated by pycolmap with the poses fixed → the map directory.
+
+    summary = build_map(frames, "out/map", features=("lift", "sift"))
+"""
+from __future__ import annotations
+
+import datetime
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..features.extractors import make_extractor
+from ..features.image import ImageError, to_gray
+from ..features.lift import Features
+from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
+from ..localization.matching import mutual_nearest_neighbours
+from .frames import Frame
+from .io import ALT_DIR, MapImage, atomic_directory, write_map
+
+default_conf = {
+    "max_keypoints": 1000,
+    # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
+    "num_neighbours": 8,
+    "max_view_angle_deg": 75.0,
+    "ratio": 0.9,
+    # Matches farther than this (Sampson distance, pixels) from the epipolar lines of the known poses are dropped.
+    "epipolar_threshold_px": 4.0,
+    "min_pair_matches": 8,
+    "keep_two_view_tracks": True,
+}
+
+
+class MapBuildError(ValueError):
+    """Inputs from which no map can be built; the message says what is missing."""
+
+
+@dataclass
+class PairMatches:
+    matches: dict[tuple[int, int], np.ndarray]
+    raw: int
+    verified: int
+
+
+def select_pairs(poses: list[np.ndarray], num_neighbours: int, max_view_angle_deg: float) -> list[tuple[int, int]]:
+    """Image pairs (i < j) that see the same place, judged from the poses: each image with its
+    ``num_neighbours`` nearest camera centres among those looking within ``max_view_angle_deg``."""
+    if len(poses) < 2:
+        return []
+    centres = np.array([T[:3, 3] for T in poses])
+    axes = np.array([T[:3, 2] for T in poses])
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=2)
+    cos = np.clip(axes @ axes.T, -1, 1)
+    dist[cos < np.cos(np.radians(max_view_angle_deg))] = np.inf
+    np.fill_diagonal(dist, np.inf)
+    pairs = set()
+    for i in range(len(poses)):
+        for j in np.argsort(dist[i], kind="stable")[:num_neighbours]:
+            if np.isfinite(dist[i, j]):
+                pairs.add((min(i, int(j)), max(i, int(j))))
+    return sorted(pairs)
+
+
+def match_pairs(pairs: list[tuple[int, int]], features: list[Features], frames: list[Frame],
+                conf: dict) -> PairMatches:
+    """Mutual-NN + ratio matches for each pair, kept where the known poses agree (epipolar)."""
+    undist = [f.camera.undistort_points(ft.keypoints) for f, ft in zip(frames, features)]
+    out: dict[tuple[int, int], np.ndarray] = {}
+    raw = verified = 0
+    for i, j in pairs:
+        m = mutual_nearest_neighbours(features[i].descriptors, features[j].descriptors, conf["ratio"])
+        raw += len(m)
+        if len(m) == 0:
+            continue
+        F = fundamental_from_poses(frames[i].T_map_camera, frames[j].T_map_camera, frames[i].camera.K,
+                                   frames[j].camera.K)
+        good = sampson_error(F, undist[i][m[:, 0]], undist[j][m[:, 1]]) < conf["epipolar_threshold_px"]
+        if good.sum() >= conf["min_pair_matches"]:
+            out[(i, j)] = m[good]
+            verified += int(good.sum())
+    return PairMatches(out, raw, verified)
+
+
+def usable_frames(frames: list[Frame], log=print) -> list[Frame]:
+    """Frames with a pose and a camera; the others are counted and named, never silently dropped."""
+    skipped: dict[str, list[str]] = {}
+    keep = []
+    for f in frames:
+        reason = f.error or ("no pose" if f.T_map_camera is None else "no camera" if f.camera is None else None)
+        if reason:
+            skipped.setdefault(reason, []).append(f.name)
+        else:
+            keep.append(f)
+    for reason, names in skipped.items():
+        log(f"warning: skipped {len(names)} frame(s): {reason} (e.g. {names[0]})")
+    return keep
+
+
+def _extract_all(frames: list[Frame], extractors: dict, log) -> tuple[list[Frame], dict[str, list[Features]]]:
+    kept: list[Frame] = []
+    feats: dict[str, list[Features]] = {name: [] for name in extractors}
+    for frame in tqdm(frames, desc="extract", unit="img", file=sys.stderr, disable=None):
+        try:
+            gray = to_gray(frame.image())
+        except ImageError as e:
+            log(f"warning: skipped {frame.name}: {e}")
+            continue
+        if gray.shape != (frame.camera.height, frame.camera.width):
+            log(f"warning: skipped {frame.name}: image is {gray.shape[1]}×{gray.shape[0]}, camera says "
+                f"{frame.camera.width}×{frame.camera.height}")
+            continue
+        kept.append(frame)
+        for name, ex in extractors.items():
+            feats[name].append(ex(gray))
+    return kept, feats
+
+
+def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...] = ("lift",),
+              conf: dict | None = None, source: str = "", log=print) -> dict:
+    """Build the map directory ``output`` (replaced atomically) from posed frames.
+
+    The first of ``features`` is the map's own; others go to ``output/alt/<name>`` with the same
+    images and pairs, for side-by-side evaluation. Returns a summary per feature set.
+    """
+    conf = {**default_conf, **(conf or {})}
+    unknown = set(conf) - set(default_conf)
+    if unknown:
+        raise ValueError(f"unknown map options {sorted(unknown)}")
+    frames = usable_frames(frames, log)
+    if len(frames) < 2:
+        raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
+    extractors = {name: make_extractor(name, {"max_keypoints": conf["max_keypoints"]}) for name in features}
+    for ex in extractors.values():
+        if ex.untrained_warning:
+            log(ex.untrained_warning)
+    frames, feats = _extract_all(frames, extractors, log)
+    if len(frames) < 2:
+        raise MapBuildError(f"only {len(frames)} image(s) could be read; need at least 2")
+    poses = [f.T_map_camera for f in frames]
+    pairs = select_pairs(poses, conf["num_neighbours"], conf["max_view_angle_deg"])
+    summary: dict[str, dict] = {}
+    with atomic_directory(output) as tmp:
+        for k, (name, ex) in enumerate(extractors.items()):
+            target = tmp if k == 0 else tmp / ALT_DIR / name
+            pm = match_pairs(pairs, feats[name], frames, conf)
+            tri = triangulate([f.name for f in frames], [f.camera for f in frames], poses,
+                              [ft.keypoints for ft in feats[name]], pm.matches,
+                              {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
+            rec = tri.reconstruction
+            ids = np.array(sorted(rec.points3D.keys()), np.int64)
+            xyz = np.array([rec.points3D[i].xyz for i in ids]).reshape(-1, 3)
+            err = np.array([rec.points3D[i].error for i in ids])
+            tl = np.array([rec.points3D[i].track.length() for i in ids], np.int64)
+            stats = {
+                "images": len(frames), "pairs": len(pairs), "matched_pairs": len(pm.matches),
+                "raw_matches": pm.raw, "verified_matches": pm.verified, "points": int(len(ids)),
+                "mean_track_length": float(tl.mean()) if len(tl) else 0.0,
+                "mean_reprojection_error_px": float(err.mean()) if len(err) else float("nan"),
+                "mean_keypoints": float(np.mean([len(f) for f in feats[name]])),
+            }
+            meta = {"features": ex.identity(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
+                    "statistics": stats}
+            images = [MapImage(f.name, f.camera, f.T_map_camera, ft, pid)
+                      for f, ft, pid in zip(frames, feats[name], tri.point_ids)]
+            write_map(target, meta, images, ids, xyz, err, tl, rec)
+            summary[name] = stats
+            if stats["points"] == 0:
+                raise MapBuildError(f"{name}: no 3D points could be triangulated ({pm.verified} verified matches "
+                                    f"over {len(pairs)} pairs); are the poses and the camera right?")
+    return summary
