@@ -178,3 +178,28 @@ def test_existing_map_survives_a_failed_rebuild(room_map, room, tmp_path):
     assert (target / "map.json").read_text() == before
     with h5py.File(target / "features.h5") as f:
         assert len(f.keys()) == 10
+
+
+def test_sfm_recovers_poses_up_to_scale(tmp_path):
+    from lift_localizer.geometry.pose import invert, rotation_angle_deg
+    from lift_localizer.mapping.sfm import poses_from_sfm
+    from lift_localizer.synthetic import render
+    from lift_localizer.synthetic import room as room_scene
+
+    scene = room_scene()
+    K = np.array([[260.0, 0, 159.5], [0, 260.0, 119.5], [0, 0, 1]])
+    truth = [look_at(np.array([x, 0.2 * np.sin(3 * x), -0.5 + 0.3 * x]), np.array([2.0, 0.3, 3.0]))
+             for x in np.linspace(-0.8, 0.8, 8)]
+    cam = Camera(320, 240, K)
+    frames = [Frame(f"v{i}", cam, None, loader=lambda im=render(scene, K, T, (240, 320)): im)
+              for i, T in enumerate(truth)]
+    out = poses_from_sfm(frames, "sift", {"max_keypoints": 800}, log=lambda m: None)
+    assert all(f.T_map_camera is not None for f in out)
+    for a in range(len(out) - 1):
+        est = invert(out[a].T_map_camera) @ out[a + 1].T_map_camera
+        gt = invert(truth[a]) @ truth[a + 1]
+        assert rotation_angle_deg(est[:3, :3].T @ gt[:3, :3]) < 0.5
+        cos = est[:3, 3] @ gt[:3, 3] / np.linalg.norm(est[:3, 3]) / np.linalg.norm(gt[:3, 3])
+        assert cos > np.cos(np.radians(5))
+    summary = build_map(out, tmp_path / "sfm_map", ("sift",), log=lambda m: None)
+    assert summary["sift"]["points"] > 100

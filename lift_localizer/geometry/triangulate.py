@@ -58,10 +58,13 @@ def _same_camera_ids(cameras: list[Camera]) -> list[int]:
 
 
 def write_database(db_path: Path, names: list[str], cameras: list[Camera], poses: list[np.ndarray] | None,
-                   keypoints: list[np.ndarray], matches: dict[tuple[int, int], np.ndarray], verified: bool):
+                   keypoints: list[np.ndarray], matches: dict[tuple[int, int], np.ndarray], verified: bool,
+                   calibrated: bool = True):
     """A fresh COLMAP database (cameras, trivial rigs and frames, images, keypoints, matches) and
     the matching pycolmap.Reconstruction skeleton (images posed by ``poses``, or at the identity).
-    Image i gets id i + 1. ``verified`` matches are also written as calibrated two-view geometries."""
+    Image i gets id i + 1. ``verified`` matches are also written as calibrated two-view geometries.
+    ``calibrated``: the intrinsics are known (COLMAP's prior focal length), so that its geometric
+    verification estimates essential matrices rather than fundamental ones."""
     import pycolmap
 
     if db_path.exists():
@@ -74,6 +77,7 @@ def write_database(db_path: Path, names: list[str], cameras: list[Camera], poses
             if not rec.exists_camera(cid):
                 pc = cam.to_colmap()
                 pc.camera_id = cid
+                pc.has_prior_focal_length = calibrated
                 rec.add_camera_with_trivial_rig(pc)
                 db.write_camera(pc, use_camera_id=True)
                 db.write_rig(rec.rig(cid), use_rig_id=True)

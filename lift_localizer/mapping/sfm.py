@@ -55,6 +55,7 @@ def poses_from_sfm(frames: list[Frame], features: str = "lift", conf: dict | Non
         feats.append(extractor(gray))
         cams.append(f.camera or guess_camera(gray.shape[1], gray.shape[0]))
     n = len(usable)
+    known_intrinsics = all(f.camera is not None for f in usable)
     if n < 2:
         raise SfmError(f"need at least 2 readable images for SfM, have {n}")
     pairs = list(combinations(range(n), 2)) if n <= EXHAUSTIVE_UP_TO else \
@@ -64,12 +65,11 @@ def poses_from_sfm(frames: list[Frame], features: str = "lift", conf: dict | Non
         m = mutual_nearest_neighbours(feats[i].descriptors, feats[j].descriptors, ratio)
         if len(m):
             matches[(i, j)] = m
-    known_intrinsics = all(f.camera is not None for f in usable)
     with tempfile.TemporaryDirectory(prefix="lift-sfm-") as tmp:
         work = Path(tmp)
         db = work / "database.db"
         write_database(db, [f.name for f in usable], cams, None, [ft.keypoints for ft in feats], matches,
-                       verified=False)
+                       verified=False, calibrated=known_intrinsics)
         (work / "pairs.txt").write_text("".join(f"{usable[i].name} {usable[j].name}\n" for i, j in matches))
         pycolmap.verify_matches(str(db), str(work / "pairs.txt"))
         options = pycolmap.IncrementalPipelineOptions()
