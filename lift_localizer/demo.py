@@ -33,10 +33,19 @@ def synthetic_frames(out: Path, num_mapping: int, num_query: int, image_size: tu
         for k, (image, T) in enumerate(views):
             name = f"{kind}_{k:02d}.png"
             cv2.imwrite(str(out / "images" / name), image)
-            result.append(Frame(name, camera, T, stamp_ns=k, loader=lambda im=image: im))
+            stamp = (1 if kind == "map" else 2) * 10**18 + k * 10**8
+            result.append(Frame(name, camera, T, stamp_ns=stamp, loader=lambda im=image: im))
         return result
 
     return frames("map", mapping), frames("query", query)
+
+
+def _fresh(path: Path) -> Path:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def bag_frames(dataset: Path):
@@ -62,8 +71,13 @@ def run(args: argparse.Namespace) -> int:
         size = (args.height, args.width)
         mapping, queries = synthetic_frames(out, args.mapping_views, args.query_views, size)
         truths = {f.name: f.T_map_camera for f in queries}
+        # The same sequence as bags, so that build-map / localize / evaluate can be tried on it.
+        from .mapping.bag_writer import write_bag
+
+        write_bag(_fresh(out / "bags" / "mapping"), mapping)
+        write_bag(_fresh(out / "bags" / "query"), queries)
         what = (f"synthetic room rendered by the project: {len(mapping)} mapping and {len(queries)} query "
-                f"views at {size[1]}x{size[0]} (images in {out / 'images'})")
+                f"views at {size[1]}x{size[0]} (images in {out / 'images'}, bags in {out / 'bags'})")
     print(f"demo: {what}; features {' and '.join(args.features)}, up to {args.max_keypoints} keypoints")
     map_dir = out / "map"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -88,4 +102,6 @@ def run(args: argparse.Namespace) -> int:
     print_results(results, log=print)
     print(f"report (plots, per-query tables) in {out / 'report'}; map in {map_dir}; "
           f"{time.perf_counter() - start:.0f} s in all")
+    if not args.bag:
+        print(f"the same from the command line: lift-localizer evaluate --map {map_dir} --bag {out / 'bags' / 'query'}")
     return 0

@@ -42,7 +42,7 @@ def add(sub) -> None:
 
 def load_frames(args: argparse.Namespace, with_poses: bool):
     """Frames from --bag or --folder; errors come back as (None, message)."""
-    from ..geometry.camera import Camera, CameraError
+    from ..geometry.camera import CameraError
     from ..mapping.bag import BagError, read_frames
     from ..mapping.importers import ImportFormatError, load_posed_folder
 
@@ -50,11 +50,14 @@ def load_frames(args: argparse.Namespace, with_poses: bool):
         if args.bag is not None:
             return read_frames(args.bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                                pose_topic=args.pose_topic if with_poses else None), None
-        kw = {}
+        intrinsics = None
         if args.intrinsics:
-            fx, fy, cx, cy = (float(v) for v in args.intrinsics.split(","))
-            kw["camera"] = ("intrinsics", fx, fy, cx, cy)
-        return load_posed_folder(args.folder, args.format, **kw), None
+            try:
+                fx, fy, cx, cy = (float(v) for v in args.intrinsics.split(","))
+            except ValueError:
+                return None, f"--intrinsics {args.intrinsics!r}: expected four numbers FX,FY,CX,CY"
+            intrinsics = (fx, fy, cx, cy)
+        return load_posed_folder(args.folder, args.format, intrinsics), None
     except (BagError, ImportFormatError, CameraError, OSError) as e:
         return None, str(e)
     except ValueError as e:

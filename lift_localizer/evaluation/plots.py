@@ -82,10 +82,12 @@ def draw_inliers(image: np.ndarray, keypoints: np.ndarray, projected: np.ndarray
     """BGR image with each 2D–3D match drawn from the keypoint to its 3D point's reprojection at
     the estimated pose: inliers green, outliers red."""
     img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    img = np.ascontiguousarray(img if img.dtype == np.uint8 else (img / max(img.max(), 1) * 255).astype(np.uint8))
+    # A copy: bag images are read-only views of the message buffer.
+    img = np.array(img if img.dtype == np.uint8 else (img / max(img.max(), 1) * 255).astype(np.uint8))
+    h, w = img.shape[:2]
     for (x, y), (u, v), ok in zip(keypoints, projected, inliers):
         colour = (0, 200, 0) if ok else (0, 0, 230)
-        if np.isfinite(u) and np.isfinite(v):
+        if np.isfinite(u) and np.isfinite(v) and -w < u < 2 * w and -h < v < 2 * h:
             cv2.line(img, (int(round(x)), int(round(y))), (int(round(u)), int(round(v))), colour, 1, cv2.LINE_AA)
         cv2.circle(img, (int(round(x)), int(round(y))), 2, colour, -1, cv2.LINE_AA)
     cv2.putText(img, caption, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)

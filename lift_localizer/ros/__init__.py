@@ -1,0 +1,1 @@
+"""ROS 2 side: message conversion (usable without ROS), and later the node and bag tools."""

@@ -1,0 +1,94 @@
+"""sensor_msgs images → numpy arrays, without cv_bridge and without ROS.
+
+Works on any object with the message's field names: rclpy messages and rosbags messages alike
+(``data`` may be bytes, array.array, a list or a numpy array). ``image_from_msg`` returns what
+cv_bridge's ``imgmsg_to_cv2(msg, 'passthrough')`` returns for the same message; ``image_to_bgr_or_gray``
+gives H×W grey or H×W×3 BGR for every supported encoding (what the feature pipeline reads).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..features.image import ImageError
+
+# encoding → (channels, dtype)
+ENCODINGS: dict[str, tuple[int, type]] = {
+    "mono8": (1, np.uint8), "8UC1": (1, np.uint8), "mono16": (1, np.uint16), "16UC1": (1, np.uint16),
+    "bgr8": (3, np.uint8), "rgb8": (3, np.uint8), "8UC3": (3, np.uint8),
+    "bgra8": (4, np.uint8), "rgba8": (4, np.uint8), "8UC4": (4, np.uint8),
+    "yuv422": (2, np.uint8), "uyvy": (2, np.uint8), "yuv422_yuy2": (2, np.uint8), "yuyv": (2, np.uint8),
+    "bayer_rggb8": (1, np.uint8), "bayer_bggr8": (1, np.uint8), "bayer_gbrg8": (1, np.uint8),
+    "bayer_grbg8": (1, np.uint8),
+}
+
+# OpenCV names Bayer patterns by the second row's first two pixels: ROS's rggb is OpenCV's BG.
+_TO_BGR = {
+    "rgb8": cv2.COLOR_RGB2BGR, "bgra8": cv2.COLOR_BGRA2BGR, "rgba8": cv2.COLOR_RGBA2BGR, "8UC4": cv2.COLOR_BGRA2BGR,
+    "yuv422": cv2.COLOR_YUV2BGR_UYVY, "uyvy": cv2.COLOR_YUV2BGR_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2BGR_YUYV, "yuyv": cv2.COLOR_YUV2BGR_YUYV,
+    "bayer_rggb8": cv2.COLOR_BayerBG2BGR, "bayer_bggr8": cv2.COLOR_BayerRG2BGR,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2BGR, "bayer_grbg8": cv2.COLOR_BayerGB2BGR,
+}
+
+
+def _bytes(data) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data.view(np.uint8).ravel()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, np.uint8)
+    return np.asarray(data, np.uint8).ravel()   # array.array('B') or a list
+
+
+def image_from_msg(msg) -> np.ndarray:
+    """sensor_msgs/Image → array in the message's own layout (H×W, H×W×C; uint8 or uint16).
+    Raises ImageError naming the problem (unknown encoding, empty, step or data too short)."""
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise ImageError(f"unsupported image encoding {encoding!r} (supported: {', '.join(ENCODINGS)})")
+    channels, dtype = ENCODINGS[encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = np.dtype(dtype).itemsize
+    if h <= 0 or w <= 0:
+        raise ImageError(f"empty image ({w}×{h})")
+    row = w * channels * itemsize
+    if step < row:
+        raise ImageError(f"step {step} is smaller than width × bytes per pixel = {row} ({encoding})")
+    data = _bytes(msg.data)
+    if data.size < h * step:
+        raise ImageError(f"image data has {data.size} bytes, {h} rows × step {step} need {h * step}")
+    rows = data[: h * step].reshape(h, step)[:, :row]
+    order = ">" if getattr(msg, "is_bigendian", False) else "<"
+    image = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order)).astype(dtype, copy=False)
+    image = image.reshape(h, w, channels)
+    return image[:, :, 0] if channels == 1 else image
+
+
+def image_to_bgr_or_gray(msg) -> np.ndarray:
+    """sensor_msgs/Image → H×W grey (mono8/16) or H×W×3 BGR (every colour, YUV and Bayer encoding)."""
+    image = image_from_msg(msg)
+    code = _TO_BGR.get(str(msg.encoding))
+    return cv2.cvtColor(image, code) if code is not None else image
+
+
+def compressed_image_from_msg(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG, PNG, …) → H×W grey or H×W×3 BGR (or 16-bit PNG as is)."""
+    data = _bytes(msg.data)
+    if data.size == 0:
+        raise ImageError(f"empty compressed image (format {msg.format!r})")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"compressed image (format {msg.format!r}, {data.size} bytes) could not be decoded")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def make_image_fields(image: np.ndarray, encoding: str) -> dict:
+    """The fields of a sensor_msgs/Image holding ``image`` (no row padding, little-endian)."""
+    if encoding not in ENCODINGS:
+        raise ImageError(f"unsupported image encoding {encoding!r}")
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    return {"height": h, "width": w, "encoding": encoding, "is_bigendian": 0,
+            "step": image.nbytes // h, "data": image.tobytes()}

@@ -1,0 +1,123 @@
+"""build-map → localize → evaluate through the command line, on bags of the synthetic room."""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from lift_localizer.cli import main
+from lift_localizer.geometry.camera import Camera
+from lift_localizer.geometry.pose import T_from_tq, pose_error
+from lift_localizer.mapping.bag_writer import write_bag
+from lift_localizer.mapping.frames import Frame
+from lift_localizer.synthetic import room_sequence
+
+pytest.importorskip("pycolmap")
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
+    cam = Camera(320, 240, K)
+
+    def frames(views, t0):
+        return [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
+                for i, (im, T) in enumerate(views)]
+
+    write_bag(root / "mapping", frames(mapping, 10**18))
+    write_bag(root / "query", frames(query, 2 * 10**18), compressed=True)
+    write_bag(root / "query_no_gt", frames(query, 2 * 10**18), with_poses=False)
+    return root, {2 * 10**18 + i * 10**8: T for i, (_, T) in enumerate(query)}
+
+
+@pytest.fixture(scope="module")
+def built(bags, tmp_path_factory):
+    root, _ = bags
+    out = tmp_path_factory.mktemp("map") / "map"
+    code, stdout, stderr = run("build-map", "--bag", root / "mapping", "--output", out, "--features", "sift", "lift",
+                               "--max-keypoints", "400")
+    assert code == 0, stderr
+    return out, stdout
+
+
+def test_build_map_summary(built):
+    out, stdout = built
+    assert "[sift] 10 images" in stdout and "[lift] 10 images" in stdout and f"map written to {out}" in stdout
+    assert (out / "alt" / "lift" / "map.json").exists()
+
+
+def test_localize_writes_tum_poses_without_ground_truth(bags, built, tmp_path):
+    root, truth = bags
+    poses = tmp_path / "poses.txt"
+    code, stdout, stderr = run("localize", "--map", built[0], "--bag", root / "query_no_gt", "--output", poses)
+    assert code == 0, stderr
+    assert "localized 3/3" in stdout
+    lines = poses.read_text().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        t, *v = line.split()
+        sec, frac = t.split(".")
+        assert len(frac) == 9
+        stamp = int(sec) * 10**9 + int(frac)
+        T = T_from_tq(np.array(v[:3], float), np.array(v[3:], float))
+        dt, dr = pose_error(T, truth[stamp])
+        assert dt < 0.1 and dr < 2
+
+
+def test_evaluate_prints_recall_and_writes_report(bags, built, tmp_path):
+    root, _ = bags
+    code, stdout, stderr = run("evaluate", "--map", built[0], "--bag", root / "query", "--report", tmp_path / "r",
+                               "--json", tmp_path / "s.json")
+    assert code == 0, stderr
+    assert "[sift]" in stdout and "[lift]" in stdout and "(0.25 m, 2°)" in stdout and "median time" in stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["lift"]["num_queries"] == 3 and summary["sift"]["recall"]["0.25m_2deg"] == 1.0
+    assert (tmp_path / "r" / "trajectory_top_view.png").exists() and list((tmp_path / "r").glob("inliers_*.jpg"))
+
+
+def test_other_feature_set_and_solver(bags, built, tmp_path):
+    root, _ = bags
+    code, stdout, _ = run("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",
+                          "--features", "lift", "--solver", "opencv")
+    assert code == 0 and "localized 3/3" in stdout
+    code, _, stderr = run("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",
+                          "--features", "nope")
+    assert code == 2 and "no 'nope' features" in stderr
+
+
+def test_clear_errors(bags, tmp_path):
+    root, _ = bags
+    code, _, stderr = run("build-map", "--bag", root / "query_no_gt", "--output", tmp_path / "m")
+    assert code == 2 and "no pose topic '/ground_truth/pose'" in stderr and not (tmp_path / "m").exists()
+    code, _, stderr = run("build-map", "--bag", tmp_path / "nothing", "--output", tmp_path / "m")
+    assert code == 2 and "no such bag" in stderr
+    code, _, stderr = run("localize", "--map", tmp_path / "nomap", "--bag", root / "query", "--output", tmp_path / "p")
+    assert code == 2 and "no such map directory" in stderr
+    code, _, stderr = run("evaluate", "--map", tmp_path, "--bag", root / "query")
+    assert code == 2 and "not a map" in stderr
+    code, _, stderr = run("build-map", "--folder", tmp_path, "--output", tmp_path / "m")
+    assert code == 2 and "no transforms.json" in stderr
+
+
+def test_build_map_from_a_nerf_folder(bags, tmp_path):
+    import cv2
+
+    K, mapping, _ = room_sequence(10, 1, image_size=(240, 320))
+    frames = []
+    for i, (im, T) in enumerate(mapping):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), im)
+        frames.append({"file_path": f"{i}.png", "transform_matrix": (T @ np.diag([1.0, -1, -1, 1])).tolist()})
+    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2],
+                                                          "cy": K[1, 2], "w": 320, "h": 240, "frames": frames}))
+    code, stdout, stderr = run("build-map", "--folder", tmp_path, "--output", tmp_path / "map", "--features", "sift")
+    assert code == 0, stderr
+    assert "[sift] 10 images" in stdout
