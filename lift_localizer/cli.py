@@ -102,7 +102,8 @@ def add_demo(sub) -> None:
                                    "and query/ bags, e.g. ../shared/data/bags/kitti_seq1) the same on real data.")
     p.add_argument("--bag", type=Path, default=None, metavar="DATASET", help="folder with mapping/ and query/ bags")
     p.add_argument("--output", type=Path, default=Path("out/demo"), help="folder for images, map and report")
-    p.add_argument("--max-keypoints", type=_positive_int, default=1000, metavar="N")
+    p.add_argument("--max-keypoints", type=_positive_int, default=None, metavar="N",
+                   help="keypoint budget (default: 1000 on the synthetic room, 2000 on a real dataset)")
     p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift", "sift"])
     p.add_argument("--mapping-views", type=_positive_int, default=12)
     p.add_argument("--query-views", type=_positive_int, default=6)

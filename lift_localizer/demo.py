@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         write_bag(_fresh(out / "bags" / "query"), queries)
         what = (f"synthetic room rendered by the project: {len(mapping)} mapping and {len(queries)} query "
                 f"views at {size[1]}x{size[0]} (images in {out / 'images'}, bags in {out / 'bags'})")
+    if args.max_keypoints is None:
+        args.max_keypoints = 2000 if args.bag else 1000
     print(f"demo: {what}; features {' and '.join(args.features)}, up to {args.max_keypoints} keypoints")
     map_dir = out / "map"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731

@@ -43,6 +43,8 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
     from ..localization.localizer import default_conf
 
     g = p.add_argument_group("localization")
+    g.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"],
+                   help="query keypoint budget (default %(default)s)")
     g.add_argument("--top-k", type=positive_int, default=default_conf["top_k"], help="map images retrieved (default %(default)s)")
     g.add_argument("--solver", choices=SOLVERS, default=None,
                    help="PnP solver (default: pycolmap, else poselib, else opencv — the first installed)")
@@ -55,5 +57,5 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
 
 
 def localizer_conf(args: argparse.Namespace) -> dict:
-    return {"top_k": args.top_k, "solver": args.solver, "ransac_threshold_px": args.ransac_threshold,
+    return {"max_keypoints": args.max_keypoints, "top_k": args.top_k, "solver": args.solver, "ransac_threshold_px": args.ransac_threshold,
             "min_inliers": args.min_inliers, "min_inlier_ratio": args.min_inlier_ratio}

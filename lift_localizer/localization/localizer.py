@@ -21,7 +21,7 @@ from .matching import mutual_nearest_neighbours
 from .vote_retrieval import VoteRetrieval
 
 default_conf = {
-    "max_keypoints": 1000,
+    "max_keypoints": 2000,
     "top_k": 10,
     "ratio": 0.9,
     # Two retrieved images are in one place when they share at least this many 3D points.
@@ -30,7 +30,7 @@ default_conf = {
     "ransac_threshold_px": 8.0,
     # Acceptance tests: a pose is reported only if it passes all of them.
     "min_inliers": 20,
-    "min_inlier_ratio": 0.10,
+    "min_inlier_ratio": 0.03,
     "max_position_std": None,     # metres (map units); None: not tested
     "seed": 0,
 }

@@ -14,6 +14,7 @@ from ..mapping.io import Map
 
 class VoteRetrieval:
     name = "vote"
+    CHUNK = 65536
 
     def __init__(self, map_: Map) -> None:
         desc, owner = [], []
@@ -32,7 +33,15 @@ class VoteRetrieval:
         if len(self.desc) == 0 or len(descriptors) == 0:
             return np.zeros(0, np.int64), np.zeros(0)
         q = torch.from_numpy(np.asarray(descriptors, np.float32))
-        nn = torch.cdist(q[None], self.desc[None])[0].argmin(1).numpy()
+        # In chunks, so that a large map never needs a (N_query × N_map) matrix in memory at once.
+        best = torch.full((len(q),), float("inf"))
+        nn_t = torch.zeros(len(q), dtype=torch.long)
+        for start in range(0, len(self.desc), self.CHUNK):
+            d = torch.cdist(q[None], self.desc[None, start:start + self.CHUNK])[0]
+            value, index = d.min(1)
+            better = value < best
+            best[better], nn_t[better] = value[better], index[better] + start
+        nn = nn_t.numpy()
         votes = np.bincount(self.owner[nn], minlength=self.num_images).astype(np.float64)
         order = np.argsort(-votes, kind="stable")[:k]
         order = order[votes[order] >= max(min_fraction * votes[order[0]], 1)]

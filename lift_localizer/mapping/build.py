@@ -23,7 +23,7 @@ from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
 default_conf = {
-    "max_keypoints": 1000,
+    "max_keypoints": 2000,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
     "num_neighbours": 8,
     "max_view_angle_deg": 75.0,
