@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .commands import localize, maps
+from .commands import localize, maps, train
 
 
 from .commands import positive_int as _positive_int
@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_extract(sub)
     maps.add(sub)
+    maps.add_index(sub)
     localize.add(sub)
+    train.add(sub)
     add_demo(sub)
     return parser
 

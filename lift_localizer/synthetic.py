@@ -148,8 +148,10 @@ def render(scene: list[Rectangle], K: np.ndarray, T_map_camera: np.ndarray,
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA).round().astype(np.uint8)
 
 
-def look_at(position: np.ndarray, target: np.ndarray, down: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
-    """T_map_camera of a camera at ``position`` looking at ``target`` with image y towards ``down``."""
+def look_at(position: np.ndarray, target: np.ndarray, down: np.ndarray | None = None) -> np.ndarray:
+    """T_map_camera of a camera at ``position`` looking at ``target`` with image y towards ``down``
+    (default +y, the map's "down" in the synthetic room)."""
+    down = np.array([0.0, 1.0, 0.0]) if down is None else np.asarray(down, float)
     z = np.asarray(target, float) - position
     z /= np.linalg.norm(z)
     x = np.cross(down, z)

@@ -23,6 +23,20 @@ def add(sub) -> None:
     localizer_options(p)
     p.set_defaults(func=run_localize)
 
+    r = sub.add_parser(
+        "retrieve", help="the map images most similar to each query image (hloc pairs file)",
+        description="For each image of the query bag, the top-k map images by NetVLAD global descriptor "
+                    "(descriptor votes if the map has none), one line `query_name map_image_name` each, best "
+                    "first. Bag images are named by their header stamp in integer nanoseconds.")
+    r.add_argument("--map", required=True, type=Path, metavar="MAP_DIR")
+    r.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG")
+    r.add_argument("--output", "-o", required=True, type=Path, metavar="PAIRS.txt")
+    r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--features", default=None, help="which of the map's feature sets (default: its own)")
+    r.add_argument("--max-keypoints", type=int, default=None)
+    add_bag_topics(r, with_pose=False)
+    r.set_defaults(func=run_retrieve)
+
     e = sub.add_parser(
         "evaluate", help="localize a query bag and compare with its ground truth; report and plots",
         description="Localize the query bag with each feature set the map holds (LIFT and, if built with "
@@ -75,6 +89,42 @@ def run_localize(args: argparse.Namespace) -> int:
     if failures:
         log(f"failed: {sum(failures.values())} image(s): " + ", ".join(f"{k}: {v}" for k, v in failures.items()))
     return 0
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..features.image import ImageError, to_gray
+    from ..localization.localizer import Localizer
+    from ..mapping.io import MapError, load_map
+
+    if args.top_k <= 0:
+        return fail("--top-k must be positive")
+    conf = {} if args.max_keypoints is None else {"max_keypoints": args.max_keypoints}
+    try:
+        localizer = Localizer(load_map(args.map, args.features), conf)
+    except (MapError, ValueError) as e:
+        return fail(str(e))
+    if localizer.retrieval_note:
+        log(f"note: retrieval by descriptor votes: {localizer.retrieval_note}")
+    frames, error = _query_frames(args)
+    if error:
+        return fail(error)
+    lines, failed = [], 0
+    for f in tqdm(frames, desc="retrieve", unit="img", file=sys.stderr, disable=None):
+        try:
+            q = localizer.extractor(to_gray(f.image()))
+        except (ImageError, ValueError) as e:
+            log(f"error: {f.name}: {e}")
+            failed += 1
+            continue
+        ranked, _ = localizer.retrieval.top_k(q.descriptors, args.top_k)
+        lines += [f"{f.name} {localizer.names[i]}" for i in ranked]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("".join(line + "\n" for line in lines))
+    print(f"{len(lines)} pairs for {len(frames) - failed}/{len(frames)} images "
+          f"({localizer.retrieval.name}) -> {args.output}")
+    return 1 if failed else 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -40,6 +40,31 @@ def add(sub) -> None:
     p.set_defaults(func=run)
 
 
+def add_index(sub) -> None:
+    p = sub.add_parser("index-map", help="(re)compute a map's NetVLAD descriptors and faiss index",
+                       description="Compute NetVLAD global descriptors from the features stored in the map (and "
+                                   "in its alternates) with the shipped NetVLAD for those features, and write "
+                                   "global.h5 and the faiss index; run it after training a new NetVLAD "
+                                   "instead of rebuilding the map.")
+    p.add_argument("map", type=Path, metavar="MAP_DIR")
+    p.set_defaults(func=run_index)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from ..mapping.build import index_map
+    from ..mapping.io import MapError, list_alternates, resolve
+
+    try:
+        dirs = [args.map, *(resolve(args.map, name) for name in list_alternates(args.map))]
+        for d in dirs:
+            meta = index_map(d, log=log)
+            if meta:
+                print(f"{d}: NetVLAD ({meta['model']}), {meta['index']} index of {meta['dim']}-D descriptors")
+    except (MapError, ValueError, OSError) as e:
+        return fail(str(e))
+    return 0
+
+
 def load_frames(args: argparse.Namespace, with_poses: bool):
     """Frames from --bag or --folder; errors come back as (None, message)."""
     from ..geometry.camera import CameraError

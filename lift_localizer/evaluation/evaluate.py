@@ -44,10 +44,27 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         timings = [o.result.timings for o in outcomes if o.result is not None]
         summary = summarize(err, [o.reason for o in outcomes], timings)
         summary.solver = localizer.solver
+        summary.retrieval = {"method": localizer.retrieval.name,
+                             **retrieval_recall(localizer, outcomes, gts)}
         results[name] = (summary, outcomes)
     if report:
         write_report(Path(report), results, gts, map_dir)
     return results
+
+
+def retrieval_recall(localizer: Localizer, outcomes: list[QueryOutcome], gts: list[np.ndarray],
+                     ks=(1, 5), num_nearest: int = 2) -> dict[str, float]:
+    """Fraction of queries whose top-k retrieved map images include one of the ``num_nearest`` map
+    images nearest to the query's ground-truth position."""
+    centres = np.array([im.T_map_camera[:3, 3] for im in localizer.map.images])
+    index = {name: i for i, name in enumerate(localizer.names)}
+    hits = {k: [] for k in ks}
+    for o, gt in zip(outcomes, gts):
+        nearest = set(np.argsort(np.linalg.norm(centres - gt[:3, 3], axis=1))[:num_nearest].tolist())
+        got = [index[n] for n in (o.result.retrieved if o.result else [])]
+        for k in ks:
+            hits[k].append(bool(nearest & set(got[:k])))
+    return {f"recall@{k}": float(np.mean(v)) if v else 0.0 for k, v in hits.items()}
 
 
 def print_results(results: dict[str, tuple[Summary, list[QueryOutcome]]], log=print) -> None:
@@ -55,6 +72,10 @@ def print_results(results: dict[str, tuple[Summary, list[QueryOutcome]]], log=pr
         log(f"[{name}] (PnP: {summary.solver})")
         for row in summary.table_rows():
             log("  " + row)
+        if summary.retrieval:
+            r = summary.retrieval
+            log(f"  retrieval ({r['method']}): recall@1 {r['recall@1']:.3f}  recall@5 {r['recall@5']:.3f} "
+                f"(right = one of the 2 map images nearest the query)")
         if summary.failures:
             log("  failures: " + ", ".join(f"{k}: {v}" for k, v in summary.failures.items()))
 

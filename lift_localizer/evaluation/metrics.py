@@ -23,6 +23,7 @@ class Summary:
     timings_median: dict[str, float]
     errors: np.ndarray          # (N, 2) translation, rotation°; inf where not localized
     solver: str = ""
+    retrieval: dict | None = None
 
     def table_rows(self) -> list[str]:
         rec = "  ".join(f"({t:g} m, {r:g}°) {v:.3f}" for (t, r), v in self.recall.items())
@@ -35,7 +36,8 @@ class Summary:
         return {"num_queries": self.num_queries, "num_localized": self.num_localized,
                 "recall": {f"{t:g}m_{r:g}deg": v for (t, r), v in self.recall.items()},
                 "median_translation": self.median_translation, "median_rotation_deg": self.median_rotation_deg,
-                "failures": self.failures, "timings_median_s": self.timings_median, "solver": self.solver}
+                "failures": self.failures, "timings_median_s": self.timings_median, "solver": self.solver,
+                "retrieval": self.retrieval}
 
 
 def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.ndarray:

@@ -18,11 +18,14 @@ from ..geometry.camera import Camera
 from ..mapping.io import Map, MapError
 from .absolute_pose import PoseEstimate, default_solver, estimate_pose
 from .matching import mutual_nearest_neighbours
+from ..retrieval.retriever import NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
 
 default_conf = {
     "max_keypoints": 2000,
     "top_k": 10,
+    # "auto": NetVLAD + faiss when the map has them, else descriptor votes; or force one.
+    "retrieval": "auto",
     "ratio": 0.9,
     # Two retrieved images are in one place when they share at least this many 3D points.
     "min_covisibility": 10,
@@ -98,16 +101,34 @@ class Localizer:
             raise ValueError(f"unknown localizer options {sorted(unknown)}")
         self.conf = conf
         self.map = map_
+        self.retrieval_note: str | None = None
         self.solver = conf["solver"] or default_solver()
         self.extractor = extractor or make_extractor(map_.features_name, {"max_keypoints": conf["max_keypoints"],
                                                                           "resize_max": map_.meta["features"].get("resize_max")})
         self._check_features()
-        self.retrieval = VoteRetrieval(map_)
+        self.retrieval = self._retrieval()
         self.names = [im.name for im in map_.images]
         self._with3d = []
         for im in map_.images:
             idx = np.flatnonzero(im.point3D_ids >= 0)
             self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
+
+    def _retrieval(self):
+        method = self.conf["retrieval"]
+        if method not in ("auto", "netvlad", "vote"):
+            raise ValueError(f"unknown retrieval {method!r} (auto, netvlad, vote)")
+        meta = self.map.meta.get("retrieval")
+        if method != "vote" and meta:
+            net, why = compatible_model(self.map.meta["features"], meta["model"])
+            if net is not None and net.sha256 == meta["model_sha256"]:
+                return NetVLADRetrieval(self.map.path, [im.name for im in self.map.images], net)
+            why = why or f"the shipped {meta['model']} differs from the one the map was built with; rebuild the map"
+        else:
+            why = "the map has no global descriptors"
+        if method == "netvlad":
+            raise MapError(f"{self.map.path}: NetVLAD retrieval unavailable: {why}")
+        self.retrieval_note = why
+        return VoteRetrieval(self.map)
 
     def _check_features(self) -> None:
         want, have = self.map.meta["features"], self.extractor.identity()

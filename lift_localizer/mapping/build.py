@@ -19,6 +19,9 @@ from ..features.image import ImageError, to_gray
 from ..features.lift import Features
 from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
 from ..localization.matching import mutual_nearest_neighbours
+from ..retrieval.index import build_index, save_index
+from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, global_descriptors, model_ref,
+                                   write_global)
 from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
@@ -119,6 +122,18 @@ def _extract_all(frames: list[Frame], extractors: dict, log) -> tuple[list[Frame
     return kept, feats
 
 
+def _global_index(identity: dict, features: list[Features], names: list[str]) -> tuple[dict | None, str]:
+    """NetVLAD descriptors of the map images and their faiss index, if a model fits these features."""
+    net, why = compatible_model(identity)
+    if net is None:
+        return None, why
+    desc = global_descriptors(net, [f.descriptors for f in features])
+    index, kind = build_index(desc)
+    meta = {"method": "netvlad", "model": model_ref(net), "model_sha256": net.sha256, "index": kind,
+            "dim": int(desc.shape[1]), "files": [GLOBAL_FILE, INDEX_FILE]}
+    return {"meta": meta, "descriptors": desc, "index": index, "net": net}, ""
+
+
 def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...] = ("lift",),
               conf: dict | None = None, source: str = "", log=print) -> dict:
     """Build the map directory ``output`` (replaced atomically) from posed frames.
@@ -162,14 +177,50 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                 "mean_reprojection_error_px": float(err.mean()) if len(err) else float("nan"),
                 "mean_keypoints": float(np.mean([len(f) for f in feats[name]])),
             }
-            meta = {"features": ex.identity(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            retrieval, why = _global_index(ex.identity(), feats[name], [f.name for f in frames])
+            if why:
+                log(f"note: {name} map without NetVLAD retrieval ({why}); localization will rank map images "
+                    f"by descriptor votes")
+            meta = {"features": ex.identity(), "retrieval": retrieval["meta"] if retrieval else None, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                     "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
                     "statistics": stats}
             images = [MapImage(f.name, f.camera, f.T_map_camera, ft, pid)
                       for f, ft, pid in zip(frames, feats[name], tri.point_ids)]
             write_map(target, meta, images, ids, xyz, err, tl, rec)
+            if retrieval:
+                write_global(target, [f.name for f in frames], retrieval["descriptors"], retrieval["net"])
+                save_index(retrieval["index"], target / INDEX_FILE)
             summary[name] = stats
             if stats["points"] == 0:
                 raise MapBuildError(f"{name}: no 3D points could be triangulated ({pm.verified} verified matches "
                                     f"over {len(pairs)} pairs); are the poses and the camera right?")
     return summary
+
+
+def index_map(map_dir: str | Path, log=print) -> dict | None:
+    """(Re)compute a map's NetVLAD global descriptors and faiss index from its stored features,
+    e.g. after training a new NetVLAD; map.json is rewritten last, so an interruption leaves the
+    map as it was. Returns the new retrieval record, or None when no model fits the features."""
+    import json
+    import os
+
+    from ..mapping.io import load_map
+
+    m = load_map(map_dir)
+    retrieval, why = _global_index(m.meta["features"], [im.features for im in m.images], [im.name for im in m.images])
+    if retrieval is None:
+        log(f"{map_dir}: no NetVLAD for these features ({why})")
+        return None
+    directory = Path(m.path)
+    partial = directory / ".indexing"
+    partial.mkdir(exist_ok=True)
+    write_global(partial, [im.name for im in m.images], retrieval["descriptors"], retrieval["net"])
+    save_index(retrieval["index"], partial / INDEX_FILE)
+    for name in (GLOBAL_FILE, INDEX_FILE):
+        os.replace(partial / name, directory / name)
+    partial.rmdir()
+    meta = {**json.loads((directory / "map.json").read_text()), "retrieval": retrieval["meta"]}
+    tmp = directory / "map.json.partial"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, directory / "map.json")
+    return retrieval["meta"]

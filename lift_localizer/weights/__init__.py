@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..features import desc, det, ori
+from ..retrieval import netvlad
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CARD_FORMAT = 1
@@ -25,6 +26,7 @@ NETWORKS: dict[str, tuple[type[nn.Module], str]] = {
     "det": (det.DET, det.ARCHITECTURE),
     "ori": (ori.ORI, ori.ARCHITECTURE),
     "desc": (desc.DESC, desc.ARCHITECTURE),
+    "netvlad": (netvlad.NetVLAD, netvlad.ARCHITECTURE),
 }
 
 
