@@ -151,3 +151,36 @@ def test_train_and_retrieve_on_the_synthetic_room(tmp_path):
         assert hits >= 3
     finally:
         retriever.model_stem = original
+
+
+def test_shipped_netvlad_retrieves_the_nearest_frames_on_a_real_sequence(tmp_path):
+    """TUM fr3 office with SIFT (fast): each query's top-5 holds one of the 2 map frames nearest to it."""
+    pytest.importorskip("faiss")
+    pytest.importorskip("pycolmap")
+    from conftest import shared_path
+
+    from lift_localizer.localization.localizer import Localizer
+    from lift_localizer.mapping.bag import read_frames
+    from lift_localizer.mapping.build import build_map
+    from lift_localizer.mapping.io import load_map
+    from lift_localizer.retrieval.retriever import compatible_model
+
+    bags = shared_path("bags", "tum_fr3_office")
+    net, why = compatible_model({"name": "sift"})
+    if net is None:
+        pytest.skip(f"no shipped NetVLAD for SIFT: {why}")
+    mapping = read_frames(bags / "mapping", pose_topic="/ground_truth/pose")
+    build_map(mapping, tmp_path / "map", ("sift",), {"max_keypoints": 1000}, log=lambda m: None)
+    localizer = Localizer(load_map(tmp_path / "map"), {"max_keypoints": 1000})
+    assert localizer.retrieval.name == "netvlad"
+    centres = np.array([f.T_map_camera[:3, 3] for f in mapping])
+    hits1 = hits5 = 0
+    queries = read_frames(bags / "query", pose_topic="/ground_truth/pose")
+    from lift_localizer.features.image import to_gray
+
+    for f in queries:
+        top, _ = localizer.retrieval.top_k(localizer.extractor(to_gray(f.image())).descriptors, 5)
+        nearest = set(np.argsort(np.linalg.norm(centres - f.T_map_camera[:3, 3], axis=1))[:2].tolist())
+        hits1 += int(top[0]) in nearest
+        hits5 += bool(nearest & set(top.tolist()))
+    assert hits5 == len(queries) and hits1 >= 0.75 * len(queries)

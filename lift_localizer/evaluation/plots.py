@@ -64,8 +64,11 @@ def plot_error_cdfs(path: Path, errors: dict[str, np.ndarray], title: str) -> No
                 v = v * 100
             ax.step(np.r_[v, v[-1:] if len(v) else []], np.r_[np.arange(1, len(v) + 1) / n, [len(v) / n] if len(v) else []],
                     where="post", color=COLOURS.get(name), label=name)
+    from matplotlib.ticker import NullFormatter
+
     for ax, label in zip(axs, ("translation error (cm)", "rotation error (°)")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels on every minor tick overlap
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of queries")
         ax.set_ylim(0, 1.02)
