@@ -74,7 +74,9 @@ def test_batch_equals_single_crops():
     batch = crop_patches(tex, centers, supports, angles, 64)
     for k in range(9):
         single = crop_patches(tex, centers[k:k + 1], supports[k:k + 1], angles[k:k + 1], 64)
-        torch.testing.assert_close(batch[k:k + 1], single)
+        # Grey levels up to 255 in float32: a batched matmul may round the sampling grid differently
+        # from a single one on some CPUs (seen: 6e-4 on one machine, 0 on another), a few ulp of 255.
+        torch.testing.assert_close(batch[k:k + 1], single, rtol=1e-5, atol=2e-3)
 
 
 def test_networks_batch_equals_single():
