@@ -5,11 +5,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test clean-venv
 
-$(STAMP): requirements.txt setup.py
+# The interface package lift_localizer_msgs (msg/) is generated and installed into the venv itself
+# (cmake + rosidl from the ROS wheels), so that it imports with no ROS environment at run time.
+MSG_SRCS := $(wildcard msg/*.msg) msg/CMakeLists.txt msg/package.xml msg/build_into_venv.sh
+
+$(STAMP): requirements.txt setup.py $(MSG_SRCS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	bash msg/build_into_venv.sh $(VENV) > $(VENV)/msg-build.log 2>&1 || { tail -n 80 $(VENV)/msg-build.log; echo "msg/build_into_venv.sh failed: full log in $(VENV)/msg-build.log" >&2; exit 1; }
 	touch $(STAMP)
 
 demo: $(STAMP)
