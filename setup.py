@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "lift-localizer = lift_localizer.cli:main",
+            "lift_localizer_node = lift_localizer.ros.node:main",
         ],
     },
 )

@@ -23,6 +23,9 @@ from .vote_retrieval import VoteRetrieval
 
 default_conf = {
     "max_keypoints": 2000,
+    # Where LIFT's networks run (SIFT ignores both): a back end of lift_localizer.backends, a torch device.
+    "backend": "torch",
+    "device": "cpu",
     "top_k": 10,
     # "auto": NetVLAD + faiss when the map has them, else descriptor votes; or force one.
     "retrieval": "auto",
@@ -103,8 +106,7 @@ class Localizer:
         self.map = map_
         self.retrieval_note: str | None = None
         self.solver = conf["solver"] or default_solver()
-        self.extractor = extractor or make_extractor(map_.features_name, {"max_keypoints": conf["max_keypoints"],
-                                                                          "resize_max": map_.meta["features"].get("resize_max")})
+        self.extractor = extractor or make_extractor(map_.features_name, self._extractor_conf())
         self._check_features()
         self.retrieval = self._retrieval()
         self.names = [im.name for im in map_.images]
@@ -112,6 +114,12 @@ class Localizer:
         for im in map_.images:
             idx = np.flatnonzero(im.point3D_ids >= 0)
             self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
+
+    def _extractor_conf(self) -> dict:
+        conf = {"max_keypoints": self.conf["max_keypoints"], "resize_max": self.map.meta["features"].get("resize_max")}
+        if self.map.features_name == "lift":
+            conf.update(backend=self.conf["backend"], device=self.conf["device"])
+        return conf
 
     def _retrieval(self):
         method = self.conf["retrieval"]

@@ -92,3 +92,37 @@ def make_image_fields(image: np.ndarray, encoding: str) -> dict:
     h, w = image.shape[:2]
     return {"height": h, "width": w, "encoding": encoding, "is_bigendian": 0,
             "step": image.nbytes // h, "data": image.tobytes()}
+
+
+def _cv_bridge():
+    try:
+        from cv_bridge import CvBridge, CvBridgeError
+    except ImportError:
+        return None, None
+    return CvBridge(), CvBridgeError
+
+
+_BRIDGE, _BRIDGE_ERROR = _cv_bridge()
+CONVERTER = "cv_bridge" if _BRIDGE is not None else "lift_localizer.ros.convert"
+
+
+def decode_image(msg, compressed: bool = False) -> np.ndarray:
+    """Image or CompressedImage message → H×W grey or H×W×3 BGR, with cv_bridge where it is installed
+    and this module's conversion (the same arrays) where it is not. Raises ImageError."""
+    if _BRIDGE is None:
+        return compressed_image_from_msg(msg) if compressed else image_to_bgr_or_gray(msg)
+    if not compressed and str(msg.encoding) not in ENCODINGS:
+        raise ImageError(f"unsupported image encoding {str(msg.encoding)!r} (supported: {', '.join(ENCODINGS)})")
+    try:
+        if compressed:
+            image = _BRIDGE.compressed_imgmsg_to_cv2(msg, "passthrough")
+        else:
+            image = _BRIDGE.imgmsg_to_cv2(msg, "passthrough")
+    except (_BRIDGE_ERROR, TypeError, ValueError, cv2.error) as e:
+        raise ImageError(f"cv_bridge could not convert the image: {e}") from None
+    if image is None or image.size == 0:
+        raise ImageError("empty image")
+    if compressed:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.ndim == 3 and image.shape[2] == 4 else image
+    code = _TO_BGR.get(str(msg.encoding))
+    return cv2.cvtColor(image, code) if code is not None else image

@@ -1,0 +1,354 @@
+"""The ROS 2 node: camera images in, 6-DoF camera poses out. A thin rclpy layer over ``Localizer``.
+
+Subscribes ``image`` (or ``image/compressed``) and ``camera_info``; publishes ``pose``
+(PoseWithCovarianceStamped), ``keypoints`` (only while someone listens), ``/diagnostics``, and
+TF map→odom or map→camera where tf2_ros is installed; serves ``relocalize`` (std_srvs/Trigger).
+
+The executor only stores the newest frame; one worker thread decodes, localizes and publishes, so
+a slow CPU lowers the rate, never the latency. Nothing a message or a parameter carries stops the
+node: each problem is logged once per cause (again at most every ``LOG_REPEAT_S``) and counted.
+
+    ros2 run lift_localizer lift_localizer_node --ros-args -p map_path:=/path/to/map
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from ..features.image import ImageError
+from ..geometry.camera import CameraError, camera_from_camera_info
+from . import messages
+from .convert import CONVERTER, decode_image
+from .frame_slot import FrameSlot
+from .node_stats import NodeStats
+from .params import PARAMS, check, localizer_conf
+from .transforms import transform_to_broadcast
+
+try:
+    from lift_localizer_msgs.msg import Keypoints
+except ImportError:   # the interface package is built separately (see README); the node runs without it
+    Keypoints = None
+
+try:
+    import tf2_ros
+except ImportError:   # not on PyPI; present on every full ROS 2 install
+    tf2_ros = None
+
+LOG_REPEAT_S = 30.0
+
+
+def _guarded(callback):
+    """An executor callback that logs and counts what it raises instead of ending ``spin``."""
+    def run(self, *args):
+        try:
+            return callback(self, *args)
+        except Exception as e:   # noqa: BLE001 — one bad message must not end the node
+            self.stats.failure(f"internal error: {type(e).__name__}: {e}", counter="bad")
+            self._log_cause(f"internal {callback.__name__} {type(e).__name__}",
+                            f"message skipped after an internal error in {callback.__name__}: {type(e).__name__}: {e}",
+                            error=True)
+    return run
+
+
+def _descriptor(p) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=p.description + (f" ({', '.join(p.choices)})" if p.choices else ""),
+                            read_only=p.read_only)
+    if isinstance(p.default, bool) or p.low is None:
+        return d
+    if isinstance(p.default, int):
+        d.integer_range = [IntegerRange(from_value=int(p.low), to_value=int(p.high), step=1)]
+    else:
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.low), to_value=float(p.high), step=0.0)]
+    return d
+
+
+class LocalizerNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("lift_localizer", **kwargs)
+        self.stats = NodeStats()
+        self._logged: dict[str, float] = {}
+        self.params = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._lock = threading.Lock()
+        self._camera = None
+        self._camera_msg = None
+        self._localizer = None
+        self._reload = threading.Event()
+        self._reload.set()
+        self._relocalize = False
+        self._last_accepted = 0.0
+        self.slot = FrameSlot()
+
+        p = self.params
+        qos = QoSProfile(depth=p["qos_depth"], history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
+                         else ReliabilityPolicy.RELIABLE)
+        compressed = p["image_transport"] == "compressed"
+        # As image_transport does: the compressed stream is the (remapped) image topic + /compressed.
+        image_topic = self.resolve_topic_name("image") + ("/compressed" if compressed else "")
+        self.create_subscription(CompressedImage if compressed else Image, image_topic,
+                                 lambda msg: self._on_image(msg, compressed), qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
+        self.keypoints_pub = self.create_publisher(Keypoints, "keypoints", 10) if Keypoints else None
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/relocalize", self._on_relocalize)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+
+        self.tf_broadcaster = self.tf_buffer = None
+        if tf2_ros is not None:
+            self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
+            self.tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        elif p["publish_tf"]:
+            self.get_logger().info("tf2_ros is not installed: no TF is broadcast; /pose carries the pose")
+        if Keypoints is None:
+            self.get_logger().warning("lift_localizer_msgs is not installed: /keypoints is not published")
+        self.get_logger().info(f"images on {image_topic} "
+                               f"({p['qos_reliability']}, depth {p['qos_depth']}), conversion by {CONVERTER}")
+
+        self._worker = threading.Thread(target=self._work, name="lift_localizer_worker", daemon=True)
+        self._worker.start()
+
+    # --- parameters -------------------------------------------------------------------------
+    def _declare_parameters(self) -> dict:
+        values = {}
+        for p in PARAMS:
+            try:
+                value = self.declare_parameter(p.name, p.default, _descriptor(p)).value
+                reason = check(p.name, value)
+            except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+                value, reason = None, str(e)
+            if reason is not None:
+                # A bad value at start-up cannot be refused to anyone: say so loudly and run with the default.
+                self.get_logger().error(f"parameter {p.name}: {reason}; using the default {p.default!r}")
+                if self.has_parameter(p.name):
+                    self.undeclare_parameter(p.name)
+                value = self.declare_parameter(p.name, p.default, _descriptor(p), ignore_override=True).value
+            values[p.name] = value
+        return values
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        by_name = {q.name: q for q in PARAMS}
+        for param in params:
+            reason = check(param.name, param.value)
+            if reason is None and by_name[param.name].read_only:
+                reason = f"{param.name} is read at start-up only; restart the node to change it"
+            if reason is not None:
+                self.get_logger().warning(f"refused: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+        with self._lock:
+            for param in params:
+                self.params[param.name] = param.value
+            if any(by_name[q.name].reload for q in params):
+                self._reload.set()
+            elif self._localizer is not None:
+                self._localizer.conf.update(localizer_conf(self.params))
+        self.slot.wake()
+        return SetParametersResult(successful=True)
+
+    # --- callbacks (executor thread: store and return) ----------------------------------------
+    @_guarded
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        last = self._camera_msg
+        if last is not None and np.array_equal(msg.k, last.k) and np.array_equal(msg.d, last.d) \
+                and (msg.width, msg.height) == (last.width, last.height):
+            return
+        try:
+            camera = camera_from_camera_info(msg)
+        except (CameraError, ValueError, TypeError) as e:
+            self.stats.count("bad")
+            self._log_cause("camera_info", f"camera_info refused: {e}")
+            return
+        with self._lock:
+            self._camera, self._camera_msg = camera, msg
+        self.get_logger().info(f"camera {camera.width}×{camera.height}, fx {camera.K[0, 0]:.1f}")
+
+    @_guarded
+    def _on_image(self, msg, compressed: bool) -> None:
+        self.stats.count("in")
+        now = time.monotonic()
+        rate = self.params["max_rate_hz"]
+        if rate > 0 and not self._relocalize and now - self._last_accepted < 1.0 / rate:
+            self.stats.count("skipped_rate")
+            return
+        self._last_accepted = now
+        self.slot.put((msg, compressed, now))
+
+    def _on_relocalize(self, request, response):
+        self._relocalize = True
+        response.success = True
+        response.message = "the next image is localized from scratch, whatever max_rate_hz says"
+        return response
+
+    # --- worker thread ---------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self.slot.closed:
+            if self._reload.is_set():
+                self._load_map()
+            item = self.slot.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as e:   # noqa: BLE001 — one bad frame must not end the node
+                self.stats.failure(f"internal error: {type(e).__name__}: {e}", counter="bad")
+                self._log_cause(f"internal {type(e).__name__}", f"frame skipped after an internal error: "
+                                f"{type(e).__name__}: {e}", error=True)
+
+    def _load_map(self) -> None:
+        from ..localization.localizer import Localizer
+        from ..mapping.io import MapError, load_map
+
+        self._reload.clear()
+        with self._lock:
+            values = dict(self.params)
+        path = values["map_path"]
+        if not path:
+            self._localizer = None
+            self.stats.set_map(False, "no map: set the map_path parameter")
+            self._log_cause("map", "no map: set the map_path parameter", error=True)
+            return
+        self.stats.set_map(False, f"loading {path}")
+        t = time.perf_counter()
+        try:
+            localizer = Localizer(load_map(Path(path).expanduser(), values["features"] or None),
+                                  localizer_conf(values))
+        except (MapError, OSError, ValueError, RuntimeError) as e:
+            self._localizer = None
+            self.stats.set_map(False, f"map not loaded: {e}")
+            self._log_cause("map", f"map not loaded (fix map_path or the map; the node retries on a parameter "
+                                   f"change): {e}", error=True)
+            return
+        self._localizer = localizer
+        m = localizer.map
+        retrieval = type(localizer.retrieval).__name__ + (f" ({localizer.retrieval_note})" if localizer.retrieval_note else "")
+        status = f"{m.path}: {len(m.images)} images, {len(m.point_ids)} points, {m.features_name} features"
+        self.stats.set_map(True, status)
+        self.get_logger().info(f"map loaded in {time.perf_counter() - t:.1f} s: {status}; retrieval {retrieval}")
+
+    def _process(self, msg, compressed: bool, received: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            image = decode_image(msg, compressed)
+        except ImageError as e:
+            self.stats.failure(f"bad image: {e}", counter="bad")
+            self._log_cause(f"image {e}", f"image skipped: {e}")
+            return
+        decode_s = time.perf_counter() - t0
+        with self._lock:
+            camera, localizer = self._camera, self._localizer
+            relocalize, self._relocalize = self._relocalize, False
+        if localizer is None:
+            self.stats.failure(f"no map ({self.stats.map_status})", counter="skipped_no_map")
+            return
+        if camera is None:
+            self.stats.failure("no camera_info received yet", counter="skipped_no_camera_info")
+            self._log_cause("no camera_info", f"waiting for camera_info on {self.resolve_topic_name('camera_info')}; "
+                                              "images are skipped until it arrives")
+            return
+        if image.shape[:2] != (camera.height, camera.width):
+            reason = f"image is {image.shape[1]}×{image.shape[0]}, camera_info says {camera.width}×{camera.height}"
+            self.stats.failure(reason, counter="bad")
+            self._log_cause("size mismatch", f"image skipped: {reason}")
+            return
+        result = localizer(image, camera)
+        self.stats.count("processed")
+        header = msg.header
+        if self.keypoints_pub is not None and self.keypoints_pub.get_subscription_count() > 0 and result.features:
+            self.keypoints_pub.publish(messages.keypoints_msg(result.features, header, Keypoints))
+        if result.success:
+            out = type(header)(stamp=header.stamp, frame_id=self.params["map_frame"])
+            self.pose_pub.publish(messages.pose_msg(result.T_map_camera, result.covariance, out))
+            self.stats.count("localized")
+            self._broadcast(result.T_map_camera, header)
+        else:
+            self.stats.failure(result.reason)
+            self._log_cause(f"failure {result.reason.split(' (')[0]}", f"not localized: {result.reason}")
+        if relocalize:
+            self.get_logger().info(f"relocalized: {'ok' if result.success else result.reason}")
+        timings = {"decode": decode_s, **result.timings, "total": time.perf_counter() - t0}
+        self.stats.processed(timings, time.monotonic() - received)
+
+    def _broadcast(self, T_map_camera: np.ndarray, header) -> None:
+        p = self.params
+        if self.tf_broadcaster is None or not p["publish_tf"]:
+            return
+        camera_frame = p["camera_frame"] or header.frame_id
+        if not camera_frame:
+            self._log_cause("no camera frame", "no TF: the image has no frame_id and camera_frame is empty")
+            return
+        T_odom_camera = None
+        if p["odom_frame"]:
+            try:
+                tf = self.tf_buffer.lookup_transform(p["odom_frame"], camera_frame, Time.from_msg(header.stamp),
+                                                     timeout=Duration(seconds=0.05))
+                T_odom_camera = messages.T_from_transform(tf.transform)
+            except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException) as e:
+                if p["odom_frame"] in self.tf_buffer.all_frames_as_yaml():
+                    # odom exists but not at this stamp: a map→camera now would give the camera two parents.
+                    self._log_cause("odom lookup", f"no TF this frame: odom→{camera_frame} at the image stamp: {e}")
+                    return
+        parent, child, T = transform_to_broadcast(T_map_camera, T_odom_camera, p["map_frame"], p["odom_frame"],
+                                                  camera_frame)
+        self.tf_broadcaster.sendTransform(messages.transform_msg(T, parent, child, header.stamp))
+
+    # --- diagnostics and logging ------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        level, message, values = self.stats.report(self.slot.dropped)
+        status = DiagnosticStatus(level=bytes([level]), name="lift_localizer: localization", message=message,
+                                  hardware_id=self.get_fully_qualified_name(),
+                                  values=[KeyValue(key=k, value=v) for k, v in values])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+    def _log_cause(self, cause: str, text: str, error: bool = False) -> None:
+        """Log once per cause, then again at most every LOG_REPEAT_S seconds."""
+        now = time.monotonic()
+        if now - self._logged.get(cause, -np.inf) < LOG_REPEAT_S:
+            return
+        self._logged[cause] = now
+        # rclpy fixes a call site's severity at its first call: one site per severity.
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
+
+    def destroy_node(self) -> None:
+        self.slot.close()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = LocalizerNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

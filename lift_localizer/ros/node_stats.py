@@ -1,0 +1,73 @@
+"""What the node counts, for /diagnostics (pure Python; the node turns it into a DiagnosticArray)."""
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+
+import numpy as np
+
+OK, WARN, ERROR = 0, 1, 2
+STAGES = ("decode", "extract", "retrieve", "match", "pnp", "total")
+
+
+class NodeStats:
+    """Counters and recent per-stage timings; thread-safe (the worker writes, a timer reads)."""
+
+    def __init__(self, window: int = 100) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.last_failure = ""
+        self.map_status = "no map loaded"
+        self.map_ok = False
+        self._timings = {s: deque(maxlen=window) for s in STAGES}
+        self._latency = deque(maxlen=window)
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[what] += n
+
+    def failure(self, reason: str, counter: str = "failed") -> None:
+        with self._lock:
+            self.counts[counter] += 1
+            self.reasons[reason.split(" (")[0]] += 1
+            self.last_failure = reason
+
+    def set_map(self, ok: bool, status: str) -> None:
+        with self._lock:
+            self.map_ok, self.map_status = ok, status
+
+    def processed(self, timings: dict[str, float], latency_s: float) -> None:
+        with self._lock:
+            for stage in STAGES:
+                if stage in timings:
+                    self._timings[stage].append(timings[stage])
+            self._latency.append(latency_s)
+
+    def report(self, dropped: int) -> tuple[int, str, list[tuple[str, str]]]:
+        """(level, message, key/value pairs)."""
+        with self._lock:
+            c = self.counts
+            values = [("map", self.map_status), ("frames_in", c["in"]), ("frames_dropped", dropped),
+                      ("frames_skipped_rate", c["skipped_rate"]), ("frames_processed", c["processed"]),
+                      ("frames_localized", c["localized"]), ("frames_failed", c["failed"]),
+                      ("frames_skipped_no_map", c["skipped_no_map"]),
+                      ("frames_skipped_no_camera_info", c["skipped_no_camera_info"]),
+                      ("bad_messages", c["bad"]), ("last_failure", self.last_failure or "none")]
+            values += [(f"failures: {r}", n) for r, n in self.reasons.most_common()]
+            for stage, times in self._timings.items():
+                if times:
+                    values.append((f"{stage}_ms_median", f"{1000 * np.median(times):.1f}"))
+            if self._latency:
+                lat = np.asarray(self._latency)
+                values += [("latency_ms_median", f"{1000 * np.median(lat):.1f}"),
+                           ("latency_ms_p90", f"{1000 * np.percentile(lat, 90):.1f}")]
+            if not self.map_ok:
+                level, message = ERROR, self.map_status
+            elif c["processed"] == 0:
+                level, message = WARN, "waiting for images" if c["in"] == 0 else f"no frame processed: {self.last_failure}"
+            elif self.last_failure and c["localized"] == 0:
+                level, message = WARN, f"not localized yet: {self.last_failure}"
+            else:
+                level, message = OK, f"{c['localized']}/{c['processed']} frames localized"
+        return level, message, [(k, str(v)) for k, v in values]

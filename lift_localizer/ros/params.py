@@ -1,0 +1,91 @@
+"""The node's parameters: one table gives each its default, type, range and description, so the
+node declares them, ``config/localizer.yaml`` lists them and tests compare the two from one place.
+
+Pure Python (no rclpy): ``check`` says why a value is refused, or None.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backends import BACKENDS
+from ..localization.localizer import default_conf as localizer_defaults
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: bool | int | float | str
+    description: str
+    # Numbers: inclusive range. Strings: the allowed values (None: any string).
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    # Changing it at run time reloads the map and the networks (seconds), instead of taking effect at once.
+    reload: bool = False
+    # Read once at start-up (subscriptions, QoS): refused at run time with that reason.
+    read_only: bool = False
+
+
+_L = localizer_defaults
+PARAMS: tuple[Param, ...] = (
+    Param("map_path", "", "map directory written by `lift-localizer build-map`; empty: wait for one", reload=True),
+    Param("features", "", "which of the map's feature sets (lift, sift); empty: the map's own", reload=True),
+    Param("backend", _L["backend"], "where LIFT's networks run", choices=("torch", "onnx", "tensorrt"), reload=True),
+    Param("device", _L["device"], "torch device for the torch back end (cpu, cuda, cuda:1, …)", reload=True),
+    Param("max_keypoints", _L["max_keypoints"], "keypoint budget per image", low=50, high=20000, reload=True),
+    Param("top_k", _L["top_k"], "map images retrieved per image", low=1, high=100),
+    Param("retrieval", _L["retrieval"], "auto: NetVLAD when the map has it, else descriptor votes",
+          choices=("auto", "netvlad", "vote"), reload=True),
+    Param("ratio", _L["ratio"], "ratio test of the 2D-3D matching (1: off)", low=0.1, high=1.0),
+    Param("ransac_threshold_px", _L["ransac_threshold_px"], "PnP RANSAC inlier threshold, pixels", low=0.5, high=100.0),
+    Param("min_inliers", _L["min_inliers"], "acceptance: fewest PnP inliers", low=4, high=100000),
+    Param("min_inlier_ratio", _L["min_inlier_ratio"], "acceptance: fewest inliers per 2D-3D match", low=0.0, high=1.0),
+    Param("max_position_std", 0.0, "acceptance: largest position standard deviation in map units; 0: not tested",
+          low=0.0, high=1e6),
+    Param("map_frame", "map", "frame of /pose and the parent of the broadcast transform"),
+    Param("odom_frame", "odom", "broadcast map→odom when TF knows odom→camera; empty: always map→camera"),
+    Param("camera_frame", "", "camera optical frame; empty: the image header's frame_id"),
+    Param("publish_tf", True, "broadcast the transform (needs tf2_ros)"),
+    Param("image_transport", "raw", "subscribe `image` (raw) or `image/compressed`", choices=("raw", "compressed"),
+          read_only=True),
+    Param("qos_reliability", "best_effort", "image and camera_info QoS: best_effort (sensor data) or reliable",
+          choices=("best_effort", "reliable"), read_only=True),
+    Param("qos_depth", 5, "image and camera_info queue depth", low=1, high=1000, read_only=True),
+    Param("max_rate_hz", 0.0, "most images localized per second; 0: as many as the CPU/GPU allows", low=0.0, high=1000.0),
+    Param("diagnostics_period_s", 1.0, "period of /diagnostics", low=0.05, high=3600.0, read_only=True),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def check(name: str, value) -> str | None:
+    """Why ``value`` is refused for parameter ``name``, or None when it is acceptable."""
+    p = BY_NAME.get(name)
+    if p is None:
+        return f"unknown parameter {name!r}"
+    if isinstance(p.default, bool):
+        return None if isinstance(value, bool) else f"{name} must be true or false, not {value!r}"
+    if isinstance(p.default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name} must be a number, not {value!r}"
+        if isinstance(p.default, int) and not isinstance(value, int):
+            return f"{name} must be an integer, not {value!r}"
+        if not (p.low <= value <= p.high):
+            return f"{name} = {value} is outside [{p.low:g}, {p.high:g}]"
+        return None
+    if not isinstance(value, str):
+        return f"{name} must be a string, not {value!r}"
+    if p.choices and value not in p.choices:
+        return f"{name} = {value!r}: choose one of {', '.join(p.choices)}"
+    if name == "backend" and value not in BACKENDS:
+        return f"backend {value!r} is not available in this installation (available: {', '.join(BACKENDS)})"
+    if name == "device" and not (value == "cpu" or value.startswith("cuda")):
+        return f"device {value!r}: use cpu or cuda[:N]"
+    return None
+
+
+def localizer_conf(values: dict) -> dict:
+    """Node parameter values → ``Localizer`` conf."""
+    conf = {k: values[k] for k in ("max_keypoints", "backend", "device", "top_k", "retrieval", "ratio",
+                                   "ransac_threshold_px", "min_inliers", "min_inlier_ratio")}
+    conf["max_position_std"] = values["max_position_std"] or None
+    return conf
