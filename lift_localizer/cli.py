@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .commands import localize, maps, train
+from .commands import localize, maps, replay, train
 
 
 from .commands import positive_int as _positive_int
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_index(sub)
     localize.add(sub)
     train.add(sub)
+    replay.add(sub)
     add_demo(sub)
     return parser
 
