@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .commands import localize, maps, replay, train
+from .evaluation import node_benchmark
 
 
 from .commands import positive_int as _positive_int
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add(sub)
     train.add(sub)
     replay.add(sub)
+    node_benchmark.add(sub)
     add_demo(sub)
     return parser
 

@@ -198,6 +198,19 @@ def test_a_bad_map_keeps_the_node_up_and_a_good_one_reloads(running, scene, tmp_
     wait_for(lambda: len(poses) > n, 5, "a pose after the reload", node)
 
 
+def test_tf_map_to_camera_where_tf2_ros_exists(running, scene):
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not on PyPI; this runs on a full ROS 2 install")
+    from tf2_msgs.msg import TFMessage
+
+    node, client, pubs, poses, keypoints, diagnostics = running
+    _, cam, query = scene
+    tfs = client.collect(TFMessage, "/tf")
+    pubs["info"].publish(camera_info(cam))
+    send_and_wait(running, image_msg(query[0][0], 9 * 10**11))
+    wait_for(lambda: any(t.header.frame_id == "map" and t.child_frame_id == "camera" for m in tfs for t in m.transforms),
+             10, "map→camera on /tf (no odom frame exists)", node)
+
+
 def test_relocalize_service(running):
     node, client, *_ = running
     response = client.call(Trigger, "/lift_localizer/relocalize", Trigger.Request())
@@ -242,3 +255,29 @@ def test_compressed_images(scene, tmp_path):
     finally:
         client.close()
         node.stop()
+
+
+def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
+    """`benchmark-node`: the node as a subprocess, `play` replaying a real query bag into it, /pose
+    and /keypoints heard over DDS, poses against ground truth and against offline runs."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import shared_path
+    from ros_harness import ros_env
+
+    bags = shared_path("bags", "tum_fr3_office")
+    assert main(["build-map", "--bag", str(bags / "mapping"), "--output", str(tmp_path / "map"), "--features", "lift",
+                 "--max-keypoints", "1000"]) == 0
+    out = subprocess.run([sys.executable, "-m", "lift_localizer", "benchmark-node", "--map", str(tmp_path / "map"),
+                          "--bag", str(bags / "query"), "--rate", "2", "--max-keypoints", "1000", "--qos", "best_effort",
+                          "--json", str(tmp_path / "b.json")], env=ros_env(), capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "latency image → /pose: median" in out.stdout and "processed-frame rate" in out.stdout
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["processed"] >= 3 and result["localized"] >= result["processed"] - 1, out.stdout
+    node, offline = np.array(result["node_errors"]), np.array(result["offline_errors"])
+    localized = np.isfinite(node[:, 0])
+    assert np.all(node[localized, 0] < 0.05) and np.all(node[localized, 1] < 5)
+    np.testing.assert_allclose(node[localized], offline[localized], atol=1e-4)

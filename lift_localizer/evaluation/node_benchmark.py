@@ -1,0 +1,199 @@
+"""``lift-localizer benchmark-node``: the node under a real-time replay, measured from outside.
+
+Starts ``lift_localizer_node`` as ``ros2 run`` would, plays the query bag into it with ``play`` (in
+real time by default), and listens to the camera topic, ``/pose``, ``/keypoints`` and
+``/diagnostics``. Prints:
+- latency from an image's publication (its arrival at this listener) to its /pose;
+- the processed-frame rate and how many frames the node received, dropped and localized;
+- the accuracy of /pose against the bag's ground truth, beside offline ``Localizer`` runs on
+  exactly the frames the node processed (the node must match them).
+Replayed stamps are the bag's own, so latency is measured on this listener's clock, not stamps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry.pose import T_from_tq, pose_error
+from .metrics import THRESHOLDS
+
+
+def _header_stamp_ns(cdr: bytes) -> int:
+    """Header stamp of a serialized message that starts with std_msgs/Header (all we listen to)."""
+    sec, nsec = struct.unpack_from("<iI" if cdr[1] == 1 else ">iI", cdr, 4)
+    return sec * 10**9 + nsec
+
+
+def _recall_row(err: np.ndarray) -> str:
+    return "  ".join(f"({t:g} m,{r:g}°) {np.mean((err[:, 0] <= t) & (err[:, 1] <= r)):.3f}" for t, r in THRESHOLDS)
+
+
+def run(args) -> int:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from ..localization.localizer import Localizer
+    from ..mapping.bag import bag_topics, pick_image_topic, read_frames
+    from ..mapping.io import load_map
+    from ..ros.params import localizer_conf
+    from ..ros.params import PARAMS
+
+    frames = read_frames(args.bag, args.image_topic, args.camera_info_topic, pose_topic=args.ground_truth_topic)
+    truth = {f.stamp_ns: f.T_map_camera for f in frames}
+    image_topic = pick_image_topic(bag_topics(args.bag), args.image_topic, Path(args.bag))
+    compressed = image_topic.endswith("/compressed")
+    base_topic = image_topic[: -len("/compressed")] if compressed else image_topic
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env = dict(os.environ)
+    params = {"map_path": str(args.map), "max_keypoints": args.max_keypoints, "top_k": args.top_k,
+              "qos_reliability": args.qos, "image_transport": "compressed" if compressed else "raw"}
+    node_cmd = [sys.executable, "-m", "lift_localizer.ros.node", "--ros-args", "-r", "__node:=lift_localizer",
+                "-r", f"image:={base_topic}", "-r", f"camera_info:={args.camera_info_topic}"]
+    for k, v in params.items():
+        node_cmd += ["-p", f"{k}:={v}"]
+    log = Path(tempfile.mkstemp(prefix="lift_node_", suffix=".log")[1])
+    node_proc = subprocess.Popen(node_cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+    rclpy.init()
+    listener = rclpy.create_node("lift_localizer_benchmark")
+    lock = threading.Lock()
+    seen_image, seen_pose, processed, poses, diag = {}, {}, set(), {}, {}
+
+    def on_image(raw: bytes) -> None:
+        with lock:
+            seen_image.setdefault(_header_stamp_ns(raw), time.monotonic())
+
+    def on_pose(msg) -> None:
+        s = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        with lock:
+            seen_pose[s] = time.monotonic()
+            poses[s] = T_from_tq(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+
+    def on_keypoints(raw: bytes) -> None:
+        with lock:
+            processed.add(_header_stamp_ns(raw))
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("lift_localizer"):
+                diag.clear()
+                diag.update({kv.key: kv.value for kv in status.values})
+
+    from sensor_msgs.msg import CompressedImage, Image
+    from ..ros.interfaces import message_class
+
+    listen_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort"
+                            else ReliabilityPolicy.RELIABLE)
+    listener.create_subscription(CompressedImage if compressed else Image, image_topic, on_image, listen_qos, raw=True)
+    listener.create_subscription(PoseWithCovarianceStamped, "/pose", on_pose, 50)
+    listener.create_subscription(message_class("lift_localizer_msgs/msg/Keypoints"), "/keypoints", on_keypoints, 50,
+                                 raw=True)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    spin = threading.Thread(target=lambda: rclpy.spin(listener), daemon=True)
+    spin.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "images" not in diag.get("map", "") and time.monotonic() < deadline:
+            if node_proc.poll() is not None:
+                print(log.read_text()[-3000:], file=sys.stderr)
+                return 2
+            time.sleep(0.1)
+        if "images" not in diag.get("map", ""):
+            print(f"error: the node did not load the map: {diag.get('map')}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            return 2
+        play = [sys.executable, "-m", "lift_localizer", "play", str(args.bag), "--rate", str(args.rate), "--topics",
+                image_topic, args.camera_info_topic, "--wait-for-subscribers", image_topic, args.camera_info_topic]
+        t0 = time.monotonic()
+        subprocess.run(play, env=env, check=True, stdout=subprocess.DEVNULL)
+        play_s = time.monotonic() - t0
+        # The last frame may still be processing.
+        settle = time.monotonic() + args.settle
+        while time.monotonic() < settle:
+            time.sleep(0.2)
+    finally:
+        node_proc.send_signal(2)
+        try:
+            node_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+        listener.destroy_node()
+        rclpy.try_shutdown()
+
+    with lock:
+        processed_stamps = sorted(s for s in processed if s in truth)
+        latency = np.array([seen_pose[s] - seen_image[s] for s in seen_pose if s in seen_image])
+    n_bag = len(frames)
+    print(f"bag {args.bag}: {n_bag} images over {(frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9:.1f} s, "
+          f"played at rate {args.rate:g} in {play_s:.1f} s; node QoS {args.qos}, {args.max_keypoints} keypoints")
+    print(f"node: received {diag.get('frames_in', '?')}, dropped (newest wins) {diag.get('frames_dropped', '?')}, "
+          f"processed {len(processed_stamps)}, localized {len(poses)}; this listener saw {len(seen_image)} images")
+    if processed_stamps:
+        print(f"processed-frame rate {len(processed_stamps) / play_s:.2f} Hz "
+              f"(bag rate × speed {args.rate * (n_bag - 1) / max((frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9, 1e-9):.2f} Hz)")
+    if len(latency):
+        print(f"latency image → /pose: median {1000 * np.median(latency):.0f} ms, p90 {1000 * np.percentile(latency, 90):.0f} ms "
+              f"(n = {len(latency)})")
+    stage_keys = [k for k in diag if k.endswith("_ms_median")]
+    print("node stage medians: " + "  ".join(f"{k[:-10]} {diag[k]} ms" for k in stage_keys))
+
+    # The same frames offline, same settings: the node must give the same accuracy.
+    localizer = Localizer(load_map(args.map), localizer_conf({**{p.name: p.default for p in PARAMS}, **params}))
+    by_stamp = {f.stamp_ns: f for f in frames}
+    err_node = np.full((len(processed_stamps), 2), np.inf)
+    err_off = np.full((len(processed_stamps), 2), np.inf)
+    diffs = []
+    for i, s in enumerate(processed_stamps):
+        f = by_stamp[s]
+        r = localizer(f.image(), f.camera)
+        if s in poses:
+            err_node[i] = pose_error(poses[s], truth[s])
+        if r.success:
+            err_off[i] = pose_error(r.T_map_camera, truth[s])
+            if s in poses:
+                diffs.append(pose_error(poses[s], r.T_map_camera))
+    print(f"on the {len(processed_stamps)} processed frames (vs {args.ground_truth_topic}):")
+    print(f"  node    localized {int(np.isfinite(err_node[:, 0]).sum())}: {_recall_row(err_node)}")
+    print(f"  offline localized {int(np.isfinite(err_off[:, 0]).sum())}: {_recall_row(err_off)}")
+    if diffs:
+        d = np.array(diffs)
+        print(f"  node vs offline pose: max {d[:, 0].max() * 100:.3f} cm, {d[:, 1].max():.4f}°")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "bag": str(args.bag), "rate": args.rate, "qos": args.qos, "frames": n_bag,
+            "received": diag.get("frames_in"), "dropped": diag.get("frames_dropped"), "processed": len(processed_stamps),
+            "localized": len(poses), "play_s": play_s,
+            "latency_ms": {"median": float(1000 * np.median(latency)), "p90": float(1000 * np.percentile(latency, 90))}
+            if len(latency) else None,
+            "node_errors": err_node.tolist(), "offline_errors": err_off.tolist()}, indent=1))
+    return 0
+
+
+def add(sub) -> None:
+    from ..commands import add_bag_topics
+
+    p = sub.add_parser("benchmark-node", help="the ROS 2 node under a real-time bag replay: latency, rate, accuracy",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("--map", required=True, type=Path, metavar="MAP_DIR")
+    p.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG")
+    p.add_argument("--rate", type=float, default=1.0, help="replay speed (default %(default)s: real time)")
+    p.add_argument("--qos", choices=("best_effort", "reliable"), default="reliable",
+                   help="the node's image QoS (default %(default)s)")
+    p.add_argument("--max-keypoints", type=int, default=2000)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--settle", type=float, default=10.0, help="seconds to wait after the replay (default %(default)s)")
+    p.add_argument("--json", type=Path, default=None)
+    add_bag_topics(p, with_pose=False)
+    p.add_argument("--ground-truth-topic", default="/ground_truth/pose")
+    p.set_defaults(func=run)
