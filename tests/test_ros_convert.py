@@ -137,3 +137,21 @@ def test_same_as_cv_bridge():
         a = rng.integers(0, 256, (6, 8, c) if c > 1 else (6, 8)).astype(dtype)
         m = Image(**{**make_image_fields(a, encoding)})
         np.testing.assert_array_equal(image_from_msg(m), bridge.imgmsg_to_cv2(m, "passthrough"))
+    # The node's entry point gives the same grey/BGR arrays whichever converter it uses.
+    from lift_localizer.ros.convert import decode_image, image_to_bgr_or_gray
+
+    for encoding, (c, dtype) in ENCODINGS.items():
+        a = rng.integers(0, 256, (6, 8, c) if c > 1 else (6, 8)).astype(dtype)
+        m = Image(**{**make_image_fields(a, encoding)})
+        np.testing.assert_array_equal(decode_image(m), image_to_bgr_or_gray(m))
+
+
+def test_decode_image_refuses_what_it_cannot_read():
+    from lift_localizer.ros.convert import decode_image
+
+    a = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+    with pytest.raises(ImageError, match="unsupported image encoding"):
+        decode_image(types.SimpleNamespace(**{**make_image_fields(a, "bgr8"), "encoding": "32FC1"}))
+    with pytest.raises(ImageError, match="could not be decoded"):
+        decode_image(types.SimpleNamespace(format="jpeg", data=b"not a jpeg"), compressed=True)
+    np.testing.assert_array_equal(decode_image(types.SimpleNamespace(**make_image_fields(a, "rgb8"))), a[:, :, ::-1])

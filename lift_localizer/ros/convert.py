@@ -118,8 +118,9 @@ def decode_image(msg, compressed: bool = False) -> np.ndarray:
             image = _BRIDGE.compressed_imgmsg_to_cv2(msg, "passthrough")
         else:
             image = _BRIDGE.imgmsg_to_cv2(msg, "passthrough")
-    except (_BRIDGE_ERROR, TypeError, ValueError, cv2.error) as e:
-        raise ImageError(f"cv_bridge could not convert the image: {e}") from None
+    except (_BRIDGE_ERROR, TypeError, ValueError, cv2.error):
+        # cv_bridge knows fewer encoding names (uyvy, yuyv) and says less about broken messages.
+        return compressed_image_from_msg(msg) if compressed else image_to_bgr_or_gray(msg)
     if image is None or image.size == 0:
         raise ImageError("empty image")
     if compressed:
