@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .commands import localize, maps, replay, train
-from .evaluation import node_benchmark
+from .commands import deploy, localize, maps, replay, train
+from .evaluation import benchmark, node_benchmark
 
 
 from .commands import positive_int as _positive_int
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add(sub)
     replay.add(sub)
     node_benchmark.add(sub)
+    deploy.add(sub)
+    benchmark.add(sub)
     add_demo(sub)
     return parser
 

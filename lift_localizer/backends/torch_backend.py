@@ -1,6 +1,8 @@
 """PyTorch back end: the reference implementation, on the CPU or a CUDA device."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..weights import LoadedNetwork
@@ -9,23 +11,30 @@ from ..weights import LoadedNetwork
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256) -> None:
+    def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
+                 precision: str = "fp32") -> None:
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.det_net = networks["det"].module.to(self.device).eval()
-        self.ori_net = networks["ori"].module.to(self.device).eval()
-        self.desc_net = networks["desc"].module.to(self.device).eval()
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision {precision!r}: fp32 or fp16")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 needs a CUDA device (PyTorch's CPU convolutions have no fast half path)")
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        # fp16 works on copies, so that the shared float32 modules (training, other back ends) stay as they are.
+        own = copy.deepcopy if precision == "fp16" else (lambda m: m)
+        self.det_net, self.ori_net, self.desc_net = (
+            own(networks[k].module).to(self.device, self.dtype).eval() for k in ("det", "ori", "desc"))
 
     @torch.inference_mode()
     def det(self, level: torch.Tensor) -> torch.Tensor:
-        """(1, 1, h, w) normalised level → (h - 24, w - 24) scores."""
-        return self.det_net(level.to(self.device))[0, 0]
+        """(1, 1, h, w) normalised level → (h - 24, w - 24) scores (float32)."""
+        return self.det_net(level.to(self.device, self.dtype))[0, 0].float()
 
     def _batched(self, net: torch.nn.Module, patches: torch.Tensor, dim: int) -> torch.Tensor:
-        out = patches.new_empty((len(patches), dim), device=self.device)
+        out = torch.empty((len(patches), dim), device=self.device)
         with torch.inference_mode():
             for i in range(0, len(patches), self.batch_size):
-                out[i:i + self.batch_size] = net(patches[i:i + self.batch_size].to(self.device))
+                out[i:i + self.batch_size] = net(patches[i:i + self.batch_size].to(self.device, self.dtype)).float()
         return out
 
     def ori(self, patches: torch.Tensor) -> torch.Tensor:

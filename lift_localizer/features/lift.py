@@ -31,11 +31,22 @@ default_conf = {
     "patch_size": 64,
     "backend": "torch",
     "device": "cpu",
+    # onnx / tensorrt: a `lift-localizer export` folder; None: exported on first use into a cache.
+    "model_dir": None,
+    # torch on CUDA: fp16 halves memory traffic; keypoints and descriptors stay within a stated tolerance.
+    "precision": "fp32",
     "batch_size": 256,
     # Weights: names in lift_localizer/weights or path stems, per network.
     "weights": {"det": "det", "ori": "ori", "desc": "desc"},
 }
 
+
+# Named scale-space settings. "fast" for the CPU: 3 levels per octave and no octave below the image
+# (the enlarged octave costs most of DET): 10 levels instead of 21 at 640×480.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "fast": {"levels_per_octave": 3, "extra_octave_below": 0},
+}
 
 @dataclass
 class Features:
@@ -74,7 +85,7 @@ class Lift:
             raise ValueError("max_keypoints must be >= 0")
         self.networks = networks if networks is not None else load_networks(self.conf["weights"])
         self.backend = make_backend(self.conf["backend"], self.networks, self.conf["device"],
-                                    self.conf["batch_size"])
+                                    self.conf["batch_size"], self.conf["model_dir"], self.conf["precision"])
         self.device = torch.device(self.conf["device"])
 
     def _now(self) -> float:

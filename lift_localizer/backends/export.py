@@ -1,0 +1,119 @@
+"""ONNX export of the LIFT networks (and NetVLAD) with a manifest, for ONNX Runtime and TensorRT.
+
+    lift-localizer export --output DIR          # or export_onnx(DIR)
+
+DIR/det.onnx   input "level"   (1, 1, H, W), H and W dynamic → "scores" (1, 1, H-24, W-24)
+DIR/ori.onnx   input "patches" (N, 1, 64, 64), N dynamic     → "cos_sin" (N, 2)
+DIR/desc.onnx  input "patches" (N, 1, 64, 64), N dynamic     → "descriptors" (N, 128)
+DIR/netvlad_<features>.onnx  "descriptors" (N, 128) → "global" (1, 256)   (when that model is shipped)
+DIR/manifest.json  format, opset, per model: file, inputs/outputs with shapes, weights_sha256, input
+                   normalisation, the LIFT patch size.
+
+Opset 17 with the classic exporter: JetPack's TensorRT 8.5/8.6 reads it (10.x reads up to 20), and
+``dynamo=True`` would force opset ≥ 18. Patches are cropped outside the graphs (GridSample is slow
+in ONNX Runtime, and the grids are built by a MatMul anyway), so no AffineGrid is ever exported.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..weights import LoadedNetwork
+
+OPSET = 17
+MANIFEST_FORMAT = 1
+PATCH = 64
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
+            dynamic: dict[int, str]) -> None:
+    module = module.eval().float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the classic exporter's deprecation notice
+        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=[output_name],
+                          dynamic_axes={input_name: dynamic, output_name: dict(dynamic)}, opset_version=OPSET,
+                          do_constant_folding=True, dynamo=False)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_onnx(output: str | Path, networks: dict[str, LoadedNetwork] | None = None,
+                netvlad: bool = True) -> dict:
+    """Write the ONNX models and manifest.json into ``output``; return the manifest."""
+    import onnx
+
+    from ..features.lift import load_networks
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    networks = networks or load_networks()
+    models = {}
+    specs = {
+        "det": (torch.zeros(1, 1, 96, 128), "level", "scores", {2: "height", 3: "width"},
+                {"level": ["1", "1", "H", "W"]}, {"scores": ["1", "1", "H-24", "W-24"]}),
+        "ori": (torch.zeros(4, 1, PATCH, PATCH), "patches", "cos_sin", {0: "batch"},
+                {"patches": ["N", "1", str(PATCH), str(PATCH)]}, {"cos_sin": ["N", "2"]}),
+        "desc": (torch.zeros(4, 1, PATCH, PATCH), "patches", "descriptors", {0: "batch"},
+                 {"patches": ["N", "1", str(PATCH), str(PATCH)]}, {"descriptors": ["N", "128"]}),
+    }
+    for kind, (example, iname, oname, dynamic, inputs, outputs) in specs.items():
+        net = networks[kind]
+        path = out / f"{kind}.onnx"
+        _export(net.module, example, path, iname, oname, dynamic)
+        onnx.checker.check_model(str(path))
+        models[kind] = {"file": path.name, "inputs": inputs, "outputs": outputs, "weights_sha256": net.sha256,
+                        "weights": net.path.name, "trained": net.trained, "architecture": net.card.get("architecture"),
+                        "input_normalisation": {"mean": net.mean, "std": net.std}, "file_sha256": _file_sha256(path)}
+    if netvlad:
+        models.update(_export_netvlad(out))
+    manifest = {"format": MANIFEST_FORMAT, "opset": OPSET, "torch": torch.__version__, "patch_size": PATCH,
+                "models": models}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+class _OneImageNetVLAD(torch.nn.Module):
+    """(N, 128) descriptors of one image → (1, D) global descriptor (no padding mask needed)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
+        return self.net(descriptors[None])
+
+
+def _export_netvlad(out: Path) -> dict:
+    """The NetVLAD models shipped in lift_localizer/weights, one per local-feature kind."""
+    from ..weights import WeightsError, load_network
+
+    models = {}
+    for name in ("netvlad_lift", "netvlad_sift"):
+        try:
+            net = load_network("netvlad", name)
+        except WeightsError:
+            continue
+        path = out / f"{name}.onnx"
+        _export(_OneImageNetVLAD(net.module), torch.randn(50, 128), path, "descriptors", "global", {0: "keypoints"})
+        models[name] = {"file": path.name, "inputs": {"descriptors": ["N", "128"]},
+                        "outputs": {"global": ["1", str(net.module.out_dim)]}, "weights_sha256": net.sha256,
+                        "file_sha256": _file_sha256(path)}
+    return models
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of an export directory; ValueError naming the problem if it is not one."""
+    path = Path(directory) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not an export manifest ({e}); run `lift-localizer export --output {directory}`") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: manifest format {manifest.get('format')}, this version reads {MANIFEST_FORMAT}")
+    return manifest

@@ -1,0 +1,86 @@
+"""ONNX Runtime back end: the exported graphs (backends/export.py) on the CPU, or on CUDA with
+onnxruntime-gpu. Patches are cropped by the caller in PyTorch: GridSample in ONNX Runtime is ~6×
+slower than torch's on the CPU.
+
+The graphs come from ``model_dir`` (an existing export, checked against the loaded weights' hashes)
+or, by default, are exported on first use into a cache folder keyed by those hashes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..weights import LoadedNetwork
+from .export import export_onnx, read_manifest
+
+
+def cache_dir(networks: dict[str, LoadedNetwork]) -> Path:
+    root = Path(os.environ.get("LIFT_LOCALIZER_CACHE", Path.home() / ".cache" / "lift_localizer"))
+    key = "-".join(networks[k].sha256[:12] for k in ("det", "ori", "desc"))
+    return root / "onnx" / key
+
+
+def ensure_export(networks: dict[str, LoadedNetwork], model_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """An export directory for these weights (exported now if needed) and its manifest."""
+    directory = Path(model_dir) if model_dir else cache_dir(networks)
+    try:
+        manifest = read_manifest(directory)
+    except ValueError:
+        if model_dir:
+            raise
+        manifest = export_onnx(directory, networks, netvlad=False)
+    for kind in ("det", "ori", "desc"):
+        have = manifest["models"].get(kind, {}).get("weights_sha256")
+        if have != networks[kind].sha256:
+            raise ValueError(f"{directory}: the exported {kind} was made from other weights ({str(have)[:12]}…) than "
+                             f"the ones loaded ({networks[kind].sha256[:12]}…); export again")
+    return directory, manifest
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
+                 model_dir: str | Path | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        directory, manifest = ensure_export(networks, model_dir)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Same thread count as torch, so back ends compare on equal terms.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("the onnx back end on cuda needs onnxruntime-gpu (CUDAExecutionProvider)")
+            providers.insert(0, "CUDAExecutionProvider")
+        self.sessions = {kind: ort.InferenceSession(str(directory / manifest["models"][kind]["file"]), options,
+                                                    providers=providers) for kind in ("det", "ori", "desc")}
+        self.batch_size = batch_size
+        self.device = torch.device("cpu")
+
+    def _run(self, kind: str, x: torch.Tensor) -> torch.Tensor:
+        session = self.sessions[kind]
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.detach().cpu().numpy().astype(np.float32, copy=False)})
+        return torch.from_numpy(out)
+
+    def det(self, level: torch.Tensor) -> torch.Tensor:
+        """(1, 1, h, w) normalised level → (h - 24, w - 24) scores."""
+        return self._run("det", level)[0, 0]
+
+    def _batched(self, kind: str, patches: torch.Tensor, dim: int) -> torch.Tensor:
+        if len(patches) == 0:
+            return torch.zeros((0, dim))
+        return torch.cat([self._run(kind, patches[i:i + self.batch_size])
+                          for i in range(0, len(patches), self.batch_size)])
+
+    def ori(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 64, 64) normalised patches → (N, 2) (cos, sin)."""
+        return self._batched("ori", patches, 2)
+
+    def desc(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 64, 64) normalised patches → (N, 128)."""
+        return self._batched("desc", patches, 128)
