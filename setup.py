@@ -16,7 +16,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["tests", "tests.*"]),
-    package_data={package_name: ["weights/*.safetensors", "weights/*.json"]},
+    package_data={package_name: ["weights/*.safetensors", "weights/*.json", "backends/*.json", "training/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

@@ -6,27 +6,66 @@ from ..weights import LoadedNetwork
 
 
 def available_backends() -> tuple[str, ...]:
-    """The back ends that can run here (torch always; onnx where onnxruntime imports)."""
-    names = ["torch"]
+    """The back ends that can run here (auto and torch always; onnx where onnxruntime imports;
+    tensorrt where TensorRT imports and a CUDA device exists)."""
+    names = ["auto", "torch"]
     try:
         import onnxruntime  # noqa: F401
         names.append("onnx")
     except ImportError:
         pass
+    from .tensorrt_backend import available as tensorrt_available
+
+    if tensorrt_available()[0]:
+        names.append("tensorrt")
     return tuple(names)
 
 
 BACKENDS = available_backends()
 
 
+class SplitBackend:
+    """DET on one back end, ORI and DESC on another: on the CPU, PyTorch's 25×25 convolution is
+    faster than ONNX Runtime's and ONNX Runtime's DESC and ORI are 2–4× faster than PyTorch's
+    (README, `lift-localizer benchmark`)."""
+
+    name = "auto"
+
+    def __init__(self, det_backend, patch_backend) -> None:
+        self.det_backend, self.patch_backend = det_backend, patch_backend
+        self.det, self.ori, self.desc = det_backend.det, patch_backend.ori, patch_backend.desc
+
+
 def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
-                 model_dir: str | None = None, precision: str = "fp32"):
+                 model_dir: str | None = None, precision: str | None = None):
+    """``precision`` None: the back end's default (fp32 for torch and onnx, fp16 for tensorrt).
+    ``auto``: TensorRT on a GPU where it exists, torch on other GPUs, and on the CPU torch for DET
+    with ONNX Runtime for ORI and DESC where onnxruntime is installed."""
+    if name == "auto":
+        if str(device).startswith("cuda"):
+            name = "tensorrt" if "tensorrt" in BACKENDS else "torch"
+        elif "onnx" in BACKENDS:
+            return SplitBackend(make_backend("torch", networks, device, batch_size),
+                                make_backend("onnx", networks, device, batch_size, model_dir))
+        else:
+            name = "torch"
     if name == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(networks, device=device, batch_size=batch_size, precision=precision)
+        return TorchBackend(networks, device=device, batch_size=batch_size, precision=precision or "fp32")
     if name == "onnx" and "onnx" in BACKENDS:
         from .onnx_backend import OnnxBackend
 
         return OnnxBackend(networks, device=device, batch_size=batch_size, model_dir=model_dir)
+    if name == "tensorrt":
+        from .onnx_backend import ensure_export
+        from .tensorrt_backend import TensorRTBackend, available as tensorrt_available
+
+        ok, why = tensorrt_available()
+        if not ok:
+            raise ValueError(f"the tensorrt back end cannot run here: {why}")
+        # The export is checked against (or made from) the loaded weights, whose cards normalise the inputs.
+        directory, _ = ensure_export(networks, model_dir)
+        return TensorRTBackend(directory, precision=precision or "fp16",
+                               expected_weights={k: networks[k].sha256 for k in ("det", "ori", "desc")})
     raise ValueError(f"unknown back end {name!r}; available here: {', '.join(BACKENDS)}")

@@ -30,12 +30,13 @@ PATCH = 64
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
-            dynamic: dict[int, str]) -> None:
+            dynamic: dict[int, str], output_dynamic: dict[int, str] | None = None) -> None:
     module = module.eval().float()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the classic exporter's deprecation notice
         torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-                          dynamic_axes={input_name: dynamic, output_name: dict(dynamic)}, opset_version=OPSET,
+                          dynamic_axes={input_name: dynamic, output_name: output_dynamic or dict(dynamic)},
+                          opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
 
 
@@ -65,7 +66,9 @@ def export_onnx(output: str | Path, networks: dict[str, LoadedNetwork] | None = 
     for kind, (example, iname, oname, dynamic, inputs, outputs) in specs.items():
         net = networks[kind]
         path = out / f"{kind}.onnx"
-        _export(net.module, example, path, iname, oname, dynamic)
+        # DET's output is 24 pixels smaller than its input: its own dimension names.
+        _export(net.module, example, path, iname, oname, dynamic,
+                {2: "height_minus_24", 3: "width_minus_24"} if kind == "det" else None)
         onnx.checker.check_model(str(path))
         models[kind] = {"file": path.name, "inputs": inputs, "outputs": outputs, "weights_sha256": net.sha256,
                         "weights": net.path.name, "trained": net.trained, "architecture": net.card.get("architecture"),

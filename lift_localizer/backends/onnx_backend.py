@@ -8,6 +8,8 @@ or, by default, are exported on first use into a cache folder keyed by those has
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +33,30 @@ def ensure_export(networks: dict[str, LoadedNetwork], model_dir: str | Path | No
     except ValueError:
         if model_dir:
             raise
-        manifest = export_onnx(directory, networks, netvlad=False)
+        manifest = _export_atomically(directory, networks)
     for kind in ("det", "ori", "desc"):
         have = manifest["models"].get(kind, {}).get("weights_sha256")
         if have != networks[kind].sha256:
             raise ValueError(f"{directory}: the exported {kind} was made from other weights ({str(have)[:12]}…) than "
                              f"the ones loaded ({networks[kind].sha256[:12]}…); export again")
     return directory, manifest
+
+
+def _export_atomically(directory: Path, networks: dict[str, LoadedNetwork]) -> dict:
+    """Export into a fresh folder and rename it into place: a process that starts at the same time
+    (the node beside a test, two nodes) never reads half-written models."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        manifest = export_onnx(tmp, networks, netvlad=False)
+        os.rename(tmp, directory)
+    except OSError:
+        if not (directory / "manifest.json").exists():
+            raise
+        manifest = read_manifest(directory)   # another process won the race: use its export
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
 
 
 class OnnxBackend:

@@ -54,8 +54,15 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                    help="acceptance: fewest PnP inliers (default %(default)s)")
     g.add_argument("--min-inlier-ratio", type=float, default=default_conf["min_inlier_ratio"],
                    help="acceptance: fewest inliers per 2D-3D match (default %(default)s)")
+    g.add_argument("--preset", choices=("default", "fast"), default=default_conf["preset"],
+                   help="LIFT scale space of the queries: default (21 levels at 640×480) or fast (10)")
+    from ..backends import BACKENDS
+
+    g.add_argument("--backend", choices=BACKENDS, default=default_conf["backend"],
+                   help="where LIFT's networks run (default %(default)s)")
 
 
 def localizer_conf(args: argparse.Namespace) -> dict:
     return {"max_keypoints": args.max_keypoints, "top_k": args.top_k, "solver": args.solver, "ransac_threshold_px": args.ransac_threshold,
-            "min_inliers": args.min_inliers, "min_inlier_ratio": args.min_inlier_ratio}
+            "min_inliers": args.min_inliers, "min_inlier_ratio": args.min_inlier_ratio, "preset": args.preset,
+            "backend": args.backend}

@@ -182,7 +182,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..backends import BACKENDS
-    from ..features.lift import PRESETS
+    from ..features.lift import apply_preset
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     view = demo_views(make_texture(), image_size=(h, w))[0].image
@@ -192,11 +192,12 @@ def run(args: argparse.Namespace) -> int:
     candidates = {"torch": {"backend": "torch"}}
     if "onnx" in BACKENDS:
         candidates["onnx"] = {"backend": "onnx"}
+        candidates["auto"] = {"backend": "auto"}
     if torch.cuda.is_available():
         candidates["torch-cuda"] = {"backend": "torch", "device": "cuda"}
         candidates["torch-cuda-fp16"] = {"backend": "torch", "device": "cuda", "precision": "fp16"}
     if "tensorrt" in BACKENDS:
-        candidates["tensorrt-fp16"] = {"backend": "tensorrt", "device": "cuda"}
+        candidates["tensorrt-fp16"] = {"backend": "tensorrt", "device": "cuda", "precision": "fp16"}
     chosen = args.backends or list(candidates)
     unknown = [b for b in chosen if b not in candidates]
     if unknown:
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         peaks["cuda_fp16"] = peak_gmacs(torch.device("cuda"), torch.float16)
     results = []
     for name in chosen:
-        conf = {**PRESETS[args.preset], "max_keypoints": args.max_keypoints, **candidates[name]}
+        conf = apply_preset({"max_keypoints": args.max_keypoints, **candidates[name]}, args.preset)
         results.append(benchmark_backend(name, conf, gray, jpeg, pipeline, args.repeat))
     device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
     print(f"lift-localizer benchmark: {w}×{h}, preset {args.preset}, {args.max_keypoints} keypoints, median of "

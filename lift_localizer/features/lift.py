@@ -29,24 +29,37 @@ default_conf = {
     "edge_threshold": 10.0,
     "refine": True,
     "patch_size": 64,
-    "backend": "torch",
+    # auto: on the CPU torch for DET and ONNX Runtime for ORI/DESC (faster, measured); on a GPU TensorRT
+    # where it exists, else torch. Or name one: torch, onnx, tensorrt.
+    "backend": "auto",
     "device": "cpu",
     # onnx / tensorrt: a `lift-localizer export` folder; None: exported on first use into a cache.
     "model_dir": None,
-    # torch on CUDA: fp16 halves memory traffic; keypoints and descriptors stay within a stated tolerance.
-    "precision": "fp32",
+    # None: the back end's default (fp32; tensorrt fp16). "fp16" for torch on CUDA halves memory traffic.
+    "precision": None,
     "batch_size": 256,
     # Weights: names in lift_localizer/weights or path stems, per network.
     "weights": {"det": "det", "ori": "ori", "desc": "desc"},
 }
 
 
-# Named scale-space settings. "fast" for the CPU: 3 levels per octave and no octave below the image
-# (the enlarged octave costs most of DET): 10 levels instead of 21 at 640×480.
+# Named settings. "fast" for the CPU: 3 levels per octave and no octave below the image (the
+# enlarged octave costs most of DET): 10 levels instead of 21 at 640×480, and at most 600 keypoints
+# (ORI and DESC cost per keypoint). `lift-localizer evaluate --preset fast` measures what it costs.
 PRESETS: dict[str, dict] = {
     "default": {},
-    "fast": {"levels_per_octave": 3, "extra_octave_below": 0},
+    "fast": {"levels_per_octave": 3, "extra_octave_below": 0, "max_keypoints": 600},
 }
+
+
+def apply_preset(conf: dict, preset: str) -> dict:
+    """``conf`` with a preset's settings; a preset's keypoint budget is a cap, not a floor."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} ({', '.join(PRESETS)})")
+    out = {**conf, **PRESETS[preset]}
+    if "max_keypoints" in PRESETS[preset] and "max_keypoints" in conf:
+        out["max_keypoints"] = min(int(conf["max_keypoints"]), PRESETS[preset]["max_keypoints"])
+    return out
 
 @dataclass
 class Features:

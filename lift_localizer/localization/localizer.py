@@ -24,8 +24,10 @@ from .vote_retrieval import VoteRetrieval
 default_conf = {
     "max_keypoints": 2000,
     # Where LIFT's networks run (SIFT ignores both): a back end of lift_localizer.backends, a torch device.
-    "backend": "torch",
+    "backend": "auto",
     "device": "cpu",
+    # LIFT scale-space preset (features.lift.PRESETS): "fast" trades some recall for speed on a CPU.
+    "preset": "default",
     "top_k": 10,
     # "auto": NetVLAD + faiss when the map has them, else descriptor votes; or force one.
     "retrieval": "auto",
@@ -118,7 +120,10 @@ class Localizer:
     def _extractor_conf(self) -> dict:
         conf = {"max_keypoints": self.conf["max_keypoints"], "resize_max": self.map.meta["features"].get("resize_max")}
         if self.map.features_name == "lift":
-            conf.update(backend=self.conf["backend"], device=self.conf["device"])
+            from ..features.lift import apply_preset
+
+            conf = apply_preset({**conf, "backend": self.conf["backend"], "device": self.conf["device"]},
+                                self.conf["preset"])
         return conf
 
     def _retrieval(self):

@@ -30,9 +30,11 @@ _L = localizer_defaults
 PARAMS: tuple[Param, ...] = (
     Param("map_path", "", "map directory written by `lift-localizer build-map`; empty: wait for one", reload=True),
     Param("features", "", "which of the map's feature sets (lift, sift); empty: the map's own", reload=True),
-    Param("backend", _L["backend"], "where LIFT's networks run", choices=("torch", "onnx", "tensorrt"), reload=True),
+    Param("backend", _L["backend"], "where LIFT's networks run", choices=("auto", "torch", "onnx", "tensorrt"), reload=True),
     Param("device", _L["device"], "torch device for the torch back end (cpu, cuda, cuda:1, …)", reload=True),
     Param("max_keypoints", _L["max_keypoints"], "keypoint budget per image", low=50, high=20000, reload=True),
+    Param("preset", _L["preset"], "LIFT scale space: default (21 levels at 640×480) or fast (10 levels, ≤ 600 keypoints)",
+          choices=("default", "fast"), reload=True),
     Param("top_k", _L["top_k"], "map images retrieved per image", low=1, high=100),
     Param("retrieval", _L["retrieval"], "auto: NetVLAD when the map has it, else descriptor votes",
           choices=("auto", "netvlad", "vote"), reload=True),
@@ -85,7 +87,7 @@ def check(name: str, value) -> str | None:
 
 def localizer_conf(values: dict) -> dict:
     """Node parameter values → ``Localizer`` conf."""
-    conf = {k: values[k] for k in ("max_keypoints", "backend", "device", "top_k", "retrieval", "ratio",
+    conf = {k: values[k] for k in ("max_keypoints", "preset", "backend", "device", "top_k", "retrieval", "ratio",
                                    "ransac_threshold_px", "min_inliers", "min_inlier_ratio")}
     conf["max_position_std"] = values["max_position_std"] or None
     return conf

@@ -1,0 +1,630 @@
+"""TensorRT back end: engines built from the ONNX export, cached on disk, run on a CUDA stream.
+
+    backend = TensorRTBackend("exported/", precision="fp16", levels_hw=levels_hw_for_image(480, 640))
+    scores = backend.det(level)        # (1, 1, h, w) → (h - 24, w - 24)
+
+Written against TensorRT's name-based API (``num_io_tensors``, ``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``), which exists from TensorRT 8.5 on: JetPack 5.1
+(8.5), JetPack 6.0 (8.6) and JetPack 6.1/6.2 and desktops (10.x) run the same code. Older
+TensorRT (binding indices, ``execute_async_v2``) is refused with a message instead.
+
+Optimisation profiles. DET gets ONE dynamic profile: min = the smallest level (per side), opt =
+max = the largest. Not one profile per level: a 640×480 camera has 21 levels, and 21 profiles
+would multiply the build time (minutes each on a Jetson) and the engine size for a network
+that is a single 25×25 convolution plus a GHH, whose kernels hardly depend on the size; the
+largest level dominates the run time, so it is the shape tuned for. ORI and DESC: batches 1 to
+``max_batch``, tuned for ``max_batch`` (a frame usually brings the full keypoint budget).
+
+Memory. A CUDA torch input is used in place: its ``data_ptr()`` is handed to TensorRT, the
+output is a torch CUDA tensor, and the work is enqueued on torch's current stream, so it is
+ordered with the surrounding torch code and nothing is copied or synchronised. A CPU input
+goes through grow-only pinned and device buffers (``cuda_memory``) on the back end's own
+stream: one H2D copy, the engine, one D2H copy, one synchronisation per call, and no
+allocation once the largest frame has been seen.
+
+Engine cache. Engines depend on the GPU, TensorRT's version, the precision, the profile and the
+weights; ``engine_cache_key`` hashes all of them (and the ONNX file and, for INT8, the
+calibration cache) and names the engine file, so a change of any rebuilds instead of loading a
+stale or incompatible engine.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import cuda_memory
+from .export import MANIFEST_FORMAT
+
+log = logging.getLogger(__name__)
+
+NETWORKS = ("det", "ori", "desc")
+PRECISIONS = ("fp16", "fp32", "int8")
+PATCH_SHAPE = (1, 64, 64)
+DET_MARGIN = 24  # DET's 25×25 convolution without padding: output = input - 24 per side
+# Bumped when the build settings below change, so that engines built with the old ones are not reused.
+ENGINE_CACHE_FORMAT = 1
+WORKSPACE_BYTES = 1 << 30  # scratch memory tactics may use; bounded for Jetsons, whose GPU shares the RAM
+# Without levels_hw: any level from the smallest DET accepts to 2560 pixels a side: a 640×480
+# camera's largest level is 940×1253, a 1280×720 one's (the extractor's resize_max) 1410×2507;
+# pass levels_hw_for_image(...) to tune for one camera.
+DEFAULT_LEVELS_HW = ((DET_MARGIN + 3, DET_MARGIN + 3), (2560, 2560))
+MIN_TENSORRT = (8, 5)
+
+Shape = tuple[int, ...]
+Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
+
+
+class TensorRTError(RuntimeError):
+    """TensorRT could not build, load or run an engine; the message says which and why."""
+
+
+# ---------------------------------------------------------------- pure Python: profiles, manifest, cache key
+
+
+def det_profile(levels_hw: Iterable[tuple[int, int]]) -> Profile:
+    """(min, opt, max) input shapes (1, 1, H, W) covering every level (h, w); tuned for the largest."""
+    levels = [(int(h), int(w)) for h, w in levels_hw]
+    if not levels:
+        raise ValueError("levels_hw is empty: DET needs at least one level shape")
+    small = [hw for hw in levels if min(hw) <= DET_MARGIN]
+    if small:
+        raise ValueError(f"levels {small} are too small for DET (more than {DET_MARGIN} pixels a side needed)")
+    lo = (1, 1, min(h for h, _ in levels), min(w for _, w in levels))
+    hi = (1, 1, max(h for h, _ in levels), max(w for _, w in levels))
+    return lo, hi, hi
+
+
+def batch_profile(max_batch: int) -> Profile:
+    """(min, opt, max) patch-batch shapes (N, 1, 64, 64) for N in 1..max_batch, tuned for max_batch."""
+    if max_batch < 32 or max_batch % 32:
+        # Batches start at multiples of max_batch; ORI's rows are 8 bytes and TensorRT wants
+        # 256-byte aligned tensor addresses.
+        raise ValueError(f"max_batch must be a positive multiple of 32, got {max_batch}")
+    return (1, *PATCH_SHAPE), (max_batch, *PATCH_SHAPE), (max_batch, *PATCH_SHAPE)
+
+
+def levels_hw_for_image(height: int, width: int, conf: Mapping[str, Any] | None = None) -> list[tuple[int, int]]:
+    """The DET level shapes LIFT uses for an image of this size (``conf``: Lift's options)."""
+    from ..features.det import FILTER_SIZE
+    from ..features.lift import default_conf
+    from ..features.scale_space import make_levels, paper_scales
+
+    c = {**default_conf, **(conf or {})}
+    if c["scales"] is not None:
+        scales = np.sort(np.asarray(c["scales"], dtype=np.float64))
+    else:
+        scales = paper_scales(height, width, c["min_scale_log2"], c["max_scale_log2"],
+                              c["levels_per_octave"], c["extra_octave_below"])
+    return [(lv.height, lv.width) for lv in make_levels(height, width, scales, min_size=FILTER_SIZE + 2)]
+
+
+def load_manifest(manifest_dir: str | Path) -> dict:
+    """Read and check ``manifest.json`` of an export (``lift-localizer export --output DIR``)."""
+    root = Path(manifest_dir)
+    path = root / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TensorRTError(f"{path}: no manifest; export the networks first (lift-localizer export --output {root})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TensorRTError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise TensorRTError(f"{path}: manifest format {manifest.get('format')!r}, this code reads {MANIFEST_FORMAT}")
+    models = manifest.get("models")
+    problems = []
+    for name in NETWORKS:
+        entry = models.get(name) if isinstance(models, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            problems.append(f"no model entry for {name!r}")
+        elif not (root / entry["file"]).is_file():
+            problems.append(f"{name}: {entry['file']} is missing")
+        elif not isinstance(entry.get("weights_sha256"), str):
+            problems.append(f"{name}: no weights_sha256")
+    if problems:
+        raise TensorRTError(f"{path}: " + "; ".join(problems))
+    return manifest
+
+
+def engine_cache_key(*, network: str, gpu_name: str, compute_capability: tuple[int, int], tensorrt_version: str,
+                     precision: str, profile: Profile, weights_sha256: str, onnx_sha256: str = "",
+                     calibration_sha256: str = "") -> str:
+    """Hex SHA-256 naming one engine: everything an engine is specific to, and nothing else.
+
+    TensorRT engines run only on the GPU model (compute capability) and the exact TensorRT
+    version they were built with; the precision, the profile's shapes and the weights change the
+    engine itself; the ONNX file's hash covers a re-export of the same weights (another opset or
+    graph), the calibration cache's hash a new INT8 calibration."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
+    fields = {
+        "format": ENGINE_CACHE_FORMAT,
+        "network": network,
+        "gpu": " ".join(gpu_name.split()),
+        "compute_capability": [int(v) for v in compute_capability],
+        "tensorrt": tensorrt_version,
+        "precision": precision,
+        "profile": [[int(d) for d in shape] for shape in profile],
+        "weights_sha256": weights_sha256,
+        "onnx_sha256": onnx_sha256,
+        "calibration_sha256": calibration_sha256 if precision == "int8" else "",
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def engine_file_name(network: str, precision: str, key: str) -> str:
+    return f"{network}-{precision}-{key[:24]}.engine"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lift_localizer" / "tensorrt"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, data) -> None:
+    # Two processes may build the same engine; each writes a whole file and the last rename wins.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- TensorRT
+
+
+def _tensorrt_version(trt) -> tuple[int, int]:
+    major, minor = (int(v) for v in trt.__version__.split(".")[:2])
+    return major, minor
+
+
+def available() -> tuple[bool, str]:
+    """(True, "TensorRT x.y on <how>") where TensorRT imports and a CUDA device exists, else (False, why)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "TensorRT is not installed (no Python module 'tensorrt')"
+    try:
+        import tensorrt as trt
+    except Exception as e:  # a wheel without its libnvinfer, say
+        return False, f"TensorRT does not import: {e}"
+    if _tensorrt_version(trt) < MIN_TENSORRT:
+        return False, f"TensorRT {trt.__version__} is older than 8.5 (no name-based execution API)"
+    ok, why = cuda_memory.available()
+    if ok:
+        return True, f"TensorRT {trt.__version__}, {why}"
+    if torch.cuda.is_available():
+        return True, f"TensorRT {trt.__version__}, torch CUDA"
+    return False, f"no CUDA device for TensorRT ({why}; torch sees none either)"
+
+
+_LOGGER = None
+
+
+def _trt():
+    """The tensorrt module and the process's one logger (TensorRT expects a single logger)."""
+    global _LOGGER
+    import tensorrt as trt
+
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return trt, _LOGGER
+
+
+def build_engine(onnx_path: Path, profile: Profile, precision: str = "fp16", calibrator: Any = None,
+                 calibration_shape: Shape | None = None) -> bytes:
+    """Parse an ONNX model, build and serialise an engine for one optimisation profile.
+
+    ``precision``: "fp32"; "fp16" (FP16 kernels where faster, FP32 elsewhere); "int8" (INT8
+    with FP16 fallback; needs ``calibrator``, an IInt8Calibrator, and ``calibration_shape``,
+    the fixed input shape of its batches)."""
+    trt, logger = _trt()
+    builder = trt.Builder(logger)
+    # TensorRT 10 networks are always explicit-batch (the flag is deprecated); 8.x must be told.
+    flags = 0 if _tensorrt_version(trt)[0] >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise TensorRTError(f"{onnx_path}: TensorRT's ONNX parser refused the model: {errors}")
+    if network.num_inputs != 1:
+        raise TensorRTError(f"{onnx_path}: expected one input, the model has {network.num_inputs}")
+    input_name = network.get_input(0).name
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(input_name, *profile)
+    config.add_optimization_profile(opt_profile)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        if calibrator is None or calibration_shape is None:
+            raise ValueError("INT8 needs a calibrator and its calibration shape (see calibrate())")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        # Dynamic shapes: TensorRT calibrates at one fixed shape, that of the calibration batches.
+        calib_profile = builder.create_optimization_profile()
+        calib_profile.set_shape(input_name, calibration_shape, calibration_shape, calibration_shape)
+        config.set_calibration_profile(calib_profile)
+    elif precision != "fp32":
+        raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TensorRTError(f"{onnx_path}: TensorRT could not build a {precision} engine (see its log above)")
+    return bytes(memoryview(serialized))
+
+
+def entropy_calibrator(batches: Sequence[np.ndarray] | None, cache_file: str | Path,
+                       api: cuda_memory.CudaApi | None = None):
+    """An ``IInt8EntropyCalibrator2`` that feeds ``batches`` (each the full input shape, float32)
+    and reads/writes its calibration cache at ``cache_file``; with ``batches`` None it only
+    replays an existing cache."""
+    trt, _ = _trt()
+    cache_file = Path(cache_file)
+
+    class LiftCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)  # pybind trampolines need the explicit call
+            self.batches = list(batches or [])
+            self.index = 0
+            self.api = api
+            if self.api is None and self.batches and cuda_memory.available()[0]:
+                self.api = cuda_memory.open_api()
+            self.device = cuda_memory.DeviceBuffer(self.api) if self.api else None
+            self.stream = cuda_memory.Stream(self.api) if self.api else None
+            self.tensor = None  # without cuda-python/pycuda: the batch as a torch CUDA tensor
+            self.cache_file = cache_file
+
+        def get_batch_size(self) -> int:
+            return 1  # explicit batch: each batch array carries its own batch dimension
+
+        def get_batch(self, names):
+            if self.index >= len(self.batches):
+                return None
+            batch = np.ascontiguousarray(self.batches[self.index], dtype=np.float32)
+            self.index += 1
+            if self.api is None:
+                self.tensor = torch.from_numpy(batch).cuda()
+                torch.cuda.synchronize()  # TensorRT reads it on its own stream
+                return [self.tensor.data_ptr()]
+            ptr = self.device.ensure(batch.nbytes)
+            self.stream.upload(ptr, batch)
+            self.stream.synchronize()
+            return [ptr]
+
+        def read_calibration_cache(self):
+            return self.cache_file.read_bytes() if self.cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            _write_atomic(self.cache_file, bytes(memoryview(cache)))
+
+    return LiftCalibrator()
+
+
+class _EngineRunner:
+    """One deserialised engine with one execution context; a single float32 input and output."""
+
+    def __init__(self, engine: Any, name: str, profile: Profile, api: cuda_memory.CudaApi | None) -> None:
+        trt, _ = _trt()
+        self.engine, self.name, self.profile, self.api = engine, name, profile, api
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise TensorRTError(f"{name}: expected one input and one output, the engine has {inputs} and {outputs}")
+        wrong = [n for n in names if engine.get_tensor_dtype(n) != trt.float32]
+        if wrong:
+            raise TensorRTError(f"{name}: tensors {wrong} are not float32")
+        self.input, self.output = inputs[0], outputs[0]
+        if api is not None:
+            self.stream = cuda_memory.Stream(api)
+            self.host_in, self.host_out = cuda_memory.PinnedBuffer(api), cuda_memory.PinnedBuffer(api)
+            self.dev_in, self.dev_out = cuda_memory.DeviceBuffer(api), cuda_memory.DeviceBuffer(api)
+
+    def _set_shape(self, shape: Shape) -> Shape:
+        if not self.context.set_input_shape(self.input, shape):
+            lo, _, hi = self.profile
+            raise TensorRTError(f"{self.name}: input shape {shape} is outside the engine's profile {lo}..{hi}"
+                                + (" (build with levels_hw for this camera)" if self.name == "det" else ""))
+        return tuple(self.context.get_tensor_shape(self.output))
+
+    def _enqueue(self, in_ptr: int, out_ptr: int, stream: int) -> None:
+        if not (self.context.set_tensor_address(self.input, in_ptr)
+                and self.context.set_tensor_address(self.output, out_ptr)):
+            raise TensorRTError(f"{self.name}: TensorRT refused a tensor address (alignment?)")
+        if not self.context.execute_async_v3(stream):
+            raise TensorRTError(f"{self.name}: execute_async_v3 failed (see TensorRT's log)")
+
+    def run(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """(N, ...) float32 → (N, ...) output, in batches of at most ``chunk``; on x's device."""
+        x = x.to(torch.float32).contiguous()
+        if x.is_cuda:
+            return self._run_cuda(x, chunk)
+        if self.api is None:  # no cuda-python/pycuda: let torch move the data
+            return self._run_cuda(x.cuda(), chunk).cpu()
+        return self._run_host(x, chunk)
+
+    def _run_cuda(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        # Zero copy: TensorRT reads and writes torch's memory, on torch's stream.
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        out = None
+        for i in range(0, len(x), chunk):
+            part = x[i:i + chunk]
+            shape = self._set_shape(tuple(part.shape))
+            if out is None:
+                out = torch.empty((len(x), *shape[1:]), dtype=torch.float32, device=x.device)
+            self._enqueue(part.data_ptr(), out[i:i + len(part)].data_ptr(), stream)
+        return out
+
+    def _run_host(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        n = len(x)
+        host_in = self.host_in.view(tuple(x.shape), np.float32)
+        np.copyto(host_in, x.numpy())
+        dev_in = self.dev_in.ensure(host_in.nbytes)
+        self.stream.upload(dev_in, host_in)
+        row_in = host_in.nbytes // n
+        host_out = dev_out = row_out = None
+        for i in range(0, n, chunk):
+            shape = self._set_shape((min(chunk, n - i), *x.shape[1:]))
+            if host_out is None:
+                host_out = self.host_out.view((n, *shape[1:]), np.float32)
+                dev_out = self.dev_out.ensure(host_out.nbytes)
+                row_out = host_out.nbytes // n
+            self._enqueue(dev_in + i * row_in, dev_out + i * row_out, self.stream.handle)
+        self.stream.download(host_out, dev_out)
+        self.stream.synchronize()
+        return torch.from_numpy(host_out.copy())  # the pinned buffer is reused by the next call
+
+
+def _device_info(api: cuda_memory.CudaApi | None) -> tuple[str, tuple[int, int]]:
+    if api is not None:
+        return api.device_info()
+    device = torch.cuda.current_device()
+    return torch.cuda.get_device_name(device), tuple(torch.cuda.get_device_capability(device))
+
+
+class TensorRTBackend:
+    """LIFT's three networks as TensorRT engines; the interface of ``TorchBackend``.
+
+    Args:
+        manifest_dir: a directory written by ``lift-localizer export`` (manifest.json, *.onnx).
+        precision: "fp16" (default), "fp32" or "int8" (needs calibration caches, see ``calibrate``).
+        cache_dir: where engines (and INT8 calibration caches) live; default
+            ``$XDG_CACHE_HOME/lift_localizer/tensorrt``.
+        levels_hw: the DET level shapes (h, w) to cover, e.g. ``levels_hw_for_image(480, 640)``;
+            default: any level up to 2560 pixels a side.
+        max_batch: largest ORI/DESC batch per engine call (a multiple of 32); more patches run
+            in several calls.
+        calibrator: the directory of the INT8 calibration caches (det.calib, ori.calib,
+            desc.calib) that ``calibrate`` wrote; default ``cache_dir``.
+        expected_weights: network → weights hash that the export must have been made from (the
+            pipeline normalises inputs with these weights' cards).
+        cuda_api: "cuda-python" or "pycuda" for CPU inputs; default the first that works.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, manifest_dir: str | Path, precision: str = "fp16", cache_dir: str | Path | None = None,
+                 levels_hw: Sequence[tuple[int, int]] | None = None, max_batch: int = 1024,
+                 calibrator: str | Path | None = None, expected_weights: Mapping[str, str] | None = None,
+                 cuda_api: str | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
+        ok, why = available()
+        if not ok:
+            raise TensorRTError(f"the TensorRT back end cannot run here: {why}")
+        self.root = Path(manifest_dir)
+        self.manifest = load_manifest(self.root)
+        self.precision = precision
+        self.max_batch = int(max_batch)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.calibration_dir = Path(calibrator) if calibrator is not None else self.cache_dir
+        for name, digest in (expected_weights or {}).items():
+            exported = self.manifest["models"].get(name, {}).get("weights_sha256")
+            if name in NETWORKS and exported != digest:
+                raise TensorRTError(f"{self.root}: {name} was exported from weights {str(exported)[:12]}…, but the "
+                                    f"pipeline loaded {digest[:12]}…; export again from the same weights")
+        try:
+            self.api = cuda_memory.open_api(cuda_api)
+        except cuda_memory.CudaError as e:
+            if not torch.cuda.is_available():
+                raise TensorRTError(str(e)) from None
+            self.api = None  # CPU inputs go through torch's CUDA instead
+        self.profiles = {"det": det_profile(levels_hw or DEFAULT_LEVELS_HW),
+                         "ori": batch_profile(self.max_batch), "desc": batch_profile(self.max_batch)}
+        trt, logger = _trt()
+        self._runtime = trt.Runtime(logger)  # kept: engines must not outlive their runtime
+        self.engines = {name: _EngineRunner(self._engine(name), name, self.profiles[name], self.api)
+                        for name in NETWORKS}
+
+    def engine_path(self, name: str) -> Path:
+        """The cache file of ``name``'s engine for this GPU, TensorRT, precision, profile and export."""
+        trt, _ = _trt()
+        entry = self.manifest["models"][name]
+        gpu, cc = _device_info(self.api)
+        calibration = self.calibration_dir / f"{name}.calib"
+        if self.precision == "int8" and not calibration.is_file():
+            raise TensorRTError(f"{calibration}: no INT8 calibration cache; run calibrate() on images first")
+        key = engine_cache_key(network=name, gpu_name=gpu, compute_capability=cc, tensorrt_version=trt.__version__,
+                               precision=self.precision, profile=self.profiles[name],
+                               weights_sha256=entry["weights_sha256"],
+                               onnx_sha256=file_sha256(self.root / entry["file"]),
+                               calibration_sha256=file_sha256(calibration) if self.precision == "int8" else "")
+        return self.cache_dir / engine_file_name(name, self.precision, key)
+
+    def _engine(self, name: str) -> Any:
+        path = self.engine_path(name)
+        if path.is_file():
+            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is not None:
+                return engine
+            log.warning("%s: TensorRT could not load this cached engine; building it again", path)
+        log.warning("building the TensorRT %s engine for %s (%s); this takes a while, once per GPU and version",
+                    self.precision, name.upper(), path.name)
+        calibrator = calibration_shape = None
+        if self.precision == "int8":
+            calibrator = entropy_calibrator(None, self.calibration_dir / f"{name}.calib")
+            calibration_shape = self.profiles[name][1]  # any shape: a cache-only calibrator feeds no batches
+        data = build_engine(self.root / self.manifest["models"][name]["file"], self.profiles[name],
+                            self.precision, calibrator, calibration_shape)
+        _write_atomic(path, data)
+        engine = self._runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise TensorRTError(f"{path}: TensorRT could not load the engine it just built")
+        return engine
+
+    def det(self, level: torch.Tensor) -> torch.Tensor:
+        """(1, 1, h, w) normalised level → (h - 24, w - 24) scores (on the level's device)."""
+        return self.engines["det"].run(level, 1)[0, 0]
+
+    def _batched(self, name: str, patches: torch.Tensor, dim: int) -> torch.Tensor:
+        if len(patches) == 0:
+            return torch.zeros((0, dim), dtype=torch.float32, device=patches.device)
+        return self.engines[name].run(patches, self.max_batch)
+
+    def ori(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 64, 64) normalised patches → (N, 2) (cos, sin)."""
+        return self._batched("ori", patches, 2)
+
+    def desc(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 64, 64) normalised patches → (N, 128)."""
+        return self._batched("desc", patches, 128)
+
+
+def build_engines(manifest_dir: str | Path, precision: str = "fp16", cache_dir: str | Path | None = None,
+                  levels_hw: Sequence[tuple[int, int]] | None = None, max_batch: int = 1024) -> list[Path]:
+    """Build the three engines now (or find them in the cache) rather than on first use; their paths."""
+    backend = TensorRTBackend(manifest_dir, precision, cache_dir, levels_hw, max_batch)
+    return [backend.engine_path(name) for name in NETWORKS]
+
+
+# ---------------------------------------------------------------- INT8 calibration
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+
+
+class _Recorder:
+    """Wraps a back end and keeps (a bounded sample of) the normalised inputs each network sees."""
+
+    def __init__(self, inner: Any, det_hw: tuple[int, int], max_crops: int, max_patches: int, per_image: int,
+                 seed: int = 0) -> None:
+        self.inner, self.det_hw = inner, det_hw
+        self.max_crops, self.max_patches, self.per_image = max_crops, max_patches, per_image
+        self.rng = np.random.default_rng(seed)
+        self.det_crops: list[np.ndarray] = []
+        self.patches: dict[str, list[np.ndarray]] = {"ori": [], "desc": []}
+
+    def det(self, level: torch.Tensor) -> torch.Tensor:
+        h, w = self.det_hw
+        _, _, lh, lw = level.shape
+        if len(self.det_crops) < self.max_crops and lh >= h and lw >= w:
+            # DET is a convolution: crops of the level have the same activation statistics.
+            y, x = int(self.rng.integers(0, lh - h + 1)), int(self.rng.integers(0, lw - w + 1))
+            self.det_crops.append(level[:, :, y:y + h, x:x + w].float().cpu().numpy().copy())
+        return self.inner.det(level)
+
+    def _keep(self, name: str, patches: torch.Tensor) -> None:
+        have = sum(len(p) for p in self.patches[name])
+        take = min(len(patches), self.per_image, self.max_patches - have)
+        if take > 0:
+            idx = np.sort(self.rng.choice(len(patches), take, replace=False))
+            self.patches[name].append(patches[torch.from_numpy(idx)].float().cpu().numpy())
+
+    def ori(self, patches: torch.Tensor) -> torch.Tensor:
+        self._keep("ori", patches)
+        return self.inner.ori(patches)
+
+    def desc(self, patches: torch.Tensor) -> torch.Tensor:
+        self._keep("desc", patches)
+        return self.inner.desc(patches)
+
+
+def _image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
+    if isinstance(images, (str, Path)) and Path(images).is_dir():
+        return sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if isinstance(images, (str, Path)):
+        return [Path(images)]
+    return [Path(p) for p in images]
+
+
+def calibrate(manifest_dir: str | Path, images: str | Path | Iterable[str | Path], cache_dir: str | Path | None = None,
+              *, levels_hw: Sequence[tuple[int, int]] | None = None, max_batch: int = 1024, max_images: int = 100,
+              det_hw: tuple[int, int] = (256, 256), patch_batch: int = 64, max_patches: int = 4096,
+              lift_conf: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """INT8 calibration from the user's images: writes ``det.calib``, ``ori.calib``, ``desc.calib``.
+
+    Runs LIFT (torch back end, the reference) over up to ``max_images`` images, keeps the
+    normalised inputs each network sees (DET: random ``det_hw`` crops of the levels; ORI and
+    DESC: up to ``max_patches`` keypoint patches, in batches of ``patch_batch``), and builds the
+    INT8 engines with an entropy calibrator over them, which makes TensorRT calibrate and write
+    its caches. The engines are kept in the engine cache, so TensorRTBackend(precision="int8")
+    with the same arguments loads them. Returns the cache paths by network."""
+    from ..features.image import read_image
+    from ..features.lift import Lift
+
+    trt, _ = _trt()
+    root = Path(manifest_dir)
+    manifest = load_manifest(root)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = _image_paths(images)[:max_images]
+    if not paths:
+        raise ValueError(f"{images}: no images to calibrate on")
+    profiles = {"det": det_profile(levels_hw or DEFAULT_LEVELS_HW),
+                "ori": batch_profile(max_batch), "desc": batch_profile(max_batch)}
+    lo, _, hi = profiles["det"]
+    det_hw = (min(max(det_hw[0], lo[2]), hi[2]), min(max(det_hw[1], lo[3]), hi[3]))
+    extractor = Lift({**(lift_conf or {}), "backend": "torch"})
+    for name in NETWORKS:
+        if extractor.networks[name].sha256 != manifest["models"][name]["weights_sha256"]:
+            raise TensorRTError(f"{root}: {name} was exported from other weights than LIFT loads here "
+                                "(pass lift_conf={'weights': ...} naming the exported ones)")
+    # Spread the patch budget over the images so that calibration does not see the first image only.
+    recorder = _Recorder(extractor.backend, det_hw, max_crops=4 * len(paths) + 64, max_patches=max_patches,
+                         per_image=max(patch_batch, -(-max_patches // len(paths))))
+    extractor.backend = recorder
+    for path in paths:
+        extractor(read_image(path))
+    patch_batch = min(patch_batch, max_batch)
+    batches = {"det": recorder.det_crops}
+    for name in ("ori", "desc"):
+        kept = np.concatenate(recorder.patches[name]) if recorder.patches[name] else np.zeros((0, *PATCH_SHAPE), np.float32)
+        batches[name] = [kept[i:i + patch_batch] for i in range(0, len(kept) - patch_batch + 1, patch_batch)]
+    api = cuda_memory.open_api() if cuda_memory.available()[0] else None
+    gpu, cc = _device_info(api)
+    written = {}
+    for name in NETWORKS:
+        if not batches[name]:
+            raise ValueError(f"{name}: the images gave no calibration data (too small, or no keypoints)")
+        cache_file = cache_dir / f"{name}.calib"
+        cache_file.unlink(missing_ok=True)  # a stale cache would make TensorRT skip the new data
+        entry = manifest["models"][name]
+        calibrator = entropy_calibrator(batches[name], cache_file, api)
+        data = build_engine(root / entry["file"], profiles[name], "int8", calibrator, tuple(batches[name][0].shape))
+        key = engine_cache_key(network=name, gpu_name=gpu, compute_capability=cc, tensorrt_version=trt.__version__,
+                               precision="int8", profile=profiles[name], weights_sha256=entry["weights_sha256"],
+                               onnx_sha256=file_sha256(root / entry["file"]), calibration_sha256=file_sha256(cache_file))
+        _write_atomic(cache_dir / engine_file_name(name, "int8", key), data)
+        written[name] = cache_file
+        log.info("%s: INT8 calibration from %d batches written to %s", name, len(batches[name]), cache_file)
+    return written

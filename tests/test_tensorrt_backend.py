@@ -1,0 +1,528 @@
+"""TensorRT back end: what runs everywhere (operator support of the exported graphs, profiles,
+engine cache key, the host-memory path against a stand-in engine) and, where TensorRT and a CUDA
+GPU exist, engines built from the export against the PyTorch reference."""
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lift_localizer.backends import BACKENDS, cuda_memory
+from lift_localizer.backends import tensorrt_backend as trtb
+from lift_localizer.features.lift import load_networks
+
+OPS_FILE = Path(trtb.__file__).with_name("trt_supported_ops.json")
+NAMES = {"det": ("level", "scores"), "ori": ("patches", "cos_sin"), "desc": ("patches", "descriptors")}
+
+
+def _export_here(out: Path, networks) -> None:
+    """The exporter's contract, for a checkout without lift_localizer/backends/export.py."""
+    import hashlib
+
+    examples = {"det": torch.zeros(1, 1, 96, 128), "ori": torch.zeros(4, 1, 64, 64), "desc": torch.zeros(4, 1, 64, 64)}
+    dynamic = {"det": {2: "height", 3: "width"}, "ori": {0: "batch"}, "desc": {0: "batch"}}
+    models = {}
+    for kind, (iname, oname) in NAMES.items():
+        path = out / f"{kind}.onnx"
+        torch.onnx.export(networks[kind].module.eval(), (examples[kind],), str(path), input_names=[iname],
+                          output_names=[oname], opset_version=17, dynamo=False,
+                          dynamic_axes={iname: dynamic[kind], oname: dynamic[kind]})
+        models[kind] = {"file": path.name, "inputs": {iname: []}, "outputs": {oname: []},
+                        "weights_sha256": networks[kind].sha256,
+                        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    (out / "manifest.json").write_text(json.dumps({"format": 1, "opset": 17, "models": models}))
+
+
+@pytest.fixture(scope="module")
+def networks():
+    return load_networks()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, networks):
+    pytest.importorskip("onnx", reason="onnx is not installed (needed for the export)")
+    out = tmp_path_factory.mktemp("export")
+    try:
+        from lift_localizer.backends.export import export_onnx
+    except ImportError:
+        _export_here(out, networks)
+    else:
+        export_onnx(out, networks, netvlad=False)
+    return out
+
+
+def _all_nodes(graph):
+    """Nodes of a graph and of every subgraph (If/Loop/Scan bodies)."""
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
+
+
+# ---------------------------------------------------------------- operator support (runs everywhere)
+
+
+def test_supported_ops_file_records_its_source():
+    table = json.loads(OPS_FILE.read_text())
+    assert table["opset"] == 17
+    assert {s["tensorrt"] for s in table["sources"]} == {"8.6", "10.1"}
+    for s in table["sources"]:
+        assert len(s["commit"]) == 40 and s["commit"] in s["url"] and s["url"].endswith("docs/operators.md")
+    assert "GridSample" in table["supported"]  # since TensorRT 8.5
+    assert "AffineGrid" not in table["supported"] and "AffineGrid" in table["not_supported_in_both"]
+    assert {"Conv", "MaxPool", "Tanh", "Sqrt", "ReduceMax", "Gemm"} <= set(table["supported"])
+
+
+def test_exported_graphs_use_only_operators_tensorrt_parses(exported):
+    import onnx
+
+    supported = set(json.loads(OPS_FILE.read_text())["supported"])
+    for kind, (iname, oname) in NAMES.items():
+        model = onnx.load(str(exported / f"{kind}.onnx"))
+        assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+        nodes = list(_all_nodes(model.graph))
+        assert all(n.domain in ("", "ai.onnx") for n in nodes), f"{kind}: custom-domain nodes need plugins"
+        unsupported = sorted({n.op_type for n in nodes} - supported)
+        assert not unsupported, f"{kind}.onnx uses operators TensorRT 8.6/10 cannot parse: {unsupported}"
+        # Restrictions of the table that these graphs could meet: MaxPool without its Indices output.
+        assert all(len(n.output) == 1 for n in nodes if n.op_type == "MaxPool")
+        # The engine runner expects one float32 input and one float32 output, named as exported.
+        assert [i.name for i in model.graph.input] == [iname] and [o.name for o in model.graph.output] == [oname]
+        for t in (*model.graph.input, *model.graph.output):
+            assert t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+# ---------------------------------------------------------------- pure Python parts
+
+
+KEY_ARGS = dict(network="det", gpu_name="NVIDIA Jetson AGX Orin", compute_capability=(8, 7), tensorrt_version="10.3.0",
+                precision="fp16", profile=((1, 1, 59, 78), (1, 1, 940, 1253), (1, 1, 940, 1253)),
+                weights_sha256="a" * 64, onnx_sha256="b" * 64, calibration_sha256="")
+
+
+def test_cache_key_is_stable_and_hex():
+    key = trtb.engine_cache_key(**KEY_ARGS)
+    assert key == trtb.engine_cache_key(**KEY_ARGS) and len(key) == 64 and int(key, 16) >= 0
+    # Lists and tuples, extra spaces in the GPU name: the same engine.
+    same = {**KEY_ARGS, "profile": [list(s) for s in KEY_ARGS["profile"]], "gpu_name": " NVIDIA  Jetson AGX Orin ",
+            "compute_capability": [8, 7]}
+    assert trtb.engine_cache_key(**same) == key
+    name = trtb.engine_file_name("det", "fp16", key)
+    assert name.startswith("det-fp16-") and name.endswith(".engine") and key[:24] in name
+
+
+@pytest.mark.parametrize("field, value", [
+    ("network", "desc"), ("gpu_name", "NVIDIA H100 80GB HBM3"), ("compute_capability", (9, 0)),
+    ("tensorrt_version", "8.6.2"), ("tensorrt_version", "10.3.1"), ("precision", "fp32"),
+    ("profile", ((1, 1, 59, 78), (1, 1, 940, 1253), (1, 1, 941, 1253))), ("weights_sha256", "c" * 64),
+    ("onnx_sha256", "d" * 64)])
+def test_cache_key_changes_with_everything_an_engine_depends_on(field, value):
+    assert trtb.engine_cache_key(**{**KEY_ARGS, field: value}) != trtb.engine_cache_key(**KEY_ARGS)
+
+
+def test_cache_key_uses_the_calibration_only_for_int8():
+    fp16 = {**KEY_ARGS, "calibration_sha256": "e" * 64}
+    assert trtb.engine_cache_key(**fp16) == trtb.engine_cache_key(**KEY_ARGS)
+    int8 = {**KEY_ARGS, "precision": "int8"}
+    assert trtb.engine_cache_key(**{**int8, "calibration_sha256": "e" * 64}) != trtb.engine_cache_key(**int8)
+    with pytest.raises(ValueError, match="precision"):
+        trtb.engine_cache_key(**{**KEY_ARGS, "precision": "bf16"})
+
+
+def test_det_profile_covers_every_level_of_the_camera():
+    levels = trtb.levels_hw_for_image(480, 640)
+    assert len(levels) == 21 and (940, 1253) in levels and (59, 78) in levels
+    lo, opt, hi = trtb.det_profile(levels)
+    assert lo == (1, 1, 59, 78) and opt == hi == (1, 1, 940, 1253)
+    assert all(lo[2] <= h <= hi[2] and lo[3] <= w <= hi[3] for h, w in levels)
+    # The profile spans each side separately: a tall and a wide level give the smallest of each.
+    assert trtb.det_profile([(40, 300), (200, 30)]) == ((1, 1, 40, 30), (1, 1, 200, 300), (1, 1, 200, 300))
+    with pytest.raises(ValueError, match="too small"):
+        trtb.det_profile([(24, 100)])
+    with pytest.raises(ValueError, match="empty"):
+        trtb.det_profile([])
+
+
+def test_batch_profile():
+    assert trtb.batch_profile(1024) == ((1, 1, 64, 64), (1024, 1, 64, 64), (1024, 1, 64, 64))
+    for bad in (0, 16, 100):
+        with pytest.raises(ValueError, match="multiple of 32"):
+            trtb.batch_profile(bad)
+
+
+def test_manifest_is_checked(exported, tmp_path):
+    assert set(trtb.load_manifest(exported)["models"]) >= {"det", "ori", "desc"}
+    with pytest.raises(trtb.TensorRTError, match="no manifest"):
+        trtb.load_manifest(tmp_path)
+    manifest = json.loads((exported / "manifest.json").read_text())
+    manifest["models"]["desc"]["file"] = "gone.onnx"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(trtb.TensorRTError, match="gone.onnx is missing"):
+        trtb.load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(trtb.TensorRTError, match="format 99"):
+        trtb.load_manifest(tmp_path)
+
+
+def test_availability_is_reported_with_a_reason():
+    ok, why = trtb.available()
+    assert isinstance(ok, bool) and why
+    assert ("tensorrt" in BACKENDS) == ok and "torch" in BACKENDS
+    ok, why = cuda_memory.available()
+    assert isinstance(ok, bool) and why
+    with pytest.raises(ValueError, match="unknown CUDA API"):
+        cuda_memory.open_api("opencl")
+
+
+# ---------------------------------------------------------------- the host path, against a stand-in engine
+
+
+class _HostMemoryApi:
+    """cuda_memory's API with host memory standing in for device memory (copies are memmoves)."""
+
+    name = "host"
+
+    def __init__(self):
+        self.allocations = 0
+
+    def alloc_device(self, nbytes):
+        self.allocations += 1
+        block = np.empty(nbytes, np.uint8)
+        return block.ctypes.data, block
+
+    def free_device(self, owner):
+        pass
+
+    def alloc_host(self, nbytes):
+        self.allocations += 1
+        block = np.empty(nbytes, np.uint8)
+        return block, block
+
+    def free_host(self, owner):
+        pass
+
+    def create_stream(self):
+        return object()
+
+    def stream_handle(self, stream):
+        return 0
+
+    def destroy_stream(self, stream):
+        pass
+
+    def synchronize(self, stream):
+        pass
+
+    def htod_async(self, dst, src, stream):
+        ctypes.memmove(dst, src.ctypes.data, src.nbytes)
+
+    def dtoh_async(self, dst, src, stream):
+        ctypes.memmove(dst.ctypes.data, src, dst.nbytes)
+
+
+class _FakeTrt:
+    class TensorIOMode:
+        INPUT, OUTPUT = "input", "output"
+
+    float32 = "float32"
+
+
+class _HostMemory:
+    """How the stand-in engine reads and writes its tensors' addresses: here, host memory."""
+
+    def read(self, ptr, shape):
+        return np.ctypeslib.as_array((ctypes.c_float * int(np.prod(shape))).from_address(ptr)).reshape(shape).copy()
+
+    def write(self, ptr, array):
+        ctypes.memmove(ptr, np.ascontiguousarray(array, np.float32).ctypes.data, array.nbytes)
+
+
+class _DeviceMemory:
+    """Device addresses, read and written synchronously through cuda_memory."""
+
+    def __init__(self, api):
+        self.stream = cuda_memory.Stream(api)
+
+    def read(self, ptr, shape):
+        torch.cuda.synchronize()  # the runner enqueued on torch's stream; this engine runs at once
+        out = np.empty(shape, np.float32)
+        self.stream.download(out, ptr)
+        self.stream.synchronize()
+        return out
+
+    def write(self, ptr, array):
+        self.stream.upload(ptr, np.ascontiguousarray(array, np.float32))
+        self.stream.synchronize()
+
+
+class _FakeEngine:
+    """The name-based engine API TensorRT offers, running a torch module (on the CPU) at once on
+    the tensors at the addresses it is given."""
+
+    def __init__(self, module, names, profile, memory=None):
+        self.module, self.names, self.profile = module, names, profile
+        self.memory = memory or _HostMemory()
+        self.num_io_tensors = 2
+
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def get_tensor_mode(self, name):
+        return _FakeTrt.TensorIOMode.INPUT if name == self.names[0] else _FakeTrt.TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name):
+        return _FakeTrt.float32
+
+    def create_execution_context(self):
+        return _FakeContext(self)
+
+
+class _FakeContext:
+    def __init__(self, engine):
+        self.engine, self.shapes, self.addresses, self.batches = engine, {}, {}, []
+
+    def set_input_shape(self, name, shape):
+        lo, _, hi = self.engine.profile
+        if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+            return False
+        self.shapes[name] = tuple(shape)
+        with torch.no_grad():
+            self.shapes[self.engine.names[1]] = tuple(self.engine.module(torch.zeros(shape)).shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return self.shapes[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        iname, oname = self.engine.names
+        self.batches.append(self.shapes[iname][0])
+        memory = self.engine.memory
+        with torch.no_grad():
+            x = torch.from_numpy(memory.read(self.addresses[iname], self.shapes[iname]))
+            memory.write(self.addresses[oname], self.engine.module(x).numpy())
+        return True
+
+
+def test_host_path_chunks_copies_and_reuses_buffers(monkeypatch, networks):
+    monkeypatch.setattr(trtb, "_trt", lambda: (_FakeTrt, None))
+    api = _HostMemoryApi()
+    g = torch.Generator().manual_seed(0)
+    profile = trtb.batch_profile(32)
+    desc = trtb._EngineRunner(_FakeEngine(networks["desc"].module, NAMES["desc"], profile), "desc", profile, api)
+    patches = torch.randn(70, 1, 64, 64, generator=g)
+    out = desc.run(patches, 32)
+    assert desc.context.batches == [32, 32, 6]
+    with torch.no_grad():
+        torch.testing.assert_close(out, networks["desc"].module(patches), rtol=1e-5, atol=1e-5)
+    allocated = api.allocations
+    desc.run(patches[:40], 32)  # smaller: the buffers of the first call are reused
+    assert api.allocations == allocated
+
+    det_profile = trtb.det_profile([(60, 80), (100, 130)])
+    det = trtb._EngineRunner(_FakeEngine(networks["det"].module, NAMES["det"], det_profile), "det", det_profile, api)
+    level = torch.randn(1, 1, 77, 101, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(det.run(level, 1), networks["det"].module(level), rtol=1e-5, atol=1e-5)
+    with pytest.raises(trtb.TensorRTError, match="outside the engine's profile"):
+        det.run(torch.zeros(1, 1, 140, 100), 1)
+
+
+# ---------------------------------------------------------------- a real GPU: cuda_memory
+
+
+@pytest.fixture(scope="module")
+def cuda_api():
+    ok, why = cuda_memory.available()
+    if not ok:
+        pytest.skip(f"needs cuda-python or pycuda and a CUDA device: {why}")
+    return cuda_memory.open_api()
+
+
+def test_cuda_memory_round_trip_and_grow_only_buffers(cuda_api):
+    name, (major, _) = cuda_api.device_info()
+    assert name and major >= 5
+    stream = cuda_memory.Stream(cuda_api)
+    dev, host_in, host_out = (cuda_memory.DeviceBuffer(cuda_api), cuda_memory.PinnedBuffer(cuda_api),
+                              cuda_memory.PinnedBuffer(cuda_api))
+    data = np.random.default_rng(0).standard_normal((300, 128)).astype(np.float32)
+    src = host_in.view(data.shape)
+    src[...] = data
+    ptr = dev.ensure(data.nbytes)
+    stream.upload(ptr, src)
+    back = host_out.view(data.shape)
+    stream.download(back, ptr)
+    stream.synchronize()
+    np.testing.assert_array_equal(back, data)
+    assert dev.ensure(data.nbytes // 2) == ptr and dev.nbytes >= data.nbytes  # smaller: same memory
+    assert dev.ensure(dev.nbytes + 1) != 0 and dev.nbytes > data.nbytes
+    if torch.cuda.is_available():
+        # A torch CUDA tensor's data_ptr() is a device pointer like any other (what TensorRT is given).
+        t = torch.empty(data.shape, device="cuda")
+        torch.cuda.synchronize()
+        stream.upload(t.data_ptr(), src)
+        stream.synchronize()
+        np.testing.assert_array_equal(t.cpu().numpy(), data)
+
+
+# ---------------------------------------------------------------- a real GPU and TensorRT: engines against torch
+
+
+@pytest.fixture(scope="module")
+def trt_ready():
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack, or NVIDIA's Python wheels)")
+    ok, why = trtb.available()
+    if not ok:
+        pytest.skip(why)
+
+
+def _inputs(networks, max_patches=150):
+    """Levels and patches of a real textured image, normalised as the pipeline does."""
+    from lift_localizer.features.scale_space import make_levels, resize_level
+    from lift_localizer.synthetic import demo_views, make_texture
+
+    gray = torch.from_numpy(demo_views(make_texture())[2].image.astype(np.float32))[None, None]
+    det, desc = networks["det"], networks["desc"]
+    h, w = gray.shape[-2:]
+    # Four of the camera's scales (one per octave) against a profile for all 21 of its levels.
+    levels = [resize_level((gray - det.mean) / det.std, lv) for lv in make_levels(h, w, [2.0, 4.0, 8.0, 16.0], 27)]
+    level_hw = trtb.levels_hw_for_image(h, w)
+    rng = np.random.default_rng(0)
+    ys, xs = rng.integers(0, h - 64, max_patches), rng.integers(0, w - 64, max_patches)
+    crops = torch.stack([gray[0, :, y:y + 64, x:x + 64] for y, x in zip(ys, xs)])
+    return level_hw, levels, (crops - desc.mean) / desc.std
+
+
+@pytest.mark.parametrize("precision, det_rtol, max_batch", [("fp16", 1e-2, 1024), ("fp32", 1e-4, 64)])
+def test_engines_match_torch(trt_ready, exported, networks, tmp_path, precision, det_rtol, max_batch):
+    from lift_localizer.backends.torch_backend import TorchBackend
+
+    level_hw, levels, patches = _inputs(networks)
+    ref = TorchBackend(networks)
+    backend = trtb.TensorRTBackend(exported, precision=precision, cache_dir=tmp_path, levels_hw=level_hw,
+                                   max_batch=max_batch, expected_weights={k: n.sha256 for k, n in networks.items()})
+    for level in levels:
+        want = ref.det(level)
+        got = backend.det(level)
+        assert got.shape == want.shape == (level.shape[2] - 24, level.shape[3] - 24)
+        rel = (got - want).abs().max() / want.abs().max()
+        assert rel <= det_rtol, f"DET {precision}: relative error {rel:.2e} > {det_rtol}"
+    # 150 patches: one call in FP16, three (64 + 64 + 22) in FP32.
+    d_want, d_got = ref.desc(patches), backend.desc(patches)
+    cosine = torch.nn.functional.cosine_similarity(d_got, d_want, dim=1)
+    assert cosine.min() >= (0.999 if precision == "fp16" else 0.99999), f"DESC {precision}: cosine {cosine.min():.6f}"
+    o_want, o_got = ref.ori(patches), backend.ori(patches)
+    angle = torch.atan2(o_got[:, 1], o_got[:, 0]) - torch.atan2(o_want[:, 1], o_want[:, 0])
+    angle = torch.remainder(angle + torch.pi, 2 * torch.pi) - torch.pi
+    assert angle.abs().max() <= (2e-2 if precision == "fp16" else 1e-4)
+    assert backend.desc(patches[:0]).shape == (0, 128)
+    if torch.cuda.is_available():
+        # CUDA tensors are used in place and give CUDA tensors; same numbers as the host path.
+        got_cuda = backend.desc(patches.cuda())
+        assert got_cuda.is_cuda
+        torch.testing.assert_close(got_cuda.cpu(), d_got, rtol=1e-5, atol=1e-5)
+    # The engines are cached: a second back end loads them rather than building new ones.
+    engines = sorted(tmp_path.glob("*.engine"))
+    assert len(engines) == 3
+    mtimes = [p.stat().st_mtime_ns for p in engines]
+    again = trtb.TensorRTBackend(exported, precision=precision, cache_dir=tmp_path, levels_hw=level_hw,
+                                 max_batch=max_batch)
+    assert sorted(tmp_path.glob("*.engine")) == engines and [p.stat().st_mtime_ns for p in engines] == mtimes
+    assert [again.engine_path(n) for n in trtb.NETWORKS] == [backend.engine_path(n) for n in trtb.NETWORKS]
+
+
+def test_refuses_an_export_of_other_weights(trt_ready, exported, tmp_path):
+    with pytest.raises(trtb.TensorRTError, match="other weights|export again"):
+        trtb.TensorRTBackend(exported, cache_dir=tmp_path, expected_weights={"desc": "0" * 64})
+
+
+def test_pipeline_gives_the_same_keypoints(trt_ready, exported, networks, tmp_path, monkeypatch):
+    from lift_localizer.features.lift import Lift
+    from lift_localizer.synthetic import demo_views, make_texture
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    gray = demo_views(make_texture())[2].image.astype(np.float32)
+    cpu = Lift({"max_keypoints": 500}, networks)(gray)
+    trt = Lift({"max_keypoints": 500, "backend": "tensorrt", "model_dir": str(exported), "precision": "fp32"},
+               networks)(gray)
+    d = np.linalg.norm(cpu.keypoints[:, None] - trt.keypoints[None], axis=2)
+    nn = d.argmin(1)
+    same = d[np.arange(len(d)), nn] < 0.01
+    assert same.mean() > 0.98  # ties at the 500th score may differ
+    cosine = (trt.descriptors[nn[same]] * cpu.descriptors[same]).sum(1) / (
+        np.linalg.norm(trt.descriptors[nn[same]], axis=1) * np.linalg.norm(cpu.descriptors[same], axis=1))
+    assert cosine.min() > 0.9999
+
+
+def test_runner_on_a_gpu_in_place_and_through_buffers(cuda_api, monkeypatch, networks):
+    """The runner's two GPU paths with a stand-in engine: CUDA tensors handed over by address
+    (chunk offsets, output on the device) and CPU tensors through pinned and device buffers."""
+    monkeypatch.setattr(trtb, "_trt", lambda: (_FakeTrt, None))
+    profile = trtb.batch_profile(32)
+    engine = _FakeEngine(networks["desc"].module, NAMES["desc"], profile, _DeviceMemory(cuda_api))
+    runner = trtb._EngineRunner(engine, "desc", profile, cuda_api)
+    patches = torch.randn(70, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = networks["desc"].module(patches)
+    via_buffers = runner.run(patches, 32)
+    assert not via_buffers.is_cuda
+    torch.testing.assert_close(via_buffers, want, rtol=1e-5, atol=1e-5)
+    if torch.cuda.is_available():
+        in_place = runner.run(patches.cuda(), 32)
+        assert in_place.is_cuda and runner.context.batches == [32, 32, 6, 32, 32, 6]
+        torch.testing.assert_close(in_place.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_calibrate_feeds_the_inputs_each_network_sees(monkeypatch, exported, tmp_path):
+    """calibrate() up to TensorRT: LIFT's normalised inputs, batched per network, and one INT8
+    build each whose calibration cache and engine land in the cache folder."""
+    import cv2
+
+    from lift_localizer.synthetic import demo_views, make_texture
+
+    class FakeTrtModule:
+        __version__ = "10.3.0"
+
+    builds = {}
+
+    def fake_calibrator(batches, cache_file, api=None):
+        return {"batches": batches, "cache_file": Path(cache_file)}
+
+    def fake_build(onnx_path, profile, precision, calibrator, calibration_shape):
+        builds[onnx_path.stem] = (profile, precision, calibrator["batches"], calibration_shape)
+        calibrator["cache_file"].write_bytes(b"calibration of " + onnx_path.name.encode())  # what TensorRT does
+        return b"engine"
+
+    monkeypatch.setattr(trtb, "_trt", lambda: (FakeTrtModule, None))
+    monkeypatch.setattr(trtb, "entropy_calibrator", fake_calibrator)
+    monkeypatch.setattr(trtb, "build_engine", fake_build)
+    monkeypatch.setattr(trtb, "_device_info", lambda api: ("Fake GPU", (8, 7)))
+    for i, view in enumerate(demo_views(make_texture(512), image_size=(120, 160))[:2]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.clip(view.image, 0, 255).astype(np.uint8))
+    cache = tmp_path / "cache"
+    written = trtb.calibrate(exported, tmp_path, cache, det_hw=(64, 64), patch_batch=32, max_patches=128,
+                             lift_conf={"max_keypoints": 100})
+    assert written == {n: cache / f"{n}.calib" for n in trtb.NETWORKS} and all(p.is_file() for p in written.values())
+    profile, precision, batches, shape = builds["det"]
+    assert precision == "int8" and shape == (1, 1, 64, 64) and len(batches) >= 2
+    assert all(b.shape == shape and b.dtype == np.float32 for b in batches)
+    for name in ("ori", "desc"):
+        profile, precision, batches, shape = builds[name]
+        assert profile == trtb.batch_profile(1024) and shape == (32, 1, 64, 64)
+        assert 1 <= len(batches) <= 4 and all(b.shape == shape for b in batches)
+        # Normalised patches, not grey levels in [0, 255].
+        assert abs(float(np.mean(batches[0]))) < 5 and float(np.std(batches[0])) < 5
+    assert len(list(cache.glob("*-int8-*.engine"))) == 3
