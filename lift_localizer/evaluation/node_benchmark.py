@@ -96,7 +96,8 @@ def run(args) -> int:
 
     listen_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort"
                             else ReliabilityPolicy.RELIABLE)
-    listener.create_subscription(CompressedImage if compressed else Image, image_topic, on_image, listen_qos, raw=True)
+    image_type = CompressedImage if compressed else Image
+    listener.create_subscription(image_type, image_topic, on_image, listen_qos, raw=True)
     listener.create_subscription(PoseWithCovarianceStamped, "/pose", on_pose, 50)
     listener.create_subscription(message_class("lift_localizer_msgs/msg/Keypoints"), "/keypoints", on_keypoints, 50,
                                  raw=True)
@@ -140,8 +141,8 @@ def run(args) -> int:
     print(f"node: received {diag.get('frames_in', '?')}, dropped (newest wins) {diag.get('frames_dropped', '?')}, "
           f"processed {len(processed_stamps)}, localized {len(poses)}; this listener saw {len(seen_image)} images")
     if processed_stamps:
-        print(f"processed-frame rate {len(processed_stamps) / play_s:.2f} Hz "
-              f"(bag rate × speed {args.rate * (n_bag - 1) / max((frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9, 1e-9):.2f} Hz)")
+        bag_hz = args.rate * (n_bag - 1) / max((frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9, 1e-9)
+        print(f"processed-frame rate {len(processed_stamps) / play_s:.2f} Hz (bag rate × speed {bag_hz:.2f} Hz)")
     if len(latency):
         print(f"latency image → /pose: median {1000 * np.median(latency):.0f} ms, p90 {1000 * np.percentile(latency, 90):.0f} ms "
               f"(n = {len(latency)})")
