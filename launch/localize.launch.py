@@ -23,7 +23,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
                               description="image topic (its /compressed sibling with image_transport:=compressed)"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info", description="CameraInfo topic"),
-        DeclareLaunchArgument("backend", default_value="torch", description="torch, onnx or tensorrt"),
+        DeclareLaunchArgument("backend", default_value="auto", description="auto, torch, onnx or tensorrt"),
         DeclareLaunchArgument("image_transport", default_value="raw", description="raw or compressed"),
         # Fast DDS's default transports lose ~1 MB images (measured: 26 of 30 delivered, once none);
         # LARGE_DATA (TCP + shared memory for data) delivered all. An explicit setting wins.
