@@ -11,7 +11,6 @@ keypoints is used at every step, which stands for occlusion and a changing keypo
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -19,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..mapping.io import load_map
 from ..retrieval.netvlad import NetVLAD, contrastive_loss, pad_batch, triplet_ranking_loss
 from ..weights import save_network
+from .checkpoint import load_checkpoint, save_checkpoint
 
 default_conf = {
     "epochs": 30,
@@ -121,31 +120,6 @@ def recall_at_1(net: NetVLAD, data: TrainingSet) -> float:
     return float(np.mean([int(np.argmax(sim[i])) in set(p.tolist()) for i, p in enumerate(data.positives)]))
 
 
-def _save_checkpoint(path: Path, net: NetVLAD, opt: torch.optim.Optimizer, epoch: int, log: list) -> None:
-    # safetensors, not torch.save: a checkpoint must never need unpickling to be read back.
-    tensors = {f"model.{k}": v.contiguous() for k, v in net.state_dict().items()}
-    for i, p in enumerate(net.parameters()):
-        st = opt.state.get(p, {})
-        for name in ("exp_avg", "exp_avg_sq"):
-            if name in st:
-                tensors[f"adam.{i}.{name}"] = st[name].contiguous()
-    save_file(tensors, str(path.with_suffix(".safetensors")))
-    path.with_suffix(".json").write_text(json.dumps({"epoch": epoch, "log": log,
-                                                     "steps": {i: float(opt.state[p]["step"]) for i, p in
-                                                               enumerate(net.parameters()) if p in opt.state}}))
-
-
-def _load_checkpoint(path: Path, net: NetVLAD, opt: torch.optim.Optimizer) -> tuple[int, list]:
-    tensors = load_file(str(path.with_suffix(".safetensors")))
-    meta = json.loads(path.with_suffix(".json").read_text())
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for i, p in enumerate(net.parameters()):
-        if f"adam.{i}.exp_avg" in tensors:
-            opt.state[p] = {"step": torch.tensor(meta["steps"][str(i)]), "exp_avg": tensors[f"adam.{i}.exp_avg"],
-                            "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"]}
-    return int(meta["epoch"]), list(meta["log"])
-
-
 def train(maps: list[str | Path], features: str, output: str | Path, conf: dict | None = None,
           checkpoint: str | Path | None = None, resume: bool = False, log=print) -> dict:
     """Train, fit the PCA-whitening, and save ``output``.safetensors + card. Returns the card."""
@@ -164,7 +138,7 @@ def train(maps: list[str | Path], features: str, output: str | Path, conf: dict 
     start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and resume and ckpt.with_suffix(".json").exists():
-        start, history = _load_checkpoint(ckpt, net, opt)
+        start, history = load_checkpoint(ckpt, net, opt)
         log(f"resumed from {ckpt} after epoch {start}")
     r1_before = recall_at_1(net, data)
     t0 = time.perf_counter()
@@ -208,7 +182,7 @@ def train(maps: list[str | Path], features: str, output: str | Path, conf: dict 
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(ckpt, net, opt, epoch + 1, history)
+            save_checkpoint(ckpt, net, opt, epoch + 1, history)
     r1_after = recall_at_1(net, data)
     # PCA-whitening on VLAD vectors of random keypoint subsets of every training image.
     with torch.no_grad():
