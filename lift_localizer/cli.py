@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .commands import deploy, localize, maps, replay, train
-from .evaluation import benchmark, node_benchmark
+from .evaluation import benchmark, feature_quality, node_benchmark
 
 
 from .commands import positive_int as _positive_int
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_benchmark.add(sub)
     deploy.add(sub)
     benchmark.add(sub)
+    feature_quality.add(sub)
     add_demo(sub)
     return parser
 

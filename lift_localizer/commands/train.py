@@ -10,7 +10,7 @@ from . import fail, log, positive_int
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
 
-    p = sub.add_parser("train", help="train networks (netvlad)")
+    p = sub.add_parser("train", help="train networks (desc, ori, netvlad)")
     nets = p.add_subparsers(dest="network", required=True, metavar="NETWORK")
     n = nets.add_parser(
         "netvlad", help="NetVLAD global descriptor from maps built with known poses",
@@ -30,6 +30,26 @@ def add(sub) -> None:
     n.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
     n.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     n.set_defaults(func=run_netvlad)
+    for phase, text in (("desc", "LIFT's descriptor on SfM quadruplets: positives pulled together, negatives pushed "
+                                 "past a margin, hardest in-batch negatives (--no-hard-negatives to compare)"),
+                        ("ori", "LIFT's orientation with DESC fixed: descriptors of the two views of a point, each "
+                                "rotated by ORI's angle, pulled together")):
+        q = nets.add_parser(phase, help=text.split(":")[0], description=text + ". Data: `python -m "
+                            "lift_localizer.training.data --output DATA.h5`. Writes OUTPUT.safetensors and its card.")
+        q.add_argument("--data", required=True, type=Path, metavar="DATA.h5")
+        q.add_argument("--output", required=True, type=Path, help="weights stem (e.g. lift_localizer/weights/" + phase + ")")
+        q.add_argument("--epochs", type=positive_int, default=3)
+        q.add_argument("--batch-size", type=positive_int, default=64)
+        q.add_argument("--lr", type=float, default=1e-3)
+        q.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training quadruplets")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
+        q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+        if phase == "desc":
+            q.add_argument("--no-hard-negatives", action="store_true", help="random negatives only")
+        else:
+            q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
+        q.set_defaults(func=run_lift_phase, phase=phase)
 
 
 def run_netvlad(args: argparse.Namespace) -> int:
@@ -45,5 +65,22 @@ def run_netvlad(args: argparse.Namespace) -> int:
                                                  "num_hard_negatives": args.hard_negatives, "seed": args.seed},
               checkpoint=args.checkpoint, resume=args.resume, log=log)
     except (MapError, ValueError) as e:
+        return fail(str(e))
+    return 0
+
+
+def run_lift_phase(args: argparse.Namespace) -> int:
+    from ..training.train_lift import train_phase
+
+    if args.resume and args.checkpoint is None:
+        return fail("--resume needs --checkpoint")
+    conf = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_samples": args.max_samples,
+            "seed": args.seed}
+    if args.phase == "desc":
+        conf["hard_negatives"] = not args.no_hard_negatives
+    try:
+        train_phase(args.phase, args.data, args.output, conf, desc_weights=getattr(args, "desc", None),
+                    checkpoint=args.checkpoint, resume=args.resume, log=log)
+    except ValueError as e:
         return fail(str(e))
     return 0

@@ -1,0 +1,164 @@
+"""``lift-localizer evaluate-features``: LIFT (with the weights given) beside OpenCV SIFT, measured in
+the same run, on data the LIFT weights were not trained on (training/splits.json, "lift" test):
+
+- detector repeatability under illumination change: Webcam test scenes (fixed cameras, so the same
+  pixel is the same point): top-1000 keypoints per image, a keypoint is repeated when the other
+  image has one within 5 px (mutual nearest), divided by the smaller count; mutual-NN descriptor
+  matching precision at 5 px beside it;
+- matching on ScanNet pairs (ground-truth relative pose): mutual-NN matches, a match is correct
+  when its symmetric epipolar distance is under the threshold (pixels); matching score = correct /
+  keypoints (the smaller count); mean matching accuracy = precision averaged over 1, 3, 5, 10 px;
+- DESC against the released LIFT DESC on the same keypoints (Webcam test scenes, SIFT keypoints,
+  patches cut identically): nearest-neighbour accuracy of the same keypoint across images.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..features.extractors import make_extractor
+from ..features.image import read_image
+from ..localization.matching import mutual_nearest_neighbours
+from .features import score_pair
+
+TEST_SCENES = ("chamonix", "courbevoie")
+EPIPOLAR_PX = (1.0, 3.0, 5.0, 10.0)
+
+
+def _identity(xy: np.ndarray) -> np.ndarray:
+    return xy
+
+
+def webcam_scores(extractor, webcam: Path, scenes=TEST_SCENES, images_per_scene: int = 10) -> dict:
+    from .reference_desc import scene_images
+
+    rep, prec = [], []
+    for scene in scenes:
+        images = scene_images(webcam, scene, images_per_scene)
+        feats = [extractor(im.astype(np.float32)) for im in images]
+        for a, b in itertools.combinations(range(len(images)), 2):
+            s = score_pair(feats[a].keypoints, feats[a].descriptors, images[a].shape[:2], feats[b].keypoints,
+                           feats[b].descriptors, images[b].shape[:2], _identity, _identity, threshold=5.0)
+            rep.append(s.repeatability)
+            prec.append(s.precision)
+    return {"repeatability": float(np.mean(rep)), "precision_5px": float(np.mean(prec)), "pairs": len(rep)}
+
+
+def read_scannet_pairs(root: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name0, name1, K0, K1, T_0to1) per line of pairs_with_gt.txt (SuperGlue's format)."""
+    out = []
+    for line in (root / "pairs_with_gt.txt").read_text().splitlines():
+        v = line.split()
+        if len(v) < 38:
+            continue
+        nums = np.array(v[4:], np.float64)
+        out.append((v[0], v[1], nums[:9].reshape(3, 3), nums[9:18].reshape(3, 3), nums[18:34].reshape(4, 4)))
+    return out
+
+
+def symmetric_epipolar_px(xy0: np.ndarray, xy1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
+                          T_0to1: np.ndarray) -> np.ndarray:
+    """Distance (pixels) of each point to the other's epipolar line, the larger of the two."""
+    from ..geometry.pose import skew
+
+    E = skew(T_0to1[:3, 3]) @ T_0to1[:3, :3]
+    F = np.linalg.inv(K1).T @ E @ np.linalg.inv(K0)
+    h0 = np.concatenate([xy0, np.ones((len(xy0), 1))], 1)
+    h1 = np.concatenate([xy1, np.ones((len(xy1), 1))], 1)
+    l1 = h0 @ F.T                    # lines in image 1
+    l0 = h1 @ F                      # lines in image 0
+    num = np.abs(np.sum(h1 * l1, axis=1))
+    d1 = num / np.maximum(np.linalg.norm(l1[:, :2], axis=1), 1e-12)
+    d0 = num / np.maximum(np.linalg.norm(l0[:, :2], axis=1), 1e-12)
+    return np.maximum(d0, d1)
+
+
+def scannet_scores(extractor, root: Path) -> dict:
+    precision = {t: [] for t in EPIPOLAR_PX}
+    score = []
+    pairs = read_scannet_pairs(root)
+    for name0, name1, K0, K1, T in pairs:
+        f0 = extractor(read_image(root / "images" / name0))
+        f1 = extractor(read_image(root / "images" / name1))
+        m = mutual_nearest_neighbours(f0.descriptors, f1.descriptors)
+        err = symmetric_epipolar_px(f0.keypoints[m[:, 0]].astype(np.float64), f1.keypoints[m[:, 1]].astype(np.float64),
+                                    K0, K1, T) if len(m) else np.zeros(0)
+        for t in EPIPOLAR_PX:
+            precision[t].append(float((err < t).mean()) if len(m) else 0.0)
+        score.append(float((err < 5.0).sum()) / max(min(len(f0), len(f1)), 1))
+    return {"precision": {f"{t:g}px": float(np.mean(v)) for t, v in precision.items()},
+            "mma": float(np.mean([np.mean(v) for v in precision.values()])),
+            "matching_score_5px": float(np.mean(score)), "pairs": len(pairs)}
+
+
+def desc_vs_reference(webcam: Path, reference: Path, desc_weights: str | None, scenes=TEST_SCENES,
+                      images_per_scene: int = 10, keypoints: int = 500) -> dict:
+    """Same-keypoint NN accuracy of our DESC and the reference DESC on identical patches."""
+    from ..features.desc import load_reference
+    from ..features.sift import sift_keypoints
+    from ..weights import load_network
+    from .reference_desc import nn_accuracy, patches_at, scene_images
+
+    ref, ref_mean, ref_std = load_reference(reference)
+    ours = load_network("desc", desc_weights)
+    acc: dict[str, list[float]] = {"ours": [], "reference": []}
+    for scene in scenes:
+        images = scene_images(webcam, scene, images_per_scene)
+        xy, size, angle, _ = sift_keypoints(images[0], keypoints)
+        with torch.inference_mode():
+            per_image = [(ours.module((p - ours.mean) / ours.std).numpy(), ref((p - ref_mean) / ref_std).numpy())
+                         for p in (patches_at(im, xy, size, angle) for im in images)]
+        for a, b in itertools.combinations(range(len(images)), 2):
+            acc["ours"].append(nn_accuracy(per_image[a][0], per_image[b][0]))
+            acc["reference"].append(nn_accuracy(per_image[a][1], per_image[b][1]))
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    data = args.data
+    webcam, scannet, reference = data / "raw" / "webcam", data / "raw" / "scannet_pairs", data / "reference" / \
+        "lift_desc_picc_cnn3.h5"
+    if not webcam.exists():
+        print(f"error: {webcam} is absent; evaluate-features needs ../shared/data (or --data)")
+        return 2
+    weights = {k: v for k, v in (("det", args.det), ("ori", args.ori), ("desc", args.desc)) if v}
+    extractors = {"lift": make_extractor("lift", {"max_keypoints": args.keypoints, "weights": weights}),
+                  "sift": make_extractor("sift", {"max_keypoints": args.keypoints})}
+    result: dict = {"weights": weights or "shipped", "keypoints": args.keypoints}
+    for name, ex in extractors.items():
+        result[name] = {"webcam": webcam_scores(ex, webcam, images_per_scene=args.images_per_scene)}
+        if scannet.exists():
+            result[name]["scannet"] = scannet_scores(ex, scannet)
+        print(f"[{name}] webcam {TEST_SCENES}: repeatability {result[name]['webcam']['repeatability']:.3f}, "
+              f"precision@5px {result[name]['webcam']['precision_5px']:.3f} ({result[name]['webcam']['pairs']} pairs)"
+              + (f"; scannet: matching score {result[name]['scannet']['matching_score_5px']:.3f}, MMA "
+                 f"{result[name]['scannet']['mma']:.3f}, precision " + " ".join(
+                     f"{k} {v:.3f}" for k, v in result[name]['scannet']['precision'].items()) if scannet.exists() else ""),
+              flush=True)
+    rep = result["lift"]["webcam"]["repeatability"] / max(result["sift"]["webcam"]["repeatability"], 1e-9)
+    print(f"LIFT / SIFT repeatability: {rep:.2f}× (goal ≥ 1.5×)")
+    if reference.exists():
+        result["desc_vs_reference"] = desc_vs_reference(webcam, reference, args.desc, images_per_scene=args.images_per_scene)
+        r = result["desc_vs_reference"]
+        print(f"DESC at the same SIFT keypoints, NN accuracy: ours {r['ours']:.3f}, released LIFT DESC {r['reference']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def add(sub) -> None:
+    p = sub.add_parser("evaluate-features", help="LIFT beside SIFT: repeatability, matching, DESC vs the released one",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    p.add_argument("--det", default=None, help="DET weights stem (default: shipped)")
+    p.add_argument("--ori", default=None, help="ORI weights stem (default: shipped)")
+    p.add_argument("--desc", default=None, help="DESC weights stem (default: shipped)")
+    p.add_argument("--keypoints", type=int, default=1000)
+    p.add_argument("--images-per-scene", type=int, default=10)
+    p.add_argument("--json", type=Path, default=None)
+    p.set_defaults(func=run)

@@ -1,0 +1,70 @@
+"""LIFT training phases end to end on a tiny quadruplet file (the real data is built by training/data.py)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lift_localizer.cli import main
+from lift_localizer.synthetic import make_texture
+from lift_localizer.training.train_lift import centre_crops, train_phase
+from lift_localizer.weights import load_network
+
+
+@pytest.fixture(scope="module")
+def quadruplets(tmp_path_factory):
+    """48 points: P1 and P2 the same texture spot with a little noise, P3 another spot, P4 flat."""
+    path = tmp_path_factory.mktemp("data") / "q.h5"
+    tex = make_texture(512, seed=3).astype(np.float32)
+    rng = np.random.default_rng(0)
+    n = 48
+    corners = rng.integers(0, 512 - 128, (n, 2))
+    p1 = np.stack([tex[y:y + 128, x:x + 128] for x, y in corners])
+    p2 = np.clip(p1 + rng.normal(0, 4, p1.shape), 0, 255)
+    p3 = p1[np.roll(np.arange(n), 1)]
+    p4 = np.full_like(p1, 128.0)
+    with h5py.File(path, "w") as f:
+        for k, v in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4)):
+            f[k] = v.astype(np.uint8)
+        for k in ("angle1", "angle2", "angle3"):
+            f[k] = np.zeros(n, np.float32)
+        f.attrs["sources"] = json.dumps(["synthetic:test"])
+    return path
+
+
+def test_centre_crop_is_the_descriptor_support():
+    big = torch.arange(128 * 128, dtype=torch.float32).view(1, 1, 128, 128)
+    crop = centre_crops(big, None)
+    # The central 64×64 pixels, resampled 1:1 (support 64 px → 64 samples).
+    torch.testing.assert_close(crop[0, 0], big[0, 0, 32:96, 32:96], rtol=0, atol=1e-3)
+
+
+def test_desc_phase_trains_saves_and_resumes(quadruplets, tmp_path):
+    conf = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "chunk": 64}
+    card = train_phase("desc", quadruplets, tmp_path / "desc", conf, checkpoint=tmp_path / "ckpt", log=lambda *a: None)
+    assert card["trained"] and card["training"]["phase"] == "desc" and len(card["training"]["loss_log"]) == 1
+    net = load_network("desc", tmp_path / "desc")
+    assert net.trained and net.sha256 != load_network("desc").sha256
+    card = train_phase("desc", quadruplets, tmp_path / "desc2", {**conf, "epochs": 2}, checkpoint=tmp_path / "ckpt",
+                       resume=True, log=lambda *a: None)
+    assert [e["epoch"] for e in card["training"]["loss_log"]] == [1, 2]
+
+
+def test_ori_phase_keeps_desc_fixed(quadruplets, tmp_path):
+    desc_before = load_network("desc").sha256
+    card = train_phase("ori", quadruplets, tmp_path / "ori", {"epochs": 1, "batch_size": 8, "val_fraction": 0.2},
+                       log=lambda *a: None)
+    assert card["training"]["desc_sha256"] == desc_before and load_network("ori", tmp_path / "ori").trained
+
+
+def test_cli_refuses_a_file_that_is_not_training_data(tmp_path):
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "desc", "--data", str(tmp_path / "bad.h5"), "--output", str(tmp_path / "d")])
+    assert code == 2 and "not a LIFT training file" in err.getvalue()
