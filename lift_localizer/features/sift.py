@@ -14,6 +14,7 @@ def sift_keypoints(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np
     kps, desc = cv2.SIFT_create(nfeatures=n).detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
     xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
     size = np.array([k.size for k in kps], np.float32)
-    # OpenCV's SIFT angle (degrees) turns the other way from ours (x right, y down, θ towards +y).
-    angle = -np.radians(np.array([k.angle for k in kps], np.float32))
+    # OpenCV's KeyPoint.angle (degrees) is measured from x towards y in its y-down image, as ours is
+    # (tests/test_sift.py: an image turned clockwise by 90° gives angles 90° larger).
+    angle = np.radians(np.array([k.angle for k in kps], np.float32))
     return xy, size, angle, desc if desc is not None else np.zeros((0, 128), np.float32)
