@@ -81,9 +81,17 @@ class Quadruplets:
 
     def batch(self, idx: np.ndarray, keys=("p1", "p2", "p3")) -> dict[str, torch.Tensor]:
         idx = np.sort(idx)
-        out = {k: torch.from_numpy(self.file[k][idx].astype(np.float32))[:, None] for k in keys}
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        # h5py's point selection is ~10× slower than reading the covering slice and indexing in memory.
+        if hi - lo <= 2 * len(idx):
+            def read(k):
+                return self.file[k][lo:hi][idx - lo]
+        else:
+            def read(k):
+                return self.file[k][idx]
+        out = {k: torch.from_numpy(read(k).astype(np.float32))[:, None] for k in keys}
         for k in ("angle1", "angle2", "angle3"):
-            out[k] = torch.from_numpy(self.file[k][idx].astype(np.float32))
+            out[k] = torch.from_numpy(read(k).astype(np.float32))
         return out
 
     def epoch(self, rng: np.random.Generator, batch_size: int, chunk: int):
