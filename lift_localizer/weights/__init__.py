@@ -149,5 +149,7 @@ def untrained_summary(networks: dict[str, LoadedNetwork]) -> str | None:
         return None
     how = "; ".join(f"{k.upper()}: {networks[k].card.get('initialisation', 'untrained')}"
                     for k in networks if not networks[k].trained)
+    stages = {"DET": "keypoints", "ORI": "orientations", "DESC": "descriptors"}
+    what = " and ".join(stages.get(n, n) for n in names)
     return (f"WARNING: the {', '.join(names)} network weights are UNTRAINED ({how}). "
-            "Keypoints and descriptors come from untrained networks and are not LIFT's learned features.")
+            f"The {what} come from untrained networks, not LIFT's learned ones.")
