@@ -113,10 +113,13 @@ def _export_netvlad(out: Path) -> dict:
 def read_manifest(directory: str | Path) -> dict:
     """The manifest of an export directory; ValueError naming the problem if it is not one."""
     path = Path(directory) / "manifest.json"
+    export = f"run `lift-localizer export --output {directory}`"
     try:
         manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not an export manifest (no manifest.json there); {export}") from None
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not an export manifest ({e}); run `lift-localizer export --output {directory}`") from None
+        raise ValueError(f"{path}: not an export manifest ({e}); {export}") from None
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path}: manifest format {manifest.get('format')}, this version reads {MANIFEST_FORMAT}")
     return manifest

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from . import cuda_memory
-from .export import MANIFEST_FORMAT
+from .export import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,9 @@ def load_manifest(manifest_dir: str | Path) -> dict:
     root = Path(manifest_dir)
     path = root / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TensorRTError(f"{path}: no manifest; export the networks first (lift-localizer export --output {root})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TensorRTError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise TensorRTError(f"{path}: manifest format {manifest.get('format')!r}, this code reads {MANIFEST_FORMAT}")
+        manifest = read_manifest(root)
+    except ValueError as e:
+        raise TensorRTError(str(e)) from None
     models = manifest.get("models")
     problems = []
     for name in NETWORKS:
