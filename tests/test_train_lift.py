@@ -68,3 +68,17 @@ def test_cli_refuses_a_file_that_is_not_training_data(tmp_path):
     with contextlib.redirect_stderr(err):
         code = main(["train", "desc", "--data", str(tmp_path / "bad.h5"), "--output", str(tmp_path / "d")])
     assert code == 2 and "not a LIFT training file" in err.getvalue()
+
+
+def test_upright_desc_ignores_the_angles():
+    from lift_localizer.training.train_lift import default_conf, desc_step
+
+    g = torch.Generator().manual_seed(0)
+    batch = {f"p{k}": torch.rand(4, 1, 128, 128, generator=g) * 255 for k in (1, 2, 3)}
+    turned = {**batch, **{f"angle{k}": torch.rand(4, generator=g) * 6 - 3 for k in (1, 2, 3)}}
+    zero = {**batch, **{f"angle{k}": torch.zeros(4) for k in (1, 2, 3)}}
+    desc = load_network("desc")
+    upright = {**default_conf, "upright": True}
+    with torch.no_grad():
+        assert torch.allclose(desc_step(desc, turned, upright), desc_step(desc, zero, default_conf), atol=1e-5)
+        assert not torch.allclose(desc_step(desc, turned, default_conf), desc_step(desc, zero, default_conf), atol=1e-3)

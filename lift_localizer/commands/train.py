@@ -47,6 +47,8 @@ def add(sub) -> None:
         q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
         if phase == "desc":
             q.add_argument("--no-hard-negatives", action="store_true", help="random negatives only")
+            q.add_argument("--upright", action="store_true",
+                           help="train on upright patches (for a pipeline whose ORI is untrained or off)")
         else:
             q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
         q.set_defaults(func=run_lift_phase, phase=phase)
@@ -78,6 +80,7 @@ def run_lift_phase(args: argparse.Namespace) -> int:
             "seed": args.seed}
     if args.phase == "desc":
         conf["hard_negatives"] = not args.no_hard_negatives
+        conf["upright"] = args.upright
     try:
         train_phase(args.phase, args.data, args.output, conf, desc_weights=getattr(args, "desc", None),
                     checkpoint=args.checkpoint, resume=args.resume, log=log)

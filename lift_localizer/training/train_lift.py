@@ -36,6 +36,8 @@ default_conf = {
     "lr": 1e-3,
     "margin": None,               # desc_loss margin C; None: the loss's default
     "hard_negatives": True,
+    # DESC on upright patches (angles ignored), for a pipeline whose ORI is untrained or turned off.
+    "upright": False,
     "val_fraction": 0.05,
     "chunk": 4096,                # quadruplets read from the file at a time (shuffled within)
     "max_samples": None,          # use at most this many training quadruplets (time budget)
@@ -112,7 +114,8 @@ def _normalise(patches: torch.Tensor, net: LoadedNetwork) -> torch.Tensor:
 def desc_step(desc: LoadedNetwork, batch: dict, conf: dict) -> torch.Tensor:
     from .losses import desc_loss
 
-    d = [desc.module(_normalise(centre_crops(batch[f"p{k}"], batch[f"angle{k}"]), desc)) for k in (1, 2, 3)]
+    d = [desc.module(_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc))
+         for k in (1, 2, 3)]
     kwargs = {"hard_negatives": conf["hard_negatives"]}
     if conf["margin"] is not None:
         kwargs["margin"] = conf["margin"]
@@ -138,7 +141,7 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
     batch = data.batch(data.val)
     desc = nets["desc"]
     if phase == "desc":
-        a1, a2 = batch["angle1"], batch["angle2"]
+        a1, a2 = (None, None) if conf["upright"] else (batch["angle1"], batch["angle2"])
     else:
         a1, a2 = (ori_module.angle(nets["ori"].module(_normalise(centre_crops(batch[f"p{k}"], None), nets["ori"])))
                   for k in (1, 2))
