@@ -90,6 +90,12 @@ class Listener:
         self.context.try_shutdown()
 
 
+def ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
+    """Interrupt a play/record subprocess as a user would and collect its output."""
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=20)
+
+
 @contextlib.contextmanager
 def listening(subscriptions):
     listener = Listener(subscriptions)
@@ -243,8 +249,7 @@ def test_record_round_trip_and_ctrl_c_finishes_the_bag(tmp_path):
                 kp.descriptors = np.linspace(0, 1, 5 * 128, dtype=np.float32).tolist()
                 kp_pub.publish(kp)
             time.sleep(0.5)
-            proc.send_signal(signal.SIGINT)
-            stdout, stderr = proc.communicate(timeout=20)
+            stdout, stderr = ctrl_c(proc)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -374,8 +379,7 @@ def test_loop_plays_until_ctrl_c_and_summarizes(small):
                             text=True)
     try:
         time.sleep(3.0)   # start-up (~1.5 s) and more than one pass of 0.09 s
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=20)
+        stdout, stderr = ctrl_c(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

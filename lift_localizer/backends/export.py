@@ -94,10 +94,12 @@ class _OneImageNetVLAD(torch.nn.Module):
 
 def _export_netvlad(out: Path) -> dict:
     """The NetVLAD models shipped in lift_localizer/weights, one per local-feature kind."""
+    from ..features.extractors import EXTRACTORS
+    from ..retrieval.retriever import model_stem
     from ..weights import WeightsError, load_network
 
     models = {}
-    for name in ("netvlad_lift", "netvlad_sift"):
+    for name in map(model_stem, EXTRACTORS):
         try:
             net = load_network("netvlad", name)
         except WeightsError:

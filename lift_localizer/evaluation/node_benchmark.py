@@ -46,8 +46,7 @@ def run(args) -> int:
     from ..localization.localizer import Localizer
     from ..mapping.bag import bag_topics, pick_image_topic, read_frames
     from ..mapping.io import load_map
-    from ..ros.params import localizer_conf
-    from ..ros.params import PARAMS
+    from ..ros.params import PARAMS, localizer_conf
 
     frames = read_frames(args.bag, args.image_topic, args.camera_info_topic, pose_topic=args.ground_truth_topic)
     truth = {f.stamp_ns: f.T_map_camera for f in frames}

@@ -30,13 +30,14 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
+from ..evaluation.metrics import reason_key
 from ..features.image import ImageError
 from ..geometry.camera import CameraError, camera_from_camera_info
 from . import messages
 from .convert import CONVERTER, decode_image
 from .frame_slot import FrameSlot
 from .node_stats import NodeStats
-from .params import PARAMS, check, localizer_conf
+from .params import BY_NAME, PARAMS, check, localizer_conf
 from .transforms import transform_to_broadcast
 
 try:
@@ -145,10 +146,9 @@ class LocalizerNode(Node):
         return values
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        by_name = {q.name: q for q in PARAMS}
         for param in params:
             reason = check(param.name, param.value)
-            if reason is None and by_name[param.name].read_only:
+            if reason is None and BY_NAME[param.name].read_only:
                 reason = f"{param.name} is read at start-up only; restart the node to change it"
             if reason is not None:
                 self.get_logger().warning(f"refused: {reason}")
@@ -156,7 +156,7 @@ class LocalizerNode(Node):
         with self._lock:
             for param in params:
                 self.params[param.name] = param.value
-            if any(by_name[q.name].reload for q in params):
+            if any(BY_NAME[q.name].reload for q in params):
                 self._reload.set()
             elif self._localizer is not None:
                 self._localizer.conf.update(localizer_conf(self.params))
@@ -280,7 +280,7 @@ class LocalizerNode(Node):
             self._broadcast(result.T_map_camera, header)
         else:
             self.stats.failure(result.reason)
-            self._log_cause(f"failure {result.reason.split(' (')[0]}", f"not localized: {result.reason}")
+            self._log_cause(f"failure {reason_key(result.reason)}", f"not localized: {result.reason}")
         if relocalize:
             self.get_logger().info(f"relocalized: {'ok' if result.success else result.reason}")
         timings = {"decode": decode_s, **result.timings, "total": time.perf_counter() - t0}

@@ -6,6 +6,8 @@ from collections import Counter, deque
 
 import numpy as np
 
+from ..evaluation.metrics import reason_key
+
 OK, WARN, ERROR = 0, 1, 2
 STAGES = ("decode", "extract", "retrieve", "match", "pnp", "total")
 
@@ -30,7 +32,7 @@ class NodeStats:
     def failure(self, reason: str, counter: str = "failed") -> None:
         with self._lock:
             self.counts[counter] += 1
-            self.reasons[reason.split(" (")[0]] += 1
+            self.reasons[reason_key(reason)] += 1
             self.last_failure = reason
 
     def set_map(self, ok: bool, status: str) -> None:
