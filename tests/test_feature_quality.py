@@ -1,0 +1,155 @@
+"""ScanNet epipolar matching in ``evaluate-features`` (lift_localizer/evaluation/feature_quality.py):
+the pose / intrinsics conventions, on a synthetic pair built as pairs_with_gt.txt states them and
+on hand-picked correspondences in the real ScanNet pairs."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from lift_localizer.evaluation.feature_quality import read_scannet_pairs, scannet_scores, symmetric_epipolar_px
+from lift_localizer.features.lift import Features
+
+K0 = np.array([[1163.45, 0.0, 653.626], [0.0, 1164.79, 481.6], [0.0, 0.0, 1.0]])
+K1 = np.array([[1100.0, 0.0, 640.0], [0.0, 1120.0, 470.0], [0.0, 0.0, 1.0]])  # unlike K0, so K0/K1 swaps show
+
+
+def _rot(axis, deg):
+    return cv2.Rodrigues(np.asarray(axis, np.float64) / np.linalg.norm(axis) * np.radians(deg))[0]
+
+
+def _pose(R, c):
+    """T_world_cam (camera-to-world, as ScanNet's pose files) from a rotation and a centre."""
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, c
+    return T
+
+
+def _synthetic_pair(n=200, seed=0):
+    """Points seen by two cameras 1 m apart with a 25 degree turn, and the pairs_with_gt T_0to1."""
+    rng = np.random.default_rng(seed)
+    T_w0 = _pose(_rot([0.1, 1, 0.05], -10), [0.0, 0.0, 0.0])
+    T_w1 = _pose(_rot([0.2, 1, -0.1], 15), [1.0, 0.15, 0.3])
+    T_0to1 = np.linalg.inv(T_w1) @ T_w0  # camera-0 coordinates -> camera-1 coordinates
+    X0 = np.c_[rng.uniform(-1.5, 1.5, n), rng.uniform(-1, 1, n), rng.uniform(2.5, 6, n)]  # camera-0 frame
+    X1 = X0 @ T_0to1[:3, :3].T + T_0to1[:3, 3]
+    keep = X1[:, 2] > 0.5
+    x0 = X0[keep] @ K0.T
+    x1 = X1[keep] @ K1.T
+    return x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:], T_0to1
+
+
+def _pairs_line(name0, name1, K0, K1, T):
+    nums = np.r_[K0.ravel(), K1.ravel(), T.ravel()]
+    return " ".join([name0, name1, "0", "0"] + [f"{v:.10g}" for v in nums])
+
+
+def test_synthetic_pair_read_back_has_zero_epipolar_error(tmp_path):
+    xy0, xy1, T = _synthetic_pair()
+    (tmp_path / "pairs_with_gt.txt").write_text(_pairs_line("a.png", "b.png", K0, K1, T) + "\n")
+    [(name0, name1, k0, k1, t)] = read_scannet_pairs(tmp_path)
+    assert (name0, name1) == ("a.png", "b.png")
+    np.testing.assert_allclose(k0, K0)
+    np.testing.assert_allclose(k1, K1)
+    np.testing.assert_allclose(t, T, atol=1e-9)
+    assert symmetric_epipolar_px(xy0, xy1, k0, k1, t).max() < 1e-6
+    # Every convention slip is far off: pose inverted (= F transposed), R transposed, images or K swapped.
+    wrong = {"inverted": (xy0, xy1, k0, k1, np.linalg.inv(t)),
+             "R transposed": (xy0, xy1, k0, k1, np.r_[np.c_[t[:3, :3].T, t[:3, 3]], [[0, 0, 0, 1]]]),
+             "images swapped": (xy1, xy0, k0, k1, t),
+             "K swapped": (xy0, xy1, k1, k0, t)}
+    for name, args in wrong.items():
+        assert np.median(symmetric_epipolar_px(*args)) > 5.0, name
+
+
+def test_epipolar_distance_is_in_pixels():
+    """Moving a point d px across its epipolar line gives an error of at least d (the larger of the
+    two one-sided distances; the image-1 one is exactly d)."""
+    xy0, xy1, T = _synthetic_pair(n=50)
+    F = np.linalg.inv(K1).T @ np.array([[0, -T[2, 3], T[1, 3]], [T[2, 3], 0, -T[0, 3]], [-T[1, 3], T[0, 3], 0]]) \
+        @ T[:3, :3] @ np.linalg.inv(K0)
+    lines = np.c_[xy0, np.ones(len(xy0))] @ F.T
+    normal = lines[:, :2] / np.linalg.norm(lines[:, :2], axis=1, keepdims=True)
+    for d in (1.0, 3.0, 7.5):
+        err = symmetric_epipolar_px(xy0, xy1 + d * normal, K0, K1, T)
+        assert np.all(err >= d - 1e-6)
+        assert np.all(err < 20 * d)
+
+
+def test_zero_baseline_is_refused():
+    T = np.eye(4)
+    T[:3, :3] = _rot([0, 1, 0], 10)
+    with pytest.raises(ValueError, match="no translation"):
+        symmetric_epipolar_px(np.zeros((3, 2)), np.ones((3, 2)), K0, K0, T)
+
+
+class _OracleExtractor:
+    """Returns given keypoints for an image of a given width (images are told apart by size), with
+    descriptors that make keypoint i of image 0 the mutual nearest neighbour of keypoint i of image 1."""
+
+    def __init__(self, by_width):
+        self.by_width = by_width
+
+    def __call__(self, gray):
+        xy = self.by_width[gray.shape[1]]
+        n = len(xy)
+        desc = np.eye(n, 128, dtype=np.float32)
+        return Features(xy.astype(np.float32), np.ones(n, np.float32), np.zeros(n, np.float32),
+                        np.ones(n, np.float32), desc, gray.shape, {})
+
+
+def test_scannet_scores_on_a_synthetic_pair(tmp_path):
+    xy0, xy1, T = _synthetic_pair(n=120)
+    n = min(len(xy0), 100)
+    xy0, xy1 = xy0[:n], xy1[:n]
+    wrong = n // 4  # the last quarter of image 1's keypoints moved 40 px off: wrong matches
+    xy1 = xy1.copy()
+    xy1[-wrong:] += np.array([0.0, 40.0])
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((968, 1296), np.uint8))
+    cv2.imwrite(str(tmp_path / "images" / "b.png"), np.zeros((960, 1280), np.uint8))
+    (tmp_path / "pairs_with_gt.txt").write_text(_pairs_line("a.png", "b.png", K0, K1, T) + "\n")
+    r = scannet_scores(_OracleExtractor({1296: xy0, 1280: xy1}), tmp_path)
+    expected = (n - wrong) / n
+    for k in ("1px", "3px", "5px", "10px"):
+        assert r["precision"][k] == pytest.approx(expected)
+    assert r["matching_score_5px"] == pytest.approx(expected)
+    assert r["pairs"] == 1
+
+
+def test_scannet_scores_refuses_images_resized_without_k(tmp_path):
+    """SuperGlue ships these pairs at 640x480 with K for 1296x968: that must not pass silently."""
+    xy0, xy1, T = _synthetic_pair(n=20)
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / "images" / name), np.zeros((480, 640), np.uint8))
+    (tmp_path / "pairs_with_gt.txt").write_text(_pairs_line("a.png", "b.png", K0, K0, T) + "\n")
+    with pytest.raises(ValueError, match="another resolution"):
+        scannet_scores(_OracleExtractor({640: xy0}), tmp_path)
+
+
+# Correspondences picked by hand (full-resolution pixels) in two ScanNet pairs: phone-screen corners in
+# scene0711, picture corners and a detail in scene0758. Image blur makes them good to a few pixels.
+HAND_PICKED = {
+    ("scene0711_00_frame-001680.jpg", "scene0711_00_frame-001995.jpg"): (
+        [(1010, 201), (1045, 196), (1056, 236), (1020, 244)],
+        [(828, 320), (917, 323), (912, 388), (823, 382)]),
+    ("scene0758_00_frame-000165.jpg", "scene0758_00_frame-000510.jpg"): (
+        [(798.5, 271.5), (800, 367.5), (801, 222.5), (791, 165)],
+        [(173.5, 182.5), (189, 306), (161, 114), (139, 35)]),
+}
+
+
+def test_real_scannet_pairs_hand_picked_correspondences_fit_the_ground_truth():
+    root = shared_path("raw", "scannet_pairs")
+    pairs = {(a, b): (k0, k1, T) for a, b, k0, k1, T in read_scannet_pairs(root)}
+    for key, (p0, p1) in HAND_PICKED.items():
+        assert key in pairs, key
+        k0, k1, T = pairs[key]
+        for name in key:
+            assert cv2.imread(str(root / "images" / name), cv2.IMREAD_UNCHANGED).shape[:2] == (968, 1296)
+        p0, p1 = np.array(p0, np.float64), np.array(p1, np.float64)
+        err = symmetric_epipolar_px(p0, p1, k0, k1, T)
+        assert err.max() < 8.0, (key, err)
+        assert np.median(symmetric_epipolar_px(p0, p1, k0, k1, np.linalg.inv(T))) > 100.0, key
