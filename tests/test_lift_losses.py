@@ -219,3 +219,17 @@ def test_one_sgd_step_on_desc_lowers_desc_loss():
     with torch.no_grad():
         after = loss()
     assert after.item() < before.item()
+
+
+def test_angle_regression_loss_by_hand():
+    from lift_localizer.training.losses import angle_regression_loss
+
+    theta = torch.tensor([0.0, 0.5, 3.0])
+    unit = torch.stack([torch.cos(theta), torch.sin(theta)], 1)
+    assert float(angle_regression_loss(unit, theta)) == pytest.approx(0.0, abs=1e-6)
+    # Opposite directions cost 2, a quarter turn 1; wrapping by 2π costs nothing.
+    assert float(angle_regression_loss(unit, theta + math.pi)) == pytest.approx(2.0, abs=1e-6)
+    assert float(angle_regression_loss(unit, theta + math.pi / 2)) == pytest.approx(1.0, abs=1e-6)
+    assert float(angle_regression_loss(unit, theta - 2 * math.pi)) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError):
+        angle_regression_loss(unit, theta[:2])

@@ -82,3 +82,24 @@ def test_upright_desc_ignores_the_angles():
     with torch.no_grad():
         assert torch.allclose(desc_step(desc, turned, upright), desc_step(desc, zero, default_conf), atol=1e-5)
         assert not torch.allclose(desc_step(desc, turned, default_conf), desc_step(desc, zero, default_conf), atol=1e-3)
+
+
+def test_det_phase_keeps_ori_and_desc_fixed_and_sets_a_threshold(quadruplets, tmp_path):
+    card = train_phase("det", quadruplets, tmp_path / "det", {"epochs": 1, "batch_size": 8, "val_fraction": 0.2},
+                       log=lambda *a: None)
+    assert card["training"]["desc_sha256"] == load_network("desc").sha256
+    assert card["training"]["ori_sha256"] == load_network("ori").sha256
+    assert isinstance(card["score_threshold"], float)
+    assert {"val_class", "val_pair", "val_median_offset_px"} <= set(card["quality"]["held_out_after"])
+    net = load_network("det", tmp_path / "det")
+    assert net.trained and net.sha256 != load_network("det").sha256
+
+
+def test_ori_warm_start_moves_towards_the_sift_angles(quadruplets, tmp_path):
+    # The fixture's angles are all 0 and the shipped ORI starts at 0: the warm start's objective is
+    # met already, so its logged loss is small, and the epochs are logged with their objective.
+    card = train_phase("ori", quadruplets, tmp_path / "ori", {"epochs": 1, "pretrain_epochs": 1, "batch_size": 8,
+                                                              "val_fraction": 0.2}, log=lambda *a: None)
+    log = card["training"]["loss_log"]
+    assert [e["objective"] for e in log] == ["angle", "pair"] and log[0]["loss"] < 0.2
+    assert "val_median_angle_error_to_sift_deg" in card["quality"]["held_out_after"]

@@ -51,6 +51,9 @@ def add(sub) -> None:
                            help="train on upright patches (for a pipeline whose ORI is untrained or off)")
         else:
             q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
+            q.add_argument("--pretrain-epochs", type=int, default=0,
+                           help="first regress the SfM keypoints' SIFT angles for this many epochs (warm start), "
+                                "then --epochs of the paper's pair loss")
         q.set_defaults(func=run_lift_phase, phase=phase)
 
 
@@ -81,6 +84,10 @@ def run_lift_phase(args: argparse.Namespace) -> int:
     if args.phase == "desc":
         conf["hard_negatives"] = not args.no_hard_negatives
         conf["upright"] = args.upright
+    else:
+        if args.pretrain_epochs < 0:
+            return fail("--pretrain-epochs must be ≥ 0")
+        conf["pretrain_epochs"] = args.pretrain_epochs
     try:
         train_phase(args.phase, args.data, args.output, conf, desc_weights=getattr(args, "desc", None),
                     checkpoint=args.checkpoint, resume=args.resume, log=log)

@@ -120,6 +120,26 @@ def pair_distance_loss(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
     return (d1 - d2).pow(2).sum(1).mean()
 
 
+def angle_regression_loss(cos_sin: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(θ - t): ORI's unit vectors (cos θ, sin θ) against target angles t.
+
+    A warm start for ORI, not one of the paper's losses: from an upright start the pair loss sees
+    mostly upright training pairs, for which angle 0 is already consistent, and ORI does not move
+    (measured: held-out NN accuracy 0.540 → 0.534). Regressing the SfM keypoints' SIFT angles first
+    gives ORI canonical angles the pair loss can then refine. 0 when θ = t, 2 when opposite,
+    smooth and periodic (no wrap-around jump).
+
+    Args:
+        cos_sin: (N, 2) unit vectors.
+        target: (N,) radians.
+    Returns:
+        () scalar.
+    """
+    if cos_sin.dim() != 2 or cos_sin.shape[1] != 2 or target.shape != cos_sin.shape[:1]:
+        raise ValueError(f"cos_sin must be (N, 2) and target (N,), got {tuple(cos_sin.shape)}, {tuple(target.shape)}")
+    return (1.0 - cos_sin[:, 0] * torch.cos(target) - cos_sin[:, 1] * torch.sin(target)).mean()
+
+
 def softargmax(scores: torch.Tensor, beta: float = SOFTARGMAX_BETA) -> torch.Tensor:
     """Differentiable location of the maximum: Σ exp(β S(p)) p / Σ exp(β S(p)), per map.
 

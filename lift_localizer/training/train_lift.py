@@ -14,6 +14,7 @@ a loss log, 5 % of the quadruplets held out for validation, and weights + card a
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from ..features import ori as ori_module
 from ..weights import LoadedNetwork, load_network, save_network
 from .checkpoint import load_checkpoint, save_checkpoint
+from .det_phase import det_loss, det_terms, det_validation
 
 PATCH = 64
 SOURCE = 128        # stored patch side: twice the descriptor support
@@ -38,6 +40,14 @@ default_conf = {
     "hard_negatives": True,
     # DESC on upright patches (angles ignored), for a pipeline whose ORI is untrained or turned off.
     "upright": False,
+    # ORI only: epochs of regressing the SfM keypoints' SIFT angles before the paper's pair loss
+    # (see losses.angle_regression_loss for why); they come before ``epochs`` of the pair loss.
+    "pretrain_epochs": 0,
+    # DET only: γ of γ · L_class + L_pair, and the inverse temperatures of its soft maximum and
+    # softargmax (losses.py explains the defaults).
+    "class_weight": 10.0,
+    "softmax_beta": None,
+    "softargmax_beta": None,
     "val_fraction": 0.05,
     "chunk": 4096,                # quadruplets read from the file at a time (shuffled within)
     "max_samples": None,          # use at most this many training quadruplets (time budget)
@@ -96,15 +106,19 @@ class Quadruplets:
             out[k] = torch.from_numpy(read(k).astype(np.float32))
         return out
 
-    def epoch(self, rng: np.random.Generator, batch_size: int, chunk: int):
+    def epoch(self, rng: np.random.Generator, batch_size: int, chunk: int, keys=("p1", "p2", "p3")):
         starts = rng.permutation(np.arange(0, len(self.train), chunk))
         for s in starts:
             block = self.train[s:s + chunk]
-            cached = self.batch(block)
+            cached = self.batch(block, keys)
             order = rng.permutation(len(block))
             for b in range(0, len(block) - batch_size + 1, batch_size):
                 sel = torch.from_numpy(order[b:b + batch_size])
                 yield {k: v[sel] for k, v in cached.items()}
+
+
+# Patches each phase reads: P4 (no keypoint) only for DET's classification term.
+PATCH_KEYS = {"desc": ("p1", "p2", "p3"), "ori": ("p1", "p2", "p3"), "det": ("p1", "p2", "p3", "p4")}
 
 
 def _normalise(patches: torch.Tensor, net: LoadedNetwork) -> torch.Tensor:
@@ -133,11 +147,39 @@ def ori_step(ori: LoadedNetwork, desc: LoadedNetwork, batch: dict, conf: dict) -
     return pair_distance_loss(*views)
 
 
+def ori_pretrain_step(ori: LoadedNetwork, batch: dict) -> torch.Tensor:
+    from .losses import angle_regression_loss
+
+    patches = torch.cat([batch["p1"], batch["p2"]])
+    target = torch.cat([batch["angle1"], batch["angle2"]])
+    return angle_regression_loss(ori.module(_normalise(centre_crops(patches, None), ori)), target)
+
+
+def _objective(phase: str, epoch: int, conf: dict) -> str:
+    if phase == "det":
+        return "class+pair"
+    return "angle" if phase == "ori" and epoch < conf["pretrain_epochs"] else "pair"
+
+
+def train_step(phase: str, objective: str, nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> torch.Tensor:
+    if phase == "desc":
+        return desc_step(nets["desc"], batch, conf)
+    if phase == "det":
+        return det_loss(det_terms(nets, batch, conf), conf)
+    if objective == "angle":
+        return ori_pretrain_step(nets["ori"], batch)
+    return ori_step(nets["ori"], nets["desc"], batch, conf)
+
+
 @torch.no_grad()
 def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf: dict) -> dict:
     """Held-out loss and nearest-neighbour accuracy of P1 → P2 among the held-out points."""
     if len(data.val) < 8:
         return {}
+    if phase == "det":
+        batch = data.batch(data.val, PATCH_KEYS["det"])
+        terms = det_terms(nets, batch, conf)
+        return {"val_loss": float(det_loss(terms, conf)), **det_validation(terms), "val_points": len(data.val)}
     batch = data.batch(data.val)
     desc = nets["desc"]
     if phase == "desc":
@@ -150,25 +192,57 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
     dist = torch.cdist(d1, d2)
     nn_acc = float((dist.argmin(1) == torch.arange(len(d1))).float().mean())
     loss = desc_step(desc, batch, conf) if phase == "desc" else ori_step(nets["ori"], desc, batch, conf)
-    return {"val_loss": float(loss), "val_nn_accuracy": nn_acc, "val_points": len(d1)}
+    out = {"val_loss": float(loss), "val_nn_accuracy": nn_acc, "val_points": len(d1)}
+    if phase == "ori":
+        # How far ORI is from the SIFT angles (the warm start's target), in degrees.
+        err = torch.remainder(torch.cat([a1 - batch["angle1"], a2 - batch["angle2"]]) + math.pi, 2 * math.pi) - math.pi
+        out["val_median_angle_error_to_sift_deg"] = round(float(err.abs().median()) * 180 / math.pi, 2)
+    return out
+
+
+@torch.no_grad()
+def det_score_threshold(nets: dict[str, LoadedNetwork], data: Quadruplets, conf: dict) -> float | None:
+    from .det_phase import score_maps
+    from .losses import softmax_pool
+
+    if len(data.val) < 8:
+        return None
+    p4 = data.batch(data.val, ("p4",))["p4"]
+    return round(float(torch.quantile(softmax_pool(score_maps(nets["det"], p4), conf["softmax_beta"]), 0.01)), 4)
+
+
+def _fixed(net: LoadedNetwork) -> LoadedNetwork:
+    # The paper's order: earlier phases' networks stay fixed (gradients still flow through them).
+    net.module.requires_grad_(False)
+    net.module.eval()
+    return net
 
 
 def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dict | None = None,
                 desc_weights: str | None = None, checkpoint: str | Path | None = None, resume: bool = False,
-                log=print) -> dict:
-    """Train ``phase`` ('desc' or 'ori') and save ``output``.safetensors + card. Returns the card."""
-    if phase not in ("desc", "ori"):
-        raise ValueError(f"phase {phase!r}: desc or ori (det comes next)")
+                log=print, ori_weights: str | None = None, init_weights: str | None = None) -> dict:
+    """Train ``phase`` ('desc', 'ori' or 'det') and save ``output``.safetensors + card. Returns the card.
+
+    ``init_weights``: start from these weights of the phase's network (fine-tuning) instead of the
+    shipped ones."""
+    if phase not in PATCH_KEYS:
+        raise ValueError(f"phase {phase!r}: one of {', '.join(PATCH_KEYS)}")
     conf = {**default_conf, **(conf or {})}
+    from .losses import SOFTARGMAX_BETA, SOFTMAX_BETA
+    conf["softmax_beta"] = conf["softmax_beta"] or SOFTMAX_BETA
+    conf["softargmax_beta"] = conf["softargmax_beta"] or SOFTARGMAX_BETA
     if conf["threads"]:
         torch.set_num_threads(int(conf["threads"]))
     torch.manual_seed(conf["seed"])
     rng = np.random.default_rng(conf["seed"])
     data = Quadruplets(data_path, conf)
-    nets = {"desc": load_network("desc", desc_weights)}
-    if phase == "ori":
-        nets["ori"] = load_network("ori")
-        nets["desc"].module.requires_grad_(False)     # the paper's order: DESC fixed while ORI learns
+    nets = {"desc": load_network("desc", init_weights if phase == "desc" else desc_weights)}
+    if phase in ("ori", "det"):
+        _fixed(nets["desc"])
+        nets["ori"] = load_network("ori", init_weights if phase == "ori" else ori_weights)
+    if phase == "det":
+        _fixed(nets["ori"])
+        nets["det"] = load_network("det", init_weights)
     net = nets[phase]
     net.module.train()
     opt = torch.optim.Adam(net.module.parameters(), lr=conf["lr"])
@@ -181,12 +255,15 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     log(f"{phase}: {len(data.train)} training and {len(data.val)} held-out quadruplets; before: {before}")
     t0 = time.perf_counter()
     steps_per_epoch = len(data.train) // conf["batch_size"]
-    for epoch in range(start, conf["epochs"]):
+    total_epochs = conf["epochs"] + (conf["pretrain_epochs"] if phase == "ori" else 0)
+    keys = PATCH_KEYS[phase]
+    for epoch in range(start, total_epochs):
         losses = []
-        bar = tqdm(data.epoch(rng, conf["batch_size"], conf["chunk"]), total=steps_per_epoch, file=sys.stderr,
-                   desc=f"train {phase} {epoch + 1}/{conf['epochs']}", unit="batch", disable=None)
+        objective = _objective(phase, epoch, conf)
+        bar = tqdm(data.epoch(rng, conf["batch_size"], conf["chunk"], keys), total=steps_per_epoch, file=sys.stderr,
+                   desc=f"train {phase} ({objective}) {epoch + 1}/{total_epochs}", unit="batch", disable=None)
         for batch in bar:
-            loss = desc_step(net, batch, conf) if phase == "desc" else ori_step(net, nets["desc"], batch, conf)
+            loss = train_step(phase, objective, nets, batch, conf)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -194,7 +271,7 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
             if len(losses) % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         net.module.eval()
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None, **validate(phase, nets, data, conf),
+        entry = {"epoch": epoch + 1, "objective": objective, "loss": float(np.mean(losses)) if losses else None, **validate(phase, nets, data, conf),
                  "seconds": round(time.perf_counter() - t0, 1)}
         net.module.train()
         history.append(entry)
@@ -207,16 +284,19 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
         "trained": True,
         "input": dict(net.card["input"]),
         "training": {"phase": phase, **{k: v for k, v in conf.items()}, "seconds": round(time.perf_counter() - t0, 1),
-                     "loss_log": history, "desc_weights": nets["desc"].path.name if phase == "ori" else None,
-                     "desc_sha256": nets["desc"].sha256 if phase == "ori" else None},
+                     "loss_log": history, "init_weights": str(init_weights) if init_weights else None,
+                     **{f"{k}_{field}": (nets[k].path.name if field == "weights" else nets[k].sha256)
+                        for k in ("desc", "ori") if k != phase and k in nets for field in ("weights", "sha256")}},
         "data": {"file": str(data_path), "sources": data.sources, "train_quadruplets": len(data.train)},
         "split": "lift_localizer/training/splits.json (lift)",
         "quality": {"held_out_before": before, "held_out_after": after},
         "seed": conf["seed"],
     }
-    for key in ("score_threshold",):
-        if key in net.card:
-            card[key] = net.card[key]
+    if phase == "det":
+        card["score_threshold"] = det_score_threshold(nets, data, conf)
+        card["score_threshold_note"] = ("1st percentile of the soft maximum of DET's score map over held-out "
+                                        "no-keypoint patches (P4): only maxima flatter than almost every "
+                                        "non-keypoint patch are cut; the keypoint budget does the rest")
     save_network(phase, net.module, output, card)
     log(f"{phase}: saved {output} (held-out NN accuracy {before.get('val_nn_accuracy')} → {after.get('val_nn_accuracy')})")
     return card

@@ -1,0 +1,83 @@
+"""DET's training step (Yi et al., ECCV 2016, §4): classification plus the pair term.
+
+DET runs on each 128×128 training patch resized as inference resizes an image for the patch's
+keypoint scale (the 64-pixel descriptor support → DET's 25-pixel window), so that training and
+inference see the same thing: the 128-pixel patch becomes 47 pixels, the score map 23×23.
+softargmax of the score map is the keypoint; a spatial transformer
+crops the descriptor support there, ORI (fixed) orients it and DESC (fixed) describes it. The pair
+term pulls the descriptors of P1's and P2's keypoints together, so DET learns to fire at the same
+3D point in both views; the classification term makes DET fire on P1, P2, P3 (points that survived
+SfM) and stay low on P4 (no keypoint).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..features import ori as ori_module
+from ..features.det import HALF_WINDOW
+from ..weights import LoadedNetwork
+from .losses import crop_at, det_class_loss, pair_distance_loss, softargmax, softmax_pool
+
+SOURCE = 128                    # training patch side: twice the descriptor support
+SUPPORT = SOURCE // 2           # descriptor support in patch pixels
+# The level inference builds for the patch's scale: the 64-px support → 23.5 px, DET's 25-px window
+# (scale_space.resize_ratio).
+LEVEL = int(round(SOURCE * HALF_WINDOW / SUPPORT))
+
+
+def score_maps(det: LoadedNetwork, patches: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 128, 128) grey patches in [0, 255] → (B, 1, h, w) DET scores at the patch's level."""
+    x = (patches - det.mean) / det.std
+    x = F.interpolate(x, size=(LEVEL, LEVEL), mode="bilinear", align_corners=False, antialias=True)
+    return det.module(x)
+
+
+def to_patch_pixels(xy_score: torch.Tensor, margin: int) -> torch.Tensor:
+    """Score-map pixels (B, 2) → patch pixels, through the level's pixels (+ DET's margin)."""
+    ratio = LEVEL / SOURCE
+    return (xy_score + margin + 0.5) / ratio - 0.5
+
+
+def keypoint_descriptors(nets: dict[str, LoadedNetwork], patches: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """DESC of the support at ``xy`` (B, 2 patch pixels), oriented by ORI: DET's downstream pipeline."""
+    ori, desc = nets["ori"], nets["desc"]
+    upright = crop_at(patches, xy, float(SUPPORT))
+    angle = ori_module.angle(ori.module((upright - ori.mean) / ori.std))
+    rotated = crop_at(patches, xy, float(SUPPORT), angle)
+    return desc.module((rotated - desc.mean) / desc.std)
+
+
+def det_terms(nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> dict[str, torch.Tensor]:
+    """The classification and pair terms on one batch of quadruplets, and the keypoints found."""
+    det = nets["det"]
+    b = batch["p1"].shape[0]
+    scores = score_maps(det, torch.cat([batch[f"p{k}"] for k in (1, 2, 3, 4)]))
+    labels = torch.cat([torch.ones(3 * b), -torch.ones(b)])
+    classification = det_class_loss(scores, labels, conf["softmax_beta"], balanced=True)
+    xy = to_patch_pixels(softargmax(scores[:2 * b], conf["softargmax_beta"]), det.module.margin)
+    d = keypoint_descriptors(nets, torch.cat([batch["p1"], batch["p2"]]), xy)
+    pair = pair_distance_loss(d[:b], d[b:])
+    return {"class": classification, "pair": pair, "xy": xy.detach(), "descriptors": d.detach(),
+            "pooled": softmax_pool(scores, conf["softmax_beta"]).detach(), "labels": labels}
+
+
+def det_loss(terms: dict[str, torch.Tensor], conf: dict) -> torch.Tensor:
+    """γ · L_class + L_pair, the paper's detector loss."""
+    return conf["class_weight"] * terms["class"] + terms["pair"]
+
+
+@torch.no_grad()
+def det_validation(terms: dict[str, torch.Tensor]) -> dict:
+    """Held-out figures: the loss terms, classification accuracy, how far the keypoint lands from the
+    SfM point (the patch centre) and NN accuracy of the descriptors at P1's and P2's keypoints."""
+    centre = (SOURCE - 1) / 2
+    offset = (terms["xy"] - centre).norm(dim=1)
+    correct = (terms["pooled"] > 0) == (terms["labels"] > 0)
+    b = len(terms["descriptors"]) // 2
+    d1, d2 = terms["descriptors"][:b], terms["descriptors"][b:]
+    nn = (torch.cdist(d1, d2).argmin(1) == torch.arange(b)).float().mean()
+    return {"val_class": round(float(terms["class"]), 4), "val_pair": round(float(terms["pair"]), 4),
+            "val_class_accuracy": round(float(correct.float().mean()), 4),
+            "val_median_offset_px": round(float(offset.median()), 2),
+            "val_nn_accuracy": float(nn)}
