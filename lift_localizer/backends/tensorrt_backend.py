@@ -131,6 +131,10 @@ def load_manifest(manifest_dir: str | Path) -> dict:
     return manifest
 
 
+def _digest(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def engine_cache_key(*, network: str, gpu_name: str, compute_capability: tuple[int, int], tensorrt_version: str,
                      precision: str, profile: Profile, weights_sha256: str, onnx_sha256: str = "",
                      calibration_sha256: str = "") -> str:
@@ -142,7 +146,7 @@ def engine_cache_key(*, network: str, gpu_name: str, compute_capability: tuple[i
     graph), the calibration cache's hash a new INT8 calibration."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
-    fields = {
+    return _digest({
         "format": ENGINE_CACHE_FORMAT,
         "network": network,
         "gpu": " ".join(gpu_name.split()),
@@ -153,8 +157,34 @@ def engine_cache_key(*, network: str, gpu_name: str, compute_capability: tuple[i
         "weights_sha256": weights_sha256,
         "onnx_sha256": onnx_sha256,
         "calibration_sha256": calibration_sha256 if precision == "int8" else "",
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    })
+
+
+def calibration_cache_key(*, network: str, gpu_name: str, compute_capability: tuple[int, int],
+                          tensorrt_version: str, weights_sha256: str, onnx_sha256: str) -> str:
+    """Hex SHA-256 naming one INT8 calibration table: keyed like the engines (GPU, TensorRT version,
+    weights, ONNX file), less what the table does not depend on (precision, profile).
+
+    The table holds a scale per tensor of the network, so a new export or new weights need a new
+    calibration. The GPU and the TensorRT version are in the key conservatively: calibration runs
+    inside an engine build on the machine that will run the engines, so the table is made there
+    anyway, and a table that TensorRT refused would leave an INT8 build with no data. The images
+    are not in the key (the back end cannot know them): calibrating again replaces the table, and
+    the engine key, which hashes the table, changes with it."""
+    return _digest({
+        "format": ENGINE_CACHE_FORMAT,
+        "kind": "int8-calibration",
+        "network": network,
+        "gpu": " ".join(gpu_name.split()),
+        "compute_capability": [int(v) for v in compute_capability],
+        "tensorrt": tensorrt_version,
+        "weights_sha256": weights_sha256,
+        "onnx_sha256": onnx_sha256,
+    })
+
+
+def calibration_file_name(network: str, key: str) -> str:
+    return f"{network}-int8-{key[:24]}.calib"
 
 
 def engine_file_name(network: str, precision: str, key: str) -> str:
@@ -174,7 +204,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data) -> None:
+def write_atomic(path: Path, data) -> None:
     # Two processes may build the same engine; each writes a whole file and the last rename wins.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -255,65 +285,23 @@ def build_engine(onnx_path: Path, profile: Profile, precision: str = "fp16", cal
     if precision == "int8":
         if calibrator is None or calibration_shape is None:
             raise ValueError("INT8 needs a calibrator and its calibration shape (see calibrate())")
+        # Implicit quantization: the calibrator gives the activation ranges, TensorRT picks INT8
+        # kernels where faster (FP16 elsewhere). Deprecated since TensorRT 10.1 in favour of Q/DQ
+        # graphs, still supported through 10.x; see int8_calibration's docstring.
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
-        # Dynamic shapes: TensorRT calibrates at one fixed shape, that of the calibration batches.
+        # Dynamic shapes: TensorRT calibrates at the calibration profile's opt shape (it overwrites
+        # min and max with opt), which must be the shape of every calibration batch.
         calib_profile = builder.create_optimization_profile()
         calib_profile.set_shape(input_name, calibration_shape, calibration_shape, calibration_shape)
-        config.set_calibration_profile(calib_profile)
+        if not config.set_calibration_profile(calib_profile):
+            raise TensorRTError(f"{onnx_path}: TensorRT refused the calibration profile {calibration_shape}")
     elif precision != "fp32":
         raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"{onnx_path}: TensorRT could not build a {precision} engine (see its log above)")
     return bytes(memoryview(serialized))
-
-
-def entropy_calibrator(batches: Sequence[np.ndarray] | None, cache_file: str | Path,
-                       api: cuda_memory.CudaApi | None = None):
-    """An ``IInt8EntropyCalibrator2`` that feeds ``batches`` (each the full input shape, float32)
-    and reads/writes its calibration cache at ``cache_file``; with ``batches`` None it only
-    replays an existing cache."""
-    trt, _ = _trt()
-    cache_file = Path(cache_file)
-
-    class LiftCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)  # pybind trampolines need the explicit call
-            self.batches = list(batches or [])
-            self.index = 0
-            self.api = api
-            if self.api is None and self.batches and cuda_memory.available()[0]:
-                self.api = cuda_memory.open_api()
-            self.device = cuda_memory.DeviceBuffer(self.api) if self.api else None
-            self.stream = cuda_memory.Stream(self.api) if self.api else None
-            self.tensor = None  # without cuda-python/pycuda: the batch as a torch CUDA tensor
-            self.cache_file = cache_file
-
-        def get_batch_size(self) -> int:
-            return 1  # explicit batch: each batch array carries its own batch dimension
-
-        def get_batch(self, names):
-            if self.index >= len(self.batches):
-                return None
-            batch = np.ascontiguousarray(self.batches[self.index], dtype=np.float32)
-            self.index += 1
-            if self.api is None:
-                self.tensor = torch.from_numpy(batch).cuda()
-                torch.cuda.synchronize()  # TensorRT reads it on its own stream
-                return [self.tensor.data_ptr()]
-            ptr = self.device.ensure(batch.nbytes)
-            self.stream.upload(ptr, batch)
-            self.stream.synchronize()
-            return [ptr]
-
-        def read_calibration_cache(self):
-            return self.cache_file.read_bytes() if self.cache_file.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            _write_atomic(self.cache_file, bytes(memoryview(cache)))
-
-    return LiftCalibrator()
 
 
 class _EngineRunner:
@@ -404,15 +392,16 @@ class TensorRTBackend:
 
     Args:
         manifest_dir: a directory written by ``lift-localizer export`` (manifest.json, *.onnx).
-        precision: "fp16" (default), "fp32" or "int8" (needs calibration caches, see ``calibrate``).
-        cache_dir: where engines (and INT8 calibration caches) live; default
+        precision: "fp16" (default), "fp32" or "int8" (needs the calibration tables that
+            ``calibrate`` writes; ``lift-localizer export --backend tensorrt --precision int8
+            --calibration-images DIR`` runs it).
+        cache_dir: where engines (and INT8 calibration tables) live; default
             ``$XDG_CACHE_HOME/lift_localizer/tensorrt``.
         levels_hw: the DET level shapes (h, w) to cover, e.g. ``levels_hw_for_image(480, 640)``;
             default: any level up to 2560 pixels a side.
         max_batch: largest ORI/DESC batch per engine call (a multiple of 32); more patches run
             in several calls.
-        calibrator: the directory of the INT8 calibration caches (det.calib, ori.calib,
-            desc.calib) that ``calibrate`` wrote; default ``cache_dir``.
+        calibration_dir: where ``calibrate`` wrote the INT8 calibration tables; default ``cache_dir``.
         expected_weights: network → weights hash that the export must have been made from (the
             pipeline normalises inputs with these weights' cards).
         cuda_api: "cuda-python" or "pycuda" for CPU inputs; default the first that works.
@@ -422,7 +411,7 @@ class TensorRTBackend:
 
     def __init__(self, manifest_dir: str | Path, precision: str = "fp16", cache_dir: str | Path | None = None,
                  levels_hw: Sequence[tuple[int, int]] | None = None, max_batch: int = 1024,
-                 calibrator: str | Path | None = None, expected_weights: Mapping[str, str] | None = None,
+                 calibration_dir: str | Path | None = None, expected_weights: Mapping[str, str] | None = None,
                  cuda_api: str | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
@@ -434,7 +423,7 @@ class TensorRTBackend:
         self.precision = precision
         self.max_batch = int(max_batch)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.calibration_dir = Path(calibrator) if calibrator is not None else self.cache_dir
+        self.calibration_dir = Path(calibration_dir) if calibration_dir is not None else self.cache_dir
         for name, digest in (expected_weights or {}).items():
             exported = self.manifest["models"].get(name, {}).get("weights_sha256")
             if name in NETWORKS and exported != digest:
@@ -453,19 +442,31 @@ class TensorRTBackend:
         self.engines = {name: _EngineRunner(self._engine(name), name, self.profiles[name], self.api)
                         for name in NETWORKS}
 
+    def calibration_path(self, name: str) -> Path:
+        """The INT8 calibration table of ``name`` for this GPU, TensorRT and export (see ``calibrate``)."""
+        trt, _ = _trt()
+        gpu, cc = _device_info(self.api)
+        return _calibration_path(self.calibration_dir, self.root, self.manifest, name, gpu, cc, trt.__version__)
+
     def engine_path(self, name: str) -> Path:
         """The cache file of ``name``'s engine for this GPU, TensorRT, precision, profile and export."""
         trt, _ = _trt()
         entry = self.manifest["models"][name]
         gpu, cc = _device_info(self.api)
-        calibration = self.calibration_dir / f"{name}.calib"
-        if self.precision == "int8" and not calibration.is_file():
-            raise TensorRTError(f"{calibration}: no INT8 calibration cache; run calibrate() on images first")
+        calibration_sha256 = ""
+        if self.precision == "int8":
+            table = self.calibration_path(name)
+            if not table.is_file():
+                raise TensorRTError(
+                    f"INT8 needs a calibration of {name.upper()} for this export, GPU and TensorRT, and there is "
+                    f"none ({table} is missing): run `lift-localizer export --output {self.root} --backend tensorrt "
+                    "--precision int8 --calibration-images DIR` with images like the camera's")
+            calibration_sha256 = file_sha256(table)
         key = engine_cache_key(network=name, gpu_name=gpu, compute_capability=cc, tensorrt_version=trt.__version__,
                                precision=self.precision, profile=self.profiles[name],
                                weights_sha256=entry["weights_sha256"],
                                onnx_sha256=file_sha256(self.root / entry["file"]),
-                               calibration_sha256=file_sha256(calibration) if self.precision == "int8" else "")
+                               calibration_sha256=calibration_sha256)
         return self.cache_dir / engine_file_name(name, self.precision, key)
 
     def _engine(self, name: str) -> Any:
@@ -479,11 +480,20 @@ class TensorRTBackend:
                     self.precision, name.upper(), path.name)
         calibrator = calibration_shape = None
         if self.precision == "int8":
-            calibrator = entropy_calibrator(None, self.calibration_dir / f"{name}.calib")
-            calibration_shape = self.profiles[name][1]  # any shape: a cache-only calibrator feeds no batches
-        data = build_engine(self.root / self.manifest["models"][name]["file"], self.profiles[name],
-                            self.precision, calibrator, calibration_shape)
-        _write_atomic(path, data)
+            from .int8_calibration import make_calibrator
+
+            # Replays the table calibrate() wrote; it feeds no batches, so the shape is only formal.
+            calibrator = make_calibrator(None, self.calibration_path(name))
+            calibration_shape = self.profiles[name][1]
+        try:
+            data = build_engine(self.root / self.manifest["models"][name]["file"], self.profiles[name],
+                                self.precision, calibrator, calibration_shape)
+        except TensorRTError as e:
+            if self.precision != "int8":
+                raise
+            raise TensorRTError(f"{e}; if TensorRT refused the calibration table {self.calibration_path(name)}, "
+                                "calibrate again") from None
+        write_atomic(path, data)
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise TensorRTError(f"{path}: TensorRT could not load the engine it just built")
@@ -516,111 +526,69 @@ def build_engines(manifest_dir: str | Path, precision: str = "fp16", cache_dir: 
 
 # ---------------------------------------------------------------- INT8 calibration
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 
-
-class _Recorder:
-    """Wraps a back end and keeps (a bounded sample of) the normalised inputs each network sees."""
-
-    def __init__(self, inner: Any, det_hw: tuple[int, int], max_crops: int, max_patches: int, per_image: int,
-                 seed: int = 0) -> None:
-        self.inner, self.det_hw = inner, det_hw
-        self.max_crops, self.max_patches, self.per_image = max_crops, max_patches, per_image
-        self.rng = np.random.default_rng(seed)
-        self.det_crops: list[np.ndarray] = []
-        self.patches: dict[str, list[np.ndarray]] = {"ori": [], "desc": []}
-
-    def det(self, level: torch.Tensor) -> torch.Tensor:
-        h, w = self.det_hw
-        _, _, lh, lw = level.shape
-        if len(self.det_crops) < self.max_crops and lh >= h and lw >= w:
-            # DET is a convolution: crops of the level have the same activation statistics.
-            y, x = int(self.rng.integers(0, lh - h + 1)), int(self.rng.integers(0, lw - w + 1))
-            self.det_crops.append(level[:, :, y:y + h, x:x + w].float().cpu().numpy().copy())
-        return self.inner.det(level)
-
-    def _keep(self, name: str, patches: torch.Tensor) -> None:
-        have = sum(len(p) for p in self.patches[name])
-        take = min(len(patches), self.per_image, self.max_patches - have)
-        if take > 0:
-            idx = np.sort(self.rng.choice(len(patches), take, replace=False))
-            self.patches[name].append(patches[torch.from_numpy(idx)].float().cpu().numpy())
-
-    def ori(self, patches: torch.Tensor) -> torch.Tensor:
-        self._keep("ori", patches)
-        return self.inner.ori(patches)
-
-    def desc(self, patches: torch.Tensor) -> torch.Tensor:
-        self._keep("desc", patches)
-        return self.inner.desc(patches)
-
-
-def _image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
-    if isinstance(images, (str, Path)) and Path(images).is_dir():
-        return sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if isinstance(images, (str, Path)):
-        return [Path(images)]
-    return [Path(p) for p in images]
+def _calibration_path(directory: Path, root: Path, manifest: dict, name: str, gpu: str, cc: tuple[int, int],
+                      tensorrt_version: str) -> Path:
+    entry = manifest["models"][name]
+    key = calibration_cache_key(network=name, gpu_name=gpu, compute_capability=cc, tensorrt_version=tensorrt_version,
+                                weights_sha256=entry["weights_sha256"], onnx_sha256=file_sha256(root / entry["file"]))
+    return Path(directory) / calibration_file_name(name, key)
 
 
 def calibrate(manifest_dir: str | Path, images: str | Path | Iterable[str | Path], cache_dir: str | Path | None = None,
               *, levels_hw: Sequence[tuple[int, int]] | None = None, max_batch: int = 1024, max_images: int = 100,
-              det_hw: tuple[int, int] = (256, 256), patch_batch: int = 64, max_patches: int = 4096,
-              lift_conf: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """INT8 calibration from the user's images: writes ``det.calib``, ``ori.calib``, ``desc.calib``.
+              det_hw: tuple[int, int] | None = None, max_patches: int | None = None,
+              lift_conf: Mapping[str, Any] | None = None, progress: bool = False):
+    """INT8 calibration on the user's images: one calibration table per network, and the INT8 engines.
 
-    Runs LIFT (torch back end, the reference) over up to ``max_images`` images, keeps the
-    normalised inputs each network sees (DET: random ``det_hw`` crops of the levels; ORI and
-    DESC: up to ``max_patches`` keypoint patches, in batches of ``patch_batch``), and builds the
-    INT8 engines with an entropy calibrator over them, which makes TensorRT calibrate and write
-    its caches. The engines are kept in the engine cache, so TensorRTBackend(precision="int8")
-    with the same arguments loads them. Returns the cache paths by network."""
-    from ..features.image import read_image
-    from ..features.lift import Lift
+    The batches are the exact inputs of each network at inference, from
+    ``int8_calibration.calibration_batches`` (DET: ``det_hw`` crops of the scale-space levels,
+    default 128×128; ORI/DESC: up to ``max_patches`` keypoint patches in batches of
+    ``max_batch``, the profile's tuned size). TensorRT calibrates inside the INT8 engine build, so
+    this builds the engines for these profiles (``levels_hw``, ``max_batch``) and keeps them in the
+    engine cache, where ``TensorRTBackend(precision="int8")`` with the same arguments finds them;
+    the tables are written next to them, named by ``calibration_cache_key``.
 
+    Returns ({network: table path}, the CalibrationData used). TensorRTError where TensorRT cannot
+    run or calibration fails; ValueError where the images give too little data."""
+    from . import int8_calibration as cal
+
+    ok, why = available()
+    if not ok:
+        raise TensorRTError(f"INT8 calibration runs inside TensorRT's engine build, which cannot run here: {why}")
     trt, _ = _trt()
     root = Path(manifest_dir)
     manifest = load_manifest(root)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    paths = _image_paths(images)[:max_images]
-    if not paths:
-        raise ValueError(f"{images}: no images to calibrate on")
     profiles = {"det": det_profile(levels_hw or DEFAULT_LEVELS_HW),
                 "ori": batch_profile(max_batch), "desc": batch_profile(max_batch)}
     lo, _, hi = profiles["det"]
-    det_hw = (min(max(det_hw[0], lo[2]), hi[2]), min(max(det_hw[1], lo[3]), hi[3]))
-    extractor = Lift({**(lift_conf or {}), "backend": "torch"})
-    for name in NETWORKS:
-        if extractor.networks[name].sha256 != manifest["models"][name]["weights_sha256"]:
-            raise TensorRTError(f"{root}: {name} was exported from other weights than LIFT loads here "
-                                "(pass lift_conf={'weights': ...} naming the exported ones)")
-    # Spread the patch budget over the images so that calibration does not see the first image only.
-    recorder = _Recorder(extractor.backend, det_hw, max_crops=4 * len(paths) + 64, max_patches=max_patches,
-                         per_image=max(patch_batch, -(-max_patches // len(paths))))
-    extractor.backend = recorder
-    for path in paths:
-        extractor(read_image(path))
-    patch_batch = min(patch_batch, max_batch)
-    batches = {"det": recorder.det_crops}
-    for name in ("ori", "desc"):
-        kept = np.concatenate(recorder.patches[name]) if recorder.patches[name] else np.zeros((0, *PATCH_SHAPE), np.float32)
-        batches[name] = [kept[i:i + patch_batch] for i in range(0, len(kept) - patch_batch + 1, patch_batch)]
+    h, w = det_hw or cal.DET_CALIBRATION_HW
+    det_hw = (min(max(h, lo[2]), hi[2]), min(max(w, lo[3]), hi[3]))  # inside the DET profile
+    data = cal.calibration_batches(
+        images, patch_batch=profiles["ori"][1][0], max_images=max_images, det_hw=det_hw,
+        max_patches=max_patches or cal.MAX_PATCHES, lift_conf=lift_conf, progress=progress,
+        expected_weights={name: manifest["models"][name]["weights_sha256"] for name in NETWORKS})
     api = cuda_memory.open_api() if cuda_memory.available()[0] else None
     gpu, cc = _device_info(api)
-    written = {}
+    tables = {}
     for name in NETWORKS:
-        if not batches[name]:
-            raise ValueError(f"{name}: the images gave no calibration data (too small, or no keypoints)")
-        cache_file = cache_dir / f"{name}.calib"
-        cache_file.unlink(missing_ok=True)  # a stale cache would make TensorRT skip the new data
         entry = manifest["models"][name]
-        calibrator = entropy_calibrator(batches[name], cache_file, api)
-        data = build_engine(root / entry["file"], profiles[name], "int8", calibrator, tuple(batches[name][0].shape))
+        onnx_path = root / entry["file"]
+        table = _calibration_path(cache_dir, root, manifest, name, gpu, cc, trt.__version__)
+        calibrator = cal.make_calibrator(data.batches[name], table, api)
+        engine = build_engine(onnx_path, profiles[name], "int8", calibrator, tuple(data.batches[name][0].shape))
+        if calibrator.error is not None:
+            raise TensorRTError(f"{name}: feeding calibration batch {calibrator.served + 1} failed: "
+                                f"{calibrator.error}") from calibrator.error
+        if not calibrator.served or not table.is_file():
+            raise TensorRTError(f"{name}: TensorRT took {calibrator.served} calibration batches and wrote "
+                                f"{'a' if table.is_file() else 'no'} table at {table}; the engine is not kept")
         key = engine_cache_key(network=name, gpu_name=gpu, compute_capability=cc, tensorrt_version=trt.__version__,
                                precision="int8", profile=profiles[name], weights_sha256=entry["weights_sha256"],
-                               onnx_sha256=file_sha256(root / entry["file"]), calibration_sha256=file_sha256(cache_file))
-        _write_atomic(cache_dir / engine_file_name(name, "int8", key), data)
-        written[name] = cache_file
-        log.info("%s: INT8 calibration from %d batches written to %s", name, len(batches[name]), cache_file)
-    return written
+                               onnx_sha256=file_sha256(onnx_path), calibration_sha256=file_sha256(table))
+        write_atomic(cache_dir / engine_file_name(name, "int8", key), engine)
+        tables[name] = table
+        log.info("%s: INT8 calibration from %d batches written to %s", name, calibrator.served, table)
+    return tables, data

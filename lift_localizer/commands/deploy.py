@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import fail, log
+from . import fail, log, positive_int
 
 
 def add(sub) -> None:
@@ -13,10 +13,18 @@ def add(sub) -> None:
         description="Write det.onnx (dynamic H×W), ori.onnx and desc.onnx (dynamic patch batch), the NetVLAD "
                     "models and manifest.json (opset, inputs, outputs, weight hashes) into DIR, for "
                     "`--backend onnx` (model_dir) and TensorRT. With --backend tensorrt, also build the "
-                    "engines now (they are otherwise built on first use) into the engine cache.")
+                    "engines now (they are otherwise built on first use) into the engine cache "
+                    "($XDG_CACHE_HOME or ~/.cache, then lift_localizer/tensorrt), where the tensorrt back "
+                    "end looks. INT8 engines need a calibration on images like the camera's: "
+                    "--calibration-images IMAGES runs it (once per export, GPU and TensorRT version; its "
+                    "tables are kept beside the engines and reused by later INT8 builds).")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     p.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
     p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16", help="TensorRT only")
+    p.add_argument("--calibration-images", type=Path, default=None, metavar="IMAGES",
+                   help="INT8 only: a folder (searched recursively) or file of images to calibrate on")
+    p.add_argument("--max-images", type=positive_int, default=100, metavar="N",
+                   help="calibrate on at most N of them, spread over the folder (default %(default)s)")
     p.add_argument("--no-netvlad", action="store_true", help="export the LIFT networks only")
     p.set_defaults(func=run_export)
 
@@ -24,6 +32,16 @@ def add(sub) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from ..backends.export import export_onnx
 
+    int8 = args.backend == "tensorrt" and args.precision == "int8"
+    if args.calibration_images is not None:
+        if not int8:
+            return fail("--calibration-images calibrates INT8 engines: use it with --backend tensorrt --precision int8")
+        from ..backends.int8_calibration import IMAGE_SUFFIXES, image_paths
+
+        if not args.calibration_images.exists():
+            return fail(f"{args.calibration_images}: no such folder or file")
+        if not image_paths(args.calibration_images, args.max_images):
+            return fail(f"{args.calibration_images}: no images to calibrate on ({' '.join(IMAGE_SUFFIXES)})")
     try:
         manifest = export_onnx(args.output, netvlad=not args.no_netvlad)
     except (OSError, ValueError, RuntimeError) as e:
@@ -31,13 +49,26 @@ def run_export(args: argparse.Namespace) -> int:
     for name, m in manifest["models"].items():
         log(f"{name}: {args.output / m['file']} (weights {m['weights_sha256'][:12]}…)")
     log(f"manifest: {args.output / 'manifest.json'} (opset {manifest['opset']})")
-    if args.backend == "tensorrt":
-        from ..backends import BACKENDS
+    if args.backend != "tensorrt":
+        return 0
+    from ..backends import tensorrt_backend as trtb
 
-        if "tensorrt" not in BACKENDS:
-            return fail("TensorRT engines need TensorRT and a CUDA GPU (JetPack on a Jetson); the ONNX models are written")
-        from ..backends.tensorrt_backend import build_engines
-
-        for path in build_engines(args.output, precision=args.precision):
+    ok, why = trtb.available()
+    if not ok:
+        what = "INT8 calibration and TensorRT engines need" if int8 else "TensorRT engines need"
+        return fail(f"{what} TensorRT and a CUDA GPU (JetPack on a Jetson): {why}. The ONNX models are written; "
+                    "run this command again where TensorRT is")
+    try:
+        if args.calibration_images is not None:
+            tables, data = trtb.calibrate(args.output, args.calibration_images, max_images=args.max_images,
+                                          progress=True)
+            log(f"calibration data: {data.summary()}")
+            for path in data.skipped:
+                log(f"  skipped {path}")
+            for name, path in tables.items():
+                log(f"{name}: INT8 calibration table {path}")
+        for path in trtb.build_engines(args.output, precision=args.precision):
             log(f"engine: {path}")
+    except (trtb.TensorRTError, ValueError, OSError) as e:
+        return fail(str(e))
     return 0
