@@ -39,11 +39,12 @@ def test_config_file_lists_every_parameter_with_an_acceptable_value():
     from lift_localizer.localization.localizer import default_conf
 
     assert set(localizer_conf(values)) <= set(default_conf)
+    assert localizer_conf(values)["precision"] is None and localizer_conf({**values, "precision": "fp16"})["precision"] == "fp16"
 
 
 @pytest.mark.parametrize("name,value,why", [
     ("top_k", 0, "outside"), ("top_k", 2.5, "integer"), ("ratio", "x", "number"), ("publish_tf", 1, "true or false"),
-    ("retrieval", "bogus", "choose one of"), ("backend", "tensorrt", "not available"), ("device", "tpu", "cpu or cuda"),
+    ("retrieval", "bogus", "choose one of"), ("precision", "fp8", "choose one of"), ("backend", "tensorrt", "not available"), ("device", "tpu", "cpu or cuda"),
     ("nope", 1, "unknown parameter"),
 ])
 def test_bad_values_are_refused_with_a_reason(name, value, why):

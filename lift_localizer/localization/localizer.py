@@ -26,6 +26,9 @@ default_conf = {
     # Where LIFT's networks run (SIFT ignores both): a back end of lift_localizer.backends, a torch device.
     "backend": "auto",
     "device": "cpu",
+    # None: the back end's default (fp32; TensorRT fp16); fp16 for torch on CUDA or TensorRT; int8 for
+    # TensorRT with a calibration (`lift-localizer export --precision int8`).
+    "precision": None,
     # LIFT scale-space preset (features.lift.PRESETS): "fast" trades some recall for speed on a CPU.
     "preset": "default",
     "top_k": 10,
@@ -122,8 +125,8 @@ class Localizer:
         if self.map.features_name == "lift":
             from ..features.lift import apply_preset
 
-            conf = apply_preset({**conf, "backend": self.conf["backend"], "device": self.conf["device"]},
-                                self.conf["preset"])
+            conf = apply_preset({**conf, "backend": self.conf["backend"], "device": self.conf["device"],
+                                 "precision": self.conf["precision"]}, self.conf["preset"])
         return conf
 
     def _retrieval(self):

@@ -31,6 +31,9 @@ PARAMS: tuple[Param, ...] = (
     Param("map_path", "", "map directory written by `lift-localizer build-map`; empty: wait for one", reload=True),
     Param("features", "", "which of the map's feature sets (lift, sift); empty: the map's own", reload=True),
     Param("backend", _L["backend"], "where LIFT's networks run", choices=("auto", "torch", "onnx", "tensorrt"), reload=True),
+    Param("precision", "", "network precision; empty: the back end's default (fp32, TensorRT fp16); int8 needs "
+          "TensorRT and a calibration (`lift-localizer export --precision int8`)", choices=("", "fp32", "fp16", "int8"),
+          reload=True),
     Param("device", _L["device"], "torch device for the torch back end (cpu, cuda, cuda:1, …)", reload=True),
     Param("max_keypoints", _L["max_keypoints"], "keypoint budget per image", low=50, high=20000, reload=True),
     Param("preset", _L["preset"], "LIFT scale space: default (21 levels at 640×480) or fast (10 levels, ≤ 600 keypoints)",
@@ -90,4 +93,5 @@ def localizer_conf(values: dict) -> dict:
     conf = {k: values[k] for k in ("max_keypoints", "preset", "backend", "device", "top_k", "retrieval", "ratio",
                                    "ransac_threshold_px", "min_inliers", "min_inlier_ratio")}
     conf["max_position_std"] = values["max_position_std"] or None
+    conf["precision"] = values["precision"] or None
     return conf
