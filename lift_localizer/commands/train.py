@@ -1,4 +1,4 @@
-"""``lift-localizer train netvlad``: train the global descriptor on posed maps."""
+"""``lift-localizer train {desc,ori,det,netvlad}``: LIFT's networks in the paper's order, and NetVLAD."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from . import fail, log, positive_int
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
 
-    p = sub.add_parser("train", help="train networks (desc, ori, netvlad)")
+    p = sub.add_parser("train", help="train networks (desc, ori, det, netvlad)")
     nets = p.add_subparsers(dest="network", required=True, metavar="NETWORK")
     n = nets.add_parser(
         "netvlad", help="NetVLAD global descriptor from maps built with known poses",
@@ -33,7 +33,10 @@ def add(sub) -> None:
     for phase, text in (("desc", "LIFT's descriptor on SfM quadruplets: positives pulled together, negatives pushed "
                                  "past a margin, hardest in-batch negatives (--no-hard-negatives to compare)"),
                         ("ori", "LIFT's orientation with DESC fixed: descriptors of the two views of a point, each "
-                                "rotated by ORI's angle, pulled together")):
+                                "rotated by ORI's angle, pulled together"),
+                        ("det", "LIFT's detector with ORI and DESC fixed: classification (fire on points that "
+                                "survived SfM, stay low on P4) plus the descriptor distance between the two views' "
+                                "softargmax keypoints")):
         q = nets.add_parser(phase, help=text.split(":")[0], description=text + ". Data: `python -m "
                             "lift_localizer.training.data --output DATA.h5`. Writes OUTPUT.safetensors and its card.")
         q.add_argument("--data", required=True, type=Path, metavar="DATA.h5")
@@ -45,12 +48,19 @@ def add(sub) -> None:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
         q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+        q.add_argument("--init", default=None,
+                       help=f"start from these {phase.upper()} weights (fine-tuning on your own data; default: "
+                            "the shipped ones)")
         if phase == "desc":
             q.add_argument("--no-hard-negatives", action="store_true", help="random negatives only")
             q.add_argument("--upright", action="store_true",
                            help="train on upright patches (for a pipeline whose ORI is untrained or off)")
         else:
             q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
+        if phase == "det":
+            q.add_argument("--ori", default=None, help="ORI weights stem (default: the shipped ori)")
+            q.add_argument("--class-weight", type=float, default=10.0, help="γ of γ·L_class + L_pair")
+        if phase == "ori":
             q.add_argument("--pretrain-epochs", type=int, default=0,
                            help="first regress the SfM keypoints' SIFT angles for this many epochs (warm start), "
                                 "then --epochs of the paper's pair loss")
@@ -76,6 +86,7 @@ def run_netvlad(args: argparse.Namespace) -> int:
 
 def run_lift_phase(args: argparse.Namespace) -> int:
     from ..training.train_lift import train_phase
+    from ..weights import WeightsError
 
     if args.resume and args.checkpoint is None:
         return fail("--resume needs --checkpoint")
@@ -84,13 +95,16 @@ def run_lift_phase(args: argparse.Namespace) -> int:
     if args.phase == "desc":
         conf["hard_negatives"] = not args.no_hard_negatives
         conf["upright"] = args.upright
+    elif args.phase == "det":
+        conf["class_weight"] = args.class_weight
     else:
         if args.pretrain_epochs < 0:
             return fail("--pretrain-epochs must be ≥ 0")
         conf["pretrain_epochs"] = args.pretrain_epochs
     try:
         train_phase(args.phase, args.data, args.output, conf, desc_weights=getattr(args, "desc", None),
-                    checkpoint=args.checkpoint, resume=args.resume, log=log)
-    except ValueError as e:
+                    checkpoint=args.checkpoint, resume=args.resume, log=log, ori_weights=getattr(args, "ori", None),
+                    init_weights=args.init)
+    except (ValueError, WeightsError) as e:
         return fail(str(e))
     return 0
