@@ -348,3 +348,19 @@ def test_real_webcam_pairs(tmp_path):
     same = np.median([ncc(centre(p[0]), centre(p[1])) for p in patches])
     other = np.median([ncc(centre(p[0]), centre(p[2])) for p in patches])
     assert same > 0.5 and same > other + 0.3
+
+
+def test_fine_tuning_data_from_a_users_own_bag(data_root, tmp_path, capsys):
+    # No split file, no data root: the user's bag is the training set.
+    out = tmp_path / "mine.h5"
+    bag = data_root / "bags" / "room" / "mapping"
+    code = D.main(["--output", str(out), "--bag", str(bag), "--max-per-source", "40", "--max-keypoints", "600",
+                   "--data-root", str(tmp_path / "nowhere"), "--split-file", str(tmp_path / "nosplit.json")])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["sources"]) == ["sfm:mapping", "homography:mapping"] and len(f["p1"]) == 60
+        split = json.loads(f.attrs["split"])
+        assert split["file"] is None and split["train"] == [str(bag.resolve())]
+    assert D.main(["--output", str(out), "--images", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err

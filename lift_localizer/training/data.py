@@ -64,6 +64,9 @@ default_conf = {
     "split_file": str(SPLITS_FILE),
     "split": SPLIT_SECTION,
     "sources": None,                 # None: all; else names ("sfm:fox"), kinds ("webcam") or sets ("fox")
+    # A user's own data for fine-tuning, instead of the split's sets: [("bag" | "collection" | "webcam",
+    # path), ...] — a posed rosbag2, a folder of photos of one place, a folder of one fixed camera.
+    "user_sets": [],
     "max_per_source": 2500,          # quadruplets per source at most
     "homography_share": 0.5,         # homography sources get this × max_per_source
     "seed": 0,
@@ -997,6 +1000,20 @@ def select_sources(train: list[str], wanted, test: list[str] = ()) -> list[tuple
     return out
 
 
+def user_plan(user_sets) -> tuple[list[tuple[SetEntry, list[str]]], dict]:
+    """A user's own sets (fine-tuning) → the build plan and the split to record (all of it is training)."""
+    plan = []
+    for kind, path in user_sets:
+        if kind not in ("bag", "collection", "webcam"):
+            raise DataError(f"{path}: unknown kind {kind!r} (bag, collection, webcam)")
+        path = Path(path).resolve()
+        if not path.exists():
+            raise DataError(f"{path} is absent")
+        entry = SetEntry(str(path), path.name, kind)
+        plan.append((entry, source_names(entry)))
+    return plan, {"train": [e.path for e, _ in plan], "test": [], "excluded": []}
+
+
 def load_scene(entry: SetEntry, root: Path, conf: dict, log=_log) -> Scene:
     path = root / entry.path
     if not path.exists():
@@ -1030,8 +1047,12 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=_log) -> dic
     t0 = time.perf_counter()
     output = Path(output)
     root = Path(conf["data_root"])
-    split = read_split(conf["split_file"], conf["split"])
-    plan = select_sources(split["train"], conf["sources"], split["test"])
+    if conf["user_sets"]:
+        plan, split = user_plan(conf["user_sets"])
+        root = Path("/")
+    else:
+        split = read_split(conf["split_file"], conf["split"])
+        plan = select_sources(split["train"], conf["sources"], split["test"])
     if not root.is_dir():
         raise DataError(f"data root {root} is absent (expected the shared data folder with bags/ and raw/)")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -1110,7 +1131,8 @@ def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: fl
             for k in range(4):
                 ds[k][s:s + len(rows)] = block[:, k]
         f.attrs["sources"] = json.dumps(sources)
-        f.attrs["split"] = json.dumps({"file": str(Path(conf["split_file"]).resolve()), "section": conf["split"],
+        f.attrs["split"] = json.dumps({"file": None if conf["user_sets"] else str(Path(conf["split_file"]).resolve()),
+                                       "section": None if conf["user_sets"] else conf["split"],
                                        "train": split["train"], "test": split["test"]})
         f.attrs["created"] = json.dumps({
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "lift_localizer_version": __version__,
@@ -1140,6 +1162,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=Path(default_conf["data_root"]),
                    help="the shared data folder (default %(default)s)")
     p.add_argument("--split-file", type=Path, default=Path(default_conf["split_file"]))
+    p.add_argument("--bag", action="append", default=[], type=Path, metavar="BAG",
+                   help="fine-tuning on your own data: a posed rosbag2 (image, camera_info, pose topics as "
+                        "build-map reads them); repeatable; replaces the split's sets")
+    p.add_argument("--images", action="append", default=[], type=Path, metavar="DIR",
+                   help="fine-tuning: a folder of photos of one place (pycolmap SfM finds the points); repeatable")
+    p.add_argument("--webcam", action="append", default=[], type=Path, metavar="DIR",
+                   help="fine-tuning: a folder of one fixed camera's images under changing light; repeatable")
     p.add_argument("--max-keypoints", type=int, default=default_conf["max_keypoints"])
     p.add_argument("--seed", type=int, default=default_conf["seed"])
     p.add_argument("--compression", choices=("lzf", "gzip", "none"), default=default_conf["compression"])
@@ -1148,7 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--max-per-source and --max-keypoints must be positive")
     conf = {"max_per_source": args.max_per_source, "sources": args.sources, "data_root": str(args.data_root),
             "split_file": str(args.split_file), "max_keypoints": args.max_keypoints, "seed": args.seed,
-            "compression": args.compression}
+            "compression": args.compression,
+            "user_sets": [("bag", str(b)) for b in args.bag] + [("collection", str(d)) for d in args.images] +
+                         [("webcam", str(d)) for d in args.webcam]}
     try:
         summary = build_dataset(args.output, conf)
     except DataError as e:
