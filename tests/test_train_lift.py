@@ -103,3 +103,15 @@ def test_ori_warm_start_moves_towards_the_sift_angles(quadruplets, tmp_path):
     log = card["training"]["loss_log"]
     assert [e["objective"] for e in log] == ["angle", "pair"] and log[0]["loss"] < 0.2
     assert "val_median_angle_error_to_sift_deg" in card["quality"]["held_out_after"]
+
+
+def test_cli_zero_epochs_only_for_the_ori_warm_start(quadruplets, tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["train", "desc", "--data", str(quadruplets), "--output", str(tmp_path / "d"), "--epochs", "0"]) == 2
+    assert "--epochs must be positive" in err.getvalue()
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["train", "ori", "--data", str(quadruplets), "--output", str(tmp_path / "o"), "--epochs", "0",
+                     "--pretrain-epochs", "1", "--batch-size", "8"]) == 0
+    card = json.loads((tmp_path / "o.json").read_text())
+    assert [e["objective"] for e in card["training"]["loss_log"]] == ["angle"]

@@ -41,7 +41,8 @@ def add(sub) -> None:
                             "lift_localizer.training.data --output DATA.h5`. Writes OUTPUT.safetensors and its card.")
         q.add_argument("--data", required=True, type=Path, metavar="DATA.h5")
         q.add_argument("--output", required=True, type=Path, help="weights stem (e.g. lift_localizer/weights/" + phase + ")")
-        q.add_argument("--epochs", type=positive_int, default=3)
+        q.add_argument("--epochs", type=int, default=3,
+                       help="epochs of the paper's loss (ori: 0 with --pretrain-epochs for the warm start only)")
         q.add_argument("--batch-size", type=positive_int, default=64)
         q.add_argument("--lr", type=float, default=1e-3)
         q.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training quadruplets")
@@ -90,6 +91,8 @@ def run_lift_phase(args: argparse.Namespace) -> int:
 
     if args.resume and args.checkpoint is None:
         return fail("--resume needs --checkpoint")
+    if args.epochs < 0 or (args.epochs == 0 and getattr(args, "pretrain_epochs", 0) <= 0):
+        return fail("--epochs must be positive (ori: or 0 with --pretrain-epochs)")
     conf = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_samples": args.max_samples,
             "seed": args.seed}
     if args.phase == "desc":
