@@ -141,10 +141,15 @@ def test_cache_key_uses_the_calibration_only_for_int8():
 
 def test_det_profile_covers_every_level_of_the_camera():
     levels = trtb.levels_hw_for_image(480, 640)
-    assert len(levels) == 21 and (940, 1253) in levels and (59, 78) in levels
+    assert len(levels) == 13 and (332, 443) in levels and (59, 78) in levels
     lo, opt, hi = trtb.det_profile(levels)
-    assert lo == (1, 1, 59, 78) and opt == hi == (1, 1, 940, 1253)
+    assert lo == (1, 1, 59, 78) and opt == hi == (1, 1, 332, 443)
     assert all(lo[2] <= h <= hi[2] and lo[3] <= w <= hi[3] for h, w in levels)
+    # The paper's scale space (its enlarged octave) needs the larger profile.
+    from lift_localizer.features.scale_space import PAPER_LEVELS
+
+    paper = trtb.levels_hw_for_image(480, 640, PAPER_LEVELS)
+    assert len(paper) == 21 and trtb.det_profile(paper)[2] == (1, 1, 940, 1253)
     # The profile spans each side separately: a tall and a wide level give the smallest of each.
     assert trtb.det_profile([(40, 300), (200, 30)]) == ((1, 1, 40, 30), (1, 1, 200, 300), (1, 1, 200, 300))
     with pytest.raises(ValueError, match="too small"):

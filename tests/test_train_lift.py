@@ -96,10 +96,14 @@ def test_det_phase_keeps_ori_and_desc_fixed_and_sets_a_threshold(quadruplets, tm
 
 
 def test_ori_warm_start_moves_towards_the_sift_angles(quadruplets, tmp_path):
-    # The fixture's angles are all 0 and the shipped ORI starts at 0: the warm start's objective is
+    # The fixture's angles are all 0 and the untrained ORI outputs 0: the warm start's objective is
     # met already, so its logged loss is small, and the epochs are logged with their objective.
-    card = train_phase("ori", quadruplets, tmp_path / "ori", {"epochs": 1, "pretrain_epochs": 1, "batch_size": 8,
-                                                              "val_fraction": 0.2}, log=lambda *a: None)
+    from lift_localizer.weights.initial import write_initial
+
+    write_initial(tmp_path)
+    card = train_phase("ori", quadruplets, tmp_path / "ori_out", {"epochs": 1, "pretrain_epochs": 1, "batch_size": 8,
+                                                                  "val_fraction": 0.2}, log=lambda *a: None,
+                       init_weights=tmp_path / "ori")
     log = card["training"]["loss_log"]
     assert [e["objective"] for e in log] == ["angle", "pair"] and log[0]["loss"] < 0.2
     assert "val_median_angle_error_to_sift_deg" in card["quality"]["held_out_after"]

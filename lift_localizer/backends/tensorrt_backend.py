@@ -9,7 +9,7 @@ Written against TensorRT's name-based API (``num_io_tensors``, ``set_input_shape
 TensorRT (binding indices, ``execute_async_v2``) is refused with a message instead.
 
 Optimisation profiles. DET gets ONE dynamic profile: min = the smallest level (per side), opt =
-max = the largest. Not one profile per level: a 640×480 camera has 21 levels, and 21 profiles
+max = the largest. Not one profile per level: a 640×480 camera has 13 levels (21 with the paper preset), and as many profiles
 would multiply the build time (minutes each on a Jetson) and the engine size for a network
 that is a single 25×25 convolution plus a GHH, whose kernels hardly depend on the size; the
 largest level dominates the run time, so it is the shape tuned for. ORI and DESC: batches 1 to

@@ -54,9 +54,12 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                    help="acceptance: fewest PnP inliers (default %(default)s)")
     g.add_argument("--min-inlier-ratio", type=float, default=default_conf["min_inlier_ratio"],
                    help="acceptance: fewest inliers per 2D-3D match (default %(default)s)")
-    g.add_argument("--preset", choices=("default", "fast"), default=default_conf["preset"],
-                   help="LIFT scale space of the queries: default (21 levels at 640×480) or fast (10)")
     from ..backends import BACKENDS
+    from ..features.lift import PRESETS
+
+    g.add_argument("--preset", choices=tuple(PRESETS), default=default_conf["preset"],
+                   help="LIFT scale space of the queries: default (13 levels), fast (9 levels, ≤ 600 keypoints) "
+                        "or paper (the paper's 21 levels at 640×480)")
 
     g.add_argument("--backend", choices=BACKENDS, default=default_conf["backend"],
                    help="where LIFT's networks run (default %(default)s)")

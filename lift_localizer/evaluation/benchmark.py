@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..features.lift import Lift
+from ..features.lift import PRESETS, Lift
 from ..synthetic import demo_views, make_texture
 
 DENSE = ("det", "ori", "desc")
@@ -176,7 +176,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="640x480")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--map-images", type=int, default=1000, help="size of the synthetic map for retrieval")
-    p.add_argument("--preset", choices=("default", "fast"), default="default")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default")
     p.add_argument("--json", type=Path, default=None)
 
 

@@ -17,7 +17,7 @@ from . import ori as ori_module
 from .det import FILTER_SIZE
 from .keypoints import Detections, detect, pad_score_map
 from .patches import PatchSampler
-from .scale_space import DEFAULT_LEVELS, SUPPORT_PER_SCALE, make_levels, paper_scales, resize_level
+from .scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, make_levels, paper_scales, resize_level
 
 default_conf = {
     "max_keypoints": 1000,
@@ -43,12 +43,13 @@ default_conf = {
 }
 
 
-# Named settings. "fast" for the CPU: 3 levels per octave and no octave below the image (the
-# enlarged octave costs most of DET): 10 levels instead of 21 at 640×480, and at most 600 keypoints
-# (ORI and DESC cost per keypoint). `lift-localizer evaluate --preset fast` measures what it costs.
+# Named settings. "fast" for the CPU: 3 levels per octave, 9 levels instead of 13, and at most 600
+# keypoints (ORI and DESC cost per keypoint). `lift-localizer evaluate --preset fast` measures what it costs.
 PRESETS: dict[str, dict] = {
     "default": {},
     "fast": {"levels_per_octave": 3, "extra_octave_below": 0, "max_keypoints": 600},
+    # The paper's 21 levels at 640×480 (scale_space.PAPER_LEVELS), for comparisons with LIFT.
+    "paper": dict(PAPER_LEVELS),
 }
 
 

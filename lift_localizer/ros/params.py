@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backends import BACKENDS
+from ..features.lift import PRESETS
 from ..localization.localizer import default_conf as localizer_defaults
 
 
@@ -36,8 +37,8 @@ PARAMS: tuple[Param, ...] = (
           reload=True),
     Param("device", _L["device"], "torch device for the torch back end (cpu, cuda, cuda:1, …)", reload=True),
     Param("max_keypoints", _L["max_keypoints"], "keypoint budget per image", low=50, high=20000, reload=True),
-    Param("preset", _L["preset"], "LIFT scale space: default (21 levels at 640×480) or fast (10 levels, ≤ 600 keypoints)",
-          choices=("default", "fast"), reload=True),
+    Param("preset", _L["preset"], "LIFT scale space: default (13 levels), fast (9 levels, ≤ 600 keypoints) or "
+          "paper (the paper's 21 levels at 640×480)", choices=tuple(PRESETS), reload=True),
     Param("top_k", _L["top_k"], "map images retrieved per image", low=1, high=100),
     Param("retrieval", _L["retrieval"], "auto: NetVLAD when the map has it, else descriptor votes",
           choices=("auto", "netvlad", "vote"), reload=True),
