@@ -119,3 +119,12 @@ def test_cli_zero_epochs_only_for_the_ori_warm_start(quadruplets, tmp_path):
                      "--pretrain-epochs", "1", "--batch-size", "8"]) == 0
     card = json.loads((tmp_path / "o.json").read_text())
     assert [e["objective"] for e in card["training"]["loss_log"]] == ["angle"]
+
+
+def test_training_on_some_sources_of_the_file(quadruplets, tmp_path):
+    from lift_localizer.training.train_lift import Quadruplets, default_conf
+
+    assert len(Quadruplets(quadruplets, {**default_conf, "sources": ["synthetic:test"]}).train) == \
+        len(Quadruplets(quadruplets, default_conf).train)
+    with pytest.raises(ValueError, match="no source webcam:x"):
+        Quadruplets(quadruplets, {**default_conf, "sources": ["webcam:x"]})

@@ -46,6 +46,8 @@ def add(sub) -> None:
         q.add_argument("--batch-size", type=positive_int, default=64)
         q.add_argument("--lr", type=float, default=1e-3)
         q.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training quadruplets")
+        q.add_argument("--sources", nargs="+", default=None,
+                       help="train only on these sources of DATA.h5 (e.g. webcam:mexico; default: all)")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
         q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -94,7 +96,7 @@ def run_lift_phase(args: argparse.Namespace) -> int:
     if args.epochs < 0 or (args.epochs == 0 and getattr(args, "pretrain_epochs", 0) <= 0):
         return fail("--epochs must be positive (ori: or 0 with --pretrain-epochs)")
     conf = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_samples": args.max_samples,
-            "seed": args.seed}
+            "seed": args.seed, "sources": args.sources}
     if args.phase == "desc":
         conf["hard_negatives"] = not args.no_hard_negatives
         conf["upright"] = args.upright

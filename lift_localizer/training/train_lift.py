@@ -14,6 +14,7 @@ a loss log, 5 % of the quadruplets held out for validation, and weights + card a
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -51,6 +52,7 @@ default_conf = {
     "val_fraction": 0.05,
     "chunk": 4096,                # quadruplets read from the file at a time (shuffled within)
     "max_samples": None,          # use at most this many training quadruplets (time budget)
+    "sources": None,              # train only on these sources of the file ("webcam:mexico"; None: all)
     "seed": 0,
     "threads": None,
 }
@@ -88,6 +90,15 @@ class Quadruplets:
         is_val = rng.random(n) < conf["val_fraction"]
         self.val = np.flatnonzero(is_val)[:2048]
         self.train = np.flatnonzero(~is_val)
+        if conf["sources"]:
+            names = json.loads(self.sources)
+            unknown = sorted(set(conf["sources"]) - set(names))
+            if unknown:
+                raise ValueError(f"{self.path}: no source {', '.join(unknown)} (it has {', '.join(names)})")
+            wanted = [names.index(s) for s in conf["sources"]]
+            # A file of one source may leave out the per-row index.
+            source = self.file["source"][:] if "source" in self.file else np.zeros(n, np.int16)
+            self.train = self.train[np.isin(source[self.train], wanted)]
         if conf["max_samples"]:
             self.train = self.train[: int(conf["max_samples"])]
 
