@@ -37,22 +37,33 @@ class SplitBackend:
 
 
 def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
-                 model_dir: str | None = None, precision: str | None = None):
+                 model_dir: str | None = None, precision: str | None = None, det_conv: str | None = None,
+                 det_tolerance: float | None = None):
     """``precision`` None: the back end's default (fp32 for torch and onnx, fp16 for tensorrt).
     ``auto``: TensorRT on a GPU where it exists, torch on other GPUs, and on the CPU torch for DET
-    with ONNX Runtime for ORI and DESC where onnxruntime is installed."""
+    with ONNX Runtime for ORI and DESC where onnxruntime is installed. ``det_conv``, ``det_tolerance``:
+    how DET's convolution runs where DET runs on torch (see ``TorchBackend``); ``auto``: ``exact`` on
+    the CPU (measured faster or equal, same scores to float rounding), as the module is elsewhere."""
+    on_cpu = not str(device).startswith("cuda")
     if name == "auto":
-        if str(device).startswith("cuda"):
+        if not on_cpu:
             name = "tensorrt" if "tensorrt" in BACKENDS else "torch"
         elif "onnx" in BACKENDS:
-            return SplitBackend(make_backend("torch", networks, device, batch_size),
+            return SplitBackend(make_backend("torch", networks, device, batch_size, det_conv=det_conv,
+                                             det_tolerance=det_tolerance),
                                 make_backend("onnx", networks, device, batch_size, model_dir))
         else:
             name = "torch"
+    if det_conv == "auto":
+        det_conv = "exact" if name == "torch" and on_cpu else None
+    if det_conv is not None and name != "torch":
+        raise ValueError(f"det_conv={det_conv!r} needs DET on the torch back end (auto on the CPU, or torch), "
+                         f"not {name!r}")
     if name == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(networks, device=device, batch_size=batch_size, precision=precision or "fp32")
+        return TorchBackend(networks, device=device, batch_size=batch_size, precision=precision or "fp32",
+                            det_conv=det_conv, det_tolerance=det_tolerance)
     if name == "onnx" and "onnx" in BACKENDS:
         from .onnx_backend import OnnxBackend
 

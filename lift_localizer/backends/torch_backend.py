@@ -12,7 +12,12 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", det_conv: str | None = None, det_tolerance: float | None = None) -> None:
+        """``det_conv``: None runs the DET module as it is (dense 25×25 convolution); ``exact``,
+        ``separable``, ``fft`` or ``dense``: ``features.det_separable.FastDET`` in that mode (``exact``:
+        the same scores to float rounding through the distinct filters, by the cheaper of torch.fft and
+        the dense convolution; ``separable``: within ``det_tolerance``, the score map's largest error as
+        a fraction of its range, default 0.003, else exact). ``self.det_note`` says what runs."""
         self.device = torch.device(device)
         self.batch_size = batch_size
         if precision not in ("fp32", "fp16"):
@@ -24,6 +29,14 @@ class TorchBackend:
         own = copy.deepcopy if precision == "fp16" else (lambda m: m)
         self.det_net, self.ori_net, self.desc_net = (
             own(networks[k].module).to(self.device, self.dtype).eval() for k in ("det", "ori", "desc"))
+        self.det_note = "dense 25×25 convolution (the DET module as it is)"
+        if det_conv is not None:
+            from ..features.det_separable import DEFAULT_TOLERANCE, FastDET
+
+            det = networks["det"]
+            self.det_net = FastDET(det.module, det_conv, DEFAULT_TOLERANCE if det_tolerance is None else det_tolerance,
+                                   device=self.device, mean=det.mean, std=det.std)
+            self.det_note = f"{det_conv}: {self.det_net.describe()}"
 
     @torch.inference_mode()
     def det(self, level: torch.Tensor) -> torch.Tensor:

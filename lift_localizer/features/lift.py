@@ -38,6 +38,13 @@ default_conf = {
     # None: the back end's default (fp32; tensorrt fp16). "fp16" for torch on CUDA halves memory traffic.
     "precision": None,
     "batch_size": 256,
+    # DET's convolution where DET runs on torch (features/det_separable.py). "auto": "exact" on the CPU
+    # (the same scores to float rounding, through the distinct filters and torch.fft or the dense
+    # convolution, whichever is measured cheaper), the module as it is elsewhere; None: the module as it
+    # is; "separable": SVD terms of the smallest rank whose score map is within det_tolerance × its
+    # range, where that is cheaper than exact (else exact); "fft"; "exact".
+    "det_conv": "auto",
+    "det_tolerance": 0.003,
     # Weights: names in lift_localizer/weights or path stems, per network.
     "weights": {"det": "det", "ori": "ori", "desc": "desc"},
 }
@@ -99,7 +106,8 @@ class Lift:
             raise ValueError("max_keypoints must be >= 0")
         self.networks = networks if networks is not None else load_networks(self.conf["weights"])
         self.backend = make_backend(self.conf["backend"], self.networks, self.conf["device"],
-                                    self.conf["batch_size"], self.conf["model_dir"], self.conf["precision"])
+                                    self.conf["batch_size"], self.conf["model_dir"], self.conf["precision"],
+                                    self.conf["det_conv"], self.conf["det_tolerance"])
         self.device = torch.device(self.conf["device"])
 
     def _now(self) -> float:
