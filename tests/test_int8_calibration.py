@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from host_cuda import HostMemoryApi
 
 from lift_localizer.backends import int8_calibration as cal
 from lift_localizer.backends import tensorrt_backend as trtb
@@ -292,34 +293,6 @@ def test_int8_adds_no_operator_to_the_exported_graphs(exported):
 # ---------------------------------------------------------------- the calibrator, against a stand-in TensorRT
 
 
-class _HostApi:
-    """cuda_memory's API over host memory: "device pointers" are host addresses."""
-
-    name = "host"
-
-    def alloc_device(self, nbytes):
-        block = np.empty(nbytes, np.uint8)
-        return block.ctypes.data, block
-
-    def free_device(self, owner):
-        pass
-
-    def create_stream(self):
-        return object()
-
-    def stream_handle(self, stream):
-        return 0
-
-    def destroy_stream(self, stream):
-        pass
-
-    def synchronize(self, stream):
-        pass
-
-    def htod_async(self, dst, src, stream):
-        ctypes.memmove(dst, src.ctypes.data, src.nbytes)
-
-
 @pytest.fixture
 def stand_in_calibration(monkeypatch):
     """int8_calibration imported with a minimal ``tensorrt`` module (just the calibrator base class)."""
@@ -346,7 +319,7 @@ def test_calibrator_hands_tensorrt_device_pointers_and_keeps_its_table(stand_in_
     table = tmp_path / "tables" / "desc-int8-x.calib"
     table.parent.mkdir()
     table.write_bytes(b"an older table")
-    c = mod.make_calibrator(batches, table, _HostApi())
+    c = mod.make_calibrator(batches, table, HostMemoryApi())
     assert isinstance(c, mod.trt.IInt8EntropyCalibrator2) and c.base_initialised
     assert c.get_batch_size() == 1
     assert c.read_calibration_cache() is None  # calibrating: the older table must not replace the new data
@@ -360,7 +333,7 @@ def test_calibrator_hands_tensorrt_device_pointers_and_keeps_its_table(stand_in_
     replay = mod.make_calibrator(None, table)
     assert replay.read_calibration_cache() == table.read_bytes() and replay.get_batch(["patches"]) is None
     # An exception inside get_batch would be swallowed by TensorRT: it is kept for calibrate() to raise.
-    bad = mod.make_calibrator([np.zeros((2, 1, 64, 64), np.float32)], table, _HostApi())
+    bad = mod.make_calibrator([np.zeros((2, 1, 64, 64), np.float32)], table, HostMemoryApi())
     assert bad.get_batch(["a", "b"]) is None and "one input" in str(bad.error)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from host_cuda import HostMemoryApi
 
 from lift_localizer.backends import BACKENDS, cuda_memory
 from lift_localizer.backends import tensorrt_backend as trtb
@@ -192,49 +193,6 @@ def test_availability_is_reported_with_a_reason():
 # ---------------------------------------------------------------- the host path, against a stand-in engine
 
 
-class _HostMemoryApi:
-    """cuda_memory's API with host memory standing in for device memory (copies are memmoves)."""
-
-    name = "host"
-
-    def __init__(self):
-        self.allocations = 0
-
-    def alloc_device(self, nbytes):
-        self.allocations += 1
-        block = np.empty(nbytes, np.uint8)
-        return block.ctypes.data, block
-
-    def free_device(self, owner):
-        pass
-
-    def alloc_host(self, nbytes):
-        self.allocations += 1
-        block = np.empty(nbytes, np.uint8)
-        return block, block
-
-    def free_host(self, owner):
-        pass
-
-    def create_stream(self):
-        return object()
-
-    def stream_handle(self, stream):
-        return 0
-
-    def destroy_stream(self, stream):
-        pass
-
-    def synchronize(self, stream):
-        pass
-
-    def htod_async(self, dst, src, stream):
-        ctypes.memmove(dst, src.ctypes.data, src.nbytes)
-
-    def dtoh_async(self, dst, src, stream):
-        ctypes.memmove(dst.ctypes.data, src, dst.nbytes)
-
-
 class _FakeTrt:
     class TensorIOMode:
         INPUT, OUTPUT = "input", "output"
@@ -324,7 +282,7 @@ class _FakeContext:
 
 def test_host_path_chunks_copies_and_reuses_buffers(monkeypatch, networks):
     monkeypatch.setattr(trtb, "_trt", lambda: (_FakeTrt, None))
-    api = _HostMemoryApi()
+    api = HostMemoryApi()
     g = torch.Generator().manual_seed(0)
     profile = trtb.batch_profile(32)
     desc = trtb._EngineRunner(_FakeEngine(networks["desc"].module, NAMES["desc"], profile), "desc", profile, api)
