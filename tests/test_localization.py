@@ -203,3 +203,17 @@ def test_sfm_recovers_poses_up_to_scale(tmp_path):
         assert cos > np.cos(np.radians(5))
     summary = build_map(out, tmp_path / "sfm_map", ("sift",), log=lambda m: None)
     assert summary["sift"]["points"] > 100
+
+
+def test_an_upright_map_localizes_upright(room, tmp_path):
+    cam, frames, query = room
+    out = tmp_path / "upright"
+    build_map(frames, out, ("lift",), {"max_keypoints": 400, "upright": True}, log=lambda m: None)
+    m = load_map(out, "lift")
+    assert m.meta["features"]["upright"] is True
+    assert all(np.all(im.features.orientations == 0) for im in m.images)
+    localizer = Localizer(m, {"max_keypoints": 400})
+    assert localizer.extractor.lift.conf["upright"] is True      # the queries follow the map
+    r = localizer(query[0][0], cam)
+    assert r.success, r.reason
+    assert pose_error(r.T_map_camera, query[0][1])[0] < 0.1

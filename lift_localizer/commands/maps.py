@@ -32,6 +32,9 @@ def add(sub) -> None:
                    help="feature sets; the first is the map's own, the others are stored beside it "
                         "(MAP_DIR/alt/NAME) for side-by-side evaluation (default: lift)")
     p.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"])
+    p.add_argument("--upright", action="store_true",
+                   help="LIFT without ORI (every keypoint upright): better for cameras that do not roll; "
+                        "localization against the map follows it")
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"],
                    help="images each image is matched with, nearest by pose (default %(default)s)")
     p.add_argument("--sfm", action="store_true",
@@ -99,12 +102,15 @@ def run(args: argparse.Namespace) -> int:
         from ..mapping.sfm import SfmError, poses_from_sfm
 
         try:
-            frames = poses_from_sfm(frames, args.features[0], {"max_keypoints": args.max_keypoints}, log=log)
+            sfm_conf = {"max_keypoints": args.max_keypoints,
+                        **({"upright": True} if args.upright and args.features[0] == "lift" else {})}
+            frames = poses_from_sfm(frames, args.features[0], sfm_conf, log=log)
         except SfmError as e:
             return fail(str(e))
     try:
         summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
-                            {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours},
+                            {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours,
+                             "upright": args.upright},
                             source=str(args.bag or args.folder), log=log)
     except (MapBuildError, ValueError) as e:
         return fail(f"no map written: {e}")

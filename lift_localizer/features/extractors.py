@@ -56,7 +56,8 @@ class LiftExtractor:
 
     def identity(self) -> dict:
         return {"name": self.name, "weights": {k: n.sha256 for k, n in self.lift.networks.items()},
-                "max_keypoints": int(self.lift.conf["max_keypoints"]), "resize_max": self.resize_max}
+                "max_keypoints": int(self.lift.conf["max_keypoints"]), "resize_max": self.resize_max,
+                "upright": bool(self.lift.conf["upright"])}
 
     def __call__(self, gray: np.ndarray) -> Features:
         small, _ = _resize(gray, self.resize_max)

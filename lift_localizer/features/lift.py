@@ -38,6 +38,9 @@ default_conf = {
     # None: the back end's default (fp32; tensorrt fp16). "fp16" for torch on CUDA halves memory traffic.
     "precision": None,
     "batch_size": 256,
+    # Skip ORI and describe every keypoint upright: for cameras that do not roll (ground robots, fixed
+    # cameras), where it matches better (README); a map records it and its queries follow.
+    "upright": False,
     # DET's convolution where DET runs on torch (features/det_separable.py). "auto": "exact" on the CPU
     # (the same scores to float rounding, through the distinct filters and torch.fft or the dense
     # convolution, whichever is measured cheaper), the module as it is elsewhere; None: the module as it
@@ -150,12 +153,15 @@ class Lift:
         """Orientations (N,) and descriptors (N, 128) at keypoints (N, 2) of scale sigma (N,)."""
         support = sigma * SUPPORT_PER_SCALE
         ori_net, desc_net = self.networks["ori"], self.networks["desc"]
-        t = self._now()
-        upright = (sampler(xy, support) - ori_net.mean) / ori_net.std
-        timings["ori_patches"] = self._now() - t
-        t = self._now()
-        angles = ori_module.angle(self.backend.ori(upright))
-        timings["ori"] = self._now() - t
+        if self.conf["upright"]:
+            angles = torch.zeros(len(xy), dtype=xy.dtype, device=xy.device)
+        else:
+            t = self._now()
+            upright = (sampler(xy, support) - ori_net.mean) / ori_net.std
+            timings["ori_patches"] = self._now() - t
+            t = self._now()
+            angles = ori_module.angle(self.backend.ori(upright))
+            timings["ori"] = self._now() - t
         t = self._now()
         rotated = (sampler(xy, support, angles) - desc_net.mean) / desc_net.std
         timings["desc_patches"] = self._now() - t

@@ -126,7 +126,9 @@ class Localizer:
             from ..features.lift import apply_preset
 
             conf = apply_preset({**conf, "backend": self.conf["backend"], "device": self.conf["device"],
-                                 "precision": self.conf["precision"]}, self.conf["preset"])
+                                 "precision": self.conf["precision"],
+                                 "upright": bool(self.map.meta["features"].get("upright", False))},
+                                self.conf["preset"])
         return conf
 
     def _retrieval(self):

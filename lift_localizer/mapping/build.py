@@ -27,6 +27,8 @@ from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
 default_conf = {
     "max_keypoints": 2000,
+    # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
+    "upright": False,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
     "num_neighbours": 8,
     "max_view_angle_deg": 75.0,
@@ -148,7 +150,9 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     frames = usable_frames(frames, log)
     if len(frames) < 2:
         raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
-    extractors = {name: make_extractor(name, {"max_keypoints": conf["max_keypoints"]}) for name in features}
+    extractors = {name: make_extractor(name, {"max_keypoints": conf["max_keypoints"],
+                                              **({"upright": conf["upright"]} if name == "lift" else {})})
+                  for name in features}
     for ex in extractors.values():
         if ex.untrained_warning:
             log(ex.untrained_warning)
