@@ -167,9 +167,9 @@ def ori_pretrain_step(ori: LoadedNetwork, batch: dict) -> torch.Tensor:
 
 
 def _objective(phase: str, epoch: int, conf: dict) -> str:
-    if phase == "det":
-        return "class+pair"
-    return "angle" if phase == "ori" and epoch < conf["pretrain_epochs"] else "pair"
+    if phase != "ori":
+        return {"det": "class+pair", "desc": "desc"}[phase]
+    return "angle" if epoch < conf["pretrain_epochs"] else "pair"
 
 
 def train_step(phase: str, objective: str, nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> torch.Tensor:
