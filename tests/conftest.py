@@ -23,6 +23,25 @@ def lift_small():
     return Lift({"max_keypoints": 200})
 
 
+@pytest.fixture(scope="module")
+def networks():
+    """The shipped DET, ORI and DESC."""
+    from lift_localizer.features.lift import load_networks
+
+    return load_networks()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, networks):
+    """A folder with DET, ORI and DESC exported to ONNX and their manifest (no NetVLAD)."""
+    pytest.importorskip("onnx", reason="onnx is not installed (needed for the export)")
+    from lift_localizer.backends.export import export_onnx
+
+    out = tmp_path_factory.mktemp("export")
+    export_onnx(out, networks, netvlad=False)
+    return out
+
+
 def gaussian_blob(shape, center, sigma, amplitude=120.0, background=80.0):
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)

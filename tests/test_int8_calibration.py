@@ -20,7 +20,6 @@ from host_cuda import HostMemoryApi
 
 from lift_localizer.backends import int8_calibration as cal
 from lift_localizer.backends import tensorrt_backend as trtb
-from lift_localizer.features.lift import load_networks
 
 CONF = {"max_keypoints": 100, "device": "cpu"}
 DET_HW = (64, 64)
@@ -36,21 +35,6 @@ def image_dir(tmp_path_factory):
         cv2.imwrite(str(d / f"view{i}.png"), np.clip(view.image, 0, 255).astype(np.uint8))
     (d / "broken.png").write_bytes(b"not a png")
     return d
-
-
-@pytest.fixture(scope="module")
-def networks():
-    return load_networks()
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, networks):
-    pytest.importorskip("onnx", reason="onnx is not installed (needed for the export)")
-    from lift_localizer.backends.export import export_onnx
-
-    out = tmp_path_factory.mktemp("export")
-    export_onnx(out, networks, netvlad=False)
-    return out
 
 
 # ---------------------------------------------------------------- the calibration data (runs everywhere)

@@ -14,46 +14,9 @@ from host_cuda import HostMemoryApi
 
 from lift_localizer.backends import BACKENDS, cuda_memory
 from lift_localizer.backends import tensorrt_backend as trtb
-from lift_localizer.features.lift import load_networks
 
 OPS_FILE = Path(trtb.__file__).with_name("trt_supported_ops.json")
 NAMES = {"det": ("level", "scores"), "ori": ("patches", "cos_sin"), "desc": ("patches", "descriptors")}
-
-
-def _export_here(out: Path, networks) -> None:
-    """The exporter's contract, for a checkout without lift_localizer/backends/export.py."""
-    import hashlib
-
-    examples = {"det": torch.zeros(1, 1, 96, 128), "ori": torch.zeros(4, 1, 64, 64), "desc": torch.zeros(4, 1, 64, 64)}
-    dynamic = {"det": {2: "height", 3: "width"}, "ori": {0: "batch"}, "desc": {0: "batch"}}
-    models = {}
-    for kind, (iname, oname) in NAMES.items():
-        path = out / f"{kind}.onnx"
-        torch.onnx.export(networks[kind].module.eval(), (examples[kind],), str(path), input_names=[iname],
-                          output_names=[oname], opset_version=17, dynamo=False,
-                          dynamic_axes={iname: dynamic[kind], oname: dynamic[kind]})
-        models[kind] = {"file": path.name, "inputs": {iname: []}, "outputs": {oname: []},
-                        "weights_sha256": networks[kind].sha256,
-                        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    (out / "manifest.json").write_text(json.dumps({"format": 1, "opset": 17, "models": models}))
-
-
-@pytest.fixture(scope="module")
-def networks():
-    return load_networks()
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, networks):
-    pytest.importorskip("onnx", reason="onnx is not installed (needed for the export)")
-    out = tmp_path_factory.mktemp("export")
-    try:
-        from lift_localizer.backends.export import export_onnx
-    except ImportError:
-        _export_here(out, networks)
-    else:
-        export_onnx(out, networks, netvlad=False)
-    return out
 
 
 def _all_nodes(graph):
