@@ -246,6 +246,15 @@ def load_gray(path: str | None, size=(640, 480)) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
+def _print_timing(title: str, rows: list[dict], width: int) -> None:
+    """A timing table: variant, ms, ratio to the dense DET, and what runs where rows say."""
+    notes = any("note" in r for r in rows)
+    print(f"\nTime of DET over all levels {title}")
+    print(f"  {'variant':{width}s} {'ms':>8s} {'× dense':>8s}" + ("  what runs" if notes else ""))
+    for r in rows:
+        print(f"  {r['variant']:{width}s} {r['ms']:8.1f} {r['ratio_to_dense']:8.3f}" + (f"  {r['note']}" if notes else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default=None, help="grey image (resized to 640×480); default: a synthetic view")
@@ -284,18 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_timing:
         rows = timing_table(inputs, [int(u) for u in args.distinct.split(",")], ranks, args.repeat)
         out["timing"] = rows
-        print(f"\nTime of DET over all levels by route (16 filters holding U distinct ones), median of "
-              f"{args.repeat} interleaved runs")
-        print(f"  {'variant':44s} {'ms':>8s} {'× dense':>8s}")
-        for r in rows:
-            print(f"  {r['variant']:44s} {r['ms']:8.1f} {r['ratio_to_dense']:8.3f}")
+        _print_timing(f"by route (16 filters holding U distinct ones), median of {args.repeat} interleaved runs",
+                      rows, 44)
         rows = set_timing(inputs, sets, args.tolerance, args.repeat, probes)
         out["set_timing"] = rows
-        print(f"\nTime of DET over all levels per filter set (det_tolerance {args.tolerance:g}), median of "
-              f"{args.repeat} interleaved runs")
-        print(f"  {'variant':62s} {'ms':>8s} {'× dense':>8s}  what runs")
-        for r in rows:
-            print(f"  {r['variant']:62s} {r['ms']:8.1f} {r['ratio_to_dense']:8.3f}  {r['note']}")
+        _print_timing(f"per filter set (det_tolerance {args.tolerance:g}), median of {args.repeat} interleaved runs",
+                      rows, 62)
     if not args.skip_accuracy:
         rows = accuracy_table(gray, sets, ranks, inputs, args.max_keypoints, tolerances, networks, probes,
                               levels_conf)
