@@ -17,13 +17,19 @@ import torch.nn.functional as F
 from ..features import ori as ori_module
 from ..features.det import HALF_WINDOW
 from ..weights import LoadedNetwork
-from .losses import crop_at, det_class_loss, pair_distance_loss, softargmax, softmax_pool
+from .data import PATCH_SIZE as SOURCE
+from .losses import (
+    crop_at,
+    det_class_loss,
+    pair_distance_loss,
+    softargmax,
+    softmax_pool,
+)
 
-SOURCE = 128                    # training patch side: twice the descriptor support
-SUPPORT = SOURCE // 2           # descriptor support in patch pixels
+SUPPORT = SOURCE // 2           # descriptor support in patch pixels (a training patch is twice as wide)
 # The level inference builds for the patch's scale: the 64-px support → 23.5 px, DET's 25-px window
 # (scale_space.resize_ratio).
-LEVEL = int(round(SOURCE * HALF_WINDOW / SUPPORT))
+LEVEL = round(SOURCE * HALF_WINDOW / SUPPORT)
 
 
 def score_maps(det: LoadedNetwork, patches: torch.Tensor) -> torch.Tensor:
@@ -39,13 +45,20 @@ def to_patch_pixels(xy_score: torch.Tensor, margin: int) -> torch.Tensor:
     return (xy_score + margin + 0.5) / ratio - 0.5
 
 
-def keypoint_descriptors(nets: dict[str, LoadedNetwork], patches: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """DESC of the support at ``xy`` (B, 2 patch pixels), oriented by ORI: DET's downstream pipeline."""
+def keypoint_descriptors(nets: dict[str, LoadedNetwork], patches: torch.Tensor,
+                         xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORI's angles (B,) and DESC's descriptors (B, D) of the support at ``xy`` (B, 2 patch pixels):
+    the pipeline after DET, as inference runs it; differentiable in ``xy`` and in ORI."""
     ori, desc = nets["ori"], nets["desc"]
     upright = crop_at(patches, xy, float(SUPPORT))
     angle = ori_module.angle(ori.module((upright - ori.mean) / ori.std))
     rotated = crop_at(patches, xy, float(SUPPORT), angle)
-    return desc.module((rotated - desc.mean) / desc.std)
+    return angle, desc.module((rotated - desc.mean) / desc.std)
+
+
+def patch_centres(b: int) -> torch.Tensor:
+    """(b, 2) the centre of every training patch, where its SfM keypoint lies."""
+    return torch.full((b, 2), (SOURCE - 1) / 2)
 
 
 def det_terms(nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> dict[str, torch.Tensor]:
@@ -56,7 +69,7 @@ def det_terms(nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> dict[s
     labels = torch.cat([torch.ones(3 * b), -torch.ones(b)])
     classification = det_class_loss(scores, labels, conf["softmax_beta"], balanced=True)
     xy = to_patch_pixels(softargmax(scores[:2 * b], conf["softargmax_beta"]), det.module.margin)
-    d = keypoint_descriptors(nets, torch.cat([batch["p1"], batch["p2"]]), xy)
+    _, d = keypoint_descriptors(nets, torch.cat([batch["p1"], batch["p2"]]), xy)
     pair = pair_distance_loss(d[:b], d[b:])
     return {"class": classification, "pair": pair, "xy": xy.detach(), "descriptors": d.detach(),
             "pooled": softmax_pool(scores, conf["softmax_beta"]).detach(), "labels": labels}
@@ -71,8 +84,7 @@ def det_loss(terms: dict[str, torch.Tensor], conf: dict) -> torch.Tensor:
 def det_validation(terms: dict[str, torch.Tensor]) -> dict:
     """Held-out figures: the loss terms, classification accuracy, how far the keypoint lands from the
     SfM point (the patch centre) and NN accuracy of the descriptors at P1's and P2's keypoints."""
-    centre = (SOURCE - 1) / 2
-    offset = (terms["xy"] - centre).norm(dim=1)
+    offset = (terms["xy"] - patch_centres(len(terms["xy"]))).norm(dim=1)
     correct = (terms["pooled"] > 0) == (terms["labels"] > 0)
     b = len(terms["descriptors"]) // 2
     d1, d2 = terms["descriptors"][:b], terms["descriptors"][b:]

@@ -25,13 +25,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features import ori as ori_module
 from ..weights import LoadedNetwork, load_network, save_network
 from .checkpoint import load_checkpoint, save_checkpoint
-from .det_phase import det_loss, det_terms, det_validation
+from .det_phase import (
+    SOURCE,
+    det_loss,
+    det_terms,
+    det_validation,
+    keypoint_descriptors,
+    patch_centres,
+)
 
 PATCH = 64
-SOURCE = 128        # stored patch side: twice the descriptor support
 
 default_conf = {
     "epochs": 3,
@@ -64,8 +69,8 @@ def centre_crops(big: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor
     from .losses import crop_at
 
     b = big.shape[0]
-    centre = torch.full((b, 2), (SOURCE - 1) / 2, dtype=big.dtype)
-    return crop_at(big, centre, torch.full((b,), float(SOURCE // 2), dtype=big.dtype), angles, PATCH)
+    return crop_at(big, patch_centres(b).to(big.dtype), torch.full((b,), float(SOURCE // 2), dtype=big.dtype),
+                   angles, PATCH)
 
 
 class Quadruplets:
@@ -147,15 +152,18 @@ def desc_step(desc: LoadedNetwork, batch: dict, conf: dict) -> torch.Tensor:
     return desc_loss(*d, **kwargs)
 
 
-def ori_step(ori: LoadedNetwork, desc: LoadedNetwork, batch: dict, conf: dict) -> torch.Tensor:
+def _oriented_views(nets: dict[str, LoadedNetwork], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORI's angles and DESC's descriptors of P1's and P2's SfM points (the patch centres), P1 rows first."""
+    both = torch.cat([batch["p1"], batch["p2"]])
+    return keypoint_descriptors(nets, both, patch_centres(len(both)))
+
+
+def ori_step(nets: dict[str, LoadedNetwork], batch: dict) -> torch.Tensor:
     from .losses import pair_distance_loss
 
-    views = []
-    for k in (1, 2):
-        upright = _normalise(centre_crops(batch[f"p{k}"], None), ori)
-        angle = ori_module.angle(ori.module(upright))
-        views.append(desc.module(_normalise(centre_crops(batch[f"p{k}"], angle), desc)))
-    return pair_distance_loss(*views)
+    _, d = _oriented_views(nets, batch)
+    b = len(d) // 2
+    return pair_distance_loss(d[:b], d[b:])
 
 
 def ori_pretrain_step(ori: LoadedNetwork, batch: dict) -> torch.Tensor:
@@ -179,7 +187,7 @@ def train_step(phase: str, objective: str, nets: dict[str, LoadedNetwork], batch
         return det_loss(det_terms(nets, batch, conf), conf)
     if objective == "angle":
         return ori_pretrain_step(nets["ori"], batch)
-    return ori_step(nets["ori"], nets["desc"], batch, conf)
+    return ori_step(nets, batch)
 
 
 @torch.no_grad()
@@ -195,14 +203,14 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
     desc = nets["desc"]
     if phase == "desc":
         a1, a2 = (None, None) if conf["upright"] else (batch["angle1"], batch["angle2"])
+        d1 = desc.module(_normalise(centre_crops(batch["p1"], a1), desc))
+        d2 = desc.module(_normalise(centre_crops(batch["p2"], a2), desc))
     else:
-        a1, a2 = (ori_module.angle(nets["ori"].module(_normalise(centre_crops(batch[f"p{k}"], None), nets["ori"])))
-                  for k in (1, 2))
-    d1 = desc.module(_normalise(centre_crops(batch["p1"], a1), desc))
-    d2 = desc.module(_normalise(centre_crops(batch["p2"], a2), desc))
+        a, d = _oriented_views(nets, batch)
+        a1, a2, d1, d2 = *a.chunk(2), *d.chunk(2)
     dist = torch.cdist(d1, d2)
     nn_acc = float((dist.argmin(1) == torch.arange(len(d1))).float().mean())
-    loss = desc_step(desc, batch, conf) if phase == "desc" else ori_step(nets["ori"], desc, batch, conf)
+    loss = desc_step(desc, batch, conf) if phase == "desc" else ori_step(nets, batch)
     out = {"val_loss": float(loss), "val_nn_accuracy": nn_acc, "val_points": len(d1)}
     if phase == "ori":
         # How far ORI is from the SIFT angles (the warm start's target), in degrees.
