@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from lift_localizer.evaluation.feature_quality import read_scannet_pairs, scannet_scores, symmetric_epipolar_px
+from lift_localizer.evaluation.feature_quality import (read_scannet_pairs, scannet_scores, symmetric_epipolar_px,
+                                                          top_k)
 from lift_localizer.features.lift import Features
 
 K0 = np.array([[1163.45, 0.0, 653.626], [0.0, 1164.79, 481.6], [0.0, 0.0, 1.0]])
@@ -88,15 +89,17 @@ class _OracleExtractor:
     """Returns given keypoints for an image of a given width (images are told apart by size), with
     descriptors that make keypoint i of image 0 the mutual nearest neighbour of keypoint i of image 1."""
 
-    def __init__(self, by_width):
+    def __init__(self, by_width, scores=None):
         self.by_width = by_width
+        self.scores = scores
 
     def __call__(self, gray):
         xy = self.by_width[gray.shape[1]]
         n = len(xy)
         desc = np.eye(n, 128, dtype=np.float32)
+        scores = np.ones(n, np.float32) if self.scores is None else self.scores[:n]
         return Features(xy.astype(np.float32), np.ones(n, np.float32), np.zeros(n, np.float32),
-                        np.ones(n, np.float32), desc, gray.shape, {})
+                        scores, desc, gray.shape, {})
 
 
 def test_scannet_scores_on_a_synthetic_pair(tmp_path):
@@ -110,12 +113,46 @@ def test_scannet_scores_on_a_synthetic_pair(tmp_path):
     cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((968, 1296), np.uint8))
     cv2.imwrite(str(tmp_path / "images" / "b.png"), np.zeros((960, 1280), np.uint8))
     (tmp_path / "pairs_with_gt.txt").write_text(_pairs_line("a.png", "b.png", K0, K1, T) + "\n")
-    r = scannet_scores(_OracleExtractor({1296: xy0, 1280: xy1}), tmp_path)
+    r = scannet_scores({"oracle": _OracleExtractor({1296: xy0, 1280: xy1})}, tmp_path)["oracle"]
     expected = (n - wrong) / n
     for k in ("1px", "3px", "5px", "10px"):
         assert r["precision"][k] == pytest.approx(expected)
     assert r["matching_score_5px"] == pytest.approx(expected)
+    assert r["correct_5px"] == n - wrong
     assert r["pairs"] == 1
+
+
+def test_scannet_scores_compare_extractors_at_equal_keypoint_counts(tmp_path):
+    """An extractor that adds low-scoring keypoints is cut back to the other's count (by score) for
+    the headline figures; its own-budget figures keep them."""
+    xy0, xy1, T = _synthetic_pair(n=120)
+    n = min(len(xy0), 80)
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((968, 1296), np.uint8))
+    cv2.imwrite(str(tmp_path / "images" / "b.png"), np.zeros((960, 1280), np.uint8))
+    (tmp_path / "pairs_with_gt.txt").write_text(_pairs_line("a.png", "b.png", K0, K1, T) + "\n")
+    few = _OracleExtractor({1296: xy0[:40], 1280: xy1[:40]})
+    # 40 right matches scored high, then 40 wrong ones (shifted 40 px) scored low: given in an order
+    # that interleaves them, so only a cut by score keeps the right ones.
+    moved = xy1[40:n] + np.array([0.0, 40.0])
+    order = np.random.default_rng(0).permutation(n)
+    scores = np.r_[np.full(40, 2.0), np.full(n - 40, 1.0)].astype(np.float32)[order]
+    many = _OracleExtractor({1296: xy0[:n][order], 1280: np.r_[xy1[:40], moved][order]}, scores)
+    r = scannet_scores({"few": few, "many": many}, tmp_path)
+    assert r["few"]["matching_score_5px"] == pytest.approx(1.0)
+    assert r["many"]["keypoints"] == 40
+    assert r["many"]["matching_score_5px"] == pytest.approx(1.0)
+    assert r["many"]["at_budget"]["keypoints"] == n
+    assert r["many"]["at_budget"]["matching_score_5px"] == pytest.approx(40 / n)
+
+
+def test_top_k_keeps_the_highest_scores():
+    f = Features(np.arange(10, dtype=np.float32).reshape(5, 2), np.ones(5, np.float32), np.zeros(5, np.float32),
+                 np.array([0.1, 0.9, 0.5, 0.7, 0.2], np.float32), np.eye(5, 128, dtype=np.float32), (10, 10), {})
+    t = top_k(f, 3)
+    assert t.scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    assert t.keypoints[:, 0].tolist() == [2, 6, 4]
+    assert len(top_k(f, 10)) == 5
 
 
 def test_scannet_scores_refuses_images_resized_without_k(tmp_path):
@@ -126,7 +163,7 @@ def test_scannet_scores_refuses_images_resized_without_k(tmp_path):
         cv2.imwrite(str(tmp_path / "images" / name), np.zeros((480, 640), np.uint8))
     (tmp_path / "pairs_with_gt.txt").write_text(_pairs_line("a.png", "b.png", K0, K0, T) + "\n")
     with pytest.raises(ValueError, match="another resolution"):
-        scannet_scores(_OracleExtractor({640: xy0}), tmp_path)
+        scannet_scores({"oracle": _OracleExtractor({640: xy0})}, tmp_path)
 
 
 # Correspondences picked by hand (full-resolution pixels) in two ScanNet pairs: phone-screen corners in

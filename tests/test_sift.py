@@ -18,3 +18,17 @@ def test_clockwise_turn_adds_ninety_degrees():
     diff = np.array([np.angle(np.exp(1j * (a1[j] - a0[i] - np.pi / 2))) for i, j in pairs])
     # Most corresponding keypoints get the same orientation turned by +90° (a few have several).
     assert np.mean(np.abs(diff) < np.radians(5)) > 0.7
+
+
+def test_strongest_first_and_scores_are_responses():
+    """Keypoints come strongest first, so a prefix is a top-k set; the extractor's scores are the
+    DoG responses (equal-count comparisons cut by score)."""
+    from lift_localizer.features.extractors import make_extractor
+    from lift_localizer.features.sift import sift_detect
+
+    image = make_texture(200, seed=5).astype(np.float32)
+    _, _, _, response, desc = sift_detect(image, 300)
+    assert len(response) == len(desc) > 50
+    assert np.all(np.diff(response) <= 0)
+    f = make_extractor("sift", {"max_keypoints": 300})(image)
+    assert np.allclose(f.scores, response)

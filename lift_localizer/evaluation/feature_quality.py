@@ -5,9 +5,11 @@ the same run, on data the LIFT weights were not trained on (training/splits.json
   pixel is the same point): top-1000 keypoints per image, a keypoint is repeated when the other
   image has one within 5 px (mutual nearest), divided by the smaller count; mutual-NN descriptor
   matching precision at 5 px beside it;
-- matching on ScanNet pairs (ground-truth relative pose): mutual-NN matches, a match is correct
-  when its symmetric epipolar distance is under the threshold (pixels); matching score = correct /
-  keypoints (the smaller count); mean matching accuracy = precision averaged over 1, 3, 5, 10 px;
+- matching on ScanNet pairs (ground-truth relative pose), images at 640x480 as in SuperGlue's
+  protocol for these pairs: mutual-NN matches, a match is correct when its symmetric epipolar
+  distance is under the threshold (pixels); matching score = correct / keypoints (the smaller
+  count), with every extractor cut to the same keypoint count per image (else the one that finds
+  more keypoints is divided by more); mean matching accuracy = precision averaged over 1, 3, 5, 10 px;
 - DESC against the released LIFT DESC on the same keypoints (Webcam test scenes, SIFT keypoints,
   patches cut identically): nearest-neighbour accuracy of the same keypoint across images.
 """
@@ -23,6 +25,7 @@ import torch
 
 from ..features.extractors import make_extractor
 from ..features.image import read_image
+from ..features.lift import Features
 from ..localization.matching import mutual_nearest_neighbours
 from .features import score_pair
 
@@ -102,24 +105,51 @@ def _check_intrinsics(name: str, shape: tuple[int, ...], K: np.ndarray) -> None:
                          "K is for another resolution (scale K with the image)")
 
 
-def scannet_scores(extractor, root: Path) -> dict:
-    precision = {t: [] for t in EPIPOLAR_PX}
-    score = []
+def top_k(f: Features, n: int) -> Features:
+    """The ``n`` highest-scoring keypoints of ``f``."""
+    keep = np.argsort(-f.scores, kind="stable")[:n]
+    return Features(f.keypoints[keep], f.scales[keep], f.orientations[keep], f.scores[keep], f.descriptors[keep],
+                    f.image_size, f.timings)
+
+
+def _pair_figures(f0: Features, f1: Features, K0: np.ndarray, K1: np.ndarray, T: np.ndarray) -> dict:
+    m = mutual_nearest_neighbours(f0.descriptors, f1.descriptors)
+    err = symmetric_epipolar_px(f0.keypoints[m[:, 0]].astype(np.float64), f1.keypoints[m[:, 1]].astype(np.float64),
+                                K0, K1, T) if len(m) else np.zeros(0)
+    correct = float((err < 5.0).sum())
+    return {"precision": {t: float((err < t).mean()) if len(m) else 0.0 for t in EPIPOLAR_PX},
+            "correct_5px": correct, "keypoints": min(len(f0), len(f1)),
+            "matching_score_5px": correct / max(min(len(f0), len(f1)), 1)}
+
+
+def _summary(rows: list[dict]) -> dict:
+    precision = {f"{t:g}px": float(np.mean([r["precision"][t] for r in rows])) for t in EPIPOLAR_PX}
+    return {"precision": precision, "mma": float(np.mean(list(precision.values()))),
+            **{k: float(np.mean([r[k] for r in rows])) for k in ("matching_score_5px", "correct_5px", "keypoints")}}
+
+
+def scannet_scores(extractors: dict, root: Path) -> dict:
+    """Epipolar matching figures per extractor on the ScanNet pairs.
+
+    The matching score divides correct matches by keypoints, so an extractor that returns more
+    keypoints is scored against a larger denominator: the headline figures compare every extractor
+    at the same count, each image's keypoints cut (by score) to the fewest any extractor found there.
+    ``at_budget`` keeps each extractor's own counts.
+    """
     pairs = read_scannet_pairs(root)
+    rows: dict[str, list[dict]] = {name: [] for name in extractors}
+    own: dict[str, list[dict]] = {name: [] for name in extractors}
     for name0, name1, K0, K1, T in pairs:
         g0, g1 = read_image(root / "images" / name0), read_image(root / "images" / name1)
         for name, g, K in ((name0, g0, K0), (name1, g1, K1)):
             _check_intrinsics(name, g.shape, K)
-        f0, f1 = extractor(g0), extractor(g1)
-        m = mutual_nearest_neighbours(f0.descriptors, f1.descriptors)
-        err = symmetric_epipolar_px(f0.keypoints[m[:, 0]].astype(np.float64), f1.keypoints[m[:, 1]].astype(np.float64),
-                                    K0, K1, T) if len(m) else np.zeros(0)
-        for t in EPIPOLAR_PX:
-            precision[t].append(float((err < t).mean()) if len(m) else 0.0)
-        score.append(float((err < 5.0).sum()) / max(min(len(f0), len(f1)), 1))
-    return {"precision": {f"{t:g}px": float(np.mean(v)) for t, v in precision.items()},
-            "mma": float(np.mean([np.mean(v) for v in precision.values()])),
-            "matching_score_5px": float(np.mean(score)), "pairs": len(pairs)}
+        feats = {name: (ex(g0), ex(g1)) for name, ex in extractors.items()}
+        n0, n1 = (min(len(f[i]) for f in feats.values()) for i in (0, 1))
+        for name, (f0, f1) in feats.items():
+            own[name].append(_pair_figures(f0, f1, K0, K1, T))
+            rows[name].append(_pair_figures(top_k(f0, n0), top_k(f1, n1), K0, K1, T))
+    return {name: {**_summary(rows[name]), "at_budget": _summary(own[name]), "pairs": len(pairs)}
+            for name in extractors}
 
 
 def desc_vs_reference(webcam: Path, reference: Path, desc_weights: str | None, scenes=TEST_SCENES,
@@ -153,21 +183,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {webcam} is absent; evaluate-features needs ../shared/data (or --data)")
         return 2
     weights = {k: v for k, v in (("det", args.det), ("ori", args.ori), ("desc", args.desc)) if v}
-    extractors = {"lift": make_extractor("lift", {"max_keypoints": args.keypoints, "weights": weights}),
-                  "sift": make_extractor("sift", {"max_keypoints": args.keypoints})}
+
+    def extractors(**conf) -> dict:
+        return {"lift": make_extractor("lift", {"max_keypoints": args.keypoints, "weights": weights, **conf}),
+                "sift": make_extractor("sift", {"max_keypoints": args.keypoints, **conf})}
+
     result: dict = {"weights": weights or "shipped", "keypoints": args.keypoints}
-    for name, ex in extractors.items():
-        result[name] = {"webcam": webcam_scores(ex, webcam, images_per_scene=args.images_per_scene)}
-        if scannet.exists():
-            result[name]["scannet"] = scannet_scores(ex, scannet)
-        print(f"[{name}] webcam {TEST_SCENES}: repeatability {result[name]['webcam']['repeatability']:.3f}, "
-              f"precision@5px {result[name]['webcam']['precision_5px']:.3f} ({result[name]['webcam']['pairs']} pairs)"
-              + (f"; scannet: matching score {result[name]['scannet']['matching_score_5px']:.3f}, MMA "
-                 f"{result[name]['scannet']['mma']:.3f}, precision " + " ".join(
-                     f"{k} {v:.3f}" for k, v in result[name]['scannet']['precision'].items()) if scannet.exists() else ""),
-              flush=True)
+    for name, ex in extractors().items():
+        w = result.setdefault(name, {})["webcam"] = webcam_scores(ex, webcam, images_per_scene=args.images_per_scene)
+        print(f"[{name}] webcam {TEST_SCENES}: repeatability {w['repeatability']:.3f}, "
+              f"precision@5px {w['precision_5px']:.3f} ({w['pairs']} pairs)", flush=True)
     rep = result["lift"]["webcam"]["repeatability"] / max(result["sift"]["webcam"]["repeatability"], 1e-9)
     print(f"LIFT / SIFT repeatability: {rep:.2f}× (goal ≥ 1.5×)")
+    if scannet.exists():
+        result["scannet_resize_max"] = args.scannet_resize_max
+        for name, r in scannet_scores(extractors(resize_max=args.scannet_resize_max), scannet).items():
+            result[name]["scannet"] = r
+            print(f"[{name}] scannet ({r['pairs']} pairs, longer side {args.scannet_resize_max} px), at equal keypoint "
+                  f"counts ({r['keypoints']:.0f} per image): matching score {r['matching_score_5px']:.4f} "
+                  f"({r['correct_5px']:.1f} correct matches per pair), MMA {r['mma']:.3f}, precision "
+                  + " ".join(f"{k} {v:.3f}" for k, v in r["precision"].items())
+                  + f"; own budget ({r['at_budget']['keypoints']:.0f} keypoints): matching score "
+                  f"{r['at_budget']['matching_score_5px']:.4f}, MMA {r['at_budget']['mma']:.3f}", flush=True)
     if reference.exists():
         result["desc_vs_reference"] = desc_vs_reference(webcam, reference, args.desc, images_per_scene=args.images_per_scene)
         r = result["desc_vs_reference"]
@@ -186,5 +223,8 @@ def add(sub) -> None:
     p.add_argument("--desc", default=None, help="DESC weights stem (default: shipped)")
     p.add_argument("--keypoints", type=int, default=1000)
     p.add_argument("--images-per-scene", type=int, default=10)
+    p.add_argument("--scannet-resize-max", type=int, default=640,
+                   help="longer image side for the ScanNet pairs (default 640: SuperGlue's 640x480 protocol; "
+                        "keypoints are scaled back, so K stays the full-resolution one)")
     p.add_argument("--json", type=Path, default=None)
     p.set_defaults(func=run)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .lift import Features, Lift
-from .sift import sift_keypoints
+from .sift import sift_detect
 
 EXTRACTORS = ("lift", "sift")
 
@@ -89,11 +89,11 @@ class SiftExtractor:
             raise ValueError(f"expected a non-empty (H, W) grey image, got shape {gray.shape}")
         t = time.perf_counter()
         small, _ = _resize(gray, self.resize_max)
-        xy, size, angle, desc = sift_keypoints(small, self.max_keypoints)
+        xy, size, angle, response, desc = sift_detect(small, self.max_keypoints)
         desc = desc.astype(np.float32)
         desc /= np.maximum(desc.sum(1, keepdims=True), 1e-8)
         desc = np.sqrt(desc)
-        f = Features(xy, size, angle, np.ones(len(xy), np.float32), desc.astype(np.float32), small.shape,
+        f = Features(xy, size, angle, response, desc.astype(np.float32), small.shape,
                      {"total": time.perf_counter() - t})
         return f if small is gray else _rescale(f, gray.shape, small.shape)
 
