@@ -77,3 +77,50 @@ def test_det_gradient_comes_from_both_terms_and_never_reaches_ori_or_desc():
         grads[name] = nets["det"].module.conv.weight.grad.abs().sum().item()
     assert grads["class"] > 0 and grads["pair"] > 0
     assert all(p.grad is None for k in ("ori", "desc") for p in nets[k].module.parameters())
+
+
+def _joint_nets():
+    # The joint phase trains all three: none of them fixed.
+    return {k: load_network(k) for k in ("desc", "ori", "det")}
+
+
+def test_the_joint_loss_reaches_det_ori_and_desc():
+    from lift_localizer.training.train_lift import joint_loss
+
+    nets, batch = _joint_nets(), _batch(2)
+    joint_loss(det_terms(nets, batch, CONF, with_p3=True), CONF).backward()
+    for kind, net in nets.items():
+        grads = [p.grad.abs().sum().item() for p in net.module.parameters() if p.grad is not None]
+        assert grads and sum(grads) > 0, kind
+
+
+def test_the_joint_loss_is_the_det_loss_plus_desc_negative_term():
+    from lift_localizer.training.losses import desc_loss
+    from lift_localizer.training.train_lift import joint_loss
+
+    nets, batch = _joint_nets(), _batch(3)
+    with torch.no_grad():
+        terms = det_terms(nets, batch, CONF, with_p3=True)
+        d1, d2, d3 = terms["keypoint_descriptors"].chunk(3)
+        negative = desc_loss(d1, d2, d3) - terms["pair"]
+        assert float(negative) > 0  # hard negatives within the margin: the term is active
+        torch.testing.assert_close(joint_loss(terms, CONF), det_loss(terms, CONF) + negative)
+        # P3's rows do not change DET's own terms.
+        torch.testing.assert_close(terms["pair"], det_terms(nets, batch, CONF)["pair"])
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_joint_loss():
+    from lift_localizer.training.train_lift import joint_loss
+
+    torch.manual_seed(0)
+    nets, batch = _joint_nets(), _batch(4)
+    opt = torch.optim.Adam([p for net in nets.values() for p in net.module.parameters()], lr=1e-4)
+    first = None
+    for _ in range(5):
+        loss = joint_loss(det_terms(nets, batch, CONF, with_p3=True), CONF)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(joint_loss(det_terms(nets, batch, CONF, with_p3=True), CONF)) < first

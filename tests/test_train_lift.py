@@ -128,3 +128,42 @@ def test_training_on_some_sources_of_the_file(quadruplets, tmp_path):
         len(Quadruplets(quadruplets, default_conf).train)
     with pytest.raises(ValueError, match="no source webcam:x"):
         Quadruplets(quadruplets, {**default_conf, "sources": ["webcam:x"]})
+
+
+def test_joint_phase_trains_all_three_saves_three_cards_and_resumes(quadruplets, tmp_path):
+    conf = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "lr": 1e-4}
+    card = train_phase("joint", quadruplets, tmp_path / "joint", conf, checkpoint=tmp_path / "ckpt",
+                       log=lambda *a: None)
+    assert card["training"]["init_sha256"] == {k: load_network(k).sha256 for k in ("desc", "ori", "det")}
+    assert isinstance(card["score_threshold"], float)
+    assert {"val_class_accuracy", "val_nn_accuracy", "val_nn_accuracy_at_sfm_points"} <= \
+        set(card["quality"]["held_out_after"])
+    nets = {k: load_network(k, tmp_path / "joint" / k) for k in ("desc", "ori", "det")}
+    for kind, net in nets.items():
+        assert net.trained and net.card["training"]["phase"] == "joint", kind
+        assert net.sha256 != load_network(kind).sha256, kind
+        assert net.card["training"]["trained_with_sha256"] == {k: n.sha256 for k, n in nets.items() if k != kind}
+    from safetensors.torch import load_file
+
+    # One checkpoint holds all three networks (and their Adam moments).
+    saved = load_file(str(tmp_path / "ckpt.safetensors"))
+    assert {k.split(".")[1] for k in saved if k.startswith("model.")} == {"desc", "ori", "det"}
+    card = train_phase("joint", quadruplets, tmp_path / "joint2", {**conf, "epochs": 2}, checkpoint=tmp_path / "ckpt",
+                       resume=True, log=lambda *a: None)
+    assert [e["epoch"] for e in card["training"]["loss_log"]] == [1, 2]
+    assert [e["objective"] for e in card["training"]["loss_log"]] == ["global"] * 2
+
+
+def test_cli_joint_starts_from_the_given_weights(quadruplets, tmp_path):
+    from lift_localizer.weights.initial import write_initial
+
+    write_initial(tmp_path / "start")
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["train", "joint", "--data", str(quadruplets), "--output", str(tmp_path / "out"),
+                     "--batch-size", "8", "--det", str(tmp_path / "start" / "det"), "--ori",
+                     str(tmp_path / "start" / "ori"), "--no-hard-negatives"]) == 0
+    card = json.loads((tmp_path / "out" / "ori.json").read_text())
+    assert card["training"]["init_weights"]["ori"] == str(tmp_path / "start" / "ori")
+    assert card["training"]["init_sha256"]["ori"] == load_network("ori", tmp_path / "start" / "ori").sha256
+    assert card["training"]["init_weights"]["desc"] is None and card["training"]["lr"] == 1e-4
+    assert card["training"]["hard_negatives"] is False

@@ -1,4 +1,5 @@
-"""``lift-localizer train {desc,ori,det,netvlad}``: LIFT's networks in the paper's order, and NetVLAD."""
+"""``lift-localizer train {desc,ori,det,joint,netvlad}``: LIFT's networks in the paper's order (then
+optionally all three together), and NetVLAD."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from . import fail, log, positive_int
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
 
-    p = sub.add_parser("train", help="train networks (desc, ori, det, netvlad)")
+    p = sub.add_parser("train", help="train networks (desc, ori, det, joint, netvlad)")
     nets = p.add_subparsers(dest="network", required=True, metavar="NETWORK")
     n = nets.add_parser(
         "netvlad", help="NetVLAD global descriptor from maps built with known poses",
@@ -30,44 +31,67 @@ def add(sub) -> None:
     n.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
     n.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     n.set_defaults(func=run_netvlad)
-    for phase, text in (("desc", "LIFT's descriptor on SfM quadruplets: positives pulled together, negatives pushed "
-                                 "past a margin, hardest in-batch negatives (--no-hard-negatives to compare)"),
-                        ("ori", "LIFT's orientation with DESC fixed: descriptors of the two views of a point, each "
-                                "rotated by ORI's angle, pulled together"),
-                        ("det", "LIFT's detector with ORI and DESC fixed: classification (fire on points that "
-                                "survived SfM, stay low on P4) plus the descriptor distance between the two views' "
-                                "softargmax keypoints")):
-        q = nets.add_parser(phase, help=text.split(":")[0], description=text + ". Data: `python -m "
-                            "lift_localizer.training.data --output DATA.h5`. Writes OUTPUT.safetensors and its card.")
-        q.add_argument("--data", required=True, type=Path, metavar="DATA.h5")
-        q.add_argument("--output", required=True, type=Path, help="weights stem (e.g. lift_localizer/weights/" + phase + ")")
-        q.add_argument("--epochs", type=int, default=3,
-                       help="epochs of the paper's loss (ori: 0 with --pretrain-epochs for the warm start only)")
-        q.add_argument("--batch-size", type=positive_int, default=64)
-        q.add_argument("--lr", type=float, default=1e-3)
-        q.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training quadruplets")
-        q.add_argument("--sources", nargs="+", default=None,
-                       help="train only on these sources of DATA.h5 (e.g. webcam:mexico; default: all)")
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
-        q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    for phase, text in LIFT_PHASES.items():
+        add_lift_phase(nets, phase, text)
+
+
+LIFT_PHASES = {
+    "desc": "LIFT's descriptor on SfM quadruplets: positives pulled together, negatives pushed past a margin, "
+            "hardest in-batch negatives (--no-hard-negatives to compare)",
+    "ori": "LIFT's orientation with DESC fixed: descriptors of the two views of a point, each rotated by ORI's "
+           "angle, pulled together",
+    "det": "LIFT's detector with ORI and DESC fixed: classification (fire on points that survived SfM, stay low "
+           "on P4) plus the descriptor distance between the two views' softargmax keypoints",
+    "joint": "DET, ORI and DESC together on LIFT's global cost, starting from --det/--ori/--desc (default: the "
+             "shipped weights), usually at a small learning rate: DET's classification, the descriptor distance "
+             "between the two views' softargmax keypoints (through ORI) and DESC's hinge on P3 described at its "
+             "own keypoint (hardest in-batch negatives)",
+}
+
+
+def add_lift_phase(nets, phase: str, text: str) -> None:
+    joint = phase == "joint"
+    writes = ("Writes OUTPUT/det, OUTPUT/ori and OUTPUT/desc (.safetensors and a card each, phase 'joint'; "
+              "use them as --det/--ori/--desc or copy them into lift_localizer/weights/)." if joint
+              else "Writes OUTPUT.safetensors and its card.")
+    q = nets.add_parser(phase, help=text.split(":")[0], description=text + ". Data: `python -m "
+                        "lift_localizer.training.data --output DATA.h5`. " + writes)
+    q.add_argument("--data", required=True, type=Path, metavar="DATA.h5")
+    q.add_argument("--output", required=True, type=Path,
+                   help="folder for the three networks' weights" if joint
+                   else "weights stem (e.g. lift_localizer/weights/" + phase + ")")
+    q.add_argument("--epochs", type=int, default=1 if joint else 3,
+                   help="epochs of the paper's loss" + (" (0 with --pretrain-epochs for the warm start only)"
+                                                          if phase == "ori" else "") + " (default %(default)s)")
+    q.add_argument("--batch-size", type=positive_int, default=64)
+    q.add_argument("--lr", type=float, default=1e-4 if joint else 1e-3, help="(default %(default)s)")
+    q.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training quadruplets")
+    q.add_argument("--sources", nargs="+", default=None,
+                   help="train only on these sources of DATA.h5 (e.g. webcam:mexico; default: all)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
+    q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    if not joint:
         q.add_argument("--init", default=None,
                        help=f"start from these {phase.upper()} weights (fine-tuning on your own data; default: "
                             "the shipped ones)")
-        if phase == "desc":
-            q.add_argument("--no-hard-negatives", action="store_true", help="random negatives only")
-            q.add_argument("--upright", action="store_true",
-                           help="train on upright patches (for a pipeline whose ORI is untrained or off)")
-        else:
-            q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
-        if phase == "det":
-            q.add_argument("--ori", default=None, help="ORI weights stem (default: the shipped ori)")
-            q.add_argument("--class-weight", type=float, default=10.0, help="γ of γ·L_class + L_pair")
-        if phase == "ori":
-            q.add_argument("--pretrain-epochs", type=int, default=0,
-                           help="first regress the SfM keypoints' SIFT angles for this many epochs (warm start), "
-                                "then --epochs of the paper's pair loss")
-        q.set_defaults(func=run_lift_phase, phase=phase)
+    if phase in ("desc", "joint"):
+        q.add_argument("--no-hard-negatives", action="store_true", help="random negatives only")
+    if phase == "desc":
+        q.add_argument("--upright", action="store_true",
+                       help="train on upright patches (for a pipeline whose ORI is untrained or off)")
+    else:
+        q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
+    if phase in ("det", "joint"):
+        q.add_argument("--ori", default=None, help="ORI weights stem (default: the shipped ori)")
+        q.add_argument("--class-weight", type=float, default=10.0, help="γ of γ·L_class + L_pair")
+    if joint:
+        q.add_argument("--det", default=None, help="DET weights stem to start from (default: the shipped det)")
+    if phase == "ori":
+        q.add_argument("--pretrain-epochs", type=int, default=0,
+                       help="first regress the SfM keypoints' SIFT angles for this many epochs (warm start), "
+                            "then --epochs of the paper's pair loss")
+    q.set_defaults(func=run_lift_phase, phase=phase)
 
 
 def run_netvlad(args: argparse.Namespace) -> int:
@@ -97,19 +121,20 @@ def run_lift_phase(args: argparse.Namespace) -> int:
         return fail("--epochs must be positive (ori: or 0 with --pretrain-epochs)")
     conf = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_samples": args.max_samples,
             "seed": args.seed, "sources": args.sources}
-    if args.phase == "desc":
+    if args.phase in ("desc", "joint"):
         conf["hard_negatives"] = not args.no_hard_negatives
+    if args.phase == "desc":
         conf["upright"] = args.upright
-    elif args.phase == "det":
+    if args.phase in ("det", "joint"):
         conf["class_weight"] = args.class_weight
-    else:
+    if args.phase == "ori":
         if args.pretrain_epochs < 0:
             return fail("--pretrain-epochs must be ≥ 0")
         conf["pretrain_epochs"] = args.pretrain_epochs
     try:
         train_phase(args.phase, args.data, args.output, conf, desc_weights=getattr(args, "desc", None),
                     checkpoint=args.checkpoint, resume=args.resume, log=log, ori_weights=getattr(args, "ori", None),
-                    init_weights=args.init)
+                    init_weights=getattr(args, "init", None), det_weights=getattr(args, "det", None))
     except (ValueError, WeightsError) as e:
         return fail(str(e))
     return 0

@@ -1,4 +1,5 @@
-"""DET's training step (Yi et al., ECCV 2016, §4): classification plus the pair term.
+"""DET's training step (Yi et al., ECCV 2016, §4): classification plus the pair term (the joint
+phase adds DESC's negative term on the same keypoints, train_lift.joint_loss).
 
 DET runs on each 128×128 training patch resized as inference resizes an image for the patch's
 keypoint scale (the 64-pixel descriptor support → DET's 25-pixel window), so that training and
@@ -61,18 +62,25 @@ def patch_centres(b: int) -> torch.Tensor:
     return torch.full((b, 2), (SOURCE - 1) / 2)
 
 
-def det_terms(nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> dict[str, torch.Tensor]:
-    """The classification and pair terms on one batch of quadruplets, and the keypoints found."""
+def det_terms(nets: dict[str, LoadedNetwork], batch: dict, conf: dict,
+              with_p3: bool = False) -> dict[str, torch.Tensor]:
+    """The classification and pair terms on one batch of quadruplets, and the keypoints found.
+
+    ``with_p3``: also describe P3 at its own softargmax keypoint, for the joint phase's negative term;
+    "keypoint_descriptors" holds the rows of P1, P2 (and P3), still attached to the graph."""
     det = nets["det"]
     b = batch["p1"].shape[0]
     scores = score_maps(det, torch.cat([batch[f"p{k}"] for k in (1, 2, 3, 4)]))
     labels = torch.cat([torch.ones(3 * b), -torch.ones(b)])
     classification = det_class_loss(scores, labels, conf["softmax_beta"], balanced=True)
-    xy = to_patch_pixels(softargmax(scores[:2 * b], conf["softargmax_beta"]), det.module.margin)
-    _, d = keypoint_descriptors(nets, torch.cat([batch["p1"], batch["p2"]]), xy)
-    pair = pair_distance_loss(d[:b], d[b:])
-    return {"class": classification, "pair": pair, "xy": xy.detach(), "descriptors": d.detach(),
-            "pooled": softmax_pool(scores, conf["softmax_beta"]).detach(), "labels": labels}
+    described = 3 if with_p3 else 2
+    xy = to_patch_pixels(softargmax(scores[:described * b], conf["softargmax_beta"]), det.module.margin)
+    _, d = keypoint_descriptors(nets, torch.cat([batch[f"p{k}"] for k in range(1, described + 1)]), xy)
+    pair = pair_distance_loss(d[:b], d[b:2 * b])
+    # The held-out figures stay those of P1 and P2, whichever phase computed the terms.
+    return {"class": classification, "pair": pair, "xy": xy[:2 * b].detach(), "descriptors": d[:2 * b].detach(),
+            "keypoint_descriptors": d, "pooled": softmax_pool(scores, conf["softmax_beta"]).detach(),
+            "labels": labels}
 
 
 def det_loss(terms: dict[str, torch.Tensor], conf: dict) -> torch.Tensor:
@@ -86,10 +94,13 @@ def det_validation(terms: dict[str, torch.Tensor]) -> dict:
     SfM point (the patch centre) and NN accuracy of the descriptors at P1's and P2's keypoints."""
     offset = (terms["xy"] - patch_centres(len(terms["xy"]))).norm(dim=1)
     correct = (terms["pooled"] > 0) == (terms["labels"] > 0)
-    b = len(terms["descriptors"]) // 2
-    d1, d2 = terms["descriptors"][:b], terms["descriptors"][b:]
-    nn = (torch.cdist(d1, d2).argmin(1) == torch.arange(b)).float().mean()
     return {"val_class": round(float(terms["class"]), 4), "val_pair": round(float(terms["pair"]), 4),
             "val_class_accuracy": round(float(correct.float().mean()), 4),
             "val_median_offset_px": round(float(offset.median()), 2),
-            "val_nn_accuracy": float(nn)}
+            "val_nn_accuracy": nn_accuracy(*terms["descriptors"].chunk(2))}
+
+
+@torch.no_grad()
+def nn_accuracy(d1: torch.Tensor, d2: torch.Tensor) -> float:
+    """How often row i of ``d2`` is the nearest to row i of ``d1`` among all rows of ``d2``."""
+    return float((torch.cdist(d1, d2).argmin(1) == torch.arange(len(d1))).float().mean())

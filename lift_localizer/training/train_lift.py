@@ -1,13 +1,18 @@
-"""Train LIFT's networks in the paper's order: DESC first, then ORI with DESC fixed (DET next).
+"""Train LIFT's networks in the paper's order: DESC first, then ORI with DESC fixed, then DET with
+both fixed; optionally all three together on the global cost (``joint``).
 
-    lift-localizer train desc --data DATA.h5 --output STEM [--epochs E] [--no-hard-negatives]
-    lift-localizer train ori  --data DATA.h5 --output STEM --desc DESC_STEM
+    lift-localizer train desc  --data DATA.h5 --output STEM [--epochs E] [--no-hard-negatives]
+    lift-localizer train ori   --data DATA.h5 --output STEM --desc DESC_STEM
+    lift-localizer train det   --data DATA.h5 --output STEM [--ori ORI_STEM] [--desc DESC_STEM]
+    lift-localizer train joint --data DATA.h5 --output DIR [--det D] [--ori O] [--desc D] [--lr 1e-4]
 
 DATA.h5 is made by ``python -m lift_localizer.training.data`` (training/data.py): quadruplets of
 upright 128×128 patches covering twice the descriptor support, with the SfM keypoint angles.
 DESC sees each patch's centre rotated by its SfM angle; ORI sees the upright centre, predicts an
 angle, and DESC (fixed) sees the centre rotated by it — the loss pulls the two views of a point
-together, so ORI learns angles that DESC can match (Yi et al. 2016, §4).
+together, so ORI learns angles that DESC can match (Yi et al. 2016, §4). The joint phase trains
+DET, ORI and DESC with one optimizer on the global cost (``joint_loss``), from given weights, and
+writes DIR/det, DIR/ori and DIR/desc.
 
 Every phase: fixed seed, tqdm, a checkpoint after every epoch (safetensors + JSON, ``--resume``),
 a loss log, 5 % of the quadruplets held out for validation, and weights + card at the end.
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..weights import LoadedNetwork, load_network, save_network
+from ..weights import LoadedNetwork, load_network, save_network, tensors_sha256
 from .checkpoint import load_checkpoint, save_checkpoint
 from .det_phase import (
     SOURCE,
@@ -33,6 +38,7 @@ from .det_phase import (
     det_terms,
     det_validation,
     keypoint_descriptors,
+    nn_accuracy,
     patch_centres,
 )
 
@@ -134,22 +140,37 @@ class Quadruplets:
 
 
 # Patches each phase reads: P4 (no keypoint) only for DET's classification term.
-PATCH_KEYS = {"desc": ("p1", "p2", "p3"), "ori": ("p1", "p2", "p3"), "det": ("p1", "p2", "p3", "p4")}
+PATCH_KEYS = {"desc": ("p1", "p2", "p3"), "ori": ("p1", "p2", "p3"), "det": ("p1", "p2", "p3", "p4"),
+              "joint": ("p1", "p2", "p3", "p4")}
+# The paper's order: a phase runs the networks trained before it (the joint phase runs and trains all).
+ORDER = ("desc", "ori", "det")
 
 
 def _normalise(patches: torch.Tensor, net: LoadedNetwork) -> torch.Tensor:
     return (patches - net.mean) / net.std
 
 
-def desc_step(desc: LoadedNetwork, batch: dict, conf: dict) -> torch.Tensor:
+def _desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, conf: dict) -> torch.Tensor:
     from .losses import desc_loss
 
-    d = [desc.module(_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc))
-         for k in (1, 2, 3)]
     kwargs = {"hard_negatives": conf["hard_negatives"]}
     if conf["margin"] is not None:
         kwargs["margin"] = conf["margin"]
-    return desc_loss(*d, **kwargs)
+    return desc_loss(d1, d2, d3, **kwargs)
+
+
+def desc_step(desc: LoadedNetwork, batch: dict, conf: dict) -> torch.Tensor:
+    d = [desc.module(_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc))
+         for k in (1, 2, 3)]
+    return _desc_loss(*d, conf)
+
+
+def joint_loss(terms: dict[str, torch.Tensor], conf: dict) -> torch.Tensor:
+    """LIFT's global cost on ``det_terms(..., with_p3=True)``: γ · L_class + desc_loss of the
+    descriptors at P1's, P2's and P3's softargmax keypoints (after ORI). desc_loss's positive term is
+    DET's pair term; its hinge is DESC's negative term on P3, mined as the desc phase mines."""
+    d1, d2, d3 = terms["keypoint_descriptors"].chunk(3)
+    return conf["class_weight"] * terms["class"] + _desc_loss(d1, d2, d3, conf)
 
 
 def _oriented_views(nets: dict[str, LoadedNetwork], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +197,7 @@ def ori_pretrain_step(ori: LoadedNetwork, batch: dict) -> torch.Tensor:
 
 def _objective(phase: str, epoch: int, conf: dict) -> str:
     if phase != "ori":
-        return {"det": "class+pair", "desc": "desc"}[phase]
+        return {"det": "class+pair", "desc": "desc", "joint": "global"}[phase]
     return "angle" if epoch < conf["pretrain_epochs"] else "pair"
 
 
@@ -185,6 +206,8 @@ def train_step(phase: str, objective: str, nets: dict[str, LoadedNetwork], batch
         return desc_step(nets["desc"], batch, conf)
     if phase == "det":
         return det_loss(det_terms(nets, batch, conf), conf)
+    if phase == "joint":
+        return joint_loss(det_terms(nets, batch, conf, with_p3=True), conf)
     if objective == "angle":
         return ori_pretrain_step(nets["ori"], batch)
     return ori_step(nets, batch)
@@ -195,10 +218,8 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
     """Held-out loss and nearest-neighbour accuracy of P1 → P2 among the held-out points."""
     if len(data.val) < 8:
         return {}
-    if phase == "det":
-        batch = data.batch(data.val, PATCH_KEYS["det"])
-        terms = det_terms(nets, batch, conf)
-        return {"val_loss": float(det_loss(terms, conf)), **det_validation(terms), "val_points": len(data.val)}
+    if phase in ("det", "joint"):
+        return _keypoint_validation(phase, nets, data.batch(data.val, PATCH_KEYS[phase]), conf)
     batch = data.batch(data.val)
     desc = nets["desc"]
     if phase == "desc":
@@ -208,15 +229,24 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
     else:
         a, d = _oriented_views(nets, batch)
         a1, a2, d1, d2 = *a.chunk(2), *d.chunk(2)
-    dist = torch.cdist(d1, d2)
-    nn_acc = float((dist.argmin(1) == torch.arange(len(d1))).float().mean())
     loss = desc_step(desc, batch, conf) if phase == "desc" else ori_step(nets, batch)
-    out = {"val_loss": float(loss), "val_nn_accuracy": nn_acc, "val_points": len(d1)}
+    out = {"val_loss": float(loss), "val_nn_accuracy": nn_accuracy(d1, d2), "val_points": len(d1)}
     if phase == "ori":
         # How far ORI is from the SIFT angles (the warm start's target), in degrees.
         err = torch.remainder(torch.cat([a1 - batch["angle1"], a2 - batch["angle2"]]) + math.pi, 2 * math.pi) - math.pi
         out["val_median_angle_error_to_sift_deg"] = round(float(err.abs().median()) * 180 / math.pi, 2)
     return out
+
+
+def _keypoint_validation(phase: str, nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> dict:
+    """DET's held-out figures at the keypoints DET finds; the joint phase adds its loss and the NN
+    accuracy at the SfM points (the ORI phase's figure), since it moves ORI and DESC too."""
+    terms = det_terms(nets, batch, conf, with_p3=phase == "joint")
+    if phase == "det":
+        return {"val_loss": float(det_loss(terms, conf)), **det_validation(terms), "val_points": len(batch["p1"])}
+    _, d = _oriented_views(nets, batch)
+    return {"val_loss": float(joint_loss(terms, conf)), **det_validation(terms),
+            "val_nn_accuracy_at_sfm_points": nn_accuracy(*d.chunk(2)), "val_points": len(batch["p1"])}
 
 
 @torch.no_grad()
@@ -237,15 +267,81 @@ def _fixed(net: LoadedNetwork) -> LoadedNetwork:
     return net
 
 
+def _networks(phase: str, weights: dict[str, str | Path | None]) -> dict[str, LoadedNetwork]:
+    """The networks ``phase`` runs, from ``weights`` (None: the shipped ones); those it does not train fixed."""
+    used = ORDER if phase == "joint" else ORDER[:ORDER.index(phase) + 1]
+    nets = {k: load_network(k, weights[k]) for k in used}
+    for k in used:
+        if phase not in ("joint", k):
+            _fixed(nets[k])
+    return nets
+
+
+def _trainable(phase: str, nets: dict[str, LoadedNetwork]) -> torch.nn.Module:
+    if phase != "joint":
+        return nets[phase].module
+    # One module over all three: one optimizer and one checkpoint (with its Adam moments) hold them all.
+    return torch.nn.ModuleDict({k: net.module for k, net in nets.items()})
+
+
+def _outputs(phase: str, output: str | Path) -> dict[str, Path]:
+    """Weights stem of each network the phase writes: OUTPUT, or OUTPUT/det, OUTPUT/ori, OUTPUT/desc."""
+    if phase != "joint":
+        return {phase: Path(output)}
+    # Absolute, so that `--output .` never means weights.paths_for's bare names (the shipped weights).
+    return {k: Path(output).absolute() / k for k in ORDER}
+
+
+def _training_record(phase: str, nets: dict[str, LoadedNetwork], weights: dict, kind: str) -> dict:
+    """The card's record of the weights the phase started from (joint) or ran fixed (the others)."""
+    if phase == "joint":
+        others = {k: tensors_sha256(nets[k].module.state_dict()) for k in ORDER if k != kind}
+        return {"init_weights": {k: str(weights[k]) if weights[k] else None for k in ORDER},
+                "init_sha256": {k: nets[k].sha256 for k in ORDER},
+                # A jointly trained network goes with its partners: their new hashes.
+                "trained_with_sha256": others}
+    return {"init_weights": str(weights[phase]) if weights[phase] else None,
+            **{f"{k}_{field}": (nets[k].path.name if field == "weights" else nets[k].sha256)
+               for k in ORDER if k != phase and k in nets for field in ("weights", "sha256")}}
+
+
+def _save(phase: str, output: str | Path, nets: dict[str, LoadedNetwork], weights: dict, data: Quadruplets,
+          conf: dict, record: dict, quality: dict) -> dict[str, dict]:
+    """Write the weights and card of each network the phase trained; returns the cards by network."""
+    cards = {}
+    for kind, stem in _outputs(phase, output).items():
+        cards[kind] = {
+            "trained": True,
+            "input": dict(nets[kind].card["input"]),
+            "training": {"phase": phase, **conf, **record, **_training_record(phase, nets, weights, kind)},
+            "data": {"file": str(data.path), "sources": data.sources, "train_quadruplets": len(data.train)},
+            "split": "lift_localizer/training/splits.json (lift)",
+            "quality": quality,
+            "seed": conf["seed"],
+        }
+        if kind == "det":
+            cards[kind]["score_threshold"] = det_score_threshold(nets, data, conf)
+            cards[kind]["score_threshold_note"] = (
+                "1st percentile of the soft maximum of DET's score map over held-out no-keypoint patches (P4): "
+                "only maxima flatter than almost every non-keypoint patch are cut; the keypoint budget does the rest")
+        save_network(kind, nets[kind].module, stem, cards[kind])
+    return cards
+
+
 def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dict | None = None,
                 desc_weights: str | None = None, checkpoint: str | Path | None = None, resume: bool = False,
-                log=print, ori_weights: str | None = None, init_weights: str | None = None) -> dict:
-    """Train ``phase`` ('desc', 'ori' or 'det') and save ``output``.safetensors + card. Returns the card.
+                log=print, ori_weights: str | None = None, init_weights: str | None = None,
+                det_weights: str | None = None) -> dict:
+    """Train ``phase`` ('desc', 'ori', 'det' or 'joint') and save ``output``.safetensors + card.
+    Returns the card (joint: DET's card; it saves ``output``/det, /ori and /desc, each with a card).
 
     ``init_weights``: start from these weights of the phase's network (fine-tuning) instead of the
-    shipped ones."""
+    shipped ones. ``desc_weights``, ``ori_weights``: the fixed networks (joint: where DESC and ORI
+    start, and ``det_weights`` where DET starts; ``init_weights`` has no meaning there)."""
     if phase not in PATCH_KEYS:
         raise ValueError(f"phase {phase!r}: one of {', '.join(PATCH_KEYS)}")
+    if phase == "joint" and init_weights:
+        raise ValueError("joint: give the starting weights of each network (det_weights, ori_weights, desc_weights)")
     conf = {**default_conf, **(conf or {})}
     from .losses import SOFTARGMAX_BETA, SOFTMAX_BETA
     conf["softmax_beta"] = conf["softmax_beta"] or SOFTMAX_BETA
@@ -255,20 +351,17 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     torch.manual_seed(conf["seed"])
     rng = np.random.default_rng(conf["seed"])
     data = Quadruplets(data_path, conf)
-    nets = {"desc": load_network("desc", init_weights if phase == "desc" else desc_weights)}
-    if phase in ("ori", "det"):
-        _fixed(nets["desc"])
-        nets["ori"] = load_network("ori", init_weights if phase == "ori" else ori_weights)
-    if phase == "det":
-        _fixed(nets["ori"])
-        nets["det"] = load_network("det", init_weights)
-    net = nets[phase]
-    net.module.train()
-    opt = torch.optim.Adam(net.module.parameters(), lr=conf["lr"])
+    weights = {"desc": desc_weights, "ori": ori_weights, "det": det_weights}
+    if phase != "joint":
+        weights[phase] = init_weights
+    nets = _networks(phase, weights)
+    net = _trainable(phase, nets)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=conf["lr"])
     start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and resume and ckpt.with_suffix(".json").exists():
-        start, history = load_checkpoint(ckpt, net.module, opt)
+        start, history = load_checkpoint(ckpt, net, opt)
         log(f"resumed from {ckpt} after epoch {start}")
     before = validate(phase, nets, data, conf)
     log(f"{phase}: {len(data.train)} training and {len(data.val)} held-out quadruplets; before: {before}")
@@ -289,33 +382,17 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
             losses.append(float(loss.detach()))
             if len(losses) % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        net.module.eval()
+        net.eval()
         entry = {"epoch": epoch + 1, "objective": objective, "loss": float(np.mean(losses)) if losses else None, **validate(phase, nets, data, conf),
                  "seconds": round(time.perf_counter() - t0, 1)}
-        net.module.train()
+        net.train()
         history.append(entry)
         log(f"{phase} epoch {epoch + 1}: {entry}")
         if ckpt:
-            save_checkpoint(ckpt, net.module, opt, epoch + 1, history)
-    net.module.eval()
+            save_checkpoint(ckpt, net, opt, epoch + 1, history)
+    net.eval()
     after = validate(phase, nets, data, conf)
-    card = {
-        "trained": True,
-        "input": dict(net.card["input"]),
-        "training": {"phase": phase, **{k: v for k, v in conf.items()}, "seconds": round(time.perf_counter() - t0, 1),
-                     "loss_log": history, "init_weights": str(init_weights) if init_weights else None,
-                     **{f"{k}_{field}": (nets[k].path.name if field == "weights" else nets[k].sha256)
-                        for k in ("desc", "ori") if k != phase and k in nets for field in ("weights", "sha256")}},
-        "data": {"file": str(data_path), "sources": data.sources, "train_quadruplets": len(data.train)},
-        "split": "lift_localizer/training/splits.json (lift)",
-        "quality": {"held_out_before": before, "held_out_after": after},
-        "seed": conf["seed"],
-    }
-    if phase == "det":
-        card["score_threshold"] = det_score_threshold(nets, data, conf)
-        card["score_threshold_note"] = ("1st percentile of the soft maximum of DET's score map over held-out "
-                                        "no-keypoint patches (P4): only maxima flatter than almost every "
-                                        "non-keypoint patch are cut; the keypoint budget does the rest")
-    save_network(phase, net.module, output, card)
+    record = {"seconds": round(time.perf_counter() - t0, 1), "loss_log": history}
+    cards = _save(phase, output, nets, weights, data, conf, record, {"held_out_before": before, "held_out_after": after})
     log(f"{phase}: saved {output} (held-out NN accuracy {before.get('val_nn_accuracy')} → {after.get('val_nn_accuracy')})")
-    return card
+    return cards["det" if phase == "joint" else phase]
