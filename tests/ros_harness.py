@@ -20,13 +20,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def private_domain() -> str:
-    """A ROS_DOMAIN_ID of this test process (1..200), so parallel runs on one host never cross."""
-    return str(1 + os.getpid() % 200)
+def private_domain(offset: int = 0) -> str:
+    """A ROS_DOMAIN_ID of this test process (1..200), so parallel runs on one host never cross;
+    ``offset`` gives a test its own domain beside a module's long-lived node."""
+    return str(1 + (os.getpid() + offset) % 200)
 
 
-def ros_env() -> dict[str, str]:
-    env = dict(os.environ, ROS_DOMAIN_ID=private_domain(), PYTHONUNBUFFERED="1",
+def ros_env(offset: int = 0) -> dict[str, str]:
+    env = dict(os.environ, ROS_DOMAIN_ID=private_domain(offset), PYTHONUNBUFFERED="1",
                FASTDDS_BUILTIN_TRANSPORTS=os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env
@@ -41,10 +42,10 @@ def node_command(*ros_args: str) -> list[str]:
 
 
 class NodeProcess:
-    def __init__(self, *ros_args: str, log: Path) -> None:
+    def __init__(self, *ros_args: str, log: Path, domain_offset: int = 0) -> None:
         self.log_path = log
         self._log = open(log, "w")
-        self.proc = subprocess.Popen(node_command(*ros_args), env=ros_env(), stdout=self._log,
+        self.proc = subprocess.Popen(node_command(*ros_args), env=ros_env(domain_offset), stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=REPO)
 
     def output(self) -> str:
@@ -68,8 +69,8 @@ class NodeProcess:
 class Client:
     """A node in this process with its own context and executor thread; collects what it hears."""
 
-    def __init__(self, name: str = "test_client") -> None:
-        os.environ.update(ROS_DOMAIN_ID=private_domain(),
+    def __init__(self, name: str = "test_client", domain_offset: int = 0) -> None:
+        os.environ.update(ROS_DOMAIN_ID=private_domain(domain_offset),
                           FASTDDS_BUILTIN_TRANSPORTS=os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))
         self.context = rclpy.Context()
         rclpy.init(context=self.context)

@@ -221,8 +221,9 @@ def test_compressed_images(scene, tmp_path):
     root, cam, query = scene
     node = NodeProcess("-p", f"map_path:={root / 'map'}", "-p", f"max_keypoints:={KEYPOINTS}",
                        "-p", "image_transport:=compressed", "-r", "image:=/cam/image_raw",
-                       "-r", "camera_info:=/cam/camera_info", log=tmp_path / "node.log")
-    client = Client("compressed_client")
+                       "-r", "camera_info:=/cam/camera_info", log=tmp_path / "node.log", domain_offset=50)
+    # A domain of its own: the module's `running` node (also /lift_localizer, same topics) is still up.
+    client = Client("compressed_client", domain_offset=50)
     try:
         poses = client.collect(PoseWithCovarianceStamped, "/pose")
         diagnostics = client.collect(DiagnosticArray, "/diagnostics")
@@ -272,7 +273,9 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
                  "--max-keypoints", "1000"]) == 0
     out = subprocess.run([sys.executable, "-m", "lift_localizer", "benchmark-node", "--map", str(tmp_path / "map"),
                           "--bag", str(bags / "query"), "--rate", "2", "--max-keypoints", "1000", "--qos", "best_effort",
-                          "--json", str(tmp_path / "b.json")], env=ros_env(), capture_output=True, text=True, timeout=400)
+                          "--json", str(tmp_path / "b.json")],
+                         # Its own domain: the module's `running` node (also /lift_localizer) is still up.
+                         env=ros_env(100), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "latency image → /pose: median" in out.stdout and "processed-frame rate" in out.stdout
     result = json.loads((tmp_path / "b.json").read_text())
