@@ -42,6 +42,17 @@ def exported(tmp_path_factory, networks):
     return out
 
 
+@pytest.fixture(scope="module")
+def trt_ready():
+    """Skips, with the reason, unless TensorRT and a usable CUDA GPU are here."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack, or NVIDIA's Python wheels)")
+    from lift_localizer.backends import tensorrt_backend as trtb
+
+    ok, why = trtb.available()
+    if not ok:
+        pytest.skip(why)
+
+
 def gaussian_blob(shape, center, sigma, amplitude=120.0, background=80.0):
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)

@@ -374,14 +374,6 @@ def test_cli_checks_the_images_before_exporting(fake_export, tmp_path, capsys):
 # ---------------------------------------------------------------- TensorRT and a CUDA GPU
 
 
-@pytest.fixture(scope="module")
-def trt_ready():
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack, or NVIDIA's Python wheels)")
-    ok, why = trtb.available()
-    if not ok:
-        pytest.skip(why)
-
-
 def test_int8_engines_from_a_real_calibration(trt_ready, exported, networks, image_dir, tmp_path):
     """calibrate() with TensorRT: tables and engines in the cache, loaded (not rebuilt) by the back
     end, and INT8 outputs near the PyTorch reference (bounds loose: INT8 has ~1 % steps)."""

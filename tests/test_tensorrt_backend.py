@@ -307,14 +307,6 @@ def test_cuda_memory_round_trip_and_grow_only_buffers(cuda_api):
 # ---------------------------------------------------------------- a real GPU and TensorRT: engines against torch
 
 
-@pytest.fixture(scope="module")
-def trt_ready():
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack, or NVIDIA's Python wheels)")
-    ok, why = trtb.available()
-    if not ok:
-        pytest.skip(why)
-
-
 def _inputs(networks, max_patches=150):
     """Levels and patches of a real textured image, normalised as the pipeline does."""
     from lift_localizer.features.scale_space import make_levels, resize_level
