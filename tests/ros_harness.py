@@ -26,8 +26,8 @@ def private_domain(offset: int = 0) -> str:
     return str(1 + (os.getpid() + offset) % 200)
 
 
-def ros_env(offset: int = 0) -> dict[str, str]:
-    env = dict(os.environ, ROS_DOMAIN_ID=private_domain(offset), PYTHONUNBUFFERED="1",
+def ros_env(domain_offset: int = 0) -> dict[str, str]:
+    env = dict(os.environ, ROS_DOMAIN_ID=private_domain(domain_offset), PYTHONUNBUFFERED="1",
                FASTDDS_BUILTIN_TRANSPORTS=os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env

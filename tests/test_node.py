@@ -275,7 +275,7 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
                           "--bag", str(bags / "query"), "--rate", "2", "--max-keypoints", "1000", "--qos", "best_effort",
                           "--json", str(tmp_path / "b.json")],
                          # Its own domain: the module's `running` node (also /lift_localizer) is still up.
-                         env=ros_env(100), capture_output=True, text=True, timeout=400)
+                         env=ros_env(domain_offset=100), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "latency image → /pose: median" in out.stdout and "processed-frame rate" in out.stdout
     result = json.loads((tmp_path / "b.json").read_text())
