@@ -1,5 +1,5 @@
-"""``lift-localizer train {desc,ori,det,joint,netvlad}``: LIFT's networks in the paper's order (then
-optionally all three together), and NetVLAD."""
+"""``lift-localizer train {desc,ori,det,joint,det-stable,netvlad}``: LIFT's networks in the paper's order
+(then optionally all three together), DET by TILDE's illumination-stability principle, and NetVLAD."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from . import fail, log, positive_int
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
 
-    p = sub.add_parser("train", help="train networks (desc, ori, det, joint, netvlad)")
+    p = sub.add_parser("train", help="train networks (desc, ori, det, joint, det-stable, netvlad)")
     nets = p.add_subparsers(dest="network", required=True, metavar="NETWORK")
     n = nets.add_parser(
         "netvlad", help="NetVLAD global descriptor from maps built with known poses",
@@ -33,6 +33,90 @@ def add(sub) -> None:
     n.set_defaults(func=run_netvlad)
     for phase, text in LIFT_PHASES.items():
         add_lift_phase(nets, phase, text)
+    add_det_stable(nets)
+
+
+def add_det_stable(nets) -> None:
+    from ..training.det_stable import __doc__ as text
+    from ..training.det_stable import default_conf
+
+    q = nets.add_parser("det-stable", help="DET ranking illumination-stable keypoints first (TILDE's principle; "
+                        "the shipped DET)", description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--output", required=True, type=Path, help="weights stem (e.g. lift_localizer/weights/det)")
+    q.add_argument("--images", nargs="+", type=Path, default=None, metavar="PATH",
+                   help="images or folders, one synthetic stack per image (default: the training photo "
+                        "collections of training/splits.json under --data; none when --webcam is given)")
+    q.add_argument("--webcam", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="fixed-camera folders, one real stack each (fine-tuning for your own cameras)")
+    q.add_argument("--validation", type=Path, default=None, metavar="DIR",
+                   help="fixed-camera folder the average is selected on, never trained on (default: the split's "
+                        "training webcam when --images is not given)")
+    q.add_argument("--no-validation", action="store_true", help="keep the last average, select nothing")
+    q.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
+    q.add_argument("--init", default="det", help="DET weights to start from (default: the shipped det)")
+    q.add_argument("--init-sigma", type=float, default=default_conf["init_sigma"],
+                   help="start from |LoG| of this × the keypoint scale (default %(default)s); 0: --init as it is")
+    q.add_argument("--epochs", type=positive_int, default=default_conf["epochs"])
+    q.add_argument("--lr", type=float, default=default_conf["lr"], help="× the largest initial weight (default %(default)s)")
+    q.add_argument("--variants", type=positive_int, default=default_conf["variants"],
+                   help="images per synthetic stack (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
+    q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    q.set_defaults(func=run_det_stable)
+
+
+def held_out_sets(root: Path) -> list[Path]:
+    from ..training.data import SPLITS_FILE, read_split
+
+    split = read_split(SPLITS_FILE)
+    return [(root / p).resolve() for p in split["test"] + split["excluded"]]
+
+
+def run_det_stable(args: argparse.Namespace) -> int:
+    from ..training.data import DATA_ROOT, IMAGE_SUFFIXES, DataError, list_images
+    from ..training.det_stable import split_images, train_det_stable
+    from ..weights import WeightsError
+
+    if args.resume and args.checkpoint is None:
+        return fail("--resume needs --checkpoint")
+    if args.variants < 2:
+        return fail("--variants must be at least 2 (the image and one change of light)")
+    validation = args.validation
+    if args.images is None and not args.webcam:
+        root = args.data or DATA_ROOT
+        images, split_webcam = split_images(root)
+        if not images:
+            return fail(f"no training collections of training/splits.json under {root}; give --images or --webcam")
+        validation = validation or split_webcam
+    else:
+        images = []
+        for p in args.images or []:
+            if p.is_dir():
+                images += list_images(p)
+            elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(p)
+            else:
+                return fail(f"{p}: not an image or a folder of images")
+    for p in [*args.webcam, *([validation] if validation else [])]:
+        if not Path(p).is_dir():
+            return fail(f"{p}: not a folder of fixed-camera images")
+    held_out = held_out_sets(args.data or DATA_ROOT)
+    for p in [*images, *args.webcam, *([validation] if validation else [])]:
+        for t in held_out:
+            if Path(p).resolve().is_relative_to(t):
+                return fail(f"{p} is in {t}, a test or excluded set of training/splits.json: never trained or "
+                            "selected on")
+    if args.no_validation:
+        validation = None
+    conf = {"epochs": args.epochs, "lr": args.lr, "variants": args.variants, "seed": args.seed,
+            "init_sigma": args.init_sigma or None}
+    try:
+        train_det_stable(images, args.output, conf, webcams=args.webcam, validation=validation, init=args.init,
+                         checkpoint=args.checkpoint, resume=args.resume, log=log)
+    except (DataError, ValueError, WeightsError, OSError) as e:
+        return fail(str(e))
+    return 0
 
 
 LIFT_PHASES = {
