@@ -12,6 +12,7 @@ from lift_localizer.features import det_separable as ds
 from lift_localizer.features.det import DET, NUM_MAX, NUM_SUM, analytic_init
 from lift_localizer.features.layers import ghh
 from lift_localizer.features.lift import Lift, load_networks
+from lift_localizer.weights import LoadedNetwork
 from lift_localizer.synthetic import demo_views, make_texture
 
 ENGINES = ["torch", "opencv"]
@@ -171,9 +172,11 @@ def test_lift_option_gives_the_keypoints_of_exact():
         xy, _ = _top_keypoints(lift, gray)
         d = np.linalg.norm(xy0[:, None] - xy[None], axis=2)
         assert (d.min(1) <= 0.5).mean() >= 0.98, conf
-    # Separable at a rank below the filters' own loses keypoints but runs; at their rank (2) it is exact.
-    lift = Lift({"backend": "torch", "max_keypoints": 300}, networks=networks)
-    lift.backend.det_net = ds.FastDET(networks["det"].module, rank=2)
+    # At the filters' own rank the separable route is exact: the analytic |LoG| is rank 2.
+    log_nets = {**networks, "det": LoadedNetwork("det", analytic_init(DET()), networks["det"].card, networks["det"].path)}
+    xy0, _ = _top_keypoints(Lift({"backend": "torch", "det_conv": None, "max_keypoints": 300}, networks=log_nets), gray)
+    lift = Lift({"backend": "torch", "max_keypoints": 300}, networks=log_nets)
+    lift.backend.det_net = ds.FastDET(log_nets["det"].module, rank=2)
     xy, _ = _top_keypoints(lift, gray)
     assert (np.linalg.norm(xy0[:, None] - xy[None], axis=2).min(1) <= 0.5).mean() >= 0.98
 

@@ -105,12 +105,12 @@ def test_one_step_lowers_the_loss_on_a_fixed_image():
         return ds.rank_loss(sp, sn, 0.05, 2048, torch.Generator().manual_seed(0))
 
     opt = torch.optim.Adam(det.parameters(), lr=1e-3 * float(det.conv.weight.detach().abs().max()))
-    before = float(loss())
+    before = float(loss().detach())
     for _ in range(3):
         opt.zero_grad()
         loss().backward()
         opt.step()
-    assert float(loss()) < before
+    assert float(loss().detach()) < before
 
 
 def _write(folder, images):

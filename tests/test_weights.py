@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 
+from lift_localizer.features.det import DET, analytic_init
 from lift_localizer.features.lift import Lift
 from safetensors.torch import load_file
 
@@ -19,26 +20,36 @@ def copy(tmp_path):
     return tmp_path
 
 
-def test_shipped_weights_load_and_say_which_are_untrained():
+def test_shipped_weights_load_and_say_which_are_untrained(tmp_path):
     for kind in ("det", "ori", "desc"):
         assert load_network(kind).card["network"] == kind
-    # DESC and ORI are trained (training/train_lift.py); DET is the analytic starting point (its
-    # training ran but was less repeatable: README).
-    assert load_network("desc").trained and load_network("ori").trained and not load_network("det").trained
-    for kind in ("desc", "ori"):
+    # DESC and ORI by the paper's phases (training/train_lift.py), DET by `train det-stable`.
+    phases = {"desc": "desc", "ori": "ori", "det": "det-stable"}
+    for kind, phase in phases.items():
         card = load_network(kind).card
-        assert card["training"]["phase"] == kind and card["split"].startswith("lift_localizer/training/splits.json")
+        assert card["trained"] and card["training"]["phase"] == phase
+        assert card["split"].startswith("lift_localizer/training/splits.json")
+    det_quality = load_network("det").card["quality"]
+    assert det_quality["val_repeatability"] > det_quality["val_repeatability_init"]
     # ORI's card names the DESC it ships with: the one it was trained with, or one it was checked with.
     ori_card = load_network("ori").card
     assert ori_card.get("shipped_with_desc_sha256", ori_card["training"]["stages"][-1]["desc_sha256"]) \
         == load_network("desc").sha256
-    warning = Lift({"max_keypoints": 10}).untrained_warning
+    assert Lift({"max_keypoints": 10}).untrained_warning is None
+    # Untrained weights (the starting points) are named loudly.
+    write_initial(tmp_path)
+    warning = Lift({"max_keypoints": 10, "weights": {"det": str(tmp_path / "det")}}).untrained_warning
     assert warning and "UNTRAINED" in warning and "DET" in warning and "ORI" not in warning and "DESC" not in warning
 
 
 def test_untrained_starting_points_are_reproducible(tmp_path):
     write_initial(tmp_path)
-    assert tensors_sha256(load_file(tmp_path / "det.safetensors")) == load_network("det").sha256
+    again = tmp_path / "again"
+    write_initial(again)
+    for kind in ("det", "ori", "desc"):
+        assert tensors_sha256(load_file(tmp_path / f"{kind}.safetensors")) == \
+            tensors_sha256(load_file(again / f"{kind}.safetensors"))
+    assert tensors_sha256(analytic_init(DET()).state_dict()) == load_network("det", tmp_path / "det").sha256
     assert load_network("desc", tmp_path / "desc").trained is False and load_network("ori", tmp_path / "ori").trained is False
 
 

@@ -14,6 +14,8 @@ from .scale_space import SUPPORT_PER_SCALE, Level
 
 # Score of pixels where DET's window does not fit; finite so that interpolation never makes NaNs.
 INVALID = -1e30
+# Smallest curvature of a maximum, relative to its score (float32 rounding through resizing and DET is ~1e-6).
+FLAT_CURVATURE = 1e-4
 
 
 @dataclass
@@ -81,7 +83,10 @@ def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale: float, step: 
     dxx, dyy = fl - 2 * f0 + fr, fu - 2 * f0 + fd
     dxy = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / 4
     tr, det = dxx + dyy, dxx * dyy - dxy * dxy
-    keep = (det > 0) & (tr * tr < edge_limit * det) & torch.isfinite(tr)
+    # A maximum must curve by more than float rounding: a flat area (a blank wall, saturated sky) scores
+    # a constant wherever DET responds to brightness, and its rounding noise is not a keypoint.
+    curved = -tr > FLAT_CURVATURE * f0.abs()
+    keep = (det > 0) & curved & (tr * tr < edge_limit * det) & torch.isfinite(tr)
     log_s = torch.full_like(f0, log_scale)
     if refine:
         if step is not None:
