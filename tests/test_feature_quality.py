@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from lift_localizer.evaluation.feature_quality import (read_scannet_pairs, scannet_scores, symmetric_epipolar_px,
-                                                          top_k)
+from lift_localizer.evaluation.feature_quality import (pose_auc, read_scannet_pairs, relative_pose_error_deg,
+                                                          scannet_scores, symmetric_epipolar_px, top_k)
 from lift_localizer.features.lift import Features
 
 K0 = np.array([[1163.45, 0.0, 653.626], [0.0, 1164.79, 481.6], [0.0, 0.0, 1.0]])
@@ -120,6 +120,8 @@ def test_scannet_scores_on_a_synthetic_pair(tmp_path):
     assert r["matching_score_5px"] == pytest.approx(expected)
     assert r["correct_5px"] == n - wrong
     assert r["pairs"] == 1
+    # 75 % right matches: RANSAC recovers the pose (pose AUC near 1 at every threshold)
+    assert r["pose_errors_deg"][0] < 0.5 and r["pose_auc"]["20deg"] > 0.97
 
 
 def test_scannet_scores_compare_extractors_at_equal_keypoint_counts(tmp_path):
@@ -190,3 +192,24 @@ def test_real_scannet_pairs_hand_picked_correspondences_fit_the_ground_truth():
         err = symmetric_epipolar_px(p0, p1, k0, k1, T)
         assert err.max() < 8.0, (key, err)
         assert np.median(symmetric_epipolar_px(p0, p1, k0, k1, np.linalg.inv(T))) > 100.0, key
+
+
+def test_relative_pose_error_from_exact_matches_and_its_failures():
+    xy0, xy1, T = _synthetic_pair(n=120)
+    assert relative_pose_error_deg(xy0, xy1, K0, K1, T) < 0.1
+    # the pose the wrong way round (camera 1 to camera 0) is far off
+    assert relative_pose_error_deg(xy0, xy1, K0, K1, np.linalg.inv(T)) > 5.0
+    # the translation's sign is unobservable from matches: -t reads as the same pose
+    flipped = T.copy()
+    flipped[:3, 3] *= -1
+    assert relative_pose_error_deg(xy0, xy1, K0, K1, flipped) < 0.1
+    assert relative_pose_error_deg(xy0[:4], xy1[:4], K0, K1, T) == float("inf")
+
+
+def test_pose_auc_hand_computed():
+    # errors 0 and 10 of 2 pairs, SuperGlue's trapezoids: recall 0.5 from 0, (0, 0.5) to (10, 1), then 1;
+    # cut at a threshold with the recall reached below it: AUC@5 = 0.5, AUC@20 = (10 * 0.75 + 10 * 1) / 20
+    r = pose_auc([0.0, 10.0], (5.0, 20.0))
+    assert r["5deg"] == pytest.approx(0.5) and r["20deg"] == pytest.approx(0.875)
+    assert pose_auc([float("inf")] * 3)["20deg"] == 0.0
+    assert pose_auc([0.0] * 3)["5deg"] == pytest.approx(1.0)

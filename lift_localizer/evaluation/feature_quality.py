@@ -10,6 +10,9 @@ the same run, on data the LIFT weights were not trained on (training/splits.json
   distance is under the threshold (pixels); matching score = correct / keypoints (the smaller
   count), with every extractor cut to the same keypoint count per image (else the one that finds
   more keypoints is divided by more); mean matching accuracy = precision averaged over 1, 3, 5, 10 px;
+  relative pose accuracy as SuperGlue measures it: an essential matrix by RANSAC from the matches
+  (OpenCV, 1 px at 640x480), the pose error the larger of the rotation and translation-direction
+  errors, and its AUC up to 5, 10 and 20 degrees;
 - DESC against the released LIFT DESC on the same keypoints (Webcam test scenes, SIFT keypoints,
   patches cut identically): nearest-neighbour accuracy of the same keypoint across images.
 """
@@ -31,6 +34,10 @@ from .features import score_pair
 
 TEST_SCENES = ("chamonix", "courbevoie")
 EPIPOLAR_PX = (1.0, 3.0, 5.0, 10.0)
+POSE_AUC_DEG = (5.0, 10.0, 20.0)
+# RANSAC threshold of the essential matrix, in pixels of the full-resolution K (1296 px wide): SuperGlue's
+# 1 px at 640x480.
+ESSENTIAL_THRESHOLD_PX = 2.0
 
 
 def _identity(xy: np.ndarray) -> np.ndarray:
@@ -105,6 +112,51 @@ def _check_intrinsics(name: str, shape: tuple[int, ...], K: np.ndarray) -> None:
                          "K is for another resolution (scale K with the image)")
 
 
+def relative_pose_error_deg(xy0: np.ndarray, xy1: np.ndarray, K0: np.ndarray, K1: np.ndarray, T_0to1: np.ndarray,
+                            threshold_px: float = ESSENTIAL_THRESHOLD_PX) -> float:
+    """max(rotation error, translation-direction error) in degrees of the relative pose estimated from
+    matches xy0 <-> xy1 (an essential matrix by RANSAC, then the cheirality check; of several solutions
+    the one with the most points in front); inf when there are fewer than 5 matches or no pose. The
+    translation's sign is unobservable, so its error is at most 90 degrees."""
+    import cv2
+
+    from ..geometry.pose import rotation_angle_deg
+
+    if len(xy0) < 5:
+        return float("inf")
+    n0 = (np.asarray(xy0, np.float64) - K0[:2, 2]) / np.diag(K0)[:2]
+    n1 = (np.asarray(xy1, np.float64) - K1[:2, 2]) / np.diag(K1)[:2]
+    focal = np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
+    E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.RANSAC, prob=0.99999, threshold=threshold_px / focal)
+    if E is None:
+        return float("inf")
+    best, pose = 0, None
+    for e in np.split(E, len(E) // 3):
+        count, R, t, _ = cv2.recoverPose(e, n0, n1, np.eye(3), 1e9, mask=mask.copy())
+        if count > best:
+            best, pose = count, (R, t.ravel())
+    if pose is None:
+        return float("inf")
+    R, t = pose
+    t_gt = T_0to1[:3, 3]
+    cos = float(np.dot(t, t_gt) / max(np.linalg.norm(t) * np.linalg.norm(t_gt), 1e-12))
+    t_err = np.degrees(np.arccos(np.clip(abs(cos), 0.0, 1.0)))
+    return float(max(rotation_angle_deg(R.T @ T_0to1[:3, :3]), t_err))
+
+
+def pose_auc(errors: list[float], thresholds=POSE_AUC_DEG) -> dict[str, float]:
+    """Area under the recall-vs-error curve up to each threshold, normalised to 1 (SuperGlue's pose AUC)."""
+    e = np.sort(np.asarray(errors, np.float64))
+    recall = np.arange(1, len(e) + 1) / max(len(e), 1)
+    e, recall = np.r_[0.0, e], np.r_[0.0, recall]
+    out = {}
+    for t in thresholds:
+        last = int(np.searchsorted(e, t))
+        x, y = np.r_[e[:last], t], np.r_[recall[:last], recall[last - 1]]
+        out[f"{t:g}deg"] = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / t)
+    return out
+
+
 def top_k(f: Features, n: int) -> Features:
     """The ``n`` highest-scoring keypoints of ``f``."""
     keep = np.argsort(-f.scores, kind="stable")[:n]
@@ -117,15 +169,18 @@ def _pair_figures(f0: Features, f1: Features, K0: np.ndarray, K1: np.ndarray, T:
     err = symmetric_epipolar_px(f0.keypoints[m[:, 0]].astype(np.float64), f1.keypoints[m[:, 1]].astype(np.float64),
                                 K0, K1, T) if len(m) else np.zeros(0)
     correct = float((err < 5.0).sum())
+    pose = relative_pose_error_deg(f0.keypoints[m[:, 0]], f1.keypoints[m[:, 1]], K0, K1, T) if len(m) else float("inf")
     return {"precision": {t: float((err < t).mean()) if len(m) else 0.0 for t in EPIPOLAR_PX},
             "correct_5px": correct, "keypoints": min(len(f0), len(f1)),
-            "matching_score_5px": correct / max(min(len(f0), len(f1)), 1)}
+            "matching_score_5px": correct / max(min(len(f0), len(f1)), 1), "pose_error_deg": pose}
 
 
 def _summary(rows: list[dict]) -> dict:
     precision = {f"{t:g}px": float(np.mean([r["precision"][t] for r in rows])) for t in EPIPOLAR_PX}
     return {"precision": precision, "mma": float(np.mean(list(precision.values()))),
-            **{k: float(np.mean([r[k] for r in rows])) for k in ("matching_score_5px", "correct_5px", "keypoints")}}
+            **{k: float(np.mean([r[k] for r in rows])) for k in ("matching_score_5px", "correct_5px", "keypoints")},
+            "pose_auc": pose_auc([r["pose_error_deg"] for r in rows]),
+            "pose_errors_deg": [round(r["pose_error_deg"], 2) for r in rows]}
 
 
 def scannet_scores(extractors: dict, root: Path) -> dict:
@@ -203,8 +258,10 @@ def run(args: argparse.Namespace) -> int:
                   f"counts ({r['keypoints']:.0f} per image): matching score {r['matching_score_5px']:.4f} "
                   f"({r['correct_5px']:.1f} correct matches per pair), MMA {r['mma']:.3f}, precision "
                   + " ".join(f"{k} {v:.3f}" for k, v in r["precision"].items())
+                  + "; pose AUC " + " / ".join(f"{v:.3f}" for v in r["pose_auc"].values()) + " at 5 / 10 / 20°"
                   + f"; own budget ({r['at_budget']['keypoints']:.0f} keypoints): matching score "
-                  f"{r['at_budget']['matching_score_5px']:.4f}, MMA {r['at_budget']['mma']:.3f}", flush=True)
+                  f"{r['at_budget']['matching_score_5px']:.4f}, MMA {r['at_budget']['mma']:.3f}, pose AUC "
+                  + " / ".join(f"{v:.3f}" for v in r["at_budget"]["pose_auc"].values()), flush=True)
     if reference.exists():
         result["desc_vs_reference"] = desc_vs_reference(webcam, reference, args.desc, images_per_scene=args.images_per_scene)
         r = result["desc_vs_reference"]
