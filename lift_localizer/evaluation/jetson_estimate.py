@@ -1,0 +1,126 @@
+"""Jetson Orin estimate of LIFT's network stages from their operation counts (no Jetson here).
+
+    python -m lift_localizer.evaluation.jetson_estimate [--size 640x480] [--keypoints 1000] [--preset default]
+
+Per stage a roofline: time = max(MACs / (efficiency x FP16 tensor peak), bytes / memory bandwidth),
+bytes being every layer's input and output read or written once in FP16 (TensorRT fuses little of
+DET's GHH or DESC's pooling into the convolutions, so this is closer to the truth than weights only).
+Peaks are NVIDIA's published GPU figures, the dense FP16 tensor rate being a quarter of the sparse INT8
+TOPS (sparsity doubles, INT8 doubles again over FP16); efficiencies are assumptions, printed with the
+result: the 25x25 single-channel DET convolution maps poorly onto tensor cores, DESC's 32-128 channel
+layers well. NMS, patch sampling, matching and PnP are not networks: they are not estimated here.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from ..features.lift import PRESETS, Lift, apply_preset
+from ..features.scale_space import make_levels
+from .benchmark import count_macs
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    tensor_fp16_tmacs: float   # dense FP16 tensor-core multiply-accumulates per second, 1e12
+    bandwidth_gbs: float
+    source: str
+
+
+DEVICES = (
+    # GPU: 16 SMs, 64 tensor cores, 170 sparse INT8 TOPS -> 42.5 dense FP16 TFLOPS; LPDDR5 204.8 GB/s.
+    Device("Jetson AGX Orin 64GB", 42.5 / 2, 204.8, "NVIDIA Jetson AGX Orin Series Technical Brief v1.2"),
+    # 8 SMs, 32 tensor cores, 67 sparse INT8 TOPS (JetPack 6.1 "Super" clocks); LPDDR5 102 GB/s.
+    Device("Jetson Orin Nano 8GB (Super)", 67 / 4 / 2, 102.0, "NVIDIA Jetson Orin Nano Super Developer Kit datasheet"),
+)
+# Fraction of the tensor peak each network's convolutions reach (assumed, see the module docstring).
+EFFICIENCY = {"det": 0.15, "ori": 0.4, "desc": 0.4}
+# A pessimistic bound: the fractions of the FP16 peak PyTorch reached on the lent H100 (README, 21 levels:
+# DET 44.8 GMAC in 9.0 ms, ORI 7.4 GMAC in 2.7 ms, DESC 51 GMAC in 5.8 ms, against 372 TMAC/s measured),
+# where kernel launches and framework overhead, not the tensor cores, set the time.
+PYTORCH_H100 = {"det": 0.013, "ori": 0.0074, "desc": 0.024}
+BYTES = 2  # FP16
+
+
+def count_traffic(module: torch.nn.Module, example: torch.Tensor) -> int:
+    """Elements each leaf layer reads and writes on ``example`` (its inputs plus its outputs)."""
+    total = [0]
+
+    def hook(m, inp, out):
+        total[0] += sum(t.numel() for t in inp if isinstance(t, torch.Tensor)) + out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            out = module(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] + out.numel()  # the output of the whole network (e.g. DET's GHH) is written too
+
+
+def network_work(height: int, width: int, keypoints: int, preset: str = "default") -> dict[str, dict[str, float]]:
+    """MACs and bytes of DET over the scale space and of ORI and DESC on ``keypoints`` 64x64 patches."""
+    lift = Lift(apply_preset({"max_keypoints": keypoints}, preset))
+    nets = {k: copy.deepcopy(lift.networks[k].module).float().cpu() for k in ("det", "ori", "desc")}
+    levels = make_levels(height, width, lift.scales_for(height, width), min_size=27)
+    work = {"det": {"macs": 0.0, "bytes": 0.0, "levels": len(levels)}}
+    for lv in levels:
+        x = torch.zeros(1, 1, lv.height, lv.width)
+        work["det"]["macs"] += count_macs(nets["det"], x)
+        work["det"]["bytes"] += BYTES * count_traffic(nets["det"], x)
+    patch = torch.zeros(1, 1, 64, 64)
+    for k in ("ori", "desc"):
+        work[k] = {"macs": float(keypoints * count_macs(nets[k], patch)),
+                   "bytes": float(BYTES * keypoints * count_traffic(nets[k], patch))}
+    return work
+
+
+def estimate(work: dict[str, dict[str, float]], device: Device, efficiency: dict[str, float] = EFFICIENCY) -> dict:
+    """Per stage: compute-bound and memory-bound times (ms), the larger one, and which bound it."""
+    out = {}
+    for k, w in work.items():
+        compute = 1e3 * w["macs"] / (efficiency[k] * device.tensor_fp16_tmacs * 1e12)
+        memory = 1e3 * w["bytes"] / (device.bandwidth_gbs * 1e9)
+        out[k] = {"compute_ms": compute, "memory_ms": memory, "ms": max(compute, memory),
+                  "bound": "compute" if compute >= memory else "memory"}
+    out["networks"] = {"ms": sum(v["ms"] for v in out.values())}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.jetson_estimate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--keypoints", type=int, default=1000)
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default")
+    args = p.parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    work = network_work(h, w, args.keypoints, args.preset)
+    print(f"LIFT networks at {w}x{h}, preset {args.preset} ({work['det']['levels']} DET levels), {args.keypoints} "
+          f"keypoints; FP16; efficiency assumed (fraction of the tensor peak): "
+          + ", ".join(f"{k.upper()} {v:g}" for k, v in EFFICIENCY.items()))
+    for k, v in work.items():
+        print(f"  {k.upper():5s} {v['macs'] / 1e9:7.2f} GMAC  {v['bytes'] / 1e6:8.1f} MB moved")
+    for device in DEVICES:
+        est = estimate(work, device)
+        print(f"\n{device.name}: {device.tensor_fp16_tmacs:.1f} TMAC/s FP16 dense, {device.bandwidth_gbs:g} GB/s "
+              f"({device.source})")
+        for k in ("det", "ori", "desc"):
+            e = est[k]
+            print(f"  {k.upper():5s} {e['ms']:6.2f} ms  ({e['bound']}-bound: compute {e['compute_ms']:.2f} ms, "
+                  f"memory {e['memory_ms']:.2f} ms)")
+        print(f"  networks {est['networks']['ms']:.1f} ms, {1000 / est['networks']['ms']:.0f} frames/s before NMS, "
+              "patches, matching and PnP")
+        slow = estimate(work, device, PYTORCH_H100)
+        print(f"  at the fractions of peak PyTorch reached on the H100 (pessimistic): networks {slow['networks']['ms']:.0f} ms ("
+              + ", ".join(f"{k.upper()} {slow[k]['ms']:.1f}" for k in ("det", "ori", "desc")) + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
