@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lift_localizer.features.det import DET, NUM_MAX
+from lift_localizer.features.det import DET, NUM_MAX, analytic_init
 from lift_localizer.features.lift import Lift
 from lift_localizer.features.scale_space import Level
 from lift_localizer.synthetic import make_texture
@@ -86,7 +86,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_image():
     torch.manual_seed(0)
     gray = make_texture(256, seed=2)[:160, :200].astype(np.float32)
     start = load_network("det", "det")
-    det = ds.log_init(DET(), 1.1)
+    det = analytic_init(DET(), 1.1)
     nets = {"det": ds.LoadedNetwork("det", det, start.card, start.path), "ori": load_network("ori", "ori"),
             "desc": load_network("desc", "desc")}
     conf = {**ds.default_conf, "keypoints": 300}
@@ -136,7 +136,7 @@ def test_command_trains_selects_and_writes_a_card(tmp_path):
     assert q["val_repeatability"] >= q["val_repeatability_init"] > 0
     assert card["data"]["stacks"] == 2
     det = load_network("det", str(out))
-    init = ds.log_init(DET(), 1.1)
+    init = analytic_init(DET(), 1.1)
     # only the first GHH group trains; the others stay as the init left them
     assert torch.equal(det.module.conv.weight[NUM_MAX:], init.conv.weight[NUM_MAX:])
     features = Lift({"weights": {"det": str(out)}, "max_keypoints": 100})(cam)

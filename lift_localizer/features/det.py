@@ -48,14 +48,14 @@ def laplacian_of_gaussian(size: int, sigma: float) -> torch.Tensor:
     return (k - k.mean()).float()
 
 
-def analytic_init(det: DET) -> DET:
+def analytic_init(det: DET, sigma_factor: float = 1.0) -> DET:
     """Untrained starting point: |LoG| blob response, the classic scale-space detector.
 
-    The LoG's sigma is the keypoint scale s in level pixels (23.5 / 12), so a Gaussian blob of
-    standard deviation s in the image peaks at the level of scale s. Written as a GHH: group 0 holds
-    (+L, -L, +L, -L), whose max is |L|; the other groups are zero and add nothing.
+    The LoG's sigma is ``sigma_factor`` × the keypoint scale s in level pixels (23.5 / 12), so with 1.0 a
+    Gaussian blob of standard deviation s in the image peaks at the level of scale s. Written as a GHH:
+    group 0 holds (+L, -L, +L, -L), whose max is |L|; the other groups are zero and add nothing.
     """
-    sigma = HALF_WINDOW / 12.0
+    sigma = HALF_WINDOW / 12.0 * sigma_factor
     log = laplacian_of_gaussian(FILTER_SIZE, sigma)
     with torch.no_grad():
         det.conv.weight.zero_()

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..features.det import DET, FILTER_SIZE, HALF_WINDOW, NUM_MAX, laplacian_of_gaussian
+from ..features.det import FILTER_SIZE, NUM_MAX, analytic_init
 from ..features.image import read_image
 from ..features.keypoints import Detections
 from ..features.lift import Lift
@@ -219,17 +219,6 @@ def weight_distance(module: torch.nn.Module, initial: dict[str, torch.Tensor]) -
                for k, p in module.named_parameters() if k.endswith("weight"))
 
 
-def log_init(det: DET, sigma_factor: float) -> DET:
-    """``det`` set to |LoG| of sigma ``sigma_factor`` × the level's keypoint scale (features/det.py)."""
-    log = laplacian_of_gaussian(FILTER_SIZE, HALF_WINDOW / 12.0 * sigma_factor)
-    with torch.no_grad():
-        det.conv.weight.zero_()
-        det.conv.bias.zero_()
-        for m in range(NUM_MAX):
-            det.conv.weight[m, 0] = log if m % 2 == 0 else -log
-    return det
-
-
 def _detector(nets: dict[str, LoadedNetwork], keypoints: int):
     lift = Lift({"max_keypoints": keypoints, "det_conv": None, "score_threshold": -1e30}, networks=nets)
 
@@ -278,7 +267,7 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
     start = load_network("det", init)
     det = copy.deepcopy(start.module)
     if conf["init_sigma"] is not None:
-        log_init(det, float(conf["init_sigma"]))
+        analytic_init(det, float(conf["init_sigma"]))
     others = {k: load_network(k, k) for k in ("ori", "desc")}   # not used by DET's scores; Lift needs them
 
     def nets_of(module: torch.nn.Module) -> dict[str, LoadedNetwork]:
@@ -286,6 +275,7 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
 
     t0 = time.perf_counter()
     detect0 = _detector(nets_of(det), conf["keypoints"])
+    scales_for = Lift({"det_conv": None}, networks=nets_of(det)).scales_for
     stacks: list[Stack] = []
     for path in tqdm(images, desc="synthetic illumination stacks", unit="image", file=sys.stderr, disable=None):
         gray = shrink(read_image(path).astype(np.float32), conf["max_side"])
@@ -336,7 +326,7 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
         for k in bar:
             s, i = usable[k]
             gray = s.images[i]
-            levels = make_levels(*gray.shape, _scales(gray.shape), min_size=FILTER_SIZE + 2)
+            levels = make_levels(*gray.shape, scales_for(*gray.shape), min_size=FILTER_SIZE + 2)
             sample = LevelSampler(levels)
             x = (torch.from_numpy(gray)[None, None] - mean) / std
             maps = [det(resize_level(x, lv)) for lv in levels]
@@ -399,14 +389,6 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
     log(f"det-stable: wrote {output}.safetensors (validation repeatability {init_rep} → {best['val_repeatability']}, "
         f"step {best['step']} of {step})")
     return card
-
-
-def _scales(shape: tuple[int, int]) -> np.ndarray:
-    from ..features.lift import default_conf as lift_conf
-    from ..features.scale_space import paper_scales
-
-    c = lift_conf
-    return paper_scales(*shape, c["min_scale_log2"], c["max_scale_log2"], c["levels_per_octave"], c["extra_octave_below"])
 
 
 def split_images(data_root: Path, split_file: Path | None = None) -> tuple[list[Path], Path | None]:
