@@ -333,7 +333,7 @@ def test_real_webcam_pairs(tmp_path):
     folder = shared_path("raw", "webcam", "mexico")
     for p in sorted(folder.glob("*.png"))[:6]:
         (tmp_path / p.name).symlink_to(p)
-    conf = D._merge(D.default_conf, {"max_keypoints": 1000, "webcam": {"min_repeats": 2}})
+    conf = D.merge_options(D.default_conf, {"max_keypoints": 1000, "webcam": {"min_repeats": 2}})
     scene = D.load_webcam("mexico", tmp_path, conf, log=lambda m: None)
     assert 4 <= len(scene) <= 6 and np.all(np.abs(scene.offsets) < 3)
     q = D.webcam_quads(scene, 150, np.random.default_rng(0), conf)

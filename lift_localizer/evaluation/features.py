@@ -28,6 +28,17 @@ class PairScores:
                f"precision {self.precision:5.3f}"
 
 
+def repeatability(xy0: np.ndarray, xy1: np.ndarray, threshold: float) -> float:
+    """Keypoints (N, 2) and (M, 2) in one frame: mutual nearest neighbours closer than ``threshold``,
+    divided by the smaller count (0 when either is empty)."""
+    if not len(xy0) or not len(xy1):
+        return 0.0
+    d = np.linalg.norm(xy0[:, None] - xy1[None], axis=2)
+    i, nn = np.arange(len(xy0)), d.argmin(1)
+    repeated = int(((d.argmin(0)[nn] == i) & (d[i, nn] < threshold)).sum())
+    return repeated / min(len(xy0), len(xy1))
+
+
 def score_pair(xy0: np.ndarray, desc0: np.ndarray, size0: tuple[int, int],
                xy1: np.ndarray, desc1: np.ndarray, size1: tuple[int, int],
                t01: Transfer, t10: Transfer, threshold: float = 3.0) -> PairScores:
@@ -39,14 +50,7 @@ def score_pair(xy0: np.ndarray, desc0: np.ndarray, size0: tuple[int, int],
     p01 = t01(xy0)
     vis0 = _inside(p01, size1)
     vis1 = _inside(t10(xy1), size0)
-    rep = 0.0
-    if vis0.any() and vis1.any():
-        d = np.linalg.norm(p01[vis0][:, None] - xy1[vis1][None], axis=2)
-        i = np.arange(d.shape[0])
-        nn = d.argmin(1)
-        mutual = d.argmin(0)[nn] == i
-        repeated = int((mutual & (d[i, nn] < threshold)).sum())
-        rep = repeated / min(int(vis0.sum()), int(vis1.sum()))
+    rep = repeatability(p01[vis0], xy1[vis1], threshold)
     m = mutual_nearest_neighbours(desc0, desc1)
     err = np.linalg.norm(p01[m[:, 0]] - xy1[m[:, 1]], axis=1) if len(m) else np.zeros(0)
     correct = int((err < threshold).sum())

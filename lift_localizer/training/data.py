@@ -274,7 +274,7 @@ def scene_from_frames(name: str, frames: list, conf: dict | None = None, log=_lo
     from ..mapping.build import build_map
     from ..mapping.io import load_map
 
-    conf = _merge(default_conf, conf or {})
+    conf = merge_options(default_conf, conf or {})
     with tempfile.TemporaryDirectory(prefix="lift-data-") as tmp:
         build_map(frames, Path(tmp) / "map", ("sift",), {"max_keypoints": conf["max_keypoints"]}, source=name, log=log)
         m = load_map(Path(tmp) / "map")
@@ -689,7 +689,7 @@ def sfm_quads(scene: Scene, n: int, rng: np.random.Generator, conf: dict | None 
     """Up to ``n`` quadruplets from an SfM scene: P1, P2 two observations of one 3D point in two
     images (each with its own SIFT scale and angle), P3 an observation of another point, P4 a
     keypoint-free place in P2's image."""
-    conf = _merge(default_conf, conf or {})
+    conf = merge_options(default_conf, conf or {})
     obs = _observations(scene, conf)
     img, kp, pid = obs
     if len(img) == 0:
@@ -743,7 +743,7 @@ def webcam_quads(scene: Scene, n: int, rng: np.random.Generator, conf: dict | No
     """Up to ``n`` quadruplets from a fixed camera: P1 a stable keypoint of one image, P2 the same
     (registered) pixel, scale and angle in another image where it is re-detected, P3 another stable
     keypoint cut from P2's image, P4 a keypoint-free place of P2's image."""
-    conf = _merge(default_conf, conf or {})
+    conf = merge_options(default_conf, conf or {})
     sep = conf["min_separation_sigmas"]
     cand_i, cand_k, cells = [], [], []
     for i in range(len(scene)):
@@ -874,7 +874,7 @@ def homography_quads(scene: Scene, n: int, rng: np.random.Generator, conf: dict 
     point (SfM / stable webcam), P2 its transfer into a random homography with photometric changes,
     P3 another such keypoint in the same view, P4 a keypoint-free place of the original image.
     Image indices ≥ len(scene) refer to the returned warps."""
-    conf = _merge(default_conf, conf or {})
+    conf = merge_options(default_conf, conf or {})
     hc = conf["homography"]
     sep = conf["min_separation_sigmas"]
     usable = [i for i in range(len(scene)) if (scene.point_ids[i] >= 0).sum() >= 2]
@@ -1025,12 +1025,13 @@ def load_scene(entry: SetEntry, root: Path, conf: dict, log=_log) -> Scene:
     return load_collection(entry.name, path, conf, log)
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_options(base: dict, over: dict, what: str = "data") -> dict:
+    """``base`` updated by ``over``, nested dicts key by key; a key ``base`` lacks is refused."""
     out = dict(base)
     for k, v in over.items():
         if k not in base:
-            raise ValueError(f"unknown data option {k!r}")
-        out[k] = _merge(base[k], v) if isinstance(base[k], dict) and isinstance(v, dict) else v
+            raise ValueError(f"unknown {what} option {k!r}")
+        out[k] = merge_options(base[k], v, what) if isinstance(base[k], dict) and isinstance(v, dict) else v
     return out
 
 
@@ -1041,7 +1042,7 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 def build_dataset(output: str | Path, conf: dict | None = None, log=_log) -> dict:
     """Build the quadruplet file ``output`` (written beside and moved into place when complete).
     Returns {"output", "counts": {source: N}, "total", "seconds", "skipped": {source: reason}}."""
-    conf = _merge(default_conf, conf or {})
+    conf = merge_options(default_conf, conf or {})
     if conf["threads"]:
         torch.set_num_threads(int(conf["threads"]))
     t0 = time.perf_counter()

@@ -47,7 +47,8 @@ from ..features.lift import Lift
 from ..features.scale_space import Level, make_levels, resize_level
 from ..weights import LoadedNetwork, load_network, save_network
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DataError, list_images, load_webcam
+from ..evaluation.features import repeatability as pair_repeatability
+from .data import DataError, list_images, load_webcam, merge_options
 from .data import default_conf as data_conf
 
 default_conf = {
@@ -229,27 +230,10 @@ def _detector(nets: dict[str, LoadedNetwork], keypoints: int):
 
 
 def repeatability(detect, images: list[np.ndarray], offsets: np.ndarray, threshold: float = 5.0) -> float:
-    """evaluate-features' Webcam repeatability (mutual nearest within ``threshold`` px / the smaller
-    count), over all pairs of registered images."""
+    """evaluate-features' Webcam repeatability, over all pairs of registered images."""
     pts = [detect(im).xy - off for im, off in zip(images, offsets)]
-    rep = []
-    for a, b in itertools.combinations(range(len(pts)), 2):
-        if not len(pts[a]) or not len(pts[b]):
-            rep.append(0.0)
-            continue
-        d = np.linalg.norm(pts[a][:, None] - pts[b][None], axis=2)
-        i, nn = np.arange(len(pts[a])), d.argmin(1)
-        rep.append(float(((d.argmin(0)[nn] == i) & (d[i, nn] < threshold)).sum()) / min(len(pts[a]), len(pts[b])))
-    return float(np.mean(rep))
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if k not in base:
-            raise ValueError(f"unknown det-stable option {k!r}")
-        out[k] = {**base[k], **v} if isinstance(base[k], dict) else v
-    return out
+    return float(np.mean([pair_repeatability(pts[a], pts[b], threshold)
+                          for a, b in itertools.combinations(range(len(pts)), 2)]))
 
 
 def train_det_stable(images: list[Path], output: str | Path, conf: dict | None = None, webcams: list[Path] = (),
@@ -258,7 +242,7 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
     """Train DET on illumination stacks of ``images`` (one synthetic stack each) and ``webcams`` (one real
     stack each); select the weight average by repeatability on the ``validation`` webcam (else keep the
     last); save ``output``.safetensors + card. Returns the card."""
-    conf = _merge(default_conf, conf or {})
+    conf = merge_options(default_conf, conf or {}, "det-stable")
     if not images and not webcams:
         raise DataError("no training images: give --images and/or --webcam")
     torch.manual_seed(conf["seed"])
