@@ -38,3 +38,39 @@ def test_cuda_fp16_within_stated_tolerance():
     a, b = ref.descriptors[same], half.descriptors[nn[same]]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert np.median(cos) > 0.999 and cos.min() > 0.99
+
+
+def _same_features(a, b, px=0.01):
+    d = np.linalg.norm(a.keypoints[:, None] - b.keypoints[None], axis=2)
+    nn = d.argmin(1)
+    same = d[np.arange(len(d)), nn] < px
+    return same, nn
+
+
+def test_cuda_graph_equals_stage_by_stage():
+    """Lift on CUDA runs as a CUDA graph by default (features/lift_graph.py): the same features as the
+    stage-by-stage pipeline on the same device, for every frame replayed, at every image size."""
+    views = demo_views(make_texture())
+    staged = Lift({"max_keypoints": 1000, "device": "cuda", "cuda_graph": False})
+    graphed = Lift({"max_keypoints": 1000, "device": "cuda"})
+    assert graphed.graph is not None and staged.graph is None
+    for gray in [views[2].image, views[4].image, views[2].image[:300, :500]]:
+        gray = gray.astype(np.float32)
+        a, b = staged(gray), graphed(gray)
+        assert abs(len(a) - len(b)) <= 2
+        same, nn = _same_features(a, b)
+        assert same.mean() > 0.98
+        err = np.abs(b.descriptors[nn[same]] - a.descriptors[same]).max()
+        assert err < 1e-3 * np.abs(a.descriptors).max()
+    assert len(graphed.graph._sizes) == 2
+
+
+def test_cuda_graph_fp16_within_stated_tolerance():
+    gray = demo_views(make_texture())[2].image.astype(np.float32)
+    ref = Lift({"max_keypoints": 1000, "device": "cuda", "cuda_graph": False})(gray)
+    half = Lift({"max_keypoints": 1000, "device": "cuda", "precision": "fp16"})(gray)
+    same, nn = _same_features(ref, half, 0.5)
+    assert same.mean() > 0.9
+    a, b = ref.descriptors[same], half.descriptors[nn[same]]
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert np.median(cos) > 0.999 and cos.min() > 0.99

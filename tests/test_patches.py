@@ -116,3 +116,18 @@ def test_spatial_transformer_passes_gradient_check():
 def test_orientation_angle():
     cs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     np.testing.assert_allclose(angle(cs).numpy(), [0, math.pi / 2, math.pi], atol=1e-6)
+
+
+def test_static_sampler_cuts_the_same_patches_without_waiting():
+    """PatchSampler.static (for CUDA graphs) gives what __call__ gives, patch for patch, across octaves,
+    and upright as well as rotated."""
+    gray = torch.from_numpy(make_texture(size=400).astype(np.float64))[None, None]
+    sampler = PatchSampler(gray, size=16)
+    g = torch.Generator().manual_seed(0)
+    centers = 100 + 200 * torch.rand(40, 2, generator=g, dtype=torch.float64)
+    supports = 8 * 2 ** torch.linspace(0, 6, 40, dtype=torch.float64)   # octaves 0 to the last
+    angles = 6 * torch.rand(40, generator=g, dtype=torch.float64) - 3
+    assert len(torch.unique(sampler.octave_of(supports))) == len(sampler.octaves) >= 3
+    for a in (None, angles):
+        torch.testing.assert_close(sampler.static(centers, supports, a), sampler(centers, supports, a),
+                                   rtol=0, atol=1e-9)

@@ -96,38 +96,11 @@ def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale: float, step: 
     return keep, uf, vf, log_s
 
 
-def detect(
-    scores: list[torch.Tensor],
-    levels: list[Level],
-    image_size: tuple[int, int],
-    max_keypoints: int = 1000,
-    score_threshold: float | None = None,
-    edge_threshold: float = 10.0,
-    refine: bool = True,
-    border_ratio: float = SUPPORT_PER_SCALE / 2 * math.sqrt(2),
-    dense: bool | None = None,
-) -> Detections:
-    """Select keypoints from per-level score maps.
-
-    Args:
-        scores: per level, a (level.height, level.width) map, INVALID where DET did not run.
-        levels: the matching levels, ordered by increasing scale (uniform in log scale).
-        image_size: (H, W) of the original image.
-        score_threshold: keep maxima above it (None: any).
-        edge_threshold: SIFT's r: reject when tr(H)^2 / det(H) >= (r + 1)^2 / r, or det(H) <= 0.
-        border_ratio: keep keypoints whose centre is at least border_ratio × scale from the image
-            border; the default fits the descriptor support rotated by any angle.
-        dense: test every pixel and select once at the end (no per-level ``nonzero``, which waits
-            for the GPU: on CUDA this is several times faster), or gather each level's maxima first
-            (less arithmetic: faster on the CPU). None: dense on CUDA.
-    Returns:
-        the best ``max_keypoints`` detections by score, best first.
-    """
-    if not levels:
-        return Detections.empty()
-    if dense is None:
-        dense = scores[0].is_cuda
-    height, width = image_size
+def _level_maxima(scores: list[torch.Tensor], levels: list[Level], score_threshold: float | None,
+                  edge_threshold: float, refine: bool, dense: bool):
+    """Per level, the maxima that pass the tests, refined: tuples (x, y, scale, score, level) of
+    tensors in image pixels. ``dense``: every pixel of every level, -inf where no keypoint (shapes
+    fixed by the levels alone); else only the maxima, gathered by ``nonzero``."""
     thr = -math.inf if score_threshold is None else score_threshold
     edge_limit = (edge_threshold + 1) ** 2 / edge_threshold
     log_scales = [math.log2(lv.scale) for lv in levels]
@@ -143,9 +116,12 @@ def detect(
             if 0 <= j < len(levels):
                 neighbourhood = torch.maximum(neighbourhood, _resample(pooled[j], size))
         is_max = (cur >= neighbourhood) & (cur > thr) & (cur > INVALID / 2)
-        # Finite differences need the 8 neighbours: drop the outermost ring.
-        is_max[[0, -1], :] = False
-        is_max[:, [0, -1]] = False
+        # Finite differences need the 8 neighbours: drop the outermost ring. (Slices, not index lists:
+        # a list would be copied from the host, which a CUDA graph cannot capture.)
+        is_max[0, :] = False
+        is_max[-1, :] = False
+        is_max[:, 0] = False
+        is_max[:, -1] = False
         interior = 0 < i < len(levels) - 1
         step = (log_scales[i + 1] - log_scales[i - 1]) / 2 if interior else None
         if dense:
@@ -171,19 +147,90 @@ def detect(
         # Stay on the device until the end: one transfer instead of several per level.
         x, y = lv.to_image(uf, vf)
         out.append((x, y, torch.exp2(log_s), f0, torch.full_like(f0, i)))
+    return out
+
+
+def _inside(x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, image_size: tuple[int, int],
+            border_ratio: float) -> torch.Tensor:
+    height, width = image_size
+    margin = border_ratio * s
+    return (x + 0.5 >= margin) & (x + 0.5 + margin <= width) & (y + 0.5 >= margin) & (y + 0.5 + margin <= height)
+
+
+def select_static(
+    scores: list[torch.Tensor],
+    levels: list[Level],
+    image_size: tuple[int, int],
+    max_keypoints: int = 1000,
+    score_threshold: float | None = None,
+    edge_threshold: float = 10.0,
+    refine: bool = True,
+    border_ratio: float = SUPPORT_PER_SCALE / 2 * math.sqrt(2),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``detect`` with shapes that depend only on the levels and ``max_keypoints``, and no
+    synchronisation with the host, so that a CUDA graph can capture it.
+
+    Returns:
+        xy (K, 2), scale (K,), score (K,), level (K,) on the scores' device, best first, with
+        K = min(max_keypoints, pixels of all levels); entries past the last keypoint score -inf
+        (their other values are finite but meaningless).
+    """
+    if not levels:
+        raise ValueError("no levels: the image is smaller than DET's window at every scale")
+    x, y, s, sc, lvl = (torch.cat(a) for a in zip(*_level_maxima(scores, levels, score_threshold,
+                                                                 edge_threshold, refine, dense=True)))
+    # One selection over every pixel of every level; rejected pixels score -inf.
+    sc = torch.where(_inside(x, y, s, image_size, border_ratio), sc, torch.full_like(sc, -math.inf))
+    top, order = torch.topk(sc, min(max_keypoints, len(sc)))
+    return torch.stack([x, y], 1)[order], s[order], top, lvl[order]
+
+
+def _to_detections(xy, s, sc, lvl) -> Detections:
+    xy, s, sc, lvl = (t.cpu().numpy() for t in (xy, s, sc, lvl))
+    return Detections(xy.astype(np.float32), s.astype(np.float32), sc.astype(np.float32), lvl.astype(np.int64))
+
+
+def detect(
+    scores: list[torch.Tensor],
+    levels: list[Level],
+    image_size: tuple[int, int],
+    max_keypoints: int = 1000,
+    score_threshold: float | None = None,
+    edge_threshold: float = 10.0,
+    refine: bool = True,
+    border_ratio: float = SUPPORT_PER_SCALE / 2 * math.sqrt(2),
+    dense: bool | None = None,
+) -> Detections:
+    """Select keypoints from per-level score maps.
+
+    Args:
+        scores: per level, a (level.height, level.width) map, INVALID where DET did not run.
+        levels: the matching levels, ordered by increasing scale (uniform in log scale).
+        image_size: (H, W) of the original image.
+        score_threshold: keep maxima above it (None: any).
+        edge_threshold: SIFT's r: reject when tr(H)^2 / det(H) >= (r + 1)^2 / r, or det(H) <= 0.
+        border_ratio: keep keypoints whose centre is at least border_ratio × scale from the image
+            border; the default fits the descriptor support rotated by any angle.
+        dense: test every pixel and select once at the end (``select_static``: no per-level
+            ``nonzero``, which waits for the GPU: on CUDA this is several times faster), or gather
+            each level's maxima first (less arithmetic: faster on the CPU). None: dense on CUDA.
+    Returns:
+        the best ``max_keypoints`` detections by score, best first.
+    """
+    if not levels:
+        return Detections.empty()
+    if dense is None:
+        dense = scores[0].is_cuda
+    args = (score_threshold, edge_threshold, refine)
+    if dense:
+        xy, s, sc, lvl = select_static(scores, levels, image_size, max_keypoints, *args, border_ratio)
+        found = torch.isfinite(sc)
+        return _to_detections(xy[found], s[found], sc[found], lvl[found])
+    out = _level_maxima(scores, levels, *args, dense=False)
     if not out:
         return Detections.empty()
     x, y, s, sc, lvl = (torch.cat(a) for a in zip(*out))
-    margin = border_ratio * s
-    inside = (x + 0.5 >= margin) & (x + 0.5 + margin <= width) & (y + 0.5 >= margin) & \
-             (y + 0.5 + margin <= height)
-    if dense:
-        # One selection over every pixel of every level; rejected pixels score -inf.
-        sc = torch.where(inside, sc, torch.full_like(sc, -math.inf))
-        top, order = torch.topk(sc, min(max_keypoints, len(sc)))
-        order = order[torch.isfinite(top)]
-    else:
-        x, y, s, sc, lvl = (t[inside] for t in (x, y, s, sc, lvl))
-        order = torch.argsort(-sc, stable=True)[:max_keypoints]
-    xy, s, sc, lvl = (t.cpu().numpy() for t in (torch.stack([x, y], 1)[order], s[order], sc[order], lvl[order]))
-    return Detections(xy.astype(np.float32), s.astype(np.float32), sc.astype(np.float32), lvl.astype(np.int64))
+    inside = _inside(x, y, s, image_size, border_ratio)
+    x, y, s, sc, lvl = (t[inside] for t in (x, y, s, sc, lvl))
+    order = torch.argsort(-sc, stable=True)[:max_keypoints]
+    return _to_detections(torch.stack([x, y], 1)[order], s[order], sc[order], lvl[order])

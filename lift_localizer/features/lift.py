@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +17,9 @@ from ..weights import LoadedNetwork, load_network, untrained_summary
 from . import ori as ori_module
 from .det import FILTER_SIZE
 from .keypoints import Detections, detect, pad_score_map
+from .lift_graph import CudaGraphLift, graphable
 from .patches import PatchSampler
-from .scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, make_levels, paper_scales, resize_level
+from .scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, paper_scales, resize_level
 
 default_conf = {
     "max_keypoints": 1000,
@@ -48,6 +50,10 @@ default_conf = {
     # range, where that is cheaper than exact (else exact); "fft"; "exact".
     "det_conv": "auto",
     "det_tolerance": 0.003,
+    # Run LIFT on CUDA as one CUDA graph per image size (features/lift_graph.py: no per-kernel launches
+    # from Python, no waits for the device; the same features to float rounding). "auto": on CUDA with
+    # the torch back end; True: required (an error elsewhere); False: stage by stage, with stage timings.
+    "cuda_graph": "auto",
     # Weights: names in lift_localizer/weights or path stems, per network.
     "weights": {"det": "det", "ori": "ori", "desc": "desc"},
 }
@@ -92,6 +98,14 @@ class Features:
         return len(self.scores)
 
 
+def unpack(packed: np.ndarray, image_size: tuple[int, int]) -> Features:
+    """``lift_graph.static_features``' (K, 133) rows → Features (the rows that hold a keypoint)."""
+    rows = packed[np.isfinite(packed[:, 3])]
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return Features(f32(rows[:, :2]), f32(2 * rows[:, 2]), f32(rows[:, 4]), f32(rows[:, 3]), f32(rows[:, 5:]),
+                    image_size)
+
+
 def load_networks(weights: dict[str, str] | None = None) -> dict[str, LoadedNetwork]:
     weights = {**default_conf["weights"], **(weights or {})}
     return {kind: load_network(kind, weights[kind]) for kind in ("det", "ori", "desc")}
@@ -112,12 +126,31 @@ class Lift:
                                     self.conf["batch_size"], self.conf["model_dir"], self.conf["precision"],
                                     self.conf["det_conv"], self.conf["det_tolerance"])
         self.device = torch.device(self.conf["device"])
+        self.graph: CudaGraphLift | None = None
+        graph = self.conf["cuda_graph"]
+        if graph not in ("auto", True, False):
+            raise ValueError(f"cuda_graph {graph!r}: auto, true or false")
+        if graph is True and (self.device.type != "cuda" or self.backend.name != "torch"):
+            raise ValueError("cuda_graph needs a CUDA device and the torch back end")
+        if graph is True or (graph == "auto" and self.device.type == "cuda" and self.backend.name == "torch"):
+            self.graph = CudaGraphLift(self)
 
     def _now(self) -> float:
         # CUDA runs asynchronously: wait for it so that stage timings mean what they say.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+    @contextmanager
+    def _timed(self, timings: dict[str, float] | None, key: str):
+        """Records a stage's time in ``timings``; with None, neither times nor waits for the device
+        (inside a CUDA graph capture, waiting is an error)."""
+        if timings is None:
+            yield
+            return
+        t = self._now()
+        yield
+        timings[key] = self._now() - t
 
     @property
     def untrained_warning(self) -> str | None:
@@ -130,44 +163,51 @@ class Lift:
         return paper_scales(height, width, c["min_scale_log2"], c["max_scale_log2"],
                             c["levels_per_octave"], c["extra_octave_below"])
 
-    def detect(self, image: torch.Tensor, timings: dict[str, float]) -> Detections:
-        """(1, 1, H, W) grey in [0, 255] on the device → detections."""
-        h, w = image.shape[-2:]
+    def levels_for(self, height: int, width: int) -> list[Level]:
+        return make_levels(height, width, self.scales_for(height, width), min_size=FILTER_SIZE + 2)
+
+    def score_threshold(self) -> float | None:
+        # The detector's scores have the scale of its weights, so the default threshold is its card's.
+        c = self.conf
+        return c["score_threshold"] if c["score_threshold"] is not None else self.networks["det"].card.get("score_threshold")
+
+    def score_maps(self, image: torch.Tensor, timings: dict[str, float] | None,
+                   levels: list[Level] | None = None) -> tuple[list[torch.Tensor], list[Level]]:
+        """(1, 1, H, W) grey in [0, 255] on the device → per level a score map, and the levels
+        (default: ``levels_for`` the image's size)."""
         det = self.networks["det"]
         normalised = (image - det.mean) / det.std
-        levels = make_levels(h, w, self.scales_for(h, w), min_size=FILTER_SIZE + 2)
-        t = self._now()
-        maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
-        timings["det"] = self._now() - t
-        t = self._now()
+        levels = levels if levels is not None else self.levels_for(*image.shape[-2:])
+        with self._timed(timings, "det"):
+            maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
+        return maps, levels
+
+    def detect(self, image: torch.Tensor, timings: dict[str, float]) -> Detections:
+        """(1, 1, H, W) grey in [0, 255] on the device → detections."""
+        maps, levels = self.score_maps(image, timings)
         c = self.conf
-        # The detector's scores have the scale of its weights, so the default threshold is its card's.
-        threshold = c["score_threshold"] if c["score_threshold"] is not None else det.card.get("score_threshold")
-        found = detect(maps, levels, (h, w), int(c["max_keypoints"]), threshold,
-                       float(c["edge_threshold"]), bool(c["refine"]))
-        timings["nms"] = self._now() - t
+        with self._timed(timings, "nms"):
+            found = detect(maps, levels, tuple(image.shape[-2:]), int(c["max_keypoints"]), self.score_threshold(),
+                           float(c["edge_threshold"]), bool(c["refine"]))
         return found
 
-    def describe(self, sampler: PatchSampler, xy: torch.Tensor, sigma: torch.Tensor,
-                 timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Orientations (N,) and descriptors (N, 128) at keypoints (N, 2) of scale sigma (N,)."""
+    def describe(self, crop, xy: torch.Tensor, sigma: torch.Tensor,
+                 timings: dict[str, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Orientations (N,) and descriptors (N, 128) at keypoints (N, 2) of scale sigma (N,);
+        ``crop(xy, support, angles=None)`` cuts the patches (a ``PatchSampler`` or its ``static``)."""
         support = sigma * SUPPORT_PER_SCALE
         ori_net, desc_net = self.networks["ori"], self.networks["desc"]
         if self.conf["upright"]:
             angles = torch.zeros(len(xy), dtype=xy.dtype, device=xy.device)
         else:
-            t = self._now()
-            upright = (sampler(xy, support) - ori_net.mean) / ori_net.std
-            timings["ori_patches"] = self._now() - t
-            t = self._now()
-            angles = ori_module.angle(self.backend.ori(upright))
-            timings["ori"] = self._now() - t
-        t = self._now()
-        rotated = (sampler(xy, support, angles) - desc_net.mean) / desc_net.std
-        timings["desc_patches"] = self._now() - t
-        t = self._now()
-        descriptors = self.backend.desc(rotated)
-        timings["desc"] = self._now() - t
+            with self._timed(timings, "ori_patches"):
+                upright = (crop(xy, support) - ori_net.mean) / ori_net.std
+            with self._timed(timings, "ori"):
+                angles = ori_module.angle(self.backend.ori(upright))
+        with self._timed(timings, "desc_patches"):
+            rotated = (crop(xy, support, angles) - desc_net.mean) / desc_net.std
+        with self._timed(timings, "desc"):
+            descriptors = self.backend.desc(rotated)
         return angles, descriptors
 
     def __call__(self, gray: np.ndarray) -> Features:
@@ -177,6 +217,11 @@ class Lift:
         timings: dict[str, float] = {}
         start = self._now()
         h, w = gray.shape
+        if self.graph is not None and graphable(self, h, w) is None:
+            features = unpack(self.graph(np.ascontiguousarray(gray, dtype=np.float32)), (h, w))
+            timings["total"] = time.perf_counter() - start
+            features.timings = timings
+            return features
         image = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32)).to(self.device)[None, None]
         found = self.detect(image, timings)
         if len(found):

@@ -59,9 +59,21 @@ def crop_patches(
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+_BINOMIAL: dict = {}
+
+
+def _binomial(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Cached per device: a CUDA graph cannot capture the copy of a constant from the host, so the
+    # warm-up run before a capture creates it.
+    key = (str(device), dtype)
+    if key not in _BINOMIAL:
+        _BINOMIAL[key] = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=dtype, device=device) / 16
+    return _BINOMIAL[key]
+
+
 def blur_downsample(image: torch.Tensor) -> torch.Tensor:
     """One octave down: 5-tap binomial blur, then every other pixel. (B, C, H, W) → (B, C, ⌈H/2⌉, ⌈W/2⌉)."""
-    k1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=image.dtype, device=image.device) / 16
+    k1 = _binomial(image.device, image.dtype)
     c = image.shape[1]
     x = F.pad(image, (2, 2, 2, 2), mode="replicate")
     x = F.conv2d(x, k1.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
@@ -85,11 +97,15 @@ class PatchSampler:
                 break
             self.octaves.append(blur_downsample(prev))
 
+    def octave_of(self, supports: torch.Tensor) -> torch.Tensor:
+        """(N,) supports in image pixels → (N,) the octave each patch is cut from."""
+        spacing = supports / self.size
+        return torch.floor(torch.log2(spacing.clamp_min(1.0))).long().clamp(max=len(self.octaves) - 1)
+
     def __call__(self, centers: torch.Tensor, supports: torch.Tensor,
                  angles: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 2), (N,), (N,) → (N, C, size, size); see crop_patches."""
-        spacing = supports / self.size
-        octave = torch.floor(torch.log2(spacing.clamp_min(1.0))).long().clamp(max=len(self.octaves) - 1)
+        octave = self.octave_of(supports)
         out = self.octaves[0].new_zeros((len(centers), self.octaves[0].shape[1], self.size, self.size))
         for k in torch.unique(octave).tolist():
             sel = octave == k
@@ -97,4 +113,17 @@ class PatchSampler:
             f = 2.0 ** -k
             out[sel] = crop_patches(self.octaves[k], centers[sel] * f, supports[sel] * f,
                                     None if angles is None else angles[sel], self.size)
+        return out
+
+    def static(self, centers: torch.Tensor, supports: torch.Tensor,
+               angles: torch.Tensor | None = None) -> torch.Tensor:
+        """The same patches as ``__call__`` without waiting for the device (no ``unique``, no boolean
+        indexing), for CUDA graphs: every octave crops all N patches and each keeps its own octave's.
+        Costs one crop per octave (3 at 640×480), which on a GPU is cheaper than a synchronisation."""
+        octave = self.octave_of(supports)
+        out = None
+        for k, image in enumerate(self.octaves):
+            f = 2.0 ** -k
+            crop = crop_patches(image, centers * f, supports * f, angles, self.size)
+            out = crop if out is None else torch.where((octave == k).view(-1, 1, 1, 1), crop, out)
         return out

@@ -1,0 +1,94 @@
+"""LIFT with fixed shapes (features/lift_graph.py), the form CUDA graphs capture: the same features as
+the stage-by-stage pipeline, and nothing that waits for the device. The capture itself needs CUDA
+(tests/test_gpu_parity.py)."""
+import numpy as np
+import pytest
+import torch
+
+from lift_localizer.features.keypoints import select_static
+from lift_localizer.features.lift import Lift, unpack
+from lift_localizer.features.lift_graph import PACKED_COLUMNS, graphable, static_features
+from lift_localizer.features.scale_space import Level
+from lift_localizer.synthetic import demo_views, make_texture
+
+
+@pytest.fixture(scope="module")
+def gray():
+    return demo_views(make_texture(), image_size=(240, 320))[2].image.astype(np.float32)
+
+
+def _static(lift, gray):
+    with torch.inference_mode():
+        return static_features(lift, torch.from_numpy(gray)[None, None], lift.levels_for(*gray.shape)).numpy()
+
+
+@pytest.mark.parametrize("conf", [{"backend": "torch", "det_conv": None}, {"backend": "auto"}, {"upright": True}])
+def test_static_features_equal_the_staged_pipeline(gray, conf):
+    lift = Lift({"max_keypoints": 300, **conf})
+    ref = lift(gray)
+    packed = _static(lift, gray)
+    assert packed.shape == (300, PACKED_COLUMNS)
+    got = unpack(packed, gray.shape)
+    assert len(got) == len(ref) > 200
+    d = np.linalg.norm(ref.keypoints[:, None] - got.keypoints[None], axis=2)
+    nn = d.argmin(1)
+    # Same keypoints (up to the order of equal scores); the scale refinement samples the neighbour
+    # levels by a different resampling (whole map vs at points): float rounding apart.
+    assert d[np.arange(len(d)), nn].max() < 1e-4
+    np.testing.assert_allclose(got.scores[nn], ref.scores, rtol=1e-6)
+    np.testing.assert_allclose(got.scales[nn], ref.scales, rtol=1e-4)
+    np.testing.assert_allclose(got.orientations[nn], ref.orientations, atol=1e-4)
+    np.testing.assert_allclose(got.descriptors[nn], ref.descriptors, atol=1e-3 * np.abs(ref.descriptors).max())
+
+
+def test_static_features_have_no_data_dependent_step():
+    """Dynamo traces the whole computation as one graph with static shapes (fullgraph=True fails on
+    .item(), .tolist(), nonzero, unique, boolean indexing and Python branches on tensor values: what
+    a CUDA graph cannot capture). The stage-by-stage detection, which gathers maxima with nonzero,
+    fails the same check."""
+    lift = Lift({"max_keypoints": 100, "backend": "torch", "det_conv": None})
+    image = torch.rand(1, 1, 120, 160) * 255
+    levels = lift.levels_for(120, 160)
+    torch._dynamo.reset()
+    out = torch.compile(lambda x: static_features(lift, x, levels), fullgraph=True, backend="eager",
+                        dynamic=False)(image)
+    assert out.shape == (100, PACKED_COLUMNS)
+    with pytest.raises(Exception, match="data-dependent|nonzero|graph break"):
+        torch.compile(lambda x: lift.detect(x, {}), fullgraph=True, backend="eager", dynamic=False)(image)
+    torch._dynamo.reset()
+
+
+def test_static_selection_pads_with_minus_infinity():
+    """Fewer maxima than the budget: K rows all the same, the ones past the last keypoint at -inf."""
+    levels = [Level(2.0 * 2 ** (k / 2), 40, 50, 1.0, 1.0) for k in range(3)]
+    v, u = torch.meshgrid(torch.arange(40.0), torch.arange(50.0), indexing="ij")
+    bump = torch.exp(-((u - 25.3) ** 2 + (v - 20.6) ** 2) / (2 * 2.0 ** 2))
+    maps = [0.5 * bump, bump, 0.5 * bump]
+    xy, s, sc, lvl = select_static(maps, levels, (40, 50), 10, 1e-3, border_ratio=0)
+    assert xy.shape == (10, 2) and s.shape == sc.shape == lvl.shape == (10,)
+    assert torch.isfinite(sc).sum() == 1 and torch.isfinite(sc[0])
+    np.testing.assert_allclose(xy[0].numpy(), [25.3, 20.6], atol=0.3)
+    assert torch.isfinite(xy).all() and torch.isfinite(s).all()
+    rows = np.concatenate([xy, s[:, None], sc[:, None], np.zeros((10, 129), np.float32)], 1)
+    assert len(unpack(rows, (40, 50))) == 1
+
+
+def test_cuda_graph_option_is_checked():
+    with pytest.raises(ValueError, match="cuda_graph"):
+        Lift({"cuda_graph": "yes"})
+    with pytest.raises(ValueError, match="CUDA device"):
+        Lift({"cuda_graph": True})
+    lift = Lift({"max_keypoints": 10})
+    assert lift.graph is None   # auto on the CPU: stage by stage
+    assert "CUDA device" in graphable(lift, 480, 640)
+
+
+def test_padding_rows_do_not_break_the_descriptor_networks(gray):
+    """A blank image has no keypoints: every row is padding, which ORI and DESC run on all the same;
+    its positions and scales must be finite so that the crops and networks stay finite."""
+    lift = Lift({"max_keypoints": 50})
+    packed = _static(lift, np.full_like(gray, 128.0))
+    assert packed.shape == (50, PACKED_COLUMNS)
+    assert not np.isfinite(packed[:, 3]).any()
+    assert np.isfinite(packed[:, [0, 1, 2, 4]]).all() and np.isfinite(packed[:, 5:]).all()
+    assert len(unpack(packed, gray.shape)) == 0
