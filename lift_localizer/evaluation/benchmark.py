@@ -1,10 +1,11 @@
 """``lift-localizer benchmark``: per-stage latency of the whole localization pipeline, per back end,
 against the machine's measured peak.
 
-For each back end available (torch on the CPU, onnx, torch on CUDA in fp32 and fp16), on a 640×480
-image with 1000 keypoints: decode (JPEG), DET per level and in total, NMS, ORI and DESC (patch
+For each back end available (torch on the CPU, onnx, torch on CUDA in fp32 and fp16 as CUDA graphs,
+and fp16 stage by stage), on a 640×480 image with 1000 keypoints: decode (JPEG), DET per level and in total, NMS, ORI and DESC (patch
 cropping and network), NetVLAD, retrieval (faiss over a synthetic map), 2D–3D matching, PnP, and the
-end-to-end sum of one pass; median and p90 over the repeats. Dense stages get their multiply–
+end-to-end sum of one pass; median and p90 over the repeats (a CUDA graph runs LIFT as one
+replay: one row for it). Dense stages get their multiply–
 accumulate count (counted by hooks on the real layers at the real shapes) and the fraction of the
 peak that a large matrix product reaches in the same run: time ÷ (MACs ÷ peak) is how far a stage is
 from its floor. Prints a table; ``--json`` writes everything.
@@ -85,6 +86,7 @@ class _Pipeline:
         g = rng.normal(size=(map_images, self.netvlad.module.out_dim)).astype(np.float32)
         self.index, _ = build_index(g / np.linalg.norm(g, axis=1, keepdims=True))
         self.map_desc = [rng.normal(size=(keypoints, 128)).astype(np.float32) for _ in range(10)]
+        self._on_device: dict[str, list[torch.Tensor]] = {}
         # PnP: 500 matches, 30 % outliers, a 640×480 camera.
         n = 500
         self.K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
@@ -95,7 +97,8 @@ class _Pipeline:
         xy[: int(0.3 * n)] = rng.uniform([0, 0], [640, 480], (int(0.3 * n), 2))
         self.xy, self.xyz = xy + rng.normal(size=xy.shape) * 0.5, xyz
 
-    def run(self, descriptors: np.ndarray, timings: dict[str, float]) -> None:
+    def run(self, descriptors: np.ndarray, timings: dict[str, float], device: torch.device) -> None:
+        """Timings of NetVLAD, retrieval, matching (on ``device``, as the localizer does) and PnP."""
         from ..localization.absolute_pose import default_solver, estimate_pose
         from ..localization.matching import mutual_nearest_neighbours
         from ..retrieval.index import search
@@ -107,9 +110,11 @@ class _Pipeline:
         t = time.perf_counter()
         search(self.index, g, 10)
         timings["retrieval"] = time.perf_counter() - t
+        on_device = self._on_device.setdefault(str(device), [torch.as_tensor(d, device=device) for d in self.map_desc])
         t = time.perf_counter()
-        for d in self.map_desc:
-            mutual_nearest_neighbours(descriptors, d, 0.9)
+        query = torch.as_tensor(descriptors, device=device)
+        for d in on_device:
+            mutual_nearest_neighbours(query, d, 0.9, device)
         timings["matching"] = time.perf_counter() - t
         t = time.perf_counter()
         estimate_pose(self.xy, self.xyz, self.K, (640, 480), 8.0, default_solver(), 0)
@@ -145,7 +150,7 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
         timings["decode"] = time.perf_counter() - t
         f = lift(gray)
         timings.update({k: v for k, v in f.timings.items()})
-        pipeline.run(f.descriptors, timings)
+        pipeline.run(f.descriptors, timings, device)
         timings["end_to_end"] = sum(timings[k] for k in ("decode", "total", "netvlad", "retrieval", "matching", "pnp"))
         runs.append(timings)
         for i, x in enumerate(level_inputs):
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", nargs="+", default=None,
-                   help="among torch, onnx, torch-cuda, torch-cuda-fp16 (default: every one available here)")
+                   help="among torch, onnx, auto, torch-cuda, torch-cuda-fp16 (CUDA graphs), torch-cuda-fp16-staged "
+                        "(stage by stage, with per-stage times), tensorrt-fp16 (default: every one available here)")
     p.add_argument("--max-keypoints", type=int, default=1000)
     p.add_argument("--size", default="640x480")
     p.add_argument("--repeat", type=int, default=5)
@@ -210,8 +216,11 @@ def run(args: argparse.Namespace) -> int:
         candidates["onnx"] = {"backend": "onnx"}
         candidates["auto"] = {"backend": "auto"}
     if torch.cuda.is_available():
+        # LIFT as one CUDA graph (the default on CUDA), and stage by stage for the per-stage rows.
         candidates["torch-cuda"] = {"backend": "torch", "device": "cuda"}
         candidates["torch-cuda-fp16"] = {"backend": "torch", "device": "cuda", "precision": "fp16"}
+        candidates["torch-cuda-fp16-staged"] = {"backend": "torch", "device": "cuda", "precision": "fp16",
+                                                "cuda_graph": False}
     if "tensorrt" in BACKENDS:
         candidates["tensorrt-fp16"] = {"backend": "tensorrt", "device": "cuda", "precision": "fp16"}
     chosen = args.backends or list(candidates)

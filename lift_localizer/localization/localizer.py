@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..features.extractors import make_extractor
 from ..features.image import to_gray
@@ -116,6 +117,10 @@ class Localizer:
         self.retrieval = self._retrieval()
         self.names = [im.name for im in map_.images]
         self._with3d = []
+        # Where LIFT runs on a GPU, matching runs there too (on an H100 the CPU's took 16 ms a frame).
+        device = torch.device(conf["device"])
+        self._match_device = device if device.type == "cuda" else None
+        self._on_device: dict[int, torch.Tensor] = {}
         for im in map_.images:
             idx = np.flatnonzero(im.point3D_ids >= 0)
             self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
@@ -160,9 +165,16 @@ class Localizer:
         """2D–3D matches of query keypoints to the 3D points seen in ``images``: (M,) keypoint
         indices and (M,) point ids, one per (keypoint, point) pair."""
         kp, pid = [], []
+        device = self._match_device
+        query = q.descriptors if device is None else torch.as_tensor(q.descriptors, device=device)
         for i in images:
             idx, desc, ids = self._with3d[i]
-            m = mutual_nearest_neighbours(q.descriptors, desc, self.conf["ratio"])
+            if device is not None:
+                # The map's descriptors go to the GPU once, when an image is first retrieved.
+                if i not in self._on_device:
+                    self._on_device[i] = torch.as_tensor(desc, device=device)
+                desc = self._on_device[i]
+            m = mutual_nearest_neighbours(query, desc, self.conf["ratio"], device)
             kp.append(m[:, 0])
             pid.append(ids[m[:, 1]])
         if not kp:
