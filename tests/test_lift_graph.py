@@ -1,6 +1,8 @@
 """LIFT with fixed shapes (features/lift_graph.py), the form CUDA graphs capture: the same features as
 the stage-by-stage pipeline, and nothing that waits for the device. The capture itself needs CUDA
 (tests/test_gpu_parity.py)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,20 @@ def test_padding_rows_do_not_break_the_descriptor_networks(gray):
     assert not np.isfinite(packed[:, 3]).any()
     assert np.isfinite(packed[:, [0, 1, 2, 4]]).all() and np.isfinite(packed[:, 5:]).all()
     assert len(unpack(packed, gray.shape)) == 0
+
+
+def test_measured_det_route_keeps_the_fastest_exact_one(gray):
+    """det_conv "measure" (the default on CUDA) times the module and the exact routes on the first
+    image and keeps the fastest; every route gives the module's keypoints."""
+    ref = Lift({"max_keypoints": 200, "backend": "torch", "det_conv": None})(gray)
+    lift = Lift({"max_keypoints": 200, "backend": "torch", "det_conv": "measure"})
+    assert lift.backend.det_note.startswith("the DET module until")
+    got = lift(gray)
+    note = lift.backend.det_note
+    assert note.startswith("measured over") and "module" in note and "fft over" in note and "dense over" in note
+    timed, chosen = note[note.index(": ") + 2:].split(" → ")
+    times = {name: float(ms) for name, ms in re.findall(r"(\w[^,]*?) ([\d.]+) ms", timed)}
+    assert len(times) == 3 and min(times, key=times.get) == chosen
+    assert lift.backend.tune_det([]) == note   # once only
+    np.testing.assert_allclose(got.keypoints, ref.keypoints, atol=1e-3)
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4)

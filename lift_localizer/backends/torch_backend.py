@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 
@@ -17,7 +18,10 @@ class TorchBackend:
         ``separable``, ``fft`` or ``dense``: ``features.det_separable.FastDET`` in that mode (``exact``:
         the same scores to float rounding through the distinct filters, by the cheaper of torch.fft and
         the dense convolution; ``separable``: within ``det_tolerance``, the score map's largest error as
-        a fraction of its range, default 0.003, else exact). ``self.det_note`` says what runs."""
+        a fraction of its range, default 0.003, else exact); ``measure``: the fastest exact route (the
+        module, the distinct filters densely or by FFT), timed by ``tune_det`` on the first image's
+        levels (the costs of ``COSTS`` were measured on this project's CPU, not on the user's GPU).
+        ``self.det_note`` says what runs."""
         self.device = torch.device(device)
         self.batch_size = batch_size
         if precision not in ("fp32", "fp16"):
@@ -30,7 +34,17 @@ class TorchBackend:
         self.det_net, self.ori_net, self.desc_net = (
             own(networks[k].module).to(self.device, self.dtype).eval() for k in ("det", "ori", "desc"))
         self.det_note = "dense 25×25 convolution (the DET module as it is)"
-        if det_conv is not None:
+        self._det_candidates: dict[str, torch.nn.Module] | None = None
+        if det_conv == "measure":
+            from ..features.det_separable import FastDET
+
+            det = networks["det"]
+            self._det_candidates = {"module": self.det_net}
+            for mode in ("dense", "fft"):
+                fast = FastDET(det.module, mode, device=self.device, mean=det.mean, std=det.std)
+                self._det_candidates[f"{mode} over {len(fast.bank.unique)} distinct filters"] = fast
+            self.det_note = "the DET module until tune_det measures the exact routes"
+        elif det_conv is not None:
             from ..features.det_separable import DEFAULT_TOLERANCE, FastDET
 
             det = networks["det"]
@@ -42,6 +56,32 @@ class TorchBackend:
     def det(self, level: torch.Tensor) -> torch.Tensor:
         """(1, 1, h, w) normalised level → (h - 24, w - 24) scores (float32)."""
         return self.det_net(level.to(self.device, self.dtype))[0, 0].float()
+
+    def tune_det(self, levels: list[torch.Tensor], repeat: int = 3) -> str:
+        """With ``det_conv="measure"``: time DET over ``levels`` (normalised (1, 1, h, w) inputs) by
+        each exact route and keep the fastest; a no-op otherwise, and after the first call. Returns
+        ``det_note``."""
+        if not self._det_candidates:
+            return self.det_note
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
+        times = {}
+        for name, net in self._det_candidates.items():
+            self.det_net = net
+            for x in levels:   # warm-up: cuDNN's choice, cuFFT's plans, cached filters
+                self.det(x)
+            sync()
+            t = time.perf_counter()
+            for _ in range(repeat):
+                for x in levels:
+                    self.det(x)
+            sync()
+            times[name] = (time.perf_counter() - t) / repeat
+        best = min(times, key=times.get)
+        self.det_net = self._det_candidates[best]
+        self._det_candidates = None
+        self.det_note = f"measured over {len(levels)} levels: " + ", ".join(
+            f"{k} {1000 * v:.2f} ms" for k, v in times.items()) + f" → {best}"
+        return self.det_note
 
     def _batched(self, net: torch.nn.Module, patches: torch.Tensor, dim: int) -> torch.Tensor:
         out = torch.empty((len(patches), dim), device=self.device)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -45,9 +46,10 @@ default_conf = {
     "upright": False,
     # DET's convolution where DET runs on torch (features/det_separable.py). "auto": "exact" on the CPU
     # (the same scores to float rounding, through the distinct filters and torch.fft or the dense
-    # convolution, whichever is measured cheaper), the module as it is elsewhere; None: the module as it
-    # is; "separable": SVD terms of the smallest rank whose score map is within det_tolerance × its
-    # range, where that is cheaper than exact (else exact); "fft"; "exact".
+    # convolution, whichever is measured cheaper), "measure" on CUDA (the fastest exact route, timed on
+    # the first image: the module, the distinct filters densely or by FFT); None: the module as it is;
+    # "separable": SVD terms of the smallest rank whose score map is within det_tolerance × its range,
+    # where that is cheaper than exact (else exact); "fft"; "exact"; "measure".
     "det_conv": "auto",
     "det_tolerance": 0.003,
     # Run LIFT on CUDA as one CUDA graph per image size (features/lift_graph.py: no per-kernel launches
@@ -126,6 +128,7 @@ class Lift:
                                     self.conf["batch_size"], self.conf["model_dir"], self.conf["precision"],
                                     self.conf["det_conv"], self.conf["det_tolerance"])
         self.device = torch.device(self.conf["device"])
+        self._det_tuned = False
         self.graph: CudaGraphLift | None = None
         graph = self.conf["cuda_graph"]
         if graph not in ("auto", True, False):
@@ -134,6 +137,19 @@ class Lift:
             raise ValueError("cuda_graph needs a CUDA device and the torch back end")
         if graph is True or (graph == "auto" and self.device.type == "cuda" and self.backend.name == "torch"):
             self.graph = CudaGraphLift(self)
+
+    def tune_det(self, image: torch.Tensor) -> None:
+        """Once, on the first image: let a back end that measures DET's routes (``det_conv: measure``,
+        the default on CUDA) time them on this image's levels. Later calls do nothing."""
+        levels = self.levels_for(*image.shape[-2:])
+        if self._det_tuned or not levels:
+            return
+        self._det_tuned = True
+        tune = getattr(getattr(self.backend, "det_backend", self.backend), "tune_det", None)
+        if tune is not None:
+            det = self.networks["det"]
+            normalised = (image - det.mean) / det.std
+            tune([resize_level(normalised, lv) for lv in levels])
 
     def _now(self) -> float:
         # CUDA runs asynchronously: wait for it so that stage timings mean what they say.
@@ -215,13 +231,24 @@ class Lift:
         if gray.ndim != 2 or gray.size == 0:
             raise ValueError(f"expected a non-empty (H, W) grey image, got shape {gray.shape}")
         timings: dict[str, float] = {}
-        start = self._now()
         h, w = gray.shape
+        if not self._det_tuned:
+            self.tune_det(torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32)).to(self.device)[None, None])
+        start = self._now()
         if self.graph is not None and graphable(self, h, w) is None:
-            features = unpack(self.graph(np.ascontiguousarray(gray, dtype=np.float32)), (h, w))
-            timings["total"] = time.perf_counter() - start
-            features.timings = timings
-            return features
+            try:
+                packed = self.graph(np.ascontiguousarray(gray, dtype=np.float32))
+            except RuntimeError as e:
+                if self.conf["cuda_graph"] is True:
+                    raise
+                # A PyTorch or driver that cannot capture some kernel: the staged pipeline computes the same.
+                warnings.warn(f"LIFT runs stage by stage: capturing it as a CUDA graph failed ({e})")
+                self.graph = None
+            else:
+                features = unpack(packed, (h, w))
+                timings["total"] = time.perf_counter() - start
+                features.timings = timings
+                return features
         image = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32)).to(self.device)[None, None]
         found = self.detect(image, timings)
         if len(found):

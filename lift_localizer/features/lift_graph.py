@@ -66,15 +66,20 @@ class _Captured:
         self.image = torch.zeros((1, 1, height, width), dtype=torch.float32, device=device)
         # Something to detect during the warm-up, so that every kernel (and cuDNN's choice) runs once.
         self.image.copy_(torch.rand((1, 1, height, width), device=device) * 255)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(warmup):
-                static_features(lift, self.image, levels)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
-            self.out = static_features(lift, self.image, levels)
+        # cuDNN may time its algorithms here: every shape is fixed, and the replays keep the choice.
+        benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.inference_mode(), torch.cuda.stream(side):
+                for _ in range(warmup):
+                    static_features(lift, self.image, levels)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(self.graph):
+                self.out = static_features(lift, self.image, levels)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
         self.host_out = torch.empty(self.out.shape, dtype=self.out.dtype).pin_memory()
         self.done = torch.cuda.Event()
 
