@@ -31,7 +31,7 @@ def test_benchmark_reports_every_stage(tmp_path, monkeypatch, capsys):
                  "--backends", "torch", "--preset", "fast", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     for label in ("decode", "det", "nms", "ori", "desc", "netvlad", "retrieval", "matching", "pnp", "end to end",
-                  "× floor", "DET per level"):
+                  "× floor", "DET per level", "the dense DET module"):
         assert label in printed
     result = json.loads(out.read_text())["results"][0]
     assert result["backend"] == "torch" and result["macs"]["desc"] == pytest.approx(result["keypoints"] * 51e6, rel=0.02)

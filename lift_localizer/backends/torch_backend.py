@@ -33,6 +33,7 @@ class TorchBackend:
         own = copy.deepcopy if precision == "fp16" else (lambda m: m)
         self.det_net, self.ori_net, self.desc_net = (
             own(networks[k].module).to(self.device, self.dtype).eval() for k in ("det", "ori", "desc"))
+        self.det_module = self.det_net   # the module as it is, on the device and in the precision
         self.det_note = "dense 25×25 convolution (the DET module as it is)"
         self._det_candidates: dict[str, torch.nn.Module] | None = None
         if det_conv == "measure":

@@ -140,8 +140,9 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
     runs: list[dict[str, float]] = []
     per_level: list[list[float]] = [[] for _ in levels]
     # Where DET runs a cheaper convolution (det_conv), the DET module as it is runs beside it.
-    det_net = getattr(getattr(lift.backend, "det_backend", lift.backend), "det_net", None)
-    dense = lift.networks["det"].module if det_net is not None and det_net is not lift.networks["det"].module else None
+    det_backend = getattr(lift.backend, "det_backend", lift.backend)
+    module = getattr(det_backend, "det_module", None)
+    dense = module if module is not None and det_backend.det_net is not module else None
     dense_runs: list[float] = []
     for _ in range(repeat):
         timings: dict[str, float] = {}
@@ -164,7 +165,7 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
             t = time.perf_counter()
             with torch.inference_mode():
                 for x in level_inputs:
-                    dense(x)
+                    dense(x.to(det_backend.dtype))
             sync()
             dense_runs.append(time.perf_counter() - t)
     n_kp = len(f)
@@ -176,9 +177,9 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
     return {"backend": name, "conf": {k: conf[k] for k in conf if k != "weights"}, "keypoints": n_kp,
             "levels": [{"scale": lv.scale, "height": lv.height, "width": lv.width, **_stats(v)}
                        for lv, v in zip(levels, per_level)],
-            "stages": stages, "macs": macs,
+            "stages": stages, "macs": macs, "det_note": getattr(det_backend, "det_note", None),
             "det_conv": None if dense is None else {
-                "note": getattr(getattr(lift.backend, "det_backend", lift.backend), "det_note", ""),
+                "note": det_backend.det_note,
                 "levels_ms": 1000 * float(np.median([sum(v) for v in zip(*per_level)])),
                 "dense_levels_ms": 1000 * float(np.median(dense_runs))}}
 
@@ -266,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
             d = r["det_conv"]
             print(f"  DET over all levels: {d['levels_ms']:.1f} ms with {d['note']}; the dense DET module "
                   f"{d['dense_levels_ms']:.1f} ms ({d['dense_levels_ms'] / d['levels_ms']:.1f}×)")
+        elif r.get("det_note"):
+            print(f"  DET: {r['det_note']}")
     if args.json:
         args.json.write_text(json.dumps({"size": [w, h], "preset": args.preset, "peaks_gmacs": peaks,
                                          "device": device_name, "results": results}, indent=1))
