@@ -121,7 +121,8 @@ def test_tiny_image_gives_no_keypoints(lift_small):
 
 
 def test_dense_selection_equals_the_gathered_one():
-    """The GPU path (every pixel tested, one top-k) selects exactly what the CPU path selects."""
+    """The GPU path (every pixel of the packed levels tested at once, one top-k) selects exactly what
+    the CPU path selects."""
     from lift_localizer.features.keypoints import pad_score_map
     from lift_localizer.features.lift import Lift
     from lift_localizer.features.scale_space import make_levels, resize_level
@@ -138,7 +139,9 @@ def test_dense_selection_equals_the_gathered_one():
     assert len(a) == len(b) > 100
     order_a, order_b = np.lexsort((a.xy[:, 0], -a.score)), np.lexsort((b.xy[:, 0], -b.score))
     np.testing.assert_allclose(b.xy[order_b], a.xy[order_a], atol=1e-4)
-    np.testing.assert_allclose(b.scale[order_b], a.scale[order_a], rtol=1e-5)
+    # The atlas samples the neighbouring levels with coordinates normalised by the whole canvas (a few
+    # times a level's width): float32 rounding moves the sub-scale refinement by up to ~2e-5.
+    np.testing.assert_allclose(b.scale[order_b], a.scale[order_a], rtol=5e-5)
     np.testing.assert_array_equal(b.level[order_b], a.level[order_a])
 
 

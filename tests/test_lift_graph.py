@@ -9,7 +9,8 @@ import torch
 
 from lift_localizer.features.keypoints import select_static
 from lift_localizer.features.lift import Lift, unpack
-from lift_localizer.features.lift_graph import PACKED_COLUMNS, graphable, static_features
+from lift_localizer.features.atlas import Atlas
+from lift_localizer.features.lift_graph import PACKED_COLUMNS, graphable, plan, static_features
 from lift_localizer.features.scale_space import Level
 from lift_localizer.synthetic import demo_views, make_texture
 
@@ -21,7 +22,7 @@ def gray():
 
 def _static(lift, gray):
     with torch.inference_mode():
-        return static_features(lift, torch.from_numpy(gray)[None, None], lift.levels_for(*gray.shape)).numpy()
+        return static_features(lift, torch.from_numpy(gray)[None, None], plan(lift, *gray.shape)).numpy()
 
 
 @pytest.mark.parametrize("conf", [{"backend": "torch", "det_conv": None}, {"backend": "auto"}, {"upright": True}])
@@ -50,9 +51,9 @@ def test_static_features_have_no_data_dependent_step():
     fails the same check."""
     lift = Lift({"max_keypoints": 100, "backend": "torch", "det_conv": None})
     image = torch.rand(1, 1, 120, 160) * 255
-    levels = lift.levels_for(120, 160)
+    atlas = plan(lift, 120, 160)
     torch._dynamo.reset()
-    out = torch.compile(lambda x: static_features(lift, x, levels), fullgraph=True, backend="eager",
+    out = torch.compile(lambda x: static_features(lift, x, atlas), fullgraph=True, backend="eager",
                         dynamic=False)(image)
     assert out.shape == (100, PACKED_COLUMNS)
     with pytest.raises(Exception, match="data-dependent|nonzero|graph break"):
@@ -66,7 +67,8 @@ def test_static_selection_pads_with_minus_infinity():
     v, u = torch.meshgrid(torch.arange(40.0), torch.arange(50.0), indexing="ij")
     bump = torch.exp(-((u - 25.3) ** 2 + (v - 20.6) ** 2) / (2 * 2.0 ** 2))
     maps = [0.5 * bump, bump, 0.5 * bump]
-    xy, s, sc, lvl = select_static(maps, levels, (40, 50), 10, 1e-3, border_ratio=0)
+    atlas = Atlas(levels)
+    xy, s, sc, lvl = select_static(atlas.pack(maps), atlas, (40, 50), 10, 1e-3, border_ratio=0)
     assert xy.shape == (10, 2) and s.shape == sc.shape == lvl.shape == (10,)
     assert torch.isfinite(sc).sum() == 1 and torch.isfinite(sc[0])
     np.testing.assert_allclose(xy[0].numpy(), [25.3, 20.6], atol=0.3)

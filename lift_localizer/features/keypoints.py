@@ -10,10 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atlas import INVALID, Atlas, atlas_for
 from .scale_space import SUPPORT_PER_SCALE, Level
 
-# Score of pixels where DET's window does not fit; finite so that interpolation never makes NaNs.
-INVALID = -1e30
 # Smallest curvature of a maximum, relative to its score (float32 rounding through resizing and DET is ~1e-6).
 FLAT_CURVATURE = 1e-4
 
@@ -72,12 +71,13 @@ def _shifted(m: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
 
 
-def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale: float, step: float | None, refine: bool,
-                          edge_limit: float):
+def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale, step, refine: bool, edge_limit: float):
     """SIFT's edge test and the parabolic refinement, elementwise on candidates.
 
     ``at(dy, dx)`` gives the score map at each candidate's (v + dy, u + dx); the same code serves
-    gathered candidates (the CPU path) and whole maps (the GPU path). Returns keep, u, v, log scale.
+    gathered candidates of one level (the CPU path; ``log_scale`` and ``step`` numbers, ``step`` None at
+    the first and last levels) and every pixel of the atlas (``select_static``; per-pixel tensors).
+    Returns keep, u, v, log scale.
     """
     fl, fr, fu, fd = at(0, -1), at(0, 1), at(-1, 0), at(1, 0)
     dxx, dyy = fl - 2 * f0 + fr, fu - 2 * f0 + fd
@@ -87,7 +87,7 @@ def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale: float, step: 
     # a constant wherever DET responds to brightness, and its rounding noise is not a keypoint.
     curved = -tr > FLAT_CURVATURE * f0.abs()
     keep = (det > 0) & curved & (tr * tr < edge_limit * det) & torch.isfinite(tr)
-    log_s = torch.full_like(f0, log_scale)
+    log_s = torch.zeros_like(f0) + log_scale   # a number, or a tensor per candidate (the atlas)
     if refine:
         if step is not None:
             log_s = log_s + step * _parabola_offset(below(), f0, above())
@@ -97,10 +97,9 @@ def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale: float, step: 
 
 
 def _level_maxima(scores: list[torch.Tensor], levels: list[Level], score_threshold: float | None,
-                  edge_threshold: float, refine: bool, dense: bool):
-    """Per level, the maxima that pass the tests, refined: tuples (x, y, scale, score, level) of
-    tensors in image pixels. ``dense``: every pixel of every level, -inf where no keypoint (shapes
-    fixed by the levels alone); else only the maxima, gathered by ``nonzero``."""
+                  edge_threshold: float, refine: bool):
+    """Per level, the maxima that pass the tests, refined and gathered by ``nonzero``: tuples
+    (x, y, scale, score, level) of tensors in image pixels."""
     thr = -math.inf if score_threshold is None else score_threshold
     edge_limit = (edge_threshold + 1) ** 2 / edge_threshold
     log_scales = [math.log2(lv.scale) for lv in levels]
@@ -116,35 +115,20 @@ def _level_maxima(scores: list[torch.Tensor], levels: list[Level], score_thresho
             if 0 <= j < len(levels):
                 neighbourhood = torch.maximum(neighbourhood, _resample(pooled[j], size))
         is_max = (cur >= neighbourhood) & (cur > thr) & (cur > INVALID / 2)
-        # Finite differences need the 8 neighbours: drop the outermost ring. (Slices, not index lists:
-        # a list would be copied from the host, which a CUDA graph cannot capture.)
-        is_max[0, :] = False
-        is_max[-1, :] = False
-        is_max[:, 0] = False
-        is_max[:, -1] = False
+        # Finite differences need the 8 neighbours: drop the outermost ring.
+        is_max[[0, -1], :] = False
+        is_max[:, [0, -1]] = False
+        v, u = torch.nonzero(is_max, as_tuple=True)
+        if len(v) == 0:
+            continue
         interior = 0 < i < len(levels) - 1
         step = (log_scales[i + 1] - log_scales[i - 1]) / 2 if interior else None
-        if dense:
-            vf, uf = torch.meshgrid(torch.arange(size[0], device=cur.device, dtype=cur.dtype),
-                                    torch.arange(size[1], device=cur.device, dtype=cur.dtype), indexing="ij")
-            keep, uf, vf, log_s = _tests_and_refinement(
-                lambda dy, dx: _shifted(cur, dy, dx), cur, uf, vf,
-                lambda: _resample(scores[i - 1], size), lambda: _resample(scores[i + 1], size),
-                log_scales[i], step, refine, edge_limit)
-            f0 = torch.where(is_max & keep, cur, torch.full_like(cur, -math.inf)).flatten()
-            uf, vf, log_s = uf.flatten(), vf.flatten(), log_s.flatten()
-        else:
-            v, u = torch.nonzero(is_max, as_tuple=True)
-            if len(v) == 0:
-                continue
-            uf, vf = u.to(cur.dtype), v.to(cur.dtype)
-            keep, uf, vf, log_s = _tests_and_refinement(
-                lambda dy, dx: cur[v + dy, u + dx], cur[v, u], uf, vf,
-                lambda: _sample_at(scores[i - 1], u.to(cur.dtype), v.to(cur.dtype), size),
-                lambda: _sample_at(scores[i + 1], u.to(cur.dtype), v.to(cur.dtype), size),
-                log_scales[i], step, refine, edge_limit)
-            f0, uf, vf, log_s = cur[v, u][keep], uf[keep], vf[keep], log_s[keep]
-        # Stay on the device until the end: one transfer instead of several per level.
+        uf, vf = u.to(cur.dtype), v.to(cur.dtype)
+        keep, uf, vf, log_s = _tests_and_refinement(
+            lambda dy, dx: cur[v + dy, u + dx], cur[v, u], uf, vf,
+            lambda: _sample_at(scores[i - 1], uf, vf, size), lambda: _sample_at(scores[i + 1], uf, vf, size),
+            log_scales[i], step, refine, edge_limit)
+        f0, uf, vf, log_s = cur[v, u][keep], uf[keep], vf[keep], log_s[keep]
         x, y = lv.to_image(uf, vf)
         out.append((x, y, torch.exp2(log_s), f0, torch.full_like(f0, i)))
     return out
@@ -158,8 +142,8 @@ def _inside(x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, image_size: tuple
 
 
 def select_static(
-    scores: list[torch.Tensor],
-    levels: list[Level],
+    cur: torch.Tensor,
+    atlas: Atlas,
     image_size: tuple[int, int],
     max_keypoints: int = 1000,
     score_threshold: float | None = None,
@@ -167,22 +151,38 @@ def select_static(
     refine: bool = True,
     border_ratio: float = SUPPORT_PER_SCALE / 2 * math.sqrt(2),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``detect`` with shapes that depend only on the levels and ``max_keypoints``, and no
-    synchronisation with the host, so that a CUDA graph can capture it.
+    """``detect`` with shapes that depend only on the levels and ``max_keypoints``, no
+    synchronisation with the host (a CUDA graph can capture it), and a few dozen operations whatever
+    the number of levels: every pixel of every level is tested at once, in the levels' ``Atlas``
+    (``atlas_for(tuple(levels), device)``: the fixed-shape plan of an image size, built outside).
+    ``cur``: the (Ha, Wa) canvas of the levels' score maps (``atlas.pack(maps)``, or one DET pass
+    over the packed levels, ``Lift.score_canvas``), INVALID where DET did not run.
 
     Returns:
         xy (K, 2), scale (K,), score (K,), level (K,) on the scores' device, best first, with
-        K = min(max_keypoints, pixels of all levels); entries past the last keypoint score -inf
+        K = min(max_keypoints, pixels of the atlas); entries past the last keypoint score -inf
         (their other values are finite but meaningless).
     """
-    if not levels:
-        raise ValueError("no levels: the image is smaller than DET's window at every scale")
-    x, y, s, sc, lvl = (torch.cat(a) for a in zip(*_level_maxima(scores, levels, score_threshold,
-                                                                 edge_threshold, refine, dense=True)))
-    # One selection over every pixel of every level; rejected pixels score -inf.
-    sc = torch.where(_inside(x, y, s, image_size, border_ratio), sc, torch.full_like(sc, -math.inf))
+    thr = -math.inf if score_threshold is None else score_threshold
+    edge_limit = (edge_threshold + 1) ** 2 / edge_threshold
+    pooled = F.max_pool2d(cur[None, None], 3, 1, 1)[0, 0]
+    minus_inf = torch.full_like(cur, -math.inf)
+    # The neighbours' 3×3 maxima on their own grids, read at each pixel's position (see _level_maxima).
+    neighbourhood = torch.maximum(pooled, torch.maximum(
+        torch.where(atlas.has_below, atlas.from_neighbour(pooled, "below"), minus_inf),
+        torch.where(atlas.has_above, atlas.from_neighbour(pooled, "above"), minus_inf)))
+    is_max = (cur >= neighbourhood) & (cur > thr) & (cur > INVALID / 2) & atlas.interior
+    keep, uf, vf, log_s = _tests_and_refinement(
+        lambda dy, dx: _shifted(cur, dy, dx), cur, atlas.u, atlas.v,
+        lambda: atlas.from_neighbour(cur, "below"), lambda: atlas.from_neighbour(cur, "above"),
+        atlas.log_scale, atlas.step, refine, edge_limit)
+    x, y = (uf + 0.5) / atlas.ratio_x - 0.5, (vf + 0.5) / atlas.ratio_y - 0.5
+    s = torch.exp2(log_s)
+    # One selection over every pixel; rejected pixels score -inf.
+    sc = torch.where(is_max & keep & _inside(x, y, s, image_size, border_ratio), cur, minus_inf).flatten()
     top, order = torch.topk(sc, min(max_keypoints, len(sc)))
-    return torch.stack([x, y], 1)[order], s[order], top, lvl[order]
+    return (torch.stack([x.flatten()[order], y.flatten()[order]], 1), s.flatten()[order], top,
+            atlas.level.flatten()[order])
 
 
 def _to_detections(xy, s, sc, lvl) -> Detections:
@@ -223,10 +223,11 @@ def detect(
         dense = scores[0].is_cuda
     args = (score_threshold, edge_threshold, refine)
     if dense:
-        xy, s, sc, lvl = select_static(scores, levels, image_size, max_keypoints, *args, border_ratio)
+        atlas = atlas_for(tuple(levels), str(scores[0].device))
+        xy, s, sc, lvl = select_static(atlas.pack(scores), atlas, image_size, max_keypoints, *args, border_ratio)
         found = torch.isfinite(sc)
         return _to_detections(xy[found], s[found], sc[found], lvl[found])
-    out = _level_maxima(scores, levels, *args, dense=False)
+    out = _level_maxima(scores, levels, *args)
     if not out:
         return Detections.empty()
     x, y, s, sc, lvl = (torch.cat(a) for a in zip(*out))

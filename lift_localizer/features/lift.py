@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..backends import make_backend
 from ..weights import LoadedNetwork, load_network, untrained_summary
 from . import ori as ori_module
 from .det import FILTER_SIZE
+from .atlas import DET_MARGIN, INVALID, Atlas
 from .keypoints import Detections, detect, pad_score_map
 from .lift_graph import CudaGraphLift, graphable
 from .patches import PatchSampler
@@ -187,16 +189,27 @@ class Lift:
         c = self.conf
         return c["score_threshold"] if c["score_threshold"] is not None else self.networks["det"].card.get("score_threshold")
 
-    def score_maps(self, image: torch.Tensor, timings: dict[str, float] | None,
-                   levels: list[Level] | None = None) -> tuple[list[torch.Tensor], list[Level]]:
-        """(1, 1, H, W) grey in [0, 255] on the device → per level a score map, and the levels
-        (default: ``levels_for`` the image's size)."""
+    def score_maps(self, image: torch.Tensor, timings: dict[str, float] | None) -> tuple[list[torch.Tensor], list[Level]]:
+        """(1, 1, H, W) grey in [0, 255] on the device → per level a score map, and the levels."""
         det = self.networks["det"]
         normalised = (image - det.mean) / det.std
-        levels = levels if levels is not None else self.levels_for(*image.shape[-2:])
+        levels = self.levels_for(*image.shape[-2:])
         with self._timed(timings, "det"):
             maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
         return maps, levels
+
+    def score_canvas(self, image: torch.Tensor, atlas: Atlas) -> torch.Tensor:
+        """(1, 1, H, W) grey in [0, 255] → the (Ha, Wa) canvas of every level's scores from ONE pass of
+        DET over the packed levels (``atlas``: ``lift_graph.plan``), INVALID where a level's own
+        window does not fit: what ``score_maps`` gives, packed, with one convolution instead of one
+        per level (for the fixed-shape path, where launches count, not the ~30 % more pixels)."""
+        det = self.networks["det"]
+        normalised = (image - det.mean) / det.std
+        # Every pixel whose window reaches a gutter is masked out below: the gutters' content is never read.
+        packed = atlas.pack([resize_level(normalised, lv)[0, 0] for lv in atlas.levels], fill=0.0, replicate_edges=False)
+        m = DET_MARGIN
+        scores = F.pad(self.backend.det(packed[None, None]), (m, m, m, m), value=INVALID)
+        return torch.where(atlas.scored, scores, torch.full_like(scores, INVALID))
 
     def detect(self, image: torch.Tensor, timings: dict[str, float]) -> Detections:
         """(1, 1, H, W) grey in [0, 255] on the device → detections."""

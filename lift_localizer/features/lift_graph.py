@@ -8,7 +8,7 @@ one wait, so ``torch.cuda.CUDAGraph`` captures all of it once per image size; ea
 copy in, one replay and one copy out (PyTorch's documented pattern: warm-up on a side stream, capture,
 replay on static tensors).
 
-    packed = static_features(lift, image, lift.levels_for(H, W))   # (K, 133): x y sigma score angle descriptor[128]
+    packed = static_features(lift, image, plan(lift, H, W))   # (K, 133): x y sigma score angle descriptor[128]
     CudaGraphLift(lift)(gray)               # → (K, 133) numpy, replayed from a graph
 """
 from __future__ import annotations
@@ -16,31 +16,36 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .atlas import Atlas, atlas_for
 from .keypoints import select_static
 from .patches import PatchSampler
-from .scale_space import Level
 
 # Columns of the packed output: x, y, sigma, score, angle, then the descriptor.
 PACKED_COLUMNS = 5 + 128
 
 
-def static_features(lift, image: torch.Tensor, levels: list[Level]) -> torch.Tensor:
+def static_features(lift, image: torch.Tensor, atlas: Atlas) -> torch.Tensor:
     """(1, 1, H, W) grey in [0, 255] on ``lift``'s device → (K, 133) float32: per keypoint x, y
     (image pixels), sigma (pixels), score, angle (radians) and the 128-D descriptor, best first;
     K = min(max_keypoints, pixels of all levels); rows past the last keypoint score -inf.
 
     The same keypoints and descriptors as ``lift(gray)`` to float rounding (tests/test_lift_graph.py),
-    with no synchronisation with the host. ``lift`` is a ``features.lift.Lift``; ``levels`` are
-    ``lift.levels_for(H, W)``, computed once per size outside (they are configuration, not data).
+    with no synchronisation with the host. ``lift`` is a ``features.lift.Lift``; ``atlas`` is
+    ``plan(lift, H, W)``: the levels and their packing, built once per size outside (configuration,
+    not data; its constants are copied from the host, which a capture cannot do).
     """
     c = lift.conf
-    maps, levels = lift.score_maps(image, None, levels)
-    xy, sigma, score, _ = select_static(maps, levels, tuple(image.shape[-2:]), int(c["max_keypoints"]),
+    xy, sigma, score, _ = select_static(lift.score_canvas(image, atlas), atlas, tuple(image.shape[-2:]), int(c["max_keypoints"]),
                                         lift.score_threshold(), float(c["edge_threshold"]), bool(c["refine"]))
     sampler = PatchSampler(image, c["patch_size"])
     angles, descriptors = lift.describe(sampler.static, xy, sigma, None)
     columns = [xy, sigma[:, None], score[:, None], angles[:, None].to(xy.dtype), descriptors.float()]
     return torch.cat(columns, 1)
+
+
+def plan(lift, height: int, width: int) -> Atlas:
+    """The fixed-shape plan of ``static_features`` at an image size: its levels, packed."""
+    return atlas_for(tuple(lift.levels_for(height, width)), str(lift.device))
 
 
 def graphable(lift, height: int, width: int) -> str | None:
@@ -61,7 +66,7 @@ class _Captured:
 
     def __init__(self, lift, height: int, width: int, warmup: int) -> None:
         device = lift.device
-        levels = lift.levels_for(height, width)
+        atlas = plan(lift, height, width)
         self.host_in = torch.empty((height, width), dtype=torch.float32).pin_memory()
         self.image = torch.zeros((1, 1, height, width), dtype=torch.float32, device=device)
         # Something to detect during the warm-up, so that every kernel (and cuDNN's choice) runs once.
@@ -73,11 +78,11 @@ class _Captured:
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.inference_mode(), torch.cuda.stream(side):
                 for _ in range(warmup):
-                    static_features(lift, self.image, levels)
+                    static_features(lift, self.image, atlas)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(self.graph):
-                self.out = static_features(lift, self.image, levels)
+                self.out = static_features(lift, self.image, atlas)
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self.host_out = torch.empty(self.out.shape, dtype=self.out.dtype).pin_memory()

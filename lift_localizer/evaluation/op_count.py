@@ -1,0 +1,93 @@
+"""PyTorch operations per frame, stage by stage, of the staged LIFT pipeline and of its fixed-shape
+form (features/lift_graph.py): on a GPU each operation is a kernel launch, and launches, not
+arithmetic, set the time of LIFT's small kernels (README, H100 table). Counted on the CPU with a
+dispatch hook, so it needs no GPU; views (slice, select, unsqueeze) count too.
+
+    python -m lift_localizer.evaluation.op_count [--preset default|fast|paper] [--size 640x480]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..features.keypoints import detect, select_static
+from ..features.lift import PRESETS, Lift, apply_preset
+from ..features.lift_graph import plan
+from ..features.patches import PatchSampler
+from ..synthetic import demo_views, make_texture
+
+
+class CountOps(TorchDispatchMode):
+    """``with CountOps() as c: ...`` → ``c.total`` PyTorch (ATen) operations, ``c.ops`` by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops.values())
+
+
+def count_stages(lift: Lift, gray: np.ndarray) -> dict[str, dict[str, int]]:
+    """Operations of DET, NMS and the patches with ORI and DESC, staged and fixed-shape."""
+    image = torch.from_numpy(np.ascontiguousarray(gray, np.float32))[None, None]
+    atlas = plan(lift, *gray.shape)
+    c = lift.conf
+    args = (int(c["max_keypoints"]), lift.score_threshold(), float(c["edge_threshold"]), bool(c["refine"]))
+    out: dict[str, dict[str, int]] = {"staged": {}, "fixed-shape": {}}
+    with torch.inference_mode():
+        with CountOps() as n:
+            maps, levels = lift.score_maps(image, None)
+        out["staged"]["det"] = n.total
+        with CountOps() as n:
+            found = detect(maps, levels, gray.shape, *args, dense=True)
+        out["staged"]["nms"] = n.total
+        xy, sigma = torch.from_numpy(found.xy), torch.from_numpy(found.scale)
+        with CountOps() as n:
+            lift.describe(PatchSampler(image, c["patch_size"]), xy, sigma, None)
+        out["staged"]["patches, ori, desc"] = n.total
+        with CountOps() as n:
+            canvas = lift.score_canvas(image, atlas)
+        out["fixed-shape"]["det"] = n.total
+        with CountOps() as n:
+            xy, sigma, _, _ = select_static(canvas, atlas, gray.shape, *args)
+        out["fixed-shape"]["nms"] = n.total
+        with CountOps() as n:
+            lift.describe(PatchSampler(image, c["patch_size"]).static, xy, sigma, None)
+        out["fixed-shape"]["patches, ori, desc"] = n.total
+    for counts in out.values():
+        counts["total"] = sum(counts.values())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.op_count", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default")
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--max-keypoints", type=int, default=1000)
+    args = p.parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    gray = demo_views(make_texture(), image_size=(h, w))[2].image.astype(np.float32)
+    # The dense DET module, as on a GPU (the CPU's exact route has other operations).
+    lift = Lift(apply_preset({"max_keypoints": args.max_keypoints, "backend": "torch", "det_conv": None}, args.preset))
+    counts = count_stages(lift, gray)
+    print(f"PyTorch operations per frame, {w}×{h}, preset {args.preset} ({len(lift.levels_for(h, w))} levels), "
+          f"{args.max_keypoints} keypoints, ORI/DESC batches of {lift.conf['batch_size']}")
+    print(f"  {'stage':20s} {'staged':>8s} {'fixed-shape':>12s}")
+    for stage in counts["staged"]:
+        print(f"  {stage:20s} {counts['staged'][stage]:8d} {counts['fixed-shape'][stage]:12d}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
