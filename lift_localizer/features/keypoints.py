@@ -126,7 +126,8 @@ def _level_maxima(scores: list[torch.Tensor], levels: list[Level], score_thresho
         uf, vf = u.to(cur.dtype), v.to(cur.dtype)
         keep, uf, vf, log_s = _tests_and_refinement(
             lambda dy, dx: cur[v + dy, u + dx], cur[v, u], uf, vf,
-            lambda: _sample_at(scores[i - 1], uf, vf, size), lambda: _sample_at(scores[i + 1], uf, vf, size),
+            lambda: _sample_at(scores[i - 1], u.to(cur.dtype), v.to(cur.dtype), size),
+            lambda: _sample_at(scores[i + 1], u.to(cur.dtype), v.to(cur.dtype), size),
             log_scales[i], step, refine, edge_limit)
         f0, uf, vf, log_s = cur[v, u][keep], uf[keep], vf[keep], log_s[keep]
         x, y = lv.to_image(uf, vf)
