@@ -113,3 +113,21 @@ def test_measured_det_route_keeps_the_fastest_exact_one(gray):
     assert lift.backend.tune_det([]) == note   # once only
     np.testing.assert_allclose(got.keypoints, ref.keypoints, atol=1e-3)
     np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4)
+
+
+def test_graphable_names_what_stands_in_the_way():
+    """On CUDA, torch and TensorRT (which enqueues on PyTorch's stream) can be captured; ONNX Runtime
+    cannot; nor can an image smaller than DET's window or an empty keypoint budget."""
+    from types import SimpleNamespace
+
+    real = Lift({"max_keypoints": 10})
+
+    def fake(backend, max_keypoints=10):
+        return SimpleNamespace(device=torch.device("cuda"), backend=SimpleNamespace(name=backend),
+                               conf={"max_keypoints": max_keypoints}, levels_for=real.levels_for)
+
+    assert graphable(fake("torch"), 480, 640) is None
+    assert graphable(fake("tensorrt"), 480, 640) is None
+    assert "onnx" in graphable(fake("onnx"), 480, 640)
+    assert "no keypoints" in graphable(fake("torch", 0), 480, 640)
+    assert "smaller than DET's window" in graphable(fake("torch"), 5, 5)

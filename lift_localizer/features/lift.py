@@ -20,7 +20,7 @@ from . import ori as ori_module
 from .det import FILTER_SIZE
 from .atlas import DET_MARGIN, INVALID, Atlas
 from .keypoints import Detections, detect, pad_score_map
-from .lift_graph import CudaGraphLift, graphable
+from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable
 from .patches import PatchSampler
 from .scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, paper_scales, resize_level
 
@@ -56,7 +56,8 @@ default_conf = {
     "det_tolerance": 0.003,
     # Run LIFT on CUDA as one CUDA graph per image size (features/lift_graph.py: no per-kernel launches
     # from Python, no waits for the device; the same features to float rounding). "auto": on CUDA with
-    # the torch back end; True: required (an error elsewhere); False: stage by stage, with stage timings.
+    # the torch or tensorrt back end, falling back to stage by stage (with a warning) where the capture
+    # fails; True: required (an error elsewhere); False: stage by stage, with stage timings.
     "cuda_graph": "auto",
     # Weights: names in lift_localizer/weights or path stems, per network.
     "weights": {"det": "det", "ori": "ori", "desc": "desc"},
@@ -135,9 +136,10 @@ class Lift:
         graph = self.conf["cuda_graph"]
         if graph not in ("auto", True, False):
             raise ValueError(f"cuda_graph {graph!r}: auto, true or false")
-        if graph is True and (self.device.type != "cuda" or self.backend.name != "torch"):
-            raise ValueError("cuda_graph needs a CUDA device and the torch back end")
-        if graph is True or (graph == "auto" and self.device.type == "cuda" and self.backend.name == "torch"):
+        can = self.device.type == "cuda" and self.backend.name in GRAPH_BACKENDS
+        if graph is True and not can:
+            raise ValueError(f"cuda_graph needs a CUDA device and a back end among {', '.join(GRAPH_BACKENDS)}")
+        if graph is True or (graph == "auto" and can):
             self.graph = CudaGraphLift(self)
 
     def tune_det(self, image: torch.Tensor) -> None:

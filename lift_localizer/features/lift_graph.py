@@ -20,6 +20,11 @@ from .atlas import Atlas, atlas_for
 from .keypoints import select_static
 from .patches import PatchSampler
 
+# Back ends whose networks run on PyTorch's current CUDA stream, so that a capture records them: torch,
+# and TensorRT (its runner enqueues on that stream; NVIDIA documents capturing execute_async_v3 once
+# an execution context has run at its shapes, which the warm-up does: DET sees one shape, the packed
+# levels, and ORI and DESC one batch of K).
+GRAPH_BACKENDS = ("torch", "tensorrt")
 # Columns of the packed output: x, y, sigma, score, angle, then the descriptor.
 PACKED_COLUMNS = 5 + 128
 
@@ -52,8 +57,8 @@ def graphable(lift, height: int, width: int) -> str | None:
     """Why ``lift`` cannot run as a CUDA graph at this size, or None when it can."""
     if lift.device.type != "cuda":
         return "CUDA graphs need a CUDA device"
-    if getattr(lift.backend, "name", "") != "torch":
-        return f"the {lift.backend.name} back end runs outside PyTorch's stream (TensorRT has its own graphs)"
+    if getattr(lift.backend, "name", "") not in GRAPH_BACKENDS:
+        return f"the {lift.backend.name} back end does not run on PyTorch's CUDA stream"
     if int(lift.conf["max_keypoints"]) == 0:
         return "no keypoints asked for"
     if not lift.levels_for(height, width):
