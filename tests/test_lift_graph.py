@@ -131,3 +131,15 @@ def test_graphable_names_what_stands_in_the_way():
     assert "onnx" in graphable(fake("onnx"), 480, 640)
     assert "no keypoints" in graphable(fake("torch", 0), 480, 640)
     assert "smaller than DET's window" in graphable(fake("torch"), 5, 5)
+
+
+def test_static_features_run_on_the_meta_device():
+    """On PyTorch's data-free "meta" device the whole fixed-shape pipeline runs from shapes alone
+    (nothing reads a value on the host) and its elementwise operations refuse tensors left on another
+    device (the host constants a GPU capture could not copy)."""
+    lift = Lift({"backend": "torch", "device": "meta", "max_keypoints": 100, "det_conv": None, "cuda_graph": False})
+    with torch.inference_mode():
+        out = static_features(lift, torch.empty(1, 1, 120, 160, device="meta"), plan(lift, 120, 160))
+    assert out.device.type == "meta" and out.shape == (100, PACKED_COLUMNS)
+    with pytest.raises(RuntimeError, match="device"):
+        torch.empty(3, device="meta") + torch.ones(3)
