@@ -143,3 +143,35 @@ def test_static_features_run_on_the_meta_device():
     assert out.device.type == "meta" and out.shape == (100, PACKED_COLUMNS)
     with pytest.raises(RuntimeError, match="device"):
         torch.empty(3, device="meta") + torch.ones(3)
+
+
+def test_lift_takes_its_graph_path_and_falls_back_when_capture_fails(gray, monkeypatch):
+    """Lift.__call__ with a graph: the packed rows become Features; a capture error (RuntimeError, as
+    PyTorch raises it) switches to the staged pipeline with a warning. A stand-in computes the rows
+    eagerly on the CPU, where no CUDA graph exists."""
+    lift = Lift({"max_keypoints": 200})
+    ref = lift(gray)
+
+    class Eager:
+        calls = 0
+
+        def __call__(self, g):
+            Eager.calls += 1
+            return _static(lift, g)
+
+    class Failing:
+        def __call__(self, g):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr("lift_localizer.features.lift.graphable", lambda *a: None)
+    lift.graph = Eager()
+    got = lift(gray)
+    assert Eager.calls == 1 and set(got.timings) == {"total"} and got.image_size == gray.shape
+    assert len(got) == len(ref)
+    d = np.linalg.norm(ref.keypoints[:, None] - got.keypoints[None], axis=2)
+    assert d.min(1).max() < 1e-4
+    lift.graph = Failing()
+    with pytest.warns(UserWarning, match="stage by stage"):
+        again = lift(gray)
+    assert lift.graph is None and "det" in again.timings
+    np.testing.assert_array_equal(again.keypoints, ref.keypoints)
