@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from ..backends import make_backend
 from ..weights import LoadedNetwork, load_network, untrained_summary
 from . import ori as ori_module
-from .det import FILTER_SIZE
 from .atlas import DET_MARGIN, INVALID, Atlas
+from .det import FILTER_SIZE
 from .keypoints import Detections, detect, pad_score_map
 from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable
 from .patches import PatchSampler
@@ -151,9 +151,12 @@ class Lift:
         self._det_tuned = True
         tune = getattr(getattr(self.backend, "det_backend", self.backend), "tune_det", None)
         if tune is not None:
-            det = self.networks["det"]
-            normalised = (image - det.mean) / det.std
+            normalised = self._det_input(image)
             tune([resize_level(normalised, lv) for lv in levels])
+
+    def _det_input(self, image: torch.Tensor) -> torch.Tensor:
+        det = self.networks["det"]
+        return (image - det.mean) / det.std
 
     def _now(self) -> float:
         # CUDA runs asynchronously: wait for it so that stage timings mean what they say.
@@ -193,8 +196,7 @@ class Lift:
 
     def score_maps(self, image: torch.Tensor, timings: dict[str, float] | None) -> tuple[list[torch.Tensor], list[Level]]:
         """(1, 1, H, W) grey in [0, 255] on the device → per level a score map, and the levels."""
-        det = self.networks["det"]
-        normalised = (image - det.mean) / det.std
+        normalised = self._det_input(image)
         levels = self.levels_for(*image.shape[-2:])
         with self._timed(timings, "det"):
             maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
@@ -205,8 +207,7 @@ class Lift:
         DET over the packed levels (``atlas``: ``lift_graph.plan``), INVALID where a level's own
         window does not fit: what ``score_maps`` gives, packed, with one convolution instead of one
         per level (for the fixed-shape path, where launches count, not the ~30 % more pixels)."""
-        det = self.networks["det"]
-        normalised = (image - det.mean) / det.std
+        normalised = self._det_input(image)
         # Every pixel whose window reaches a gutter is masked out below: the gutters' content is never read.
         packed = atlas.pack([resize_level(normalised, lv)[0, 0] for lv in atlas.levels], fill=0.0, replicate_edges=False)
         m = DET_MARGIN
