@@ -3,7 +3,7 @@ form (features/lift_graph.py): on a GPU each operation is a kernel launch, and l
 arithmetic, set the time of LIFT's small kernels (README, H100 table). Counted on the CPU with a
 dispatch hook, so it needs no GPU; views (slice, select, unsqueeze) count too.
 
-    python -m lift_localizer.evaluation.op_count [--preset default|fast|paper] [--size 640x480]
+    python -m lift_localizer.evaluation.op_count [--preset default|fast|paper] [--size 640x480] [--batch-size N]
 """
 from __future__ import annotations
 
@@ -75,11 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=tuple(PRESETS), default="default")
     p.add_argument("--size", default="640x480")
     p.add_argument("--max-keypoints", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1024, help="ORI/DESC patches per call (1024: CUDA's default)")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     gray = demo_views(make_texture(), image_size=(h, w))[2].image.astype(np.float32)
     # The dense DET module, as on a GPU (the CPU's exact route has other operations).
-    lift = Lift(apply_preset({"max_keypoints": args.max_keypoints, "backend": "torch", "det_conv": None}, args.preset))
+    lift = Lift(apply_preset({"max_keypoints": args.max_keypoints, "backend": "torch", "det_conv": None,
+                              "batch_size": args.batch_size}, args.preset))
     counts = count_stages(lift, gray)
     print(f"PyTorch operations per frame, {w}×{h}, preset {args.preset} ({len(lift.levels_for(h, w))} levels), "
           f"{args.max_keypoints} keypoints, ORI/DESC batches of {lift.conf['batch_size']}")
