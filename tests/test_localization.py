@@ -4,6 +4,7 @@ import shutil
 
 import h5py
 import numpy as np
+import torch
 import pytest
 
 from lift_localizer.geometry.camera import Camera
@@ -217,3 +218,24 @@ def test_an_upright_map_localizes_upright(room, tmp_path):
     r = localizer(query[0][0], cam)
     assert r.success, r.reason
     assert pose_error(r.T_map_camera, query[0][1])[0] < 0.1
+
+
+def test_matching_on_a_device_gives_the_same_pose_and_keeps_few_map_images(room, room_map, monkeypatch):
+    """Where LIFT runs on a GPU the localizer matches there, keeping the descriptors of the map images
+    retrieved last; the same code runs here with the CPU standing in for the GPU."""
+    import lift_localizer.localization.localizer as loc_module
+
+    cam, _, query = room
+    ref = Localizer(load_map(room_map[0], "sift"), {"max_keypoints": 400})
+    dev = Localizer(load_map(room_map[0], "sift"), {"max_keypoints": 400})
+    dev._match_device = torch.device("cpu")
+    monkeypatch.setattr(loc_module, "MAX_ON_DEVICE", 2)
+    seen = set()
+    for image, _ in query:
+        a, b = ref(image, cam), dev(image, cam)
+        assert a.success and b.success
+        np.testing.assert_allclose(b.T_map_camera, a.T_map_camera, atol=1e-9)
+        assert 0 < len(dev._on_device) <= 2
+        assert all(t.device.type == "cpu" for t in dev._on_device.values())
+        seen |= set(dev._on_device)
+    assert len(seen) > 2   # the bound was reached: older images left the device

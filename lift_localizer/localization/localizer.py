@@ -7,6 +7,7 @@ covisibility → PnP + LO-RANSAC + refinement → an accepted pose or a failure 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,8 @@ PNP_FAILED = "RANSAC found no pose"
 TOO_FEW_INLIERS = "too few inliers"
 LOW_INLIER_RATIO = "inlier ratio too low"
 UNCERTAIN = "pose too uncertain"
+# Map images whose descriptors a localizer on a GPU keeps there (~0.5 MB each: 256 MB at most).
+MAX_ON_DEVICE = 512
 
 
 @dataclass
@@ -120,7 +123,8 @@ class Localizer:
         # Where LIFT runs on a GPU, matching runs there too (on an H100 the CPU's took 16 ms a frame).
         device = torch.device(conf["device"])
         self._match_device = device if device.type == "cuda" else None
-        self._on_device: dict[int, torch.Tensor] = {}
+        # The most recently retrieved map images' descriptors, at most MAX_ON_DEVICE (~0.5 MB each).
+        self._on_device: OrderedDict[int, torch.Tensor] = OrderedDict()
         for im in map_.images:
             idx = np.flatnonzero(im.point3D_ids >= 0)
             self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
@@ -170,10 +174,7 @@ class Localizer:
         for i in images:
             idx, desc, ids = self._with3d[i]
             if device is not None:
-                # The map's descriptors go to the GPU once, when an image is first retrieved.
-                if i not in self._on_device:
-                    self._on_device[i] = torch.as_tensor(desc, device=device)
-                desc = self._on_device[i]
+                desc = self._descriptors_on_device(i, desc, device)
             m = mutual_nearest_neighbours(query, desc, self.conf["ratio"], device)
             kp.append(m[:, 0])
             pid.append(ids[m[:, 1]])
@@ -181,6 +182,17 @@ class Localizer:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         pairs = np.unique(np.stack([np.concatenate(kp), np.concatenate(pid)], 1), axis=0)
         return pairs[:, 0], pairs[:, 1]
+
+    def _descriptors_on_device(self, i: int, desc: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Map image i's descriptors on ``device``: copied when first retrieved, kept for the
+        MAX_ON_DEVICE images retrieved last (a large map would not fit in a Jetson's memory)."""
+        if i in self._on_device:
+            self._on_device.move_to_end(i)
+        else:
+            self._on_device[i] = torch.as_tensor(desc, device=device)
+            if len(self._on_device) > MAX_ON_DEVICE:
+                self._on_device.popitem(last=False)
+        return self._on_device[i]
 
     def _accept(self, est: PoseEstimate | None, num_matches: int) -> str | None:
         c = self.conf
