@@ -57,7 +57,7 @@ def test_static_features_have_no_data_dependent_step():
                         dynamic=False)(image)
     assert out.shape == (100, PACKED_COLUMNS)
     with pytest.raises(Exception, match="data-dependent|nonzero|graph break"):
-        torch.compile(lambda x: lift.detect(x, {}), fullgraph=True, backend="eager", dynamic=False)(image)
+        torch.compile(lambda x: lift.detect(x, None), fullgraph=True, backend="eager", dynamic=False)(image)
     torch._dynamo.reset()
 
 

@@ -58,6 +58,11 @@ class TorchBackend:
         """(1, 1, h, w) normalised level → (h - 24, w - 24) scores (float32)."""
         return self.det_net(level.to(self.device, self.dtype))[0, 0].float()
 
+    @property
+    def measuring(self) -> bool:
+        """True until ``tune_det`` has chosen DET's route (``det_conv="measure"``)."""
+        return bool(self._det_candidates)
+
     def tune_det(self, levels: list[torch.Tensor], repeat: int = 3) -> str:
         """With ``det_conv="measure"``: time DET over ``levels`` (normalised (1, 1, h, w) inputs) by
         each exact route and keep the fastest; a no-op otherwise, and after the first call. Returns

@@ -126,14 +126,7 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
     lift = Lift(conf)
     device = torch.device(conf.get("device", "cpu"))
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    h, w = gray.shape
-    from ..features.scale_space import make_levels, resize_level
-
-    det_net = lift.networks["det"]
-    levels = make_levels(h, w, lift.scales_for(h, w), min_size=27)
-    image = torch.from_numpy(gray).to(device)[None, None]
-    normalised = (image - det_net.mean) / det_net.std
-    level_inputs = [resize_level(normalised, lv) for lv in levels]
+    level_inputs, levels = lift.level_inputs(torch.from_numpy(gray).to(device)[None, None])
     lift(gray)   # warm-up: allocations, kernel selection, engine or graph builds
     for x in level_inputs:
         lift.backend.det(x)

@@ -150,14 +150,21 @@ class Lift:
     def tune_det(self, image: torch.Tensor) -> None:
         """Once, on the first image: let a back end that measures DET's routes (``det_conv: measure``,
         the default on CUDA) time them on this image's levels. Later calls do nothing."""
-        levels = self.levels_for(*image.shape[-2:])
-        if self._det_tuned or not levels:
+        backend = getattr(self.backend, "det_backend", self.backend)
+        if not getattr(backend, "measuring", False):
+            self._det_tuned = True   # nothing to measure: later frames skip the call
+        if self._det_tuned:
             return
-        self._det_tuned = True
-        tune = getattr(getattr(self.backend, "det_backend", self.backend), "tune_det", None)
-        if tune is not None:
-            normalised = self._det_input(image)
-            tune([resize_level(normalised, lv) for lv in levels])
+        inputs, levels = self.level_inputs(image)
+        if levels:
+            self._det_tuned = True
+            backend.tune_det(inputs)
+
+    def level_inputs(self, image: torch.Tensor) -> tuple[list[torch.Tensor], list[Level]]:
+        """(1, 1, H, W) grey in [0, 255] → DET's normalised input at each level, and the levels."""
+        normalised = self._det_input(image)
+        levels = self.levels_for(*image.shape[-2:])
+        return [resize_level(normalised, lv) for lv in levels], levels
 
     def _det_input(self, image: torch.Tensor) -> torch.Tensor:
         det = self.networks["det"]
@@ -201,10 +208,9 @@ class Lift:
 
     def score_maps(self, image: torch.Tensor, timings: dict[str, float] | None) -> tuple[list[torch.Tensor], list[Level]]:
         """(1, 1, H, W) grey in [0, 255] on the device → per level a score map, and the levels."""
-        normalised = self._det_input(image)
-        levels = self.levels_for(*image.shape[-2:])
         with self._timed(timings, "det"):
-            maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in levels]
+            inputs, levels = self.level_inputs(image)
+            maps = [pad_score_map(self.backend.det(x), lv) for x, lv in zip(inputs, levels)]
         return maps, levels
 
     def score_canvas(self, image: torch.Tensor, atlas: Atlas) -> torch.Tensor:
@@ -219,7 +225,7 @@ class Lift:
         scores = F.pad(self.backend.det(packed[None, None]), (m, m, m, m), value=INVALID)
         return torch.where(atlas.scored, scores, torch.full_like(scores, INVALID))
 
-    def detect(self, image: torch.Tensor, timings: dict[str, float]) -> Detections:
+    def detect(self, image: torch.Tensor, timings: dict[str, float] | None) -> Detections:
         """(1, 1, H, W) grey in [0, 255] on the device → detections."""
         maps, levels = self.score_maps(image, timings)
         c = self.conf

@@ -40,8 +40,9 @@ def static_features(lift, image: torch.Tensor, atlas: Atlas) -> torch.Tensor:
     not data; its constants are copied from the host, which a capture cannot do).
     """
     c = lift.conf
-    xy, sigma, score, _ = select_static(lift.score_canvas(image, atlas), atlas, tuple(image.shape[-2:]), int(c["max_keypoints"]),
-                                        lift.score_threshold(), float(c["edge_threshold"]), bool(c["refine"]))
+    xy, sigma, score, _ = select_static(lift.score_canvas(image, atlas), atlas, tuple(image.shape[-2:]),
+                                        int(c["max_keypoints"]), lift.score_threshold(), float(c["edge_threshold"]),
+                                        bool(c["refine"]))
     sampler = PatchSampler(image, c["patch_size"])
     angles, descriptors = lift.describe(sampler.static, xy, sigma, None)
     columns = [xy, sigma[:, None], score[:, None], angles[:, None].to(xy.dtype), descriptors.float()]
