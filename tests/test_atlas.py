@@ -62,12 +62,20 @@ def test_neighbour_values_are_what_interpolate_gives():
             torch.testing.assert_close(got, want, rtol=0, atol=2e-4)
 
 
-def test_one_det_pass_over_the_packed_levels_scores_every_level():
-    """Lift.score_canvas (one convolution) gives score_maps' scores (one per level), packed."""
+@pytest.mark.parametrize("det_max_hw", [None, (340, 450)])
+def test_one_det_pass_over_the_packed_levels_scores_every_level(det_max_hw):
+    """Lift.score_canvas (one convolution) gives score_maps' scores (one per level), packed; so does
+    a back end whose DET takes smaller inputs than the canvas (a TensorRT profile), level by level."""
     gray = demo_views(make_texture(), image_size=(240, 320))[2].image.astype(np.float32)
     lift = Lift({"backend": "torch", "det_conv": None})
     image = torch.from_numpy(gray)[None, None]
     atlas = plan(lift, 240, 320)
+    if det_max_hw is not None:
+        assert atlas.height > det_max_hw[0] or atlas.width > det_max_hw[1]
+        lift.backend.det_max_hw = det_max_hw
+        calls = []
+        det = lift.backend.det
+        lift.backend.det = lambda x: calls.append(x.shape) or det(x)
     with torch.inference_mode():
         maps, _ = lift.score_maps(image, None)
         canvas = lift.score_canvas(image, atlas)
@@ -76,6 +84,9 @@ def test_one_det_pass_over_the_packed_levels_scores_every_level():
     scored = want > INVALID / 2
     assert scored.sum() > 0.5 * (atlas.level >= 0).sum()
     torch.testing.assert_close(canvas[scored], want[scored], rtol=1e-5, atol=1e-5 * float(want[scored].abs().max()))
+    if det_max_hw is not None:
+        assert len(calls) == 2 * len(atlas.levels)   # score_maps' and the canvas's, each level by level
+        assert all(h <= det_max_hw[0] and w <= det_max_hw[1] for *_, h, w in calls)
 
 
 @pytest.mark.parametrize("extra_octave_below", [320, 1600])   # 13 and 21 levels at 640×480

@@ -267,6 +267,15 @@ def test_host_path_chunks_copies_and_reuses_buffers(monkeypatch, networks):
         det.run(torch.zeros(1, 1, 140, 100), 1)
 
 
+def test_det_max_hw_is_the_profile_maximum():
+    """What Lift.score_canvas compares the packed levels with (tests/test_atlas.py: level by level beyond it)."""
+    backend = object.__new__(trtb.TensorRTBackend)   # its constructor needs TensorRT; the property does not
+    backend.profiles = {"det": trtb.det_profile([(60, 80), (100, 130), (90, 140)])}
+    assert backend.det_max_hw == (100, 140)
+    backend.profiles = {"det": trtb.det_profile(trtb.DEFAULT_LEVELS_HW)}
+    assert backend.det_max_hw == (2560, 2560)
+
+
 # ---------------------------------------------------------------- a real GPU: cuda_memory
 
 

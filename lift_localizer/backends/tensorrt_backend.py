@@ -499,6 +499,11 @@ class TensorRTBackend:
             raise TensorRTError(f"{path}: TensorRT could not load the engine it just built")
         return engine
 
+    @property
+    def det_max_hw(self) -> tuple[int, int]:
+        """The largest (h, w) DET's engine takes: a larger packed canvas is scored level by level."""
+        return tuple(int(d) for d in self.profiles["det"][2][2:])
+
     def det(self, level: torch.Tensor) -> torch.Tensor:
         """(1, 1, h, w) normalised level → (h - 24, w - 24) scores (on the level's device)."""
         return self.engines["det"].run(level, 1)[0, 0]

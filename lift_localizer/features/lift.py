@@ -217,12 +217,22 @@ class Lift:
         """(1, 1, H, W) grey in [0, 255] → the (Ha, Wa) canvas of every level's scores from ONE pass of
         DET over the packed levels (``atlas``: ``lift_graph.plan``), INVALID where a level's own
         window does not fit: what ``score_maps`` gives, packed, with one convolution instead of one
-        per level (for the fixed-shape path, where launches count, not the ~30 % more pixels)."""
+        per level (for the fixed-shape path, where launches count, not the ~30 % more pixels).
+
+        A back end whose DET takes inputs up to ``det_max_hw`` only (a TensorRT engine's profile)
+        scores a larger canvas level by level, then packs the maps: still fixed shapes, so the CUDA
+        graph keeps DET instead of the whole frame falling back to the staged pipeline."""
         normalised = self._det_input(image)
-        # Every pixel whose window reaches a gutter is masked out below: the gutters' content is never read.
-        packed = atlas.pack([resize_level(normalised, lv)[0, 0] for lv in atlas.levels], fill=0.0, replicate_edges=False)
-        m = DET_MARGIN
-        scores = F.pad(self.backend.det(packed[None, None]), (m, m, m, m), value=INVALID)
+        limit = getattr(self.backend, "det_max_hw", None)
+        if limit is not None and (atlas.height > limit[0] or atlas.width > limit[1]):
+            maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in atlas.levels]
+            scores = atlas.pack(maps, fill=INVALID, replicate_edges=False)
+        else:
+            # Every pixel whose window reaches a gutter is masked out below: the gutters' content is never read.
+            packed = atlas.pack([resize_level(normalised, lv)[0, 0] for lv in atlas.levels], fill=0.0,
+                                replicate_edges=False)
+            m = DET_MARGIN
+            scores = F.pad(self.backend.det(packed[None, None]), (m, m, m, m), value=INVALID)
         return torch.where(atlas.scored, scores, torch.full_like(scores, INVALID))
 
     def detect(self, image: torch.Tensor, timings: dict[str, float] | None) -> Detections:
