@@ -239,3 +239,19 @@ def test_matching_on_a_device_gives_the_same_pose_and_keeps_few_map_images(room,
         assert all(t.device.type == "cpu" for t in dev._on_device.values())
         seen |= set(dev._on_device)
     assert len(seen) > 2   # the bound was reached: older images left the device
+
+
+def test_warm_up_extracts_a_full_budget_at_the_camera_size(room, room_map):
+    """The node's warm-up: one extraction at the camera's size that runs ORI and DESC at the batch
+    sizes real frames use (a blank image would detect nothing and warm up DET alone)."""
+    cam, _, query = room
+    localizer = Localizer(load_map(room_map[0], "lift"), {"max_keypoints": 400})
+    sizes = []
+    extract = localizer.extractor
+    localizer.extractor = lambda gray: sizes.append(gray.shape) or extract(gray)
+    assert localizer.warm_up(cam) > 0
+    assert sizes == [(cam.height, cam.width)]
+    image = loc.warm_up_image(cam.height, cam.width)
+    assert image.dtype == np.float32 and image.min() == 0 and image.max() == 255
+    assert len(extract(image)) == 400
+    assert localizer(query[0][0], cam).success   # nothing the warm-up leaves behind changes a frame

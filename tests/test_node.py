@@ -114,6 +114,9 @@ def test_poses_keypoints_and_diagnostics(running, scene):
     _, cam, query = scene
     pubs["info"].publish(camera_info(cam))
     wait_for(lambda: "camera 320×240" in node.output(), 10, "camera_info to be taken", node)
+    # Before any frame of that size: the warm-up the first frame would otherwise pay for.
+    wait_for(lambda: "warmed up at 320×240 in" in node.output(), 60, "the warm-up", node)
+    wait_for(lambda: diagnostics_values(diagnostics[-1])["warm_up"].startswith("320×240 in "), 5, "warm-up diagnostics")
     truth = {}
     for i, (image, T) in enumerate(query):
         stamp = 3 * 10**11 + i * 10**8

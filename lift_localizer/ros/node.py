@@ -90,6 +90,7 @@ class LocalizerNode(Node):
         self._camera = None
         self._camera_msg = None
         self._localizer = None
+        self._warmed = None   # (localizer, width, height) of the last warm-up
         self._reload = threading.Event()
         self._reload.set()
         self._relocalize = False
@@ -202,6 +203,7 @@ class LocalizerNode(Node):
         while not self.slot.closed:
             if self._reload.is_set():
                 self._load_map()
+            self._warm_up()
             item = self.slot.take(timeout=0.5)
             if item is None:
                 continue
@@ -242,6 +244,27 @@ class LocalizerNode(Node):
         status = f"{m.path}: {len(m.images)} images, {len(m.point_ids)} points, {m.features_name} features"
         self.stats.set_map(True, status)
         self.get_logger().info(f"map loaded in {time.perf_counter() - t:.1f} s: {status}; retrieval {retrieval}")
+
+    def _warm_up(self) -> None:
+        """Once per map and camera size, before the frames: the first frame would pay for it otherwise."""
+        with self._lock:
+            camera, localizer, wanted = self._camera, self._localizer, self.params["warm_up"]
+        if not wanted or camera is None or localizer is None:
+            return
+        key = (localizer, camera.width, camera.height)
+        if self._warmed == key:
+            return
+        self._warmed = key
+        size = f"{camera.width}×{camera.height}"
+        self.stats.set_warm_up(f"running at {size}")
+        try:
+            seconds = localizer.warm_up(camera)
+        except Exception as e:   # noqa: BLE001 — the frames still run (and say what fails); only the head start is lost
+            self.stats.set_warm_up(f"failed at {size}: {type(e).__name__}: {e}")
+            self._log_cause("warm-up", f"warm-up at {size} failed: {type(e).__name__}: {e}", error=True)
+            return
+        self.stats.set_warm_up(f"{size} in {seconds:.2f} s")
+        self.get_logger().info(f"warmed up at {size} in {seconds:.2f} s")
 
     def _process(self, msg, compressed: bool, received: float) -> None:
         t0 = time.perf_counter()

@@ -22,6 +22,7 @@ class NodeStats:
         self.last_failure = ""
         self.map_status = "no map loaded"
         self.map_ok = False
+        self.warm_up = "not yet"
         self._timings = {s: deque(maxlen=window) for s in STAGES}
         self._latency = deque(maxlen=window)
 
@@ -39,6 +40,10 @@ class NodeStats:
         with self._lock:
             self.map_ok, self.map_status = ok, status
 
+    def set_warm_up(self, status: str) -> None:
+        with self._lock:
+            self.warm_up = status
+
     def processed(self, timings: dict[str, float], latency_s: float) -> None:
         with self._lock:
             for stage in STAGES:
@@ -50,7 +55,7 @@ class NodeStats:
         """(level, message, key/value pairs)."""
         with self._lock:
             c = self.counts
-            values = [("map", self.map_status), ("frames_in", c["in"]), ("frames_dropped", dropped),
+            values = [("map", self.map_status), ("warm_up", self.warm_up), ("frames_in", c["in"]), ("frames_dropped", dropped),
                       ("frames_skipped_rate", c["skipped_rate"]), ("frames_processed", c["processed"]),
                       ("frames_localized", c["localized"]), ("frames_failed", c["failed"]),
                       ("frames_skipped_no_map", c["skipped_no_map"]),

@@ -58,6 +58,8 @@ PARAMS: tuple[Param, ...] = (
           choices=("best_effort", "reliable"), read_only=True),
     Param("qos_depth", 5, "image and camera_info queue depth", low=1, high=1000, read_only=True),
     Param("max_rate_hz", 0.0, "most images localized per second; 0: as many as the CPU/GPU allows", low=0.0, high=1000.0),
+    Param("warm_up", True, "extract once from a synthetic image when the map or the camera size changes, so the "
+          "first frame does not wait for one-off set-up (GPU: DET route measurement, CUDA graph capture)"),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics", low=0.05, high=3600.0, read_only=True),
 )
 BY_NAME = {p.name: p for p in PARAMS}
