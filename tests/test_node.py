@@ -194,8 +194,11 @@ def test_a_bad_map_keeps_the_node_up_and_a_good_one_reloads(running, scene, tmp_
     wait_for(lambda: "map not loaded" in diagnostics_values(diagnostics[-1])["map"], 20, "the map error", node)
     assert diagnostics[-1].status[0].level == b"\x02"
     send_and_wait(running, image_msg(query[1][0], 7 * 10**11), "frames_skipped_no_map")
+    warmed = node.output().count("warmed up at 320×240")
     (r,) = set_params(client, map_path=str(root / "map"))
     wait_for(lambda: "images" in diagnostics_values(diagnostics[-1])["map"], 30, "the map to reload", node)
+    # The reloaded localizer is warmed up again (the camera is already known).
+    wait_for(lambda: node.output().count("warmed up at 320×240") > warmed, 60, "the warm-up after the reload", node)
     n = len(poses)
     send_and_wait(running, image_msg(query[1][0], 8 * 10**11))
     wait_for(lambda: len(poses) > n, 5, "a pose after the reload", node)

@@ -90,7 +90,7 @@ class LocalizerNode(Node):
         self._camera = None
         self._camera_msg = None
         self._localizer = None
-        self._warmed = None   # (localizer, width, height) of the last warm-up
+        self._warmed = None   # (width, height) the loaded localizer was warmed up at
         self._reload = threading.Event()
         self._reload.set()
         self._relocalize = False
@@ -219,6 +219,7 @@ class LocalizerNode(Node):
         from ..mapping.io import MapError, load_map
 
         self._reload.clear()
+        self._warmed = None   # a new localizer (or none) has not been warmed up
         with self._lock:
             values = dict(self.params)
         path = values["map_path"]
@@ -251,7 +252,7 @@ class LocalizerNode(Node):
             camera, localizer, wanted = self._camera, self._localizer, self.params["warm_up"]
         if not wanted or camera is None or localizer is None:
             return
-        key = (localizer, camera.width, camera.height)
+        key = (camera.width, camera.height)
         if self._warmed == key:
             return
         self._warmed = key
