@@ -175,3 +175,18 @@ def test_lift_takes_its_graph_path_and_falls_back_when_capture_fails(gray, monke
         again = lift(gray)
     assert lift.graph is None and "det" in again.timings
     np.testing.assert_array_equal(again.keypoints, ref.keypoints)
+
+
+def test_with_a_graph_the_det_route_is_measured_on_the_packed_levels(gray, monkeypatch):
+    """The graph runs DET once over the packed canvas, not level by level: the route measurement on
+    the first image times that (a route fastest on 13 small inputs need not be on one large one)."""
+    lift = Lift({"max_keypoints": 200, "backend": "torch", "det_conv": "measure"})
+    monkeypatch.setattr("lift_localizer.features.lift.graphable", lambda *a: None)
+    lift.graph = lambda g: _static(lift, g)
+    shapes = []
+    tune = lift.backend.tune_det
+    lift.backend.tune_det = lambda inputs: shapes.append([tuple(x.shape) for x in inputs]) or tune(inputs)
+    assert len(lift(gray)) > 0
+    atlas = plan(lift, *gray.shape)
+    assert shapes == [[(1, 1, atlas.height, atlas.width)]]
+    assert lift.backend.det_note.startswith("measured over 1 DET input:")

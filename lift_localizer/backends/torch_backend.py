@@ -85,7 +85,7 @@ class TorchBackend:
         best = min(times, key=times.get)
         self.det_net = self._det_candidates[best]
         self._det_candidates = None
-        self.det_note = f"measured over {len(levels)} levels: " + ", ".join(
+        self.det_note = f"measured over {len(levels)} DET input{'s' if len(levels) > 1 else ''}: " + ", ".join(
             f"{k} {1000 * v:.2f} ms" for k, v in times.items()) + f" → {best}"
         return self.det_note
 

@@ -20,7 +20,7 @@ from . import ori as ori_module
 from .atlas import DET_MARGIN, INVALID, Atlas
 from .det import FILTER_SIZE
 from .keypoints import Detections, detect, pad_score_map
-from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable
+from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable, plan
 from .patches import PatchSampler
 from .scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, paper_scales, resize_level
 
@@ -156,9 +156,13 @@ class Lift:
         if self._det_tuned:
             return
         inputs, levels = self.level_inputs(image)
-        if levels:
-            self._det_tuned = True
-            backend.tune_det(inputs)
+        if not levels:
+            return
+        self._det_tuned = True
+        if self.graph is not None and graphable(self, *image.shape[-2:]) is None:
+            # The graph runs DET once over the packed levels: time the routes on what it will run.
+            inputs = [self.packed_levels(image, plan(self, *image.shape[-2:]))]
+        backend.tune_det(inputs)
 
     def level_inputs(self, image: torch.Tensor) -> tuple[list[torch.Tensor], list[Level]]:
         """(1, 1, H, W) grey in [0, 255] → DET's normalised input at each level, and the levels."""
@@ -222,18 +226,22 @@ class Lift:
         A back end whose DET takes inputs up to ``det_max_hw`` only (a TensorRT engine's profile)
         scores a larger canvas level by level, then packs the maps: still fixed shapes, so the CUDA
         graph keeps DET instead of the whole frame falling back to the staged pipeline."""
-        normalised = self._det_input(image)
         limit = getattr(self.backend, "det_max_hw", None)
         if limit is not None and (atlas.height > limit[0] or atlas.width > limit[1]):
+            normalised = self._det_input(image)
             maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in atlas.levels]
             scores = atlas.pack(maps, fill=INVALID, replicate_edges=False)
         else:
-            # Every pixel whose window reaches a gutter is masked out below: the gutters' content is never read.
-            packed = atlas.pack([resize_level(normalised, lv)[0, 0] for lv in atlas.levels], fill=0.0,
-                                replicate_edges=False)
             m = DET_MARGIN
-            scores = F.pad(self.backend.det(packed[None, None]), (m, m, m, m), value=INVALID)
+            scores = F.pad(self.backend.det(self.packed_levels(image, atlas)), (m, m, m, m), value=INVALID)
         return torch.where(atlas.scored, scores, torch.full_like(scores, INVALID))
+
+    def packed_levels(self, image: torch.Tensor, atlas: Atlas) -> torch.Tensor:
+        """(1, 1, H, W) grey in [0, 255] → (1, 1, Ha, Wa): DET's normalised input at every level, packed."""
+        normalised = self._det_input(image)
+        # Every pixel whose window reaches a gutter is masked out of the scores: the gutters' content is never read.
+        packed = atlas.pack([resize_level(normalised, lv)[0, 0] for lv in atlas.levels], fill=0.0, replicate_edges=False)
+        return packed[None, None]
 
     def detect(self, image: torch.Tensor, timings: dict[str, float] | None) -> Detections:
         """(1, 1, H, W) grey in [0, 255] on the device → detections."""
