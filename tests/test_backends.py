@@ -51,6 +51,9 @@ def test_onnx_runtime_matches_torch_per_network(exported):
         torch.testing.assert_close(ort.ori(patches), ref.ori(patches), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(ort.desc(patches), ref.desc(patches), rtol=1e-4, atol=1e-5)
     assert ort.desc(torch.zeros(0, 1, 64, 64)).shape == (0, 128)
+    # Its threads do not spin after a run: that took the cores from the PyTorch stages after it.
+    for session in ort.sessions.values():
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_netvlad_export_matches_torch(exported):
