@@ -131,3 +131,26 @@ def test_static_sampler_cuts_the_same_patches_without_waiting():
     for a in (None, angles):
         torch.testing.assert_close(sampler.static(centers, supports, a), sampler(centers, supports, a),
                                    rtol=0, atol=1e-9)
+
+
+def test_static_crops_equal_the_staged_ones_and_each_octave_only_rescales():
+    """PatchSampler.static (for CUDA graphs: every octave crops every patch) gives the staged crops bit
+    for bit, and computes the sample positions once: each further octave costs a rescale and a
+    grid_sample, not a whole crop (kernel launches on a GPU)."""
+    from lift_localizer.evaluation.op_count import CountOps
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 1, 480, 640, generator=g) * 255
+    centers = torch.rand(300, 2, generator=g) * torch.tensor([640.0, 480.0])
+    supports = torch.exp(torch.rand(300, generator=g) * 3.5) * 12
+    angles = torch.rand(300, generator=g) * 6.28
+    sampler = PatchSampler(image)
+    assert len(sampler.octaves) == 3 and len(torch.unique(sampler.octave_of(supports))) == 3
+    for a in (None, angles):
+        assert torch.equal(sampler.static(centers, supports, a), sampler(centers, supports, a))
+    with torch.inference_mode():
+        with CountOps() as one:
+            crop_patches(image, centers, supports, angles)
+        with CountOps() as static:
+            sampler.static(centers, supports, angles)
+    assert static.kernels < 2 * one.kernels, (static.kernels, one.kernels)

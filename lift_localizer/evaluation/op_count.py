@@ -1,7 +1,8 @@
 """PyTorch operations per frame, stage by stage, of the staged LIFT pipeline and of its fixed-shape
 form (features/lift_graph.py): on a GPU each operation is a kernel launch, and launches, not
 arithmetic, set the time of LIFT's small kernels (README, H100 table). Counted on the CPU with a
-dispatch hook, so it needs no GPU; views (slice, select, unsqueeze) count too.
+dispatch hook, so it needs no GPU; views (slice, select, unsqueeze) count too, and are shown
+apart: on a GPU they launch nothing.
 
     python -m lift_localizer.evaluation.op_count [--preset default|fast|paper] [--size 640x480] [--batch-size N]
 """
@@ -22,23 +23,33 @@ from ..synthetic import demo_views, make_texture
 
 
 class CountOps(TorchDispatchMode):
-    """``with CountOps() as c: ...`` → ``c.total`` PyTorch (ATen) operations, ``c.ops`` by name."""
+    """``with CountOps() as c: ...`` → ``c.total`` PyTorch (ATen) operations, ``c.ops`` by name;
+    ``c.kernels``: those that compute (not views such as slice, select, transpose, whose result
+    aliases their input: on a GPU they launch nothing)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: collections.Counter = collections.Counter()
+        self.views = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops[str(func.overloadpacket)] += 1
+        if any(r.alias_info is not None for r in func._schema.returns):
+            self.views += 1
         return func(*args, **(kwargs or {}))
 
     @property
     def total(self) -> int:
         return sum(self.ops.values())
 
+    @property
+    def kernels(self) -> int:
+        return self.total - self.views
 
-def count_stages(lift: Lift, gray: np.ndarray) -> dict[str, dict[str, int]]:
-    """Operations of DET, NMS and the patches with ORI and DESC, staged and fixed-shape."""
+
+def count_stages(lift: Lift, gray: np.ndarray, kernels: bool = False) -> dict[str, dict[str, int]]:
+    """Operations of DET, NMS and the patches with ORI and DESC, staged and fixed-shape (``kernels``:
+    only those that compute, not views)."""
     image = torch.from_numpy(np.ascontiguousarray(gray, np.float32))[None, None]
     atlas = plan(lift, *gray.shape)
     c = lift.conf
@@ -47,23 +58,23 @@ def count_stages(lift: Lift, gray: np.ndarray) -> dict[str, dict[str, int]]:
     with torch.inference_mode():
         with CountOps() as n:
             maps, levels = lift.score_maps(image, None)
-        out["staged"]["det"] = n.total
+        out["staged"]["det"] = n.kernels if kernels else n.total
         with CountOps() as n:
             found = detect(maps, levels, gray.shape, *args, dense=True)
-        out["staged"]["nms"] = n.total
+        out["staged"]["nms"] = n.kernels if kernels else n.total
         xy, sigma = torch.from_numpy(found.xy), torch.from_numpy(found.scale)
         with CountOps() as n:
             lift.describe(PatchSampler(image, c["patch_size"]), xy, sigma, None)
-        out["staged"]["patches, ori, desc"] = n.total
+        out["staged"]["patches, ori, desc"] = n.kernels if kernels else n.total
         with CountOps() as n:
             canvas = lift.score_canvas(image, atlas)
-        out["fixed-shape"]["det"] = n.total
+        out["fixed-shape"]["det"] = n.kernels if kernels else n.total
         with CountOps() as n:
             xy, sigma, _, _ = select_static(canvas, atlas, gray.shape, *args)
-        out["fixed-shape"]["nms"] = n.total
+        out["fixed-shape"]["nms"] = n.kernels if kernels else n.total
         with CountOps() as n:
             lift.describe(PatchSampler(image, c["patch_size"]).static, xy, sigma, None)
-        out["fixed-shape"]["patches, ori, desc"] = n.total
+        out["fixed-shape"]["patches, ori, desc"] = n.kernels if kernels else n.total
     for counts in out.values():
         counts["total"] = sum(counts.values())
     return out
@@ -82,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     # The dense DET module, as on a GPU (the CPU's exact route has other operations).
     lift = Lift(apply_preset({"max_keypoints": args.max_keypoints, "backend": "torch", "det_conv": None,
                               "batch_size": args.batch_size}, args.preset))
-    counts = count_stages(lift, gray)
+    counts, kernels = count_stages(lift, gray), count_stages(lift, gray, kernels=True)
     print(f"PyTorch operations per frame, {w}×{h}, preset {args.preset} ({len(lift.levels_for(h, w))} levels), "
-          f"{args.max_keypoints} keypoints, ORI/DESC batches of {lift.conf['batch_size']}")
-    print(f"  {'stage':20s} {'staged':>8s} {'fixed-shape':>12s}")
+          f"{args.max_keypoints} keypoints, ORI/DESC batches of {lift.conf['batch_size']}; "
+          "all operations (those that compute, not views)")
+    print(f"  {'stage':20s} {'staged':>12s} {'fixed-shape':>14s}")
     for stage in counts["staged"]:
-        print(f"  {stage:20s} {counts['staged'][stage]:8d} {counts['fixed-shape'][stage]:12d}")
+        cells = [f"{counts[k][stage]} ({kernels[k][stage]})" for k in ("staged", "fixed-shape")]
+        print(f"  {stage:20s} {cells[0]:>12s} {cells[1]:>14s}")
     return 0
 
 
