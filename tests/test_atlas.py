@@ -1,5 +1,7 @@
 """The packed scale space (features/atlas.py): layout, neighbour sampling, one DET pass, and what it
 saves: the fixed-shape NMS costs the same few operations whatever the number of levels."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -39,7 +41,11 @@ def test_layout_packs_every_level_once_within_gutters():
         outer = canvas[y0 - 2:y0 + lv.height + 2, x0 - 2:x0 + lv.width + 2].clone()
         outer[1:-1, 1:-1] = -1.0
         assert not (outer == i).any()
-        assert atlas.u[y0, x0 + lv.width - 1] == lv.width - 1 and atlas.v[y0 + lv.height - 1, x0] == lv.height - 1
+        corners = torch.tensor([y0 * atlas.width + x0 + lv.width - 1, (y0 + lv.height - 1) * atlas.width + x0])
+        level_of, u, v, log_scale, step, ratio_x, ratio_y = atlas.at(corners)
+        assert level_of.tolist() == [i, i] and u.tolist() == [lv.width - 1, 0] and v.tolist() == [0, lv.height - 1]
+        assert torch.allclose(log_scale, torch.tensor(math.log2(lv.scale))) and ratio_x[0] == np.float32(lv.ratio_x)
+        assert (step == 0).all() == (i in (0, len(levels) - 1))
     assert (level >= 0).sum() == area
 
 
@@ -115,3 +121,31 @@ def test_op_count_command_compares_staged_and_fixed_shape(capsys):
     assert counts["fixed-shape"]["total"] == sum(v for k, v in counts["fixed-shape"].items() if k != "total")
     assert main(["--size", "160x120", "--max-keypoints", "50"]) == 0
     assert "fixed-shape" in capsys.readouterr().out
+    with CountOps() as c:
+        x = torch.ones(10, 4)     # writes 160 bytes
+        (x[:, 1:] + 1).t()        # a view, an addition writing 120 bytes, a view
+    assert (c.total, c.kernels, c.bytes_written) == (4, 2, 280)
+
+
+def test_selection_refines_only_the_best_maxima_and_keeps_the_atlas_small():
+    """select_static tests every pixel for a scale-space maximum, then runs the edge test and the
+    refinement on the best CANDIDATES_PER_KEYPOINT × K maxima only: the same keypoints as refining
+    every maximum, unless too many candidates fail (shown with as few candidates as keypoints)."""
+    from lift_localizer.features.keypoints import CANDIDATES_PER_KEYPOINT
+
+    gray = demo_views(make_texture(), image_size=(240, 320))[2].image.astype(np.float32)
+    lift = Lift({"backend": "torch", "det_conv": None})
+    atlas = plan(lift, 240, 320)
+    with torch.inference_mode():
+        canvas = lift.score_canvas(torch.from_numpy(gray)[None, None], atlas)
+        every = select_static(canvas, atlas, (240, 320), 300, candidates=atlas.height * atlas.width)
+        default = select_static(canvas, atlas, (240, 320), 300)
+        few = select_static(canvas, atlas, (240, 320), 300, candidates=300)
+    found = torch.isfinite(every[2])
+    assert found.sum() == 300 and CANDIDATES_PER_KEYPOINT * 300 < atlas.height * atlas.width
+    for a, b in zip(every, default):
+        assert torch.equal(a, b)
+    assert torch.isfinite(few[2]).sum() < 300   # the maxima that failed the tests were not replaced
+    # Per-pixel constants: only what passes over the whole canvas need (about 28 bytes a pixel).
+    tensors = [t for t in [*vars(atlas).values(), *atlas._grids.values()] if isinstance(t, torch.Tensor)]
+    assert sum(t.numel() * t.element_size() for t in tensors) < 30 * atlas.height * atlas.width

@@ -14,6 +14,7 @@ import collections
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ..features.keypoints import detect, select_static
 from ..features.lift import PRESETS, Lift, apply_preset
@@ -25,18 +26,24 @@ from ..synthetic import demo_views, make_texture
 class CountOps(TorchDispatchMode):
     """``with CountOps() as c: ...`` → ``c.total`` PyTorch (ATen) operations, ``c.ops`` by name;
     ``c.kernels``: those that compute (not views such as slice, select, transpose, whose result
-    aliases their input: on a GPU they launch nothing)."""
+    aliases their input: on a GPU they launch nothing); ``c.bytes_written``: their outputs' bytes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: collections.Counter = collections.Counter()
         self.views = 0
+        # Bytes the computing operations write: with what they read, the memory traffic that bounds
+        # elementwise passes on a GPU (an embedded one above all).
+        self.bytes_written = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops[str(func.overloadpacket)] += 1
+        out = func(*args, **(kwargs or {}))
         if any(r.alias_info is not None for r in func._schema.returns):
             self.views += 1
-        return func(*args, **(kwargs or {}))
+        else:
+            self.bytes_written += sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
 
     @property
     def total(self) -> int:
@@ -47,9 +54,9 @@ class CountOps(TorchDispatchMode):
         return self.total - self.views
 
 
-def count_stages(lift: Lift, gray: np.ndarray, kernels: bool = False) -> dict[str, dict[str, int]]:
-    """Operations of DET, NMS and the patches with ORI and DESC, staged and fixed-shape (``kernels``:
-    only those that compute, not views)."""
+def count_stages(lift: Lift, gray: np.ndarray, what: str = "total") -> dict[str, dict[str, int]]:
+    """Operations of DET, NMS and the patches with ORI and DESC, staged and fixed-shape: ``what`` is
+    ``total``, ``kernels`` (those that compute, not views) or ``bytes_written`` (by those)."""
     image = torch.from_numpy(np.ascontiguousarray(gray, np.float32))[None, None]
     atlas = plan(lift, *gray.shape)
     c = lift.conf
@@ -58,23 +65,23 @@ def count_stages(lift: Lift, gray: np.ndarray, kernels: bool = False) -> dict[st
     with torch.inference_mode():
         with CountOps() as n:
             maps, levels = lift.score_maps(image, None)
-        out["staged"]["det"] = n.kernels if kernels else n.total
+        out["staged"]["det"] = getattr(n, what)
         with CountOps() as n:
             found = detect(maps, levels, gray.shape, *args, dense=True)
-        out["staged"]["nms"] = n.kernels if kernels else n.total
+        out["staged"]["nms"] = getattr(n, what)
         xy, sigma = torch.from_numpy(found.xy), torch.from_numpy(found.scale)
         with CountOps() as n:
             lift.describe(PatchSampler(image, c["patch_size"]), xy, sigma, None)
-        out["staged"]["patches, ori, desc"] = n.kernels if kernels else n.total
+        out["staged"]["patches, ori, desc"] = getattr(n, what)
         with CountOps() as n:
             canvas = lift.score_canvas(image, atlas)
-        out["fixed-shape"]["det"] = n.kernels if kernels else n.total
+        out["fixed-shape"]["det"] = getattr(n, what)
         with CountOps() as n:
             xy, sigma, _, _ = select_static(canvas, atlas, gray.shape, *args)
-        out["fixed-shape"]["nms"] = n.kernels if kernels else n.total
+        out["fixed-shape"]["nms"] = getattr(n, what)
         with CountOps() as n:
             lift.describe(PatchSampler(image, c["patch_size"]).static, xy, sigma, None)
-        out["fixed-shape"]["patches, ori, desc"] = n.kernels if kernels else n.total
+        out["fixed-shape"]["patches, ori, desc"] = getattr(n, what)
     for counts in out.values():
         counts["total"] = sum(counts.values())
     return out
@@ -93,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     # The dense DET module, as on a GPU (the CPU's exact route has other operations).
     lift = Lift(apply_preset({"max_keypoints": args.max_keypoints, "backend": "torch", "det_conv": None,
                               "batch_size": args.batch_size}, args.preset))
-    counts, kernels = count_stages(lift, gray), count_stages(lift, gray, kernels=True)
+    counts, kernels, written = (count_stages(lift, gray, what) for what in ("total", "kernels", "bytes_written"))
     print(f"PyTorch operations per frame, {w}×{h}, preset {args.preset} ({len(lift.levels_for(h, w))} levels), "
           f"{args.max_keypoints} keypoints, ORI/DESC batches of {lift.conf['batch_size']}; "
-          "all operations (those that compute, not views)")
-    print(f"  {'stage':20s} {'staged':>12s} {'fixed-shape':>14s}")
+          "all operations (those that compute, not views), MB they write")
+    print(f"  {'stage':20s} {'staged':>20s} {'fixed-shape':>20s}")
     for stage in counts["staged"]:
-        cells = [f"{counts[k][stage]} ({kernels[k][stage]})" for k in ("staged", "fixed-shape")]
-        print(f"  {stage:20s} {cells[0]:>12s} {cells[1]:>14s}")
+        cells = [f"{counts[k][stage]} ({kernels[k][stage]}), {written[k][stage] / 1e6:.0f} MB" for k in ("staged", "fixed-shape")]
+        print(f"  {stage:20s} {cells[0]:>20s} {cells[1]:>20s}")
     return 0
 
 
