@@ -135,8 +135,8 @@ def test_static_sampler_cuts_the_same_patches_without_waiting():
 
 def test_static_crops_equal_the_staged_ones_and_each_octave_only_rescales():
     """PatchSampler.static (for CUDA graphs: every octave crops every patch) gives the staged crops bit
-    for bit, and computes the sample positions once: each further octave costs a rescale and a
-    grid_sample, not a whole crop (kernel launches on a GPU)."""
+    for bit, and builds the patches' affines once: each further octave costs a rescale of N × 6
+    numbers, one grid and a grid_sample, not a whole crop (kernel launches on a GPU)."""
     from lift_localizer.evaluation.op_count import CountOps
 
     g = torch.Generator().manual_seed(0)
@@ -153,4 +153,9 @@ def test_static_crops_equal_the_staged_ones_and_each_octave_only_rescales():
             crop_patches(image, centers, supports, angles)
         with CountOps() as static:
             sampler.static(centers, supports, angles)
-    assert static.kernels < 2 * one.kernels, (static.kernels, one.kernels)
+    assert static.kernels <= one.kernels + 2 * 12, (static.kernels, one.kernels)   # a dozen per further octave
+    # What it writes (memory traffic, what elementwise work costs on a Jetson): per octave its grid
+    # (two numbers a sample), its crop and the selection, about 4 crops' worth, not the ~8 of
+    # normalising a grid of positions per octave.
+    crop_bytes = 300 * 64 * 64 * 4
+    assert static.bytes_written < 12 * crop_bytes, static.bytes_written / crop_bytes

@@ -13,11 +13,18 @@ import torch
 import torch.nn.functional as F
 
 
+_UNIT_GRIDS: dict = {}
+
+
 def _unit_grid(size: int, device, dtype) -> torch.Tensor:
-    """(size*size, 3) homogeneous patch coordinates in [-0.5, 0.5] (pixel centres), x fastest."""
-    t = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size - 0.5
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    return torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())], dim=1)
+    """(size*size, 3) homogeneous patch coordinates in [-0.5, 0.5] (pixel centres), x fastest.
+    Cached per size, device and dtype (constants: the warm-up before a CUDA graph capture builds them)."""
+    key = (size, str(device), dtype)
+    if key not in _UNIT_GRIDS:
+        t = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size - 0.5
+        yy, xx = torch.meshgrid(t, t, indexing="ij")
+        _UNIT_GRIDS[key] = torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())], dim=1)
+    return _UNIT_GRIDS[key]
 
 
 def crop_patches(
@@ -41,38 +48,40 @@ def crop_patches(
     """
     if len(centers) == 0:
         return image.new_zeros((0, image.shape[1], size, size))
-    pixels = patch_pixels(centers.to(image.dtype), supports, angles, size)
-    return _sample(image, _normalised(pixels, *image.shape[-2:]), size, batch_index)
+    affine = patch_affine(centers.to(image.dtype), supports, angles)
+    return _sample(image, _grid(affine, *image.shape[-2:], size), batch_index)
 
 
-def _normalised(pixels: torch.Tensor, h: int, w: int, scale: float = 1.0) -> torch.Tensor:
-    """(N, 2, S) image pixels × ``scale`` → grid_sample's [-1, 1] on an (h, w) image
-    (align_corners=False): g = (2 p + 1) / W - 1. With ``scale`` a power of two (an octave), the
-    result equals normalising the pre-scaled pixels bit for bit: the static and staged crops agree."""
-    px, py = pixels[:, 0], pixels[:, 1]
-    return torch.stack([px * (2 * scale / w) + (1 / w - 1), py * (2 * scale / h) + (1 / h - 1)], 1)
+def patch_affine(centers: torch.Tensor, supports: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
+    """(N, 2), (N,), (N,) or None → (N, 2, 3): image pixel = A · (u, v, 1) for patch coordinates
+    u, v in [-0.5, 0.5], i.e. centre + R(θ) · support · (u, v)."""
+    d = supports.to(centers.dtype)
+    if angles is None:
+        cos, sin = d, torch.zeros_like(d)
+    else:
+        cos, sin = torch.cos(angles).to(d.dtype) * d, torch.sin(angles).to(d.dtype) * d
+    return torch.stack([torch.stack([cos, -sin, centers[:, 0]], 1), torch.stack([sin, cos, centers[:, 1]], 1)], 1)
 
 
-def _sample(image: torch.Tensor, grid: torch.Tensor, size: int, batch_index: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, C, H, W), (N, 2, size*size) grid_sample coordinates → (N, C, size, size), zeros outside."""
-    n, (b, c, h, w) = grid.shape[0], image.shape
-    grid = grid.transpose(1, 2).reshape(n, size, size, 2)
+def _grid(affine: torch.Tensor, h: int, w: int, size: int, scale: float = 1.0) -> torch.Tensor:
+    """(N, 2, 3) pixel affines → (N, size, size, 2) grid_sample coordinates on an (h, w) image whose
+    pixel j is pixel j / ``scale`` of the affine's image (align_corners=False: g = (2 p + 1) / W - 1).
+    The normalisation goes into the small affine, so the grid is written once; with ``scale`` a power
+    of two (an octave) the grid equals the pre-scaled affine's bit for bit: static and staged crops agree."""
+    rows = []
+    for row, n in ((affine[:, 0], w), (affine[:, 1], h)):
+        row = row * (2 * scale / n)
+        row[:, 2].add_(1 / n - 1)
+        rows.append(row)
+    unit = _unit_grid(size, affine.device, affine.dtype)                      # (S, 3)
+    return torch.matmul(unit, torch.stack(rows, 2)).view(len(affine), size, size, 2)
+
+
+def _sample(image: torch.Tensor, grid: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, H, W), (N, size, size, 2) grid → (N, C, size, size), zeros outside."""
+    n, (b, c, h, w) = len(grid), image.shape
     source = image[:1].expand(n, c, h, w) if batch_index is None else image[batch_index]
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def patch_pixels(centers: torch.Tensor, supports: torch.Tensor, angles: torch.Tensor | None, size: int) -> torch.Tensor:
-    """(N, 2), (N,), (N,) or None → (N, 2, size*size): the image pixel (x, y) each patch sample
-    reads, as ``crop_patches`` places them."""
-    dtype, device = centers.dtype, centers.device
-    d = supports.to(dtype)
-    if angles is None:
-        zero = torch.zeros_like(d)
-        affine = torch.stack([torch.stack([d, zero, centers[:, 0]], 1), torch.stack([zero, d, centers[:, 1]], 1)], 1)
-    else:
-        cos, sin = torch.cos(angles).to(dtype) * d, torch.sin(angles).to(dtype) * d
-        affine = torch.stack([torch.stack([cos, -sin, centers[:, 0]], 1), torch.stack([sin, cos, centers[:, 1]], 1)], 1)
-    return torch.matmul(affine, _unit_grid(size, device, dtype).T)
 
 
 _BINOMIAL: dict = {}
@@ -137,12 +146,12 @@ class PatchSampler:
         indexing), for CUDA graphs: every octave crops all N patches and each keeps its own octave's.
         Costs one crop per octave (3 at 640×480), which on a GPU is cheaper than a synchronisation."""
         octave = self.octave_of(supports)
-        # The sample positions in image pixels once; each octave only rescales them (4 operations,
-        # where building its own grid took ~40: on a GPU each one is a kernel launch).
-        pixels = patch_pixels(centers, supports, angles, self.size)
+        # The patches' affines once; each octave only rescales them (a few operations on N × 6 numbers,
+        # where building its own crop took ~40: on a GPU each one is a kernel launch).
+        affine = patch_affine(centers, supports, angles)
         out = None
         for k, image in enumerate(self.octaves):
             # Octave k's pixel j is image pixel 2^k j.
-            crop = _sample(image, _normalised(pixels, *image.shape[-2:], 2.0 ** -k), self.size)
+            crop = _sample(image, _grid(affine, *image.shape[-2:], self.size, 2.0 ** -k))
             out = crop if out is None else torch.where((octave == k).view(-1, 1, 1, 1), crop, out)
         return out
