@@ -8,7 +8,13 @@ DET's GHH or DESC's pooling into the convolutions, so this is closer to the trut
 Peaks are NVIDIA's published GPU figures, the dense FP16 tensor rate being a quarter of the sparse INT8
 TOPS (sparsity doubles, INT8 doubles again over FP16); efficiencies are assumptions, printed with the
 result: the 25x25 single-channel DET convolution maps poorly onto tensor cores, DESC's 32-128 channel
-layers well. NMS, patch sampling, matching and PnP are not networks: they are not estimated here.
+layers well.
+
+The steps between the networks, as the CUDA graph runs them (``lift_graph.static_features``): DET's
+input packing, the NMS, the patch crops. They are elementwise and gathers, so per step: its
+kernels × a per-kernel cost (``KERNEL_US``, assumed: launch from a graph plus a small kernel's
+minimum) + twice the bytes its operations write (each read about once more) / bandwidth, counted
+in FP32 as PyTorch runs them (``op_count.CountOps``). Matching and PnP are not estimated.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ EFFICIENCY = {"det": 0.15, "ori": 0.4, "desc": 0.4}
 # where kernel launches and framework overhead, not the tensor cores, set the time.
 PYTORCH_H100 = {"det": 0.013, "ori": 0.0074, "desc": 0.024}
 BYTES = 2  # FP16
+# Assumed cost of one small kernel replayed from a CUDA graph on an Orin (launch and minimum duration).
+KERNEL_US = 5.0
 
 
 def count_traffic(module: torch.nn.Module, example: torch.Tensor) -> int:
@@ -80,6 +88,47 @@ def network_work(height: int, width: int, keypoints: int, preset: str = "default
     return work
 
 
+def glue_work(height: int, width: int, keypoints: int, preset: str = "default") -> dict[str, dict[str, float]]:
+    """Kernels and bytes written by the fixed-shape steps between the networks: DET's input packing
+    (``pack``), the NMS (``nms``) and the ORI and DESC patch crops with their normalisation (``crops``)."""
+    from ..features.keypoints import select_static
+    from ..features.lift_graph import plan
+    from ..features.patches import PatchSampler
+    from .op_count import CountOps
+
+    lift = Lift(apply_preset({"max_keypoints": keypoints, "backend": "torch", "det_conv": None}, preset))
+    atlas = plan(lift, height, width)
+    image = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(0)) * 255
+    c = lift.conf
+    counts = {}
+    with torch.inference_mode():
+        with CountOps() as pack:
+            lift.packed_levels(image, atlas)
+        canvas = lift.score_canvas(image, atlas)
+        with CountOps() as nms:
+            xy, sigma, _, _ = select_static(canvas, atlas, (height, width), keypoints, lift.score_threshold(),
+                                            float(c["edge_threshold"]), bool(c["refine"]))
+        sampler_ops = CountOps()
+        with sampler_ops:
+            sampler = PatchSampler(image, c["patch_size"])
+            support = sigma * 12.0
+            for angles in (None, torch.zeros_like(sigma)):
+                (sampler.static(xy, support, angles) - 0.5) / 0.25   # the crop and its normalisation
+        for name, n in (("pack", pack), ("nms", nms), ("crops", sampler_ops)):
+            counts[name] = {"kernels": float(n.kernels), "bytes": float(n.bytes_written)}
+    return counts
+
+
+def estimate_glue(work: dict[str, dict[str, float]], device: Device, kernel_us: float = KERNEL_US) -> dict:
+    """Per step: launch-bound and memory-bound parts (ms), summed."""
+    out = {}
+    for k, w in work.items():
+        launch, memory = w["kernels"] * kernel_us / 1e3, 1e3 * 2 * w["bytes"] / (device.bandwidth_gbs * 1e9)
+        out[k] = {"launch_ms": launch, "memory_ms": memory, "ms": launch + memory}
+    out["steps"] = {"ms": sum(v["ms"] for v in out.values())}
+    return out
+
+
 def estimate(work: dict[str, dict[str, float]], device: Device, efficiency: dict[str, float] = EFFICIENCY) -> dict:
     """Per stage: compute-bound and memory-bound times (ms), the larger one, and which bound it."""
     out = {}
@@ -101,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     work = network_work(h, w, args.keypoints, args.preset)
+    glue = glue_work(h, w, args.keypoints, args.preset)
     print(f"LIFT networks at {w}x{h}, preset {args.preset} ({work['det']['levels']} DET levels), {args.keypoints} "
           f"keypoints; FP16; efficiency assumed (fraction of the tensor peak): "
           + ", ".join(f"{k.upper()} {v:g}" for k, v in EFFICIENCY.items()))
@@ -116,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"memory {e['memory_ms']:.2f} ms)")
         print(f"  networks {est['networks']['ms']:.1f} ms, {1000 / est['networks']['ms']:.0f} frames/s before NMS, "
               "patches, matching and PnP")
+        steps = estimate_glue(glue, device)
+        print("  between the networks (" + ", ".join(
+            f"{k} {glue[k]['kernels']:.0f} kernels, {glue[k]['bytes'] / 1e6:.0f} MB: {steps[k]['ms']:.2f} ms"
+            for k in ("pack", "nms", "crops")) + f"; {KERNEL_US:g} µs a kernel assumed)")
+        total = est["networks"]["ms"] + steps["steps"]["ms"]
+        print(f"  LIFT {total:.1f} ms, {1000 / total:.0f} frames/s before matching and PnP")
         slow = estimate(work, device, PYTORCH_H100)
         print(f"  at the fractions of peak PyTorch reached on the H100 (pessimistic): networks {slow['networks']['ms']:.0f} ms ("
               + ", ".join(f"{k.upper()} {slow[k]['ms']:.1f}" for k in ("det", "ori", "desc")) + ")")

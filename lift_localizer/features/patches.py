@@ -121,6 +121,7 @@ class PatchSampler:
             if min(prev.shape[-2:]) < 2 * size:
                 break
             self.octaves.append(blur_downsample(prev))
+        self._canvas: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def octave_of(self, supports: torch.Tensor) -> torch.Tensor:
         """(N,) supports in image pixels → (N,) the octave each patch is cut from."""
@@ -142,16 +143,56 @@ class PatchSampler:
 
     def static(self, centers: torch.Tensor, supports: torch.Tensor,
                angles: torch.Tensor | None = None) -> torch.Tensor:
-        """The same patches as ``__call__`` without waiting for the device (no ``unique``, no boolean
-        indexing), for CUDA graphs: every octave crops all N patches and each keeps its own octave's.
-        Costs one crop per octave (3 at 640×480), which on a GPU is cheaper than a synchronisation."""
+        """The patches of ``__call__`` without waiting for the device (no ``unique``, no boolean
+        indexing), for CUDA graphs: the octaves are packed into one canvas, 2 zero pixels apart, and
+        every patch is sampled from it through its own octave's scale and offset: one grid and one
+        ``grid_sample`` for all patches. Equal to ``__call__`` to float rounding for patches that lie
+        inside the image (what ``select_static``'s border test keeps; a patch reaching out of its
+        image further than one pixel would read the neighbouring octave instead of zeros)."""
         octave = self.octave_of(supports)
-        # The patches' affines once; each octave only rescales them (a few operations on N × 6 numbers,
-        # where building its own crop took ~40: on a GPU each one is a kernel launch).
+        canvas, table = self._packed()
+        t = table[octave]                                   # (N, 4): scale and offset in x, then in y
         affine = patch_affine(centers, supports, angles)
-        out = None
-        for k, image in enumerate(self.octaves):
-            # Octave k's pixel j is image pixel 2^k j.
-            crop = _sample(image, _grid(affine, *image.shape[-2:], self.size, 2.0 ** -k))
-            out = crop if out is None else torch.where((octave == k).view(-1, 1, 1, 1), crop, out)
-        return out
+        rows = []
+        for i, axis in ((0, 0), (1, 2)):
+            row = affine[:, i] * t[:, axis:axis + 1]
+            row[:, 2].add_(t[:, axis + 1])
+            rows.append(row)
+        unit = _unit_grid(self.size, affine.device, affine.dtype)
+        grid = torch.matmul(unit, torch.stack(rows, 2)).view(len(affine), self.size, self.size, 2)
+        return _sample(canvas, grid)
+
+    def _packed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, C, Hc, Wc) canvas of the octaves and the (octaves, 4) table mapping image pixels to its
+        grid_sample coordinates (built once per frame; the table once per image size)."""
+        if self._canvas is None:
+            base = self.octaves[0]
+            corners, (hc, wc), table = _octave_layout(tuple(tuple(o.shape[-2:]) for o in self.octaves),
+                                                      base.device, base.dtype)
+            canvas = base.new_zeros((1, base.shape[1], hc, wc))
+            for o, (x0, y0) in zip(self.octaves, corners):
+                canvas[:, :, y0:y0 + o.shape[-2], x0:x0 + o.shape[-1]] = o[:1]
+            self._canvas = (canvas, table)
+        return self._canvas
+
+
+_LAYOUTS: dict = {}
+
+
+def _octave_layout(shapes: tuple[tuple[int, int], ...], device, dtype, gutter: int = 2):
+    """Octave 0 at the canvas's top left, the others stacked to its right, ``gutter`` zero pixels
+    apart: their corners, the canvas size and, per octave, (2f / Wc, (2 x0 + 1) / Wc - 1, 2f / Hc,
+    (2 y0 + 1) / Hc - 1) with f = 2^-k, so that image pixel p is at grid coordinate p · scale + offset.
+    Cached (a constant: the warm-up before a CUDA graph capture builds it)."""
+    key = (shapes, str(device), dtype)
+    if key not in _LAYOUTS:
+        (h0, w0), rest = shapes[0], shapes[1:]
+        corners, y = [(0, 0)], 0
+        for h, _ in rest:
+            corners.append((w0 + gutter, y))
+            y += h + gutter
+        hc, wc = max(h0, y), w0 + (gutter + rest[0][1] if rest else 0)
+        rows = [[2 * 2.0 ** -k / wc, (2 * x0 + 1) / wc - 1, 2 * 2.0 ** -k / hc, (2 * y0 + 1) / hc - 1]
+                for k, (x0, y0) in enumerate(corners)]
+        _LAYOUTS[key] = (corners, (hc, wc), torch.tensor(rows, dtype=dtype, device=device))
+    return _LAYOUTS[key]
