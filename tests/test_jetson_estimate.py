@@ -29,3 +29,17 @@ def test_network_work_scales_with_keypoints_and_levels():
     assert b["desc"]["macs"] == pytest.approx(2 * a["desc"]["macs"]) and b["det"]["macs"] == a["det"]["macs"]
     paper = je.network_work(240, 320, 100, "paper")
     assert paper["det"]["levels"] > a["det"]["levels"] and paper["det"]["macs"] > a["det"]["macs"]
+
+
+def test_steps_between_the_networks_are_counted_and_estimated():
+    """DET's input packing, the NMS and the crops, as the CUDA graph runs them: kernels and bytes
+    from the dispatch hook, time = kernels × KERNEL_US + 2 × bytes / bandwidth."""
+    glue = je.glue_work(240, 320, 200)
+    assert set(glue) == {"pack", "nms", "crops"}
+    assert all(v["kernels"] > 0 and v["bytes"] > 0 for v in glue.values())
+    more = je.glue_work(240, 320, 400)
+    assert more["crops"]["bytes"] > 1.5 * glue["crops"]["bytes"]      # crops scale with the keypoints
+    assert more["pack"] == glue["pack"]                                  # the packing does not
+    dev = je.Device("toy", tensor_fp16_tmacs=1.0, bandwidth_gbs=100.0, source="test")
+    est = je.estimate_glue({"nms": {"kernels": 100, "bytes": 1e8}}, dev, kernel_us=5.0)
+    assert est["nms"]["ms"] == pytest.approx(0.5 + 2.0) and est["steps"]["ms"] == pytest.approx(2.5)
