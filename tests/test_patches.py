@@ -162,3 +162,23 @@ def test_static_crops_cost_one_crop_whatever_the_octaves():
     crop_bytes = 300 * 64 * 64 * 4
     # Its grid (two numbers a sample), the crop, and the canvas (once per frame): not 3 grids and crops.
     assert static.bytes_written < 5 * crop_bytes, static.bytes_written / crop_bytes
+
+
+def test_constants_cached_during_inference_serve_training():
+    """The crops' cached constants (unit grid, blur kernel, octave layout) are first built wherever a
+    crop runs first, often under torch.inference_mode (extraction); training must still back-propagate
+    through crops that reuse them (an inference tensor cannot be saved for backward)."""
+    import lift_localizer.features.patches as patches
+
+    for cache in (patches._UNIT_GRIDS, patches._BINOMIAL, patches._LAYOUTS):
+        cache.clear()
+    image = torch.rand(1, 1, 200, 200, generator=torch.Generator().manual_seed(0))
+    supports = torch.tensor([40.0, 150.0])
+    with torch.inference_mode():
+        sampler = PatchSampler(image)
+        sampler(torch.tensor([[100.0, 100.0]] * 2), supports)
+        sampler.static(torch.tensor([[100.0, 100.0]] * 2), supports)
+    for crop in ("__call__", "static"):
+        centers = torch.tensor([[100.0, 100.0]] * 2, requires_grad=True)
+        getattr(PatchSampler(image), crop)(centers, supports).sum().backward()
+        assert centers.grad is not None and torch.isfinite(centers.grad).all()

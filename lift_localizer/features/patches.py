@@ -21,10 +21,21 @@ def _unit_grid(size: int, device, dtype) -> torch.Tensor:
     Cached per size, device and dtype (constants: the warm-up before a CUDA graph capture builds them)."""
     key = (size, str(device), dtype)
     if key not in _UNIT_GRIDS:
-        t = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size - 0.5
-        yy, xx = torch.meshgrid(t, t, indexing="ij")
-        _UNIT_GRIDS[key] = torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())], dim=1)
+        _UNIT_GRIDS[key] = _constant(lambda: _make_unit_grid(size, device, dtype))
     return _UNIT_GRIDS[key]
+
+
+def _constant(make):
+    """A cached constant, built as a normal tensor even inside ``torch.inference_mode`` (an inference
+    tensor could not be saved for backward when training later uses the same constant)."""
+    with torch.inference_mode(False):
+        return make()
+
+
+def _make_unit_grid(size: int, device, dtype) -> torch.Tensor:
+    t = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size - 0.5
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx.flatten())], dim=1)
 
 
 def crop_patches(
@@ -92,7 +103,7 @@ def _binomial(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     # warm-up run before a capture creates it.
     key = (str(device), dtype)
     if key not in _BINOMIAL:
-        _BINOMIAL[key] = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=dtype, device=device) / 16
+        _BINOMIAL[key] = _constant(lambda: torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=dtype, device=device) / 16)
     return _BINOMIAL[key]
 
 
@@ -194,5 +205,5 @@ def _octave_layout(shapes: tuple[tuple[int, int], ...], device, dtype, gutter: i
         hc, wc = max(h0, y), w0 + (gutter + rest[0][1] if rest else 0)
         rows = [[2 * 2.0 ** -k / wc, (2 * x0 + 1) / wc - 1, 2 * 2.0 ** -k / hc, (2 * y0 + 1) / hc - 1]
                 for k, (x0, y0) in enumerate(corners)]
-        _LAYOUTS[key] = (corners, (hc, wc), torch.tensor(rows, dtype=dtype, device=device))
+        _LAYOUTS[key] = (corners, (hc, wc), _constant(lambda: torch.tensor(rows, dtype=dtype, device=device)))
     return _LAYOUTS[key]
