@@ -84,8 +84,14 @@ def _grid(affine: torch.Tensor, h: int, w: int, size: int, scale: float = 1.0) -
         row = row * (2 * scale / n)
         row[:, 2].add_(1 / n - 1)
         rows.append(row)
+    return _affine_grid(torch.stack(rows, 1), size)
+
+
+def _affine_grid(affine: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 2, 3) affines in grid_sample's coordinates → (N, size, size, 2) grid, a strided view of
+    the (N, 2, size²) product (grid_sample reads strides: no transposing copy of the grid)."""
     unit = _unit_grid(size, affine.device, affine.dtype)                      # (S, 3)
-    return torch.matmul(unit, torch.stack(rows, 2)).view(len(affine), size, size, 2)
+    return torch.matmul(affine, unit.T).transpose(1, 2).unflatten(1, (size, size))
 
 
 def _sample(image: torch.Tensor, grid: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,9 +175,7 @@ class PatchSampler:
             row = affine[:, i] * t[:, axis:axis + 1]
             row[:, 2].add_(t[:, axis + 1])
             rows.append(row)
-        unit = _unit_grid(self.size, affine.device, affine.dtype)
-        grid = torch.matmul(unit, torch.stack(rows, 2)).view(len(affine), self.size, self.size, 2)
-        return _sample(canvas, grid)
+        return _sample(canvas, _affine_grid(torch.stack(rows, 1), self.size))
 
     def _packed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, C, Hc, Wc) canvas of the octaves and the (octaves, 4) table mapping image pixels to its
