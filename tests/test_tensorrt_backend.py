@@ -251,7 +251,8 @@ def test_host_path_chunks_copies_and_reuses_buffers(monkeypatch, networks):
     desc = trtb._EngineRunner(_FakeEngine(networks["desc"].module, NAMES["desc"], profile), "desc", profile, api)
     patches = torch.randn(70, 1, 64, 64, generator=g)
     out = desc.run(patches, 32)
-    assert desc.context.batches == [32, 32, 6]
+    assert desc.context.batches == [32, 32, 32]   # one shape for every call: the last padded with zeros
+    assert out.shape == (70, 128)
     with torch.no_grad():
         torch.testing.assert_close(out, networks["desc"].module(patches), rtol=1e-5, atol=1e-5)
     allocated = api.allocations
@@ -265,6 +266,14 @@ def test_host_path_chunks_copies_and_reuses_buffers(monkeypatch, networks):
         torch.testing.assert_close(det.run(level, 1), networks["det"].module(level), rtol=1e-5, atol=1e-5)
     with pytest.raises(trtb.TensorRTError, match="outside the engine's profile"):
         det.run(torch.zeros(1, 1, 140, 100), 1)
+
+
+@pytest.mark.parametrize("n,chunk,want", [(10, 1024, (1, 10)), (1024, 1024, (1, 1024)), (2000, 1024, (2, 1024)),
+                                          (1500, 1024, (2, 768)), (1025, 1024, (2, 544)), (70, 32, (3, 32))])
+def test_more_rows_than_a_batch_run_in_equal_aligned_batches(n, chunk, want):
+    count, size = trtb.equal_chunks(n, chunk)
+    assert (count, size) == want and count * size >= n and size <= chunk
+    assert count == 1 or size % 32 == 0
 
 
 def test_det_max_hw_is_the_profile_maximum():

@@ -340,44 +340,56 @@ class _EngineRunner:
             raise TensorRTError(f"{self.name}: execute_async_v3 failed (see TensorRT's log)")
 
     def run(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
-        """(N, ...) float32 → (N, ...) output, in batches of at most ``chunk``; on x's device."""
+        """(N, ...) float32 → (N, ...) output, in batches of at most ``chunk``; on x's device. More
+        than ``chunk`` rows run as equal batches (zero rows pad the last), so that every call of a
+        frame has one shape: a CUDA graph can then capture them all."""
         x = x.to(torch.float32).contiguous()
+        n = len(x)
+        count, size = equal_chunks(n, chunk)
+        if count * size > n:
+            x = torch.cat([x, x.new_zeros((count * size - n, *x.shape[1:]))])
         if x.is_cuda:
-            return self._run_cuda(x, chunk)
-        if self.api is None:  # no cuda-python/pycuda: let torch move the data
-            return self._run_cuda(x.cuda(), chunk).cpu()
-        return self._run_host(x, chunk)
+            out = self._run_cuda(x, size)
+        elif self.api is None:  # no cuda-python/pycuda: let torch move the data
+            out = self._run_cuda(x.cuda(), size).cpu()
+        else:
+            out = self._run_host(x, size)
+        return out[:n]
 
-    def _run_cuda(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    def _run_cuda(self, x: torch.Tensor, size: int) -> torch.Tensor:
         # Zero copy: TensorRT reads and writes torch's memory, on torch's stream.
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        out = None
-        for i in range(0, len(x), chunk):
-            part = x[i:i + chunk]
-            shape = self._set_shape(tuple(part.shape))
-            if out is None:
-                out = torch.empty((len(x), *shape[1:]), dtype=torch.float32, device=x.device)
-            self._enqueue(part.data_ptr(), out[i:i + len(part)].data_ptr(), stream)
+        shape = self._set_shape((size, *x.shape[1:]))
+        out = torch.empty((len(x), *shape[1:]), dtype=torch.float32, device=x.device)
+        for i in range(0, len(x), size):
+            self._enqueue(x[i:i + size].data_ptr(), out[i:i + size].data_ptr(), stream)
         return out
 
-    def _run_host(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    def _run_host(self, x: torch.Tensor, size: int) -> torch.Tensor:
         n = len(x)
         host_in = self.host_in.view(tuple(x.shape), np.float32)
         np.copyto(host_in, x.numpy())
         dev_in = self.dev_in.ensure(host_in.nbytes)
         self.stream.upload(dev_in, host_in)
-        row_in = host_in.nbytes // n
-        host_out = dev_out = row_out = None
-        for i in range(0, n, chunk):
-            shape = self._set_shape((min(chunk, n - i), *x.shape[1:]))
-            if host_out is None:
-                host_out = self.host_out.view((n, *shape[1:]), np.float32)
-                dev_out = self.dev_out.ensure(host_out.nbytes)
-                row_out = host_out.nbytes // n
+        shape = self._set_shape((size, *x.shape[1:]))
+        host_out = self.host_out.view((n, *shape[1:]), np.float32)
+        dev_out = self.dev_out.ensure(host_out.nbytes)
+        row_in, row_out = host_in.nbytes // n, host_out.nbytes // n
+        for i in range(0, n, size):
             self._enqueue(dev_in + i * row_in, dev_out + i * row_out, self.stream.handle)
         self.stream.download(host_out, dev_out)
         self.stream.synchronize()
         return torch.from_numpy(host_out.copy())  # the pinned buffer is reused by the next call
+
+
+def equal_chunks(n: int, chunk: int, align: int = 32) -> tuple[int, int]:
+    """How to run n rows in batches of at most ``chunk``: (count, size), all batches of one size. One
+    batch of n when n ≤ chunk; else the fewest batches, each a multiple of ``align`` rows (a multiple
+    of 32 keeps every batch's output 256-byte aligned, as TensorRT wants; ``chunk`` is one too)."""
+    if n <= chunk:
+        return 1, n
+    count = -(-n // chunk)
+    return count, min(chunk, -(-n // (count * align)) * align)
 
 
 def _device_info(api: cuda_memory.CudaApi | None) -> tuple[str, tuple[int, int]]:
