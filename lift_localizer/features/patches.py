@@ -60,7 +60,9 @@ def crop_patches(
     if len(centers) == 0:
         return image.new_zeros((0, image.shape[1], size, size))
     affine = patch_affine(centers.to(image.dtype), supports, angles)
-    return _sample(image, _grid(affine, *image.shape[-2:], size), batch_index)
+    h, w = image.shape[-2:]
+    # Image pixel p → grid_sample's [-1, 1] (align_corners=False): g = (2 p + 1) / W - 1.
+    return _sample(image, _grid(affine, 2 / w, 1 / w - 1, 2 / h, 1 / h - 1, size), batch_index)
 
 
 def patch_affine(centers: torch.Tensor, supports: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
@@ -74,15 +76,14 @@ def patch_affine(centers: torch.Tensor, supports: torch.Tensor, angles: torch.Te
     return torch.stack([torch.stack([cos, -sin, centers[:, 0]], 1), torch.stack([sin, cos, centers[:, 1]], 1)], 1)
 
 
-def _grid(affine: torch.Tensor, h: int, w: int, size: int, scale: float = 1.0) -> torch.Tensor:
-    """(N, 2, 3) pixel affines → (N, size, size, 2) grid_sample coordinates on an (h, w) image whose
-    pixel j is pixel j / ``scale`` of the affine's image (align_corners=False: g = (2 p + 1) / W - 1).
-    The normalisation goes into the small affine, so the grid is written once; with ``scale`` a power
-    of two (an octave) the grid equals the pre-scaled affine's bit for bit: static and staged crops agree."""
+def _grid(affine: torch.Tensor, scale_x, offset_x, scale_y, offset_y, size: int) -> torch.Tensor:
+    """(N, 2, 3) pixel affines → (N, size, size, 2) grid_sample coordinates g = p · scale + offset per
+    axis (numbers, or (N, 1) scales and (N,) offsets: one per patch). The mapping goes into the small
+    affine, so the grid itself is written once."""
     rows = []
-    for row, n in ((affine[:, 0], w), (affine[:, 1], h)):
-        row = row * (2 * scale / n)
-        row[:, 2].add_(1 / n - 1)
+    for i, scale, offset in ((0, scale_x, offset_x), (1, scale_y, offset_y)):
+        row = affine[:, i] * scale
+        row[:, 2].add_(offset)
         rows.append(row)
     return _affine_grid(torch.stack(rows, 1), size)
 
@@ -170,12 +171,7 @@ class PatchSampler:
         canvas, table = self._packed()
         t = table[octave]                                   # (N, 4): scale and offset in x, then in y
         affine = patch_affine(centers, supports, angles)
-        rows = []
-        for i, axis in ((0, 0), (1, 2)):
-            row = affine[:, i] * t[:, axis:axis + 1]
-            row[:, 2].add_(t[:, axis + 1])
-            rows.append(row)
-        return _sample(canvas, _affine_grid(torch.stack(rows, 1), self.size))
+        return _sample(canvas, _grid(affine, t[:, 0:1], t[:, 1], t[:, 2:3], t[:, 3], self.size))
 
     def _packed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, C, Hc, Wc) canvas of the octaves and the (octaves, 4) table mapping image pixels to its
