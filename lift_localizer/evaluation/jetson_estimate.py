@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..features.lift import PRESETS, Lift, apply_preset
-from ..features.scale_space import make_levels
+from ..features.scale_space import SUPPORT_PER_SCALE, make_levels
 from .benchmark import count_macs
 
 
@@ -111,7 +111,7 @@ def glue_work(height: int, width: int, keypoints: int, preset: str = "default") 
         sampler_ops = CountOps()
         with sampler_ops:
             sampler = PatchSampler(image, c["patch_size"])
-            support = sigma * 12.0
+            support = sigma * SUPPORT_PER_SCALE
             for angles in (None, torch.zeros_like(sigma)):
                 (sampler.static(xy, support, angles) - 0.5) / 0.25   # the crop and its normalisation
         for name, n in (("pack", pack), ("nms", nms), ("crops", sampler_ops)):

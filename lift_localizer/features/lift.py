@@ -155,13 +155,15 @@ class Lift:
             self._det_tuned = True   # nothing to measure: later frames skip the call
         if self._det_tuned:
             return
-        inputs, levels = self.level_inputs(image)
-        if not levels:
+        h, w = image.shape[-2:]
+        if not self.levels_for(h, w):
             return
         self._det_tuned = True
-        if self.graph is not None and graphable(self, *image.shape[-2:]) is None:
+        if self.graph is not None and graphable(self, h, w) is None:
             # The graph runs DET once over the packed levels: time the routes on what it will run.
-            inputs = [self.packed_levels(image, plan(self, *image.shape[-2:]))]
+            inputs = [self.packed_levels(image, plan(self, h, w))]
+        else:
+            inputs, _ = self.level_inputs(image)
         backend.tune_det(inputs)
 
     def level_inputs(self, image: torch.Tensor) -> tuple[list[torch.Tensor], list[Level]]:
