@@ -230,8 +230,7 @@ class Lift:
         graph keeps DET instead of the whole frame falling back to the staged pipeline."""
         limit = getattr(self.backend, "det_max_hw", None)
         if limit is not None and (atlas.height > limit[0] or atlas.width > limit[1]):
-            normalised = self._det_input(image)
-            maps = [pad_score_map(self.backend.det(resize_level(normalised, lv)), lv) for lv in atlas.levels]
+            maps, _ = self.score_maps(image, None)   # the atlas's levels are levels_for(H, W)
             scores = atlas.pack(maps, fill=INVALID, replicate_edges=False)
         else:
             m = DET_MARGIN
