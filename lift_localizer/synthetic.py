@@ -1,7 +1,8 @@
 """Synthetic posed images the project makes itself: a textured plane seen from known cameras.
 
 The texture is drawn procedurally (shapes, lines and text at many scales), so the demo and tests
-need no downloaded or licensed images, and every view comes with its exact homography.
+need no downloaded or licensed images, and every view comes with its exact homography. Also the
+texture a localizer warms up on (``warm_up_image``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,17 @@ def make_texture(size: int = 1024, seed: int = 0) -> np.ndarray:
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.8, 3)),
                     int(rng.integers(0, 256)), int(rng.integers(1, 5)), cv2.LINE_AA)
     return cv2.GaussianBlur(img, (0, 0), 0.8)
+
+
+def warm_up_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(H, W) float32 grey texture with blobs at every scale, so that a warm-up detects a full
+    keypoint budget and runs ORI and DESC at the batch sizes real frames use."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width), np.float32)
+    for sigma in (1.0, 2.0, 4.0, 8.0, 16.0):
+        image += cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), sigma) * sigma
+    image -= image.min()
+    return image * np.float32(255.0 / max(float(image.max()), 1e-6))
 
 
 def rotation(rx: float, ry: float, rz: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from lift_localizer.localization.localizer import Localizer, covisibility_cluste
 from lift_localizer.mapping.build import MapBuildError, build_map, select_pairs
 from lift_localizer.mapping.frames import Frame
 from lift_localizer.mapping.io import MAP_FORMAT_VERSION, MapError, load_map
-from lift_localizer.synthetic import look_at, room_sequence
+from lift_localizer.synthetic import look_at, room_sequence, warm_up_image
 
 pytest.importorskip("pycolmap")
 
@@ -251,7 +251,7 @@ def test_warm_up_extracts_a_full_budget_at_the_camera_size(room, room_map):
     localizer.extractor = lambda gray: sizes.append(gray.shape) or extract(gray)
     assert localizer.warm_up(cam) > 0
     assert sizes == [(cam.height, cam.width)]
-    image = loc.warm_up_image(cam.height, cam.width)
+    image = warm_up_image(cam.height, cam.width)
     assert image.dtype == np.float32 and image.min() == 0 and image.max() == 255
     assert len(extract(image)) == 400
     assert localizer(query[0][0], cam).success   # nothing the warm-up leaves behind changes a frame

@@ -10,7 +10,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
@@ -18,6 +17,7 @@ from ..features.extractors import make_extractor
 from ..features.image import to_gray
 from ..features.lift import Features
 from ..geometry.camera import Camera
+from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
 from .absolute_pose import PoseEstimate, default_solver, estimate_pose
 from .matching import mutual_nearest_neighbours
@@ -80,17 +80,6 @@ class LocalizationResult:
     @property
     def inlier_ratio(self) -> float:
         return self.num_inliers / self.num_matches if self.num_matches else 0.0
-
-
-def warm_up_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """(H, W) float32 grey texture with blobs at every scale, so that a warm-up detects a full
-    keypoint budget and runs ORI and DESC at the batch sizes real frames use."""
-    rng = np.random.default_rng(seed)
-    image = np.zeros((height, width), np.float32)
-    for sigma in (1.0, 2.0, 4.0, 8.0, 16.0):
-        image += cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), sigma) * sigma
-    image -= image.min()
-    return image * np.float32(255.0 / max(float(image.max()), 1e-6))
 
 
 def covisibility_clusters(map_: Map, ranked: np.ndarray, min_shared: int) -> list[np.ndarray]:
