@@ -1,14 +1,15 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
-from lift_localizer.features.det import DET, analytic_init
+from lift_localizer.features.det import DET, START_SIGMA_FACTOR, analytic_init
 from lift_localizer.features.lift import Lift
 from safetensors.torch import load_file
 
 from lift_localizer.weights import WEIGHTS_DIR, WeightsError, load_network, tensors_sha256
-from lift_localizer.weights.initial import write_initial
+from lift_localizer.weights.initial import ShippedWeightsError, main as initial_main, write_initial
 
 
 @pytest.fixture()
@@ -49,8 +50,59 @@ def test_untrained_starting_points_are_reproducible(tmp_path):
     for kind in ("det", "ori", "desc"):
         assert tensors_sha256(load_file(tmp_path / f"{kind}.safetensors")) == \
             tensors_sha256(load_file(again / f"{kind}.safetensors"))
-    assert tensors_sha256(analytic_init(DET()).state_dict()) == load_network("det", tmp_path / "det").sha256
+    # The documented start: |LoG| of 1.1 × the keypoint scale, the constant DET training starts from too.
+    assert START_SIGMA_FACTOR == 1.1
+    assert tensors_sha256(analytic_init(DET(), 1.1).state_dict()) == load_network("det", tmp_path / "det").sha256
+    assert tensors_sha256(analytic_init(DET(), 1.0).state_dict()) != load_network("det", tmp_path / "det").sha256
+    from lift_localizer.training.det_stable import default_conf as det_stable_conf
+
+    assert det_stable_conf["init_sigma"] == START_SIGMA_FACTOR
+    assert load_network("det", tmp_path / "det").card["init_sigma"] == START_SIGMA_FACTOR
     assert load_network("desc", tmp_path / "desc").trained is False and load_network("ori", tmp_path / "ori").trained is False
+
+
+def _shipped_files() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(WEIGHTS_DIR.iterdir()) if p.suffix in (".json", ".safetensors")}
+
+
+@pytest.fixture()
+def recorded_saves(monkeypatch):
+    """Where the command would save: a command that wrongly chose the package folder records it
+    here instead of replacing the shipped files."""
+    written: list[Path] = []
+    monkeypatch.setattr("lift_localizer.weights.initial.save_network",
+                        lambda kind, module, stem, card: written.append(Path(stem)) or Path(stem))
+    return written
+
+
+def test_initial_command_writes_where_told(tmp_path, capsys):
+    before = _shipped_files()
+    initial_main(["--output", str(tmp_path / "start")])
+    assert sorted(p.name for p in (tmp_path / "start").iterdir()) == sorted(
+        f"{k}.{ext}" for k in ("det", "ori", "desc") for ext in ("json", "safetensors"))
+    assert load_network("det", tmp_path / "start" / "det").trained is False
+    assert _shipped_files() == before
+
+
+def test_initial_command_has_no_default_folder(recorded_saves, capsys):
+    with pytest.raises(SystemExit) as e:
+        initial_main([])
+    assert e.value.code == 2 and "--output" in capsys.readouterr().err
+    assert recorded_saves == []
+
+
+def test_initial_command_refuses_the_shipped_folder(recorded_saves, monkeypatch, capsys):
+    for spelling in (WEIGHTS_DIR, WEIGHTS_DIR / ".." / WEIGHTS_DIR.name):
+        with pytest.raises(SystemExit) as e:
+            initial_main(["--output", str(spelling)])
+        assert e.value.code == 2 and "--overwrite-shipped" in capsys.readouterr().err
+    monkeypatch.chdir(WEIGHTS_DIR)
+    with pytest.raises(ShippedWeightsError):
+        write_initial(Path("."))
+    assert recorded_saves == []
+    # Asked for explicitly, it writes there.
+    initial_main(["--output", str(WEIGHTS_DIR), "--overwrite-shipped"])
+    assert recorded_saves == [WEIGHTS_DIR / k for k in ("det", "ori", "desc")]
 
 
 def test_architecture_mismatch_is_refused(copy):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..features.det import FILTER_SIZE, NUM_MAX, analytic_init
+from ..features.det import FILTER_SIZE, NUM_MAX, START_SIGMA_FACTOR, analytic_init
 from ..features.image import read_image
 from ..features.keypoints import Detections
 from ..features.lift import Lift
@@ -68,10 +68,9 @@ default_conf = {
     "peak_weight": 0.5,
     "peak_px": 2.0,              # level pixels
     "reg": 1.0,                  # weight of ||W - W0||² / ||W0||²
-    # The analytic init: |LoG| whose sigma is this × the level's keypoint scale. 1.1 was chosen on the
-    # validation webcam (mexico): repeatability 0.593 → 0.610 and matching precision 0.554 → 0.558 from
-    # 1.0, while 1.2 and more lowered precision. None: start from --init weights as they are.
-    "init_sigma": 1.1,
+    # The analytic init: |LoG| whose sigma is this × the level's keypoint scale (features/det.py says
+    # why 1.1). None: start from --init weights as they are.
+    "init_sigma": START_SIGMA_FACTOR,
     # Train only the first GHH group (4 pieces): on mexico as good as all 16 filters, and 4 distinct
     # filters keep the CPU's exact DET route cheap (features/det_separable.py).
     "first_group_only": True,

@@ -1,8 +1,10 @@
-"""Writes the untrained starting weights that ship until the training issue replaces them.
+"""Writes the untrained starting weights (the points training starts from) into a folder of your choice.
 
-    python -m lift_localizer.weights.initial [--output DIR]
+    python -m lift_localizer.weights.initial --output DIR [--seed N]
 
-Deterministic: the same files (and hashes) on every run. The cards say ``trained: false``.
+Deterministic: the same files (and hashes) on every run. The cards say ``trained: false``. The
+package's own folder holds the trained weights that maps and NetVLAD are tied to by hash, so it is
+refused unless ``--overwrite-shipped`` says that replacing them is meant.
 """
 from __future__ import annotations
 
@@ -20,17 +22,36 @@ IMAGE_MEAN, IMAGE_STD = 116.4368, 88.0831
 PATCH_MEAN, PATCH_STD = 110.7539, 61.53689
 
 
-def write_initial(output: Path = WEIGHTS_DIR, seed: int = 0) -> list[Path]:
+class ShippedWeightsError(ValueError):
+    """Writing into the package's weights folder without saying so."""
+
+
+def is_shipped_folder(path: Path) -> bool:
+    return Path(path).expanduser().resolve() == WEIGHTS_DIR.resolve()
+
+
+def write_initial(output: Path, seed: int = 0, overwrite_shipped: bool = False) -> list[Path]:
+    """Write det, ori and desc starting weights into ``output``; their safetensors paths.
+
+    Raises ShippedWeightsError for the package's weights folder unless ``overwrite_shipped``.
+    """
+    output = Path(output)
+    if is_shipped_folder(output) and not overwrite_shipped:
+        raise ShippedWeightsError(
+            f"{output} holds the shipped trained weights (maps and NetVLAD refuse others); write the starting "
+            "points elsewhere, or pass overwrite_shipped (--overwrite-shipped) to replace them")
     common = {"trained": False, "training": None, "data": None, "split": None,
               "quality": "not measured: untrained", "seed": seed}
-    det_net = det.analytic_init(det.DET())
+    det_net = det.analytic_init(det.DET(), det.START_SIGMA_FACTOR)
     ori_net = ori.upright_init(ori.ORI(), seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         desc_net = desc.DESC()
     return [
         save_network("det", det_net, output / "det", {
-            **common, "initialisation": "analytic |Laplacian-of-Gaussian| blob detector, not learned",
+            **common, "initialisation": f"analytic |Laplacian-of-Gaussian| blob detector, sigma "
+                                        f"{det.START_SIGMA_FACTOR} x the keypoint scale, not learned",
+            "init_sigma": det.START_SIGMA_FACTOR,
             "input": {"mean": IMAGE_MEAN, "std": IMAGE_STD},
             # |LoG| of a flat image is 0 up to rounding; real structure scores 1e-2 and more.
             "score_threshold": 1e-3}),
@@ -45,10 +66,17 @@ def write_initial(output: Path = WEIGHTS_DIR, seed: int = 0) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR, help="folder to write into")
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder to write into")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite-shipped", action="store_true",
+                        help=f"allow --output to be the package's weights folder ({WEIGHTS_DIR}), replacing the "
+                             "trained weights that ship there")
     args = parser.parse_args(argv)
-    for p in write_initial(args.output, args.seed):
+    try:
+        paths = write_initial(args.output, args.seed, args.overwrite_shipped)
+    except ShippedWeightsError as e:
+        parser.error(str(e))
+    for p in paths:
         print(p)
 
 
