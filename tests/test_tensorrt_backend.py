@@ -153,6 +153,55 @@ def test_availability_is_reported_with_a_reason():
         cuda_memory.open_api("opencl")
 
 
+class _TorchStandIn:
+    """TorchBackend without a GPU: records how it was made."""
+    name = "torch"
+
+    def __init__(self, networks, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.fixture()
+def refusing_tensorrt(monkeypatch, tmp_path):
+    """A machine that looks like a CUDA one with TensorRT, whose parser refuses the model; the torch
+    back end is a stand-in, so nothing here needs a GPU."""
+    import lift_localizer.backends as backends
+    from lift_localizer.backends import onnx_backend, torch_backend
+
+    def refuse(self, *args, **kwargs):
+        raise trtb.TensorRTError("det.onnx: TensorRT's ONNX parser refused the model: In node 3 (Conv): bad")
+
+    monkeypatch.setattr(backends, "BACKENDS", (*BACKENDS, "tensorrt"))
+    if hasattr(backends, "unavailable"):   # where make_backend asks it before building one by name
+        real = backends.unavailable
+        monkeypatch.setattr(backends, "unavailable", lambda name: None if name == "tensorrt" else real(name))
+    monkeypatch.setattr(trtb, "available", lambda: (True, "TensorRT 10.3, stand-in"))
+    monkeypatch.setattr(trtb.TensorRTBackend, "__init__", refuse)
+    monkeypatch.setattr(onnx_backend, "ensure_export", lambda networks, model_dir=None: (tmp_path, {}))
+    monkeypatch.setattr(torch_backend, "TorchBackend", _TorchStandIn)
+
+
+def test_auto_on_cuda_falls_back_to_torch_when_tensorrt_fails(refusing_tensorrt, networks):
+    from lift_localizer.backends import make_backend
+    from lift_localizer.features.lift import Lift
+
+    with pytest.warns(RuntimeWarning, match="TensorRT could not be used .*ONNX parser refused.*torch back end"):
+        backend = make_backend("auto", networks, device="cuda")
+    assert isinstance(backend, _TorchStandIn) and backend.kwargs["device"] == "cuda"
+    assert backend.kwargs["det_conv"] is None and backend.kwargs["precision"] == "fp32"
+    # Through Lift, as the localizer and the node make it: the extractor exists, on torch.
+    with pytest.warns(RuntimeWarning, match="ONNX parser refused"):
+        lift = Lift({"device": "cuda", "cuda_graph": False, "max_keypoints": 10}, networks=networks)
+    assert isinstance(lift.backend, _TorchStandIn) and lift.backend.kwargs["det_conv"] == "measure"
+
+
+def test_explicit_tensorrt_still_raises_its_error(refusing_tensorrt, networks):
+    from lift_localizer.backends import make_backend
+
+    with pytest.raises(trtb.TensorRTError, match="ONNX parser refused"):
+        make_backend("tensorrt", networks, device="cuda")
+
+
 # ---------------------------------------------------------------- the host path, against a stand-in engine
 
 

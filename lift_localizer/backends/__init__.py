@@ -2,6 +2,8 @@
 ``desc(patches)`` on normalised inputs (see ``torch_backend.TorchBackend`` for the shapes)."""
 from __future__ import annotations
 
+import warnings
+
 from ..weights import LoadedNetwork
 
 
@@ -40,15 +42,26 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
                  model_dir: str | None = None, precision: str | None = None, det_conv: str | None = None,
                  det_tolerance: float | None = None):
     """``precision`` None: the back end's default (fp32 for torch and onnx, fp16 for tensorrt).
-    ``auto``: TensorRT on a GPU where it exists, torch on other GPUs, and on the CPU torch for DET
-    with ONNX Runtime for ORI and DESC where onnxruntime is installed. ``det_conv``, ``det_tolerance``:
+    ``auto``: TensorRT on a GPU where it exists (torch, with a RuntimeWarning saying why, where its
+    engines cannot be made; torch also where ``det_conv`` names a route, which only torch runs),
+    torch on other GPUs, and on the CPU torch for DET with ONNX Runtime for ORI and DESC where
+    onnxruntime is installed. ``det_conv``, ``det_tolerance``:
     how DET's convolution runs where DET runs on torch (see ``TorchBackend``); ``auto``: ``exact`` on
     the CPU (measured faster or equal, same scores to float rounding), ``measure`` on a GPU (the
     fastest exact route, timed there on the first image)."""
     on_cpu = not str(device).startswith("cuda")
     if name == "auto":
         if not on_cpu:
-            name = "tensorrt" if "tensorrt" in BACKENDS else "torch"
+            if "tensorrt" in BACKENDS and det_conv in (None, "auto"):
+                try:
+                    return _tensorrt(networks, model_dir, precision)
+                except (RuntimeError, ValueError, OSError, ImportError) as e:
+                    # auto promises a working extractor: an engine that will not parse or build (an
+                    # unsupported GPU or TensorRT, a full disk) must not leave the node without a map.
+                    warnings.warn(f"back end auto: TensorRT could not be used ({type(e).__name__}: {e}); LIFT "
+                                  f"runs on the torch back end on {device} instead (backend tensorrt raises this "
+                                  "error instead of falling back)", RuntimeWarning, stacklevel=2)
+            name = "torch"
         elif "onnx" in BACKENDS:
             return SplitBackend(make_backend("torch", networks, device, batch_size, det_conv=det_conv,
                                              det_tolerance=det_tolerance),
@@ -70,14 +83,18 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
 
         return OnnxBackend(networks, device=device, batch_size=batch_size, model_dir=model_dir)
     if name == "tensorrt":
-        from .onnx_backend import ensure_export
-        from .tensorrt_backend import TensorRTBackend, available as tensorrt_available
-
-        ok, why = tensorrt_available()
-        if not ok:
-            raise ValueError(f"the tensorrt back end cannot run here: {why}")
-        # The export is checked against (or made from) the loaded weights, whose cards normalise the inputs.
-        directory, _ = ensure_export(networks, model_dir)
-        return TensorRTBackend(directory, precision=precision or "fp16",
-                               expected_weights={k: networks[k].sha256 for k in ("det", "ori", "desc")})
+        return _tensorrt(networks, model_dir, precision)
     raise ValueError(f"unknown back end {name!r}; available here: {', '.join(BACKENDS)}")
+
+
+def _tensorrt(networks: dict[str, LoadedNetwork], model_dir: str | None, precision: str | None):
+    from .onnx_backend import ensure_export
+    from .tensorrt_backend import TensorRTBackend, available as tensorrt_available
+
+    ok, why = tensorrt_available()
+    if not ok:
+        raise ValueError(f"the tensorrt back end cannot run here: {why}")
+    # The export is checked against (or made from) the loaded weights, whose cards normalise the inputs.
+    directory, _ = ensure_export(networks, model_dir)
+    return TensorRTBackend(directory, precision=precision or "fp16",
+                           expected_weights={k: networks[k].sha256 for k in ("det", "ori", "desc")})
