@@ -7,16 +7,12 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .commands import deploy, localize, maps, replay, train
+from .commands import Parser, add_lift_options, backend_error, deploy, feature_defaults, localize, maps, replay, train
+from .commands import positive_int as _positive_int
 from .evaluation import benchmark, feature_quality, node_benchmark
 
 
-from .commands import positive_int as _positive_int
-
-
 def add_extract(sub) -> None:
-    from .backends import BACKENDS
-
     p = sub.add_parser(
         "extract", help="LIFT keypoints and descriptors of images into an HDF5 file",
         description="Run LIFT (DET over the scale space, then ORI and DESC at the keypoints) on each "
@@ -29,11 +25,7 @@ def add_extract(sub) -> None:
     p.add_argument("--output", "-o", required=True, type=Path, metavar="FEATURES.h5",
                    help="HDF5 file to write; an existing file is appended to, and groups of the "
                         "same images are replaced")
-    p.add_argument("--max-keypoints", type=_positive_int, default=1000, metavar="N",
-                   help="keep the N keypoints with the highest detector score (default 1000)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="where the networks run (default torch)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    add_lift_options(p, "keep the N keypoints with the highest detector score")
     p.set_defaults(func=run_extract)
 
 
@@ -45,6 +37,8 @@ def run_extract(args: argparse.Namespace) -> int:
     from .features.lift import Lift
     from .weights import WeightsError
 
+    if (code := backend_error(args.backend)) is not None:
+        return code
     try:
         extractor = Lift({"max_keypoints": args.max_keypoints, "backend": args.backend, "device": args.device})
     except (WeightsError, ValueError, RuntimeError) as e:
@@ -94,6 +88,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub) -> None:
+    from .demo import SYNTHETIC_MAX_KEYPOINTS
     from .features.extractors import EXTRACTORS
 
     p = sub.add_parser("demo", help="build a map and localize against it, LIFT beside SIFT; print the errors",
@@ -102,14 +97,20 @@ def add_demo(sub) -> None:
                                    "views and print their errors. With --bag DATASET (a folder with mapping/ "
                                    "and query/ bags, e.g. ../shared/data/bags/kitti_seq1) the same on real data.")
     p.add_argument("--bag", type=Path, default=None, metavar="DATASET", help="folder with mapping/ and query/ bags")
-    p.add_argument("--output", type=Path, default=Path("out/demo"), help="folder for images, map and report")
+    p.add_argument("--output", type=Path, default=Path("out/demo"), metavar="DIR",
+                   help="folder for images, bags, map and report")
     p.add_argument("--max-keypoints", type=_positive_int, default=None, metavar="N",
-                   help="keypoint budget (default: 1000 on the synthetic room, 2000 on a real dataset)")
-    p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift", "sift"])
-    p.add_argument("--mapping-views", type=_positive_int, default=12)
-    p.add_argument("--query-views", type=_positive_int, default=6)
-    p.add_argument("--width", type=_positive_int, default=480)
-    p.add_argument("--height", type=_positive_int, default=360)
+                   help=f"keypoint budget of the map and the queries (default: {feature_defaults()['max_keypoints']}, "
+                        f"the other commands' default, on a real dataset; {SYNTHETIC_MAX_KEYPOINTS} on the synthetic "
+                        "room, whose views are small and which should run in about a minute on 2 cores)")
+    p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift", "sift"],
+                   help="feature sets, each with its own map, compared side by side")
+    p.add_argument("--mapping-views", type=_positive_int, default=12, metavar="N",
+                   help="synthetic room: views the map is built from")
+    p.add_argument("--query-views", type=_positive_int, default=6, metavar="N",
+                   help="synthetic room: views localized against the map")
+    p.add_argument("--width", type=_positive_int, default=480, help="synthetic room: image width in pixels")
+    p.add_argument("--height", type=_positive_int, default=360, help="synthetic room: image height in pixels")
     p.set_defaults(func=run_demo)
 
 
@@ -120,9 +121,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lift-localizer", description=__doc__)
+    parser = Parser(prog="lift-localizer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of these; `lift-localizer COMMAND --help` for its options")
     add_extract(sub)
     maps.add(sub)
     maps.add_index(sub)

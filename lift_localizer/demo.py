@@ -22,6 +22,10 @@ from .mapping.build import build_map
 from .mapping.frames import Frame
 from .synthetic import room_sequence
 
+# The synthetic room's budget, half the commands' (feature_defaults): its views are small (480×360 by
+# default) and the demo is meant to run in about a minute on 2 cores (README).
+SYNTHETIC_MAX_KEYPOINTS = 1000
+
 
 def synthetic_frames(out: Path, num_mapping: int, num_query: int, image_size: tuple[int, int]):
     K, mapping, query = room_sequence(num_mapping, num_query, image_size=image_size)
@@ -79,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         what = (f"synthetic room rendered by the project: {len(mapping)} mapping and {len(queries)} query "
                 f"views at {size[1]}x{size[0]} (images in {out / 'images'}, bags in {out / 'bags'})")
     if args.max_keypoints is None:
-        args.max_keypoints = 2000 if args.bag else 1000
+        from .commands import feature_defaults
+
+        args.max_keypoints = feature_defaults()["max_keypoints"] if args.bag else SYNTHETIC_MAX_KEYPOINTS
     print(f"demo: {what}; features {' and '.join(args.features)}, up to {args.max_keypoints} keypoints")
     map_dir = out / "map"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731

@@ -2,25 +2,52 @@
 ``desc(patches)`` on normalised inputs (see ``torch_backend.TorchBackend`` for the shapes)."""
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 from ..weights import LoadedNetwork
 
 
+# Every back end, installed here or not: the one list the command line's --backend and the node's
+# `backend` parameter offer, so that one that cannot run here is refused with the reason
+# (``unavailable``) instead of missing from the choices.
+BACKEND_NAMES = ("auto", "torch", "onnx", "tensorrt")
+# The back ends that run exported models (`lift-localizer export --backend`).
+EXPORT_BACKENDS = ("onnx", "tensorrt")
+
+
+class BackendUnavailable(ValueError):
+    """A back end that this installation or machine cannot run; the message says why."""
+
+
+def unavailable(name: str) -> str | None:
+    """Why back end ``name`` cannot run here ("NAME: reason (what to install)"), or None when it can.
+    auto and torch always can: auto falls back to torch."""
+    if name in ("auto", "torch"):
+        return None
+    if name == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnx: the onnxruntime Python package is not installed (pip install onnxruntime)"
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            return f"onnx: onnxruntime does not import ({e})"
+        return None
+    if name == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return ("tensorrt: the tensorrt Python package is not installed (JetPack on a Jetson; NVIDIA's "
+                    "tensorrt wheels and a CUDA GPU elsewhere)")
+        from .tensorrt_backend import available as tensorrt_available
+
+        ok, why = tensorrt_available()
+        return None if ok else f"tensorrt: {why}"
+    return f"unknown back end {name!r}: choose one of {', '.join(BACKEND_NAMES)}"
+
+
 def available_backends() -> tuple[str, ...]:
     """The back ends that can run here (auto and torch always; onnx where onnxruntime imports;
     tensorrt where TensorRT imports and a CUDA device exists)."""
-    names = ["auto", "torch"]
-    try:
-        import onnxruntime  # noqa: F401
-        names.append("onnx")
-    except ImportError:
-        pass
-    from .tensorrt_backend import available as tensorrt_available
-
-    if tensorrt_available()[0]:
-        names.append("tensorrt")
-    return tuple(names)
+    return tuple(name for name in BACKEND_NAMES if unavailable(name) is None)
 
 
 BACKENDS = available_backends()
@@ -50,6 +77,8 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
     the CPU (measured faster or equal, same scores to float rounding), ``measure`` on a GPU (the
     fastest exact route, timed there on the first image)."""
     on_cpu = not str(device).startswith("cuda")
+    if name != "auto" and (why := unavailable(name)) is not None:
+        raise BackendUnavailable(why)
     if name == "auto":
         if not on_cpu:
             if "tensorrt" in BACKENDS and det_conv in (None, "auto"):
@@ -78,13 +107,13 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
 
         return TorchBackend(networks, device=device, batch_size=batch_size, precision=precision or "fp32",
                             det_conv=det_conv, det_tolerance=det_tolerance)
-    if name == "onnx" and "onnx" in BACKENDS:
+    if name == "onnx":
         from .onnx_backend import OnnxBackend
 
         return OnnxBackend(networks, device=device, batch_size=batch_size, model_dir=model_dir)
     if name == "tensorrt":
         return _tensorrt(networks, model_dir, precision)
-    raise ValueError(f"unknown back end {name!r}; available here: {', '.join(BACKENDS)}")
+    raise ValueError(f"unknown back end {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
 
 
 def _tensorrt(networks: dict[str, LoadedNetwork], model_dir: str | None, precision: str | None):

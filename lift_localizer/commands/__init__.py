@@ -2,7 +2,102 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
+
+# Descriptions often are module docstrings, written for Sphinx: help shows their code as `x`.
+_REST = re.compile(r"``(.+?)``|:[a-z]+(?::[a-z]+)?:`~?(.+?)`", re.S)
+_BULLET = re.compile(r"^\s*[-*] ")
+
+
+def plain(text: str) -> str:
+    """``x`` and :role:`x` (reST) as `x`."""
+    return _REST.sub(lambda m: f"`{m.group(1) or m.group(2)}`", text)
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, (list, tuple)):
+        return " ".join(str(v) for v in default)
+    return str(default)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every command's help: reST markup (``x``, :func:`x`) as `x`; descriptions wrapped paragraph by paragraph,
+    keeping bullet lists and indented examples as written; every option's default shown, unless its
+    help already says what the default is, or there is none (None, False, empty)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for block in re.split(r"\n[ \t]*\n", textwrap.dedent(plain(text)).strip("\n")):
+            lines = block.splitlines()
+            if all(line[:1] in (" ", "\t") for line in lines):  # an example: as written
+                paragraphs.append("\n".join(indent + line for line in lines))
+                continue
+            # A bullet starts an item and its indented lines continue it; an unindented line after
+            # a bullet starts a plain paragraph again.
+            items: list[list[str]] = []
+            for line in lines:
+                ends_bullet = items and _BULLET.match(items[-1][0]) and line[:1] not in (" ", "\t")
+                if not items or _BULLET.match(line) or ends_bullet:
+                    items.append([line.strip()])
+                else:
+                    items[-1].append(line.strip())
+            paragraphs.append("\n".join(
+                textwrap.fill(" ".join(item), width, initial_indent=indent,
+                              subsequent_indent=indent + ("  " if _BULLET.match(item[0]) else ""))
+                for item in items))
+        return "\n\n".join(paragraphs)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return super()._split_lines(plain(text), width)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS
+                or (isinstance(default, (list, tuple)) and not default) or "default" in text.lower()):
+            return text
+        return f"{text} (default {_shown(default).replace('%', '%%')})".lstrip()
+
+
+class Parser(argparse.ArgumentParser):
+    """``lift-localizer``'s parsers: the sub-parsers are of this class too (argparse makes them of
+    the parent's), so every command gets the same help formatting."""
+
+    def __init__(self, *args, formatter_class: type[argparse.HelpFormatter] = HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def feature_defaults() -> dict:
+    """The keypoint budget, back end and torch device that every command defaults to: the
+    localizer's (the node's too), so that maps, extracted features and queries agree unless told."""
+    from ..localization.localizer import default_conf
+
+    return {k: default_conf[k] for k in ("max_keypoints", "backend", "device")}
+
+
+def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypoints_help: str) -> None:
+    """--max-keypoints, --backend and --device, with the defaults of ``feature_defaults``."""
+    from ..backends import BACKEND_NAMES
+
+    defaults = feature_defaults()
+    p.add_argument("--max-keypoints", type=positive_int, default=defaults["max_keypoints"], metavar="N",
+                   help=keypoints_help)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=defaults["backend"],
+                   help="where LIFT's networks run: auto (on the CPU torch for DET and ONNX Runtime for ORI and "
+                        "DESC where onnxruntime is installed, else torch; on a GPU TensorRT where it is installed, "
+                        "else torch), torch, onnx (needs onnxruntime) or tensorrt (needs TensorRT and a CUDA GPU)")
+    p.add_argument("--device", default=defaults["device"],
+                   help="torch device of the torch back end (and of auto's choice): cpu, cuda or cuda:N")
+
+
+def backend_error(name: str) -> int | None:
+    """Exit code 2 with the reason when back end ``name`` cannot run here, else None."""
+    from ..backends import unavailable
+
+    why = unavailable(name)
+    return None if why is None else fail(f"--backend {why}")
 
 
 def positive_int(text: str) -> int:
@@ -39,33 +134,29 @@ def add_bag_topics(p: argparse.ArgumentParser, with_pose: bool) -> None:
 
 
 def localizer_options(p: argparse.ArgumentParser) -> None:
+    from ..features.lift import PRESETS
     from ..localization.absolute_pose import SOLVERS
     from ..localization.localizer import default_conf
 
     g = p.add_argument_group("localization")
-    g.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"],
-                   help="query keypoint budget (default %(default)s)")
-    g.add_argument("--top-k", type=positive_int, default=default_conf["top_k"], help="map images retrieved (default %(default)s)")
-    g.add_argument("--solver", choices=SOLVERS, default=None,
-                   help="PnP solver (default: pycolmap, else poselib, else opencv — the first installed)")
-    g.add_argument("--ransac-threshold", type=positive_float, default=default_conf["ransac_threshold_px"],
-                   metavar="PX", help="RANSAC inlier threshold in pixels (default %(default)s)")
-    g.add_argument("--min-inliers", type=positive_int, default=default_conf["min_inliers"],
-                   help="acceptance: fewest PnP inliers (default %(default)s)")
-    g.add_argument("--min-inlier-ratio", type=float, default=default_conf["min_inlier_ratio"],
-                   help="acceptance: fewest inliers per 2D-3D match (default %(default)s)")
-    from ..backends import BACKENDS
-    from ..features.lift import PRESETS
-
+    add_lift_options(g, "query keypoint budget")
     g.add_argument("--preset", choices=tuple(PRESETS), default=default_conf["preset"],
                    help="LIFT scale space of the queries: default (13 levels), fast (9 levels, ≤ 600 keypoints) "
                         "or paper (the paper's 21 levels at 640×480)")
-
-    g.add_argument("--backend", choices=BACKENDS, default=default_conf["backend"],
-                   help="where LIFT's networks run (default %(default)s)")
+    g.add_argument("--top-k", type=positive_int, default=default_conf["top_k"], metavar="K",
+                   help="map images retrieved")
+    g.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="PnP solver (default: pycolmap, else poselib, else opencv — the first installed)")
+    g.add_argument("--ransac-threshold", type=positive_float, default=default_conf["ransac_threshold_px"],
+                   metavar="PX", help="RANSAC inlier threshold in pixels")
+    g.add_argument("--min-inliers", type=positive_int, default=default_conf["min_inliers"], metavar="N",
+                   help="acceptance: fewest PnP inliers")
+    g.add_argument("--min-inlier-ratio", type=float, default=default_conf["min_inlier_ratio"], metavar="R",
+                   help="acceptance: fewest inliers per 2D-3D match")
 
 
 def localizer_conf(args: argparse.Namespace) -> dict:
-    return {"max_keypoints": args.max_keypoints, "top_k": args.top_k, "solver": args.solver, "ransac_threshold_px": args.ransac_threshold,
-            "min_inliers": args.min_inliers, "min_inlier_ratio": args.min_inlier_ratio, "preset": args.preset,
-            "backend": args.backend}
+    return {"max_keypoints": args.max_keypoints, "top_k": args.top_k, "solver": args.solver,
+            "ransac_threshold_px": args.ransac_threshold, "min_inliers": args.min_inliers,
+            "min_inlier_ratio": args.min_inlier_ratio, "preset": args.preset, "backend": args.backend,
+            "device": args.device}

@@ -8,6 +8,9 @@ from . import fail, log, positive_int
 
 
 def add(sub) -> None:
+    from ..backends import EXPORT_BACKENDS
+    from ..backends.tensorrt_backend import PRECISIONS
+
     p = sub.add_parser(
         "export", help="ONNX models of DET, ORI, DESC and NetVLAD with a manifest (and TensorRT engines)",
         description="Write det.onnx (dynamic H×W), ori.onnx and desc.onnx (dynamic patch batch), the NetVLAD "
@@ -18,9 +21,12 @@ def add(sub) -> None:
                     "end looks. INT8 engines need a calibration on images like the camera's: "
                     "--calibration-images IMAGES runs it (once per export, GPU and TensorRT version; its "
                     "tables are kept beside the engines and reused by later INT8 builds).")
-    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
-    p.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
-    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16", help="TensorRT only")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
+                   help="folder for the models and manifest.json (created; files of the same names are replaced)")
+    p.add_argument("--backend", choices=EXPORT_BACKENDS, default="onnx",
+                   help="onnx: the ONNX models only; tensorrt: also build the TensorRT engines now "
+                        "(needs TensorRT and a CUDA GPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="precision of the TensorRT engines")
     p.add_argument("--calibration-images", type=Path, default=None, metavar="IMAGES",
                    help="INT8 only: a folder (searched recursively) or file of images to calibrate on")
     p.add_argument("--max-images", type=positive_int, default=100, metavar="N",

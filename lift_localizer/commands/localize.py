@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_bag_topics, fail, localizer_conf, localizer_options, log
+from . import (add_bag_topics, backend_error, fail, feature_defaults, localizer_conf, localizer_options, log,
+               positive_int)
 
 
 def add(sub) -> None:
@@ -15,9 +16,10 @@ def add(sub) -> None:
                     "localized image, `t tx ty tz qx qy qz qw` (T_map_camera, t = header stamp in seconds). "
                     "Images that fail are not written; they are counted, with their reasons, on stderr. "
                     "Never reads the bag's ground truth.")
-    p.add_argument("--map", required=True, type=Path, metavar="MAP_DIR")
-    p.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG")
-    p.add_argument("--output", "-o", required=True, type=Path, metavar="POSES.txt")
+    p.add_argument("--map", required=True, type=Path, metavar="MAP_DIR", help="map directory written by build-map")
+    p.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG", help="rosbag2 folder with the query images")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="POSES.txt",
+                   help="TUM trajectory file to write (replaced if it exists)")
     p.add_argument("--features", default=None, help="which of the map's feature sets (default: its own)")
     add_bag_topics(p, with_pose=False)
     localizer_options(p)
@@ -28,12 +30,14 @@ def add(sub) -> None:
         description="For each image of the query bag, the top-k map images by NetVLAD global descriptor "
                     "(descriptor votes if the map has none), one line `query_name map_image_name` each, best "
                     "first. Bag images are named by their header stamp in integer nanoseconds.")
-    r.add_argument("--map", required=True, type=Path, metavar="MAP_DIR")
-    r.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG")
-    r.add_argument("--output", "-o", required=True, type=Path, metavar="PAIRS.txt")
-    r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--map", required=True, type=Path, metavar="MAP_DIR", help="map directory written by build-map")
+    r.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG", help="rosbag2 folder with the query images")
+    r.add_argument("--output", "-o", required=True, type=Path, metavar="PAIRS.txt",
+                   help="pairs file to write (replaced if it exists)")
+    r.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="map images per query image")
     r.add_argument("--features", default=None, help="which of the map's feature sets (default: its own)")
-    r.add_argument("--max-keypoints", type=int, default=None)
+    r.add_argument("--max-keypoints", type=positive_int, default=feature_defaults()["max_keypoints"], metavar="N",
+                   help="query keypoint budget")
     add_bag_topics(r, with_pose=False)
     r.set_defaults(func=run_retrieve)
 
@@ -43,14 +47,17 @@ def add(sub) -> None:
                     "--features lift sift, SIFT beside it), compare with the bag's ground-truth poses and "
                     "print recall at (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°), (5 cm, 5°), (2 cm, 2°), median "
                     "errors, failures and per-stage timings. --report DIR writes plots and per-query tables.")
-    e.add_argument("--map", required=True, type=Path, metavar="MAP_DIR")
-    e.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG")
+    e.add_argument("--map", required=True, type=Path, metavar="MAP_DIR", help="map directory written by build-map")
+    e.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG",
+                   help="rosbag2 folder with the query images and their ground-truth poses")
     e.add_argument("--features", nargs="+", default=None,
                    help="feature sets to evaluate (default: all the map holds)")
-    e.add_argument("--report", type=Path, default=None, metavar="DIR")
-    e.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
+    e.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="folder for plots and per-query tables (created; default: none written)")
+    e.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the summary as JSON here")
     add_bag_topics(e, with_pose=False)
-    e.add_argument("--ground-truth-topic", default="/ground_truth/pose", help="(default %(default)s)")
+    e.add_argument("--ground-truth-topic", default="/ground_truth/pose",
+                   help="PoseStamped of T_map_camera per query image, read only to score the poses")
     localizer_options(e)
     e.set_defaults(func=run_evaluate)
 
@@ -73,6 +80,8 @@ def run_localize(args: argparse.Namespace) -> int:
     from ..localization.localizer import Localizer
     from ..mapping.io import MapError, load_map
 
+    if (code := backend_error(args.backend)) is not None:
+        return code
     try:
         localizer = Localizer(load_map(args.map, args.features), localizer_conf(args))
     except (MapError, ValueError) as e:
@@ -98,11 +107,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
     from ..localization.localizer import Localizer
     from ..mapping.io import MapError, load_map
 
-    if args.top_k <= 0:
-        return fail("--top-k must be positive")
-    conf = {} if args.max_keypoints is None else {"max_keypoints": args.max_keypoints}
     try:
-        localizer = Localizer(load_map(args.map, args.features), conf)
+        localizer = Localizer(load_map(args.map, args.features), {"max_keypoints": args.max_keypoints})
     except (MapError, ValueError) as e:
         return fail(str(e))
     if localizer.retrieval_note:
@@ -133,6 +139,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate, print_results
     from ..mapping.io import MapError
 
+    if (code := backend_error(args.backend)) is not None:
+        return code
     frames, error = _query_frames(args)
     if error:
         return fail(error)

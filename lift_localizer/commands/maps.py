@@ -18,24 +18,27 @@ def add(sub) -> None:
                     "write the map directory (COLMAP model, features.h5, points.h5, map.json). The map is "
                     "written to a temporary folder and moved into place only when complete.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bag", type=Path, help="rosbag2 folder with images, camera_info and poses")
-    src.add_argument("--folder", type=Path,
+    src.add_argument("--bag", type=Path, metavar="MAPPING_BAG",
+                     help="rosbag2 folder with images, camera_info and poses")
+    src.add_argument("--folder", type=Path, metavar="DIR",
                      help="posed image folder: transforms.json (NeRF), a COLMAP model, KITTI poses.txt + "
                           "calib.txt, or TUM groundtruth.txt + rgb/")
     p.add_argument("--format", choices=("auto", "colmap", "tum", "kitti", "nerf"), default="auto",
                    help="format of --folder (default: detected)")
     p.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
                    help="pinhole intrinsics for formats that have none (TUM)")
-    p.add_argument("--output", "-o", required=True, type=Path, metavar="MAP_DIR")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="MAP_DIR",
+                   help="map directory to write (replaced, once the new map is complete, if it exists)")
     add_bag_topics(p, with_pose=True)
     p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift"],
                    help="feature sets; the first is the map's own, the others are stored beside it "
                         "(MAP_DIR/alt/NAME) for side-by-side evaluation (default: lift)")
-    p.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"])
+    p.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"], metavar="N",
+                   help="keypoint budget per map image")
     p.add_argument("--upright", action="store_true",
                    help="LIFT without ORI (every keypoint upright): better for cameras that do not roll; "
                         "localization against the map follows it")
-    p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"],
+    p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
     p.add_argument("--sfm", action="store_true",
                    help="ignore/lack poses: reconstruct them with pycolmap's incremental mapper from our "
@@ -49,7 +52,7 @@ def add_index(sub) -> None:
                                    "in its alternates) with the shipped NetVLAD for those features, and write "
                                    "global.h5 and the faiss index; run it after training a new NetVLAD "
                                    "instead of rebuilding the map.")
-    p.add_argument("map", type=Path, metavar="MAP_DIR")
+    p.add_argument("map", type=Path, metavar="MAP_DIR", help="map directory written by build-map")
     p.set_defaults(func=run_index)
 
 

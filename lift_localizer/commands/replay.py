@@ -33,7 +33,8 @@ def add(sub) -> None:
                     "the first message until --record-grace seconds after the last. Exit code 2 for a missing, "
                     "corrupt or truncated bag.")
     p.add_argument("bag", type=Path, metavar="BAG", help="bag folder (or its .db3/.mcap file)")
-    p.add_argument("--rate", "-r", type=positive_float, default=1.0, help="speed factor (default %(default)s)")
+    p.add_argument("--rate", "-r", type=positive_float, default=1.0, metavar="R",
+                   help="speed factor (default %(default)s)")
     p.add_argument("--loop", "-l", action="store_true", help="play again and again until Ctrl-C")
     p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="play only these (default: all)")
     p.add_argument("--start-delay", type=non_negative_float, default=0.5, metavar="S",
@@ -64,7 +65,8 @@ def add(sub) -> None:
                     "the graph, or as TOPIC=pkg/msg/Type. The bag is written under a hidden .NAME.partial "
                     "folder and renamed when complete.")
     r.add_argument("output", type=Path, metavar="OUTPUT_BAG", help="bag folder to create (must not exist)")
-    r.add_argument("--topics", nargs="+", required=True, metavar="TOPIC[=TYPE]")
+    r.add_argument("--topics", nargs="+", required=True, metavar="TOPIC[=TYPE]",
+                   help="topics to record, each with its type (pkg/msg/Type) where the graph may not know it yet")
     r.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds")
     r.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="(default %(default)s)")
     r.set_defaults(func=run_record)

@@ -11,8 +11,12 @@ from . import fail, log, positive_int
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
 
-    p = sub.add_parser("train", help="train networks (desc, ori, det, joint, det-stable, netvlad)")
-    nets = p.add_subparsers(dest="network", required=True, metavar="NETWORK")
+    p = sub.add_parser("train", help="train networks (desc, ori, det, joint, det-stable, netvlad)",
+                       description="Train LIFT's networks in the paper's order (desc, then ori, then det; then "
+                                   "optionally joint, all three together), DET by TILDE's illumination-stability "
+                                   "principle (det-stable, the shipped DET), or NetVLAD on maps (netvlad).")
+    nets = p.add_subparsers(dest="network", required=True, metavar="NETWORK",
+                            help="what to train; `lift-localizer train NETWORK --help` for its options")
     n = nets.add_parser(
         "netvlad", help="NetVLAD global descriptor from maps built with known poses",
         description="Train NetVLAD on the local descriptors stored in maps (build them from the mapping "
@@ -20,15 +24,19 @@ def add(sub) -> None:
                     "far ones and other maps' images, hardest negatives re-mined every epoch; triplet ranking "
                     "and contrastive losses; then PCA-whitening. Writes OUTPUT.safetensors and its card. "
                     "Rebuild maps afterwards so they hold the new global descriptors.")
-    n.add_argument("--maps", nargs="+", required=True, type=Path, metavar="MAP_DIR")
-    n.add_argument("--features", choices=EXTRACTORS, default="lift")
-    n.add_argument("--output", type=Path, default=None,
+    n.add_argument("--maps", nargs="+", required=True, type=Path, metavar="MAP_DIR",
+                   help="maps built with known poses (build-map), whose stored local descriptors it trains on")
+    n.add_argument("--features", choices=EXTRACTORS, default="lift",
+                   help="the local features NetVLAD aggregates (each map's own, or its alternate of that name)")
+    n.add_argument("--output", type=Path, default=None, metavar="STEM",
                    help="weights stem (default: lift_localizer/weights/netvlad_FEATURES)")
-    n.add_argument("--epochs", type=positive_int, default=30)
-    n.add_argument("--loss", choices=("triplet", "contrastive", "both"), default="both")
-    n.add_argument("--hard-negatives", type=positive_int, default=10)
-    n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
+    n.add_argument("--epochs", type=positive_int, default=30, metavar="N", help="training epochs")
+    n.add_argument("--loss", choices=("triplet", "contrastive", "both"), default="both",
+                   help="triplet ranking, contrastive, or their sum")
+    n.add_argument("--hard-negatives", type=positive_int, default=10, metavar="N",
+                   help="hardest negatives per query, re-mined every epoch")
+    n.add_argument("--seed", type=int, default=0, help="random seed")
+    n.add_argument("--checkpoint", type=Path, default=None, metavar="STEM", help="checkpoint stem, written every epoch")
     n.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     n.set_defaults(func=run_netvlad)
     for phase, text in LIFT_PHASES.items():
@@ -41,8 +49,9 @@ def add_det_stable(nets) -> None:
     from ..training.det_stable import default_conf
 
     q = nets.add_parser("det-stable", help="DET ranking illumination-stable keypoints first (TILDE's principle; "
-                        "the shipped DET)", description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("--output", required=True, type=Path, help="weights stem (e.g. lift_localizer/weights/det)")
+                        "the shipped DET)", description=text)
+    q.add_argument("--output", required=True, type=Path, metavar="STEM",
+                   help="weights stem (e.g. lift_localizer/weights/det)")
     q.add_argument("--images", nargs="+", type=Path, default=None, metavar="PATH",
                    help="images or folders, one synthetic stack per image (default: the training photo "
                         "collections of training/splits.json under --data; none when --webcam is given)")
@@ -52,16 +61,17 @@ def add_det_stable(nets) -> None:
                    help="fixed-camera folder the average is selected on, never trained on (default: the split's "
                         "training webcam when --images is not given)")
     q.add_argument("--no-validation", action="store_true", help="keep the last average, select nothing")
-    q.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
+    q.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="shared data folder (default: ../shared/data)")
     q.add_argument("--init", default="det", help="DET weights to start from (default: the shipped det)")
-    q.add_argument("--init-sigma", type=float, default=default_conf["init_sigma"],
+    q.add_argument("--init-sigma", type=float, default=default_conf["init_sigma"], metavar="F",
                    help="start from |LoG| of this × the keypoint scale (default %(default)s); 0: --init as it is")
-    q.add_argument("--epochs", type=positive_int, default=default_conf["epochs"])
-    q.add_argument("--lr", type=float, default=default_conf["lr"], help="× the largest initial weight (default %(default)s)")
-    q.add_argument("--variants", type=positive_int, default=default_conf["variants"],
-                   help="images per synthetic stack (default %(default)s)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
+    q.add_argument("--epochs", type=positive_int, default=default_conf["epochs"], metavar="N", help="training epochs")
+    q.add_argument("--lr", type=float, default=default_conf["lr"], help="learning rate × the largest initial weight")
+    q.add_argument("--variants", type=positive_int, default=default_conf["variants"], metavar="N",
+                   help="images per synthetic stack")
+    q.add_argument("--seed", type=int, default=0, help="random seed")
+    q.add_argument("--checkpoint", type=Path, default=None, metavar="STEM", help="checkpoint stem, written every epoch")
     q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     q.set_defaults(func=run_det_stable)
 
@@ -119,44 +129,52 @@ def run_det_stable(args: argparse.Namespace) -> int:
     return 0
 
 
+# phase: (one line for `train --help`, the description of `train PHASE --help`)
 LIFT_PHASES = {
-    "desc": "LIFT's descriptor on SfM quadruplets: positives pulled together, negatives pushed past a margin, "
-            "hardest in-batch negatives (--no-hard-negatives to compare)",
-    "ori": "LIFT's orientation with DESC fixed: descriptors of the two views of a point, each rotated by ORI's "
-           "angle, pulled together",
-    "det": "LIFT's detector with ORI and DESC fixed: classification (fire on points that survived SfM, stay low "
-           "on P4) plus the descriptor distance between the two views' softargmax keypoints",
-    "joint": "DET, ORI and DESC together on LIFT's global cost, starting from --det/--ori/--desc (default: the "
-             "shipped weights), usually at a small learning rate: DET's classification, the descriptor distance "
-             "between the two views' softargmax keypoints (through ORI) and DESC's hinge on P3 described at its "
-             "own keypoint (hardest in-batch negatives)",
+    "desc": ("LIFT's descriptor on SfM quadruplets",
+             "LIFT's descriptor on SfM quadruplets: positives pulled together, negatives pushed past a margin, "
+             "hardest in-batch negatives (--no-hard-negatives to compare)."),
+    "ori": ("LIFT's orientation with DESC fixed",
+            "LIFT's orientation with DESC fixed: descriptors of the two views of a point, each rotated by ORI's "
+            "angle, pulled together."),
+    "det": ("LIFT's detector with ORI and DESC fixed",
+            "LIFT's detector with ORI and DESC fixed: classification (fire on points that survived SfM, stay low "
+            "on P4) plus the descriptor distance between the two views' softargmax keypoints."),
+    "joint": ("DET, ORI and DESC together on LIFT's global cost",
+              "DET, ORI and DESC together on LIFT's global cost, starting from --det/--ori/--desc (default: the "
+              "shipped weights), usually at a small learning rate: DET's classification, the descriptor distance "
+              "between the two views' softargmax keypoints (through ORI) and DESC's hinge on P3 described at its "
+              "own keypoint (hardest in-batch negatives)."),
 }
 
 
-def add_lift_phase(nets, phase: str, text: str) -> None:
+def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
     joint = phase == "joint"
     writes = ("Writes OUTPUT/det, OUTPUT/ori and OUTPUT/desc (.safetensors and a card each, phase 'joint'; "
               "use them as --det/--ori/--desc or copy them into lift_localizer/weights/)." if joint
               else "Writes OUTPUT.safetensors and its card.")
-    q = nets.add_parser(phase, help=text.split(":")[0], description=text + ". Data: `python -m "
+    summary, description = text
+    q = nets.add_parser(phase, help=summary, description=description + " Data: `python -m "
                         "lift_localizer.training.data --output DATA.h5`. " + writes)
-    q.add_argument("--data", required=True, type=Path, metavar="DATA.h5")
-    q.add_argument("--output", required=True, type=Path,
+    q.add_argument("--data", required=True, type=Path, metavar="DATA.h5",
+                   help="training data written by lift_localizer.training.data")
+    q.add_argument("--output", required=True, type=Path, metavar="DIR" if joint else "STEM",
                    help="folder for the three networks' weights" if joint
                    else "weights stem (e.g. lift_localizer/weights/" + phase + ")")
-    q.add_argument("--epochs", type=int, default=1 if joint else 3,
+    q.add_argument("--epochs", type=int, default=1 if joint else 3, metavar="N",
                    help="epochs of the paper's loss" + (" (0 with --pretrain-epochs for the warm start only)"
-                                                          if phase == "ori" else "") + " (default %(default)s)")
-    q.add_argument("--batch-size", type=positive_int, default=64)
-    q.add_argument("--lr", type=float, default=1e-4 if joint else 1e-3, help="(default %(default)s)")
-    q.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training quadruplets")
+                                                          if phase == "ori" else ""))
+    q.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="quadruplets per step")
+    q.add_argument("--lr", type=float, default=1e-4 if joint else 1e-3, help="learning rate")
+    q.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
+                   help="use at most N training quadruplets (default: all)")
     q.add_argument("--sources", nargs="+", default=None,
                    help="train only on these sources of DATA.h5 (e.g. webcam:mexico; default: all)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--checkpoint", type=Path, default=None, help="checkpoint stem, written every epoch")
+    q.add_argument("--seed", type=int, default=0, help="random seed")
+    q.add_argument("--checkpoint", type=Path, default=None, metavar="STEM", help="checkpoint stem, written every epoch")
     q.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     if not joint:
-        q.add_argument("--init", default=None,
+        q.add_argument("--init", default=None, metavar="STEM",
                        help=f"start from these {phase.upper()} weights (fine-tuning on your own data; default: "
                             "the shipped ones)")
     if phase in ("desc", "joint"):
@@ -165,14 +183,15 @@ def add_lift_phase(nets, phase: str, text: str) -> None:
         q.add_argument("--upright", action="store_true",
                        help="train on upright patches (for a pipeline whose ORI is untrained or off)")
     else:
-        q.add_argument("--desc", default=None, help="DESC weights stem (default: the shipped desc)")
+        q.add_argument("--desc", default=None, metavar="STEM", help="DESC weights stem (default: the shipped desc)")
     if phase in ("det", "joint"):
-        q.add_argument("--ori", default=None, help="ORI weights stem (default: the shipped ori)")
-        q.add_argument("--class-weight", type=float, default=10.0, help="γ of γ·L_class + L_pair")
+        q.add_argument("--ori", default=None, metavar="STEM", help="ORI weights stem (default: the shipped ori)")
+        q.add_argument("--class-weight", type=float, default=10.0, metavar="GAMMA", help="γ of γ·L_class + L_pair")
     if joint:
-        q.add_argument("--det", default=None, help="DET weights stem to start from (default: the shipped det)")
+        q.add_argument("--det", default=None, metavar="STEM",
+                       help="DET weights stem to start from (default: the shipped det)")
     if phase == "ori":
-        q.add_argument("--pretrain-epochs", type=int, default=0,
+        q.add_argument("--pretrain-epochs", type=int, default=0, metavar="N",
                        help="first regress the SfM keypoints' SIFT angles for this many epochs (warm start), "
                             "then --epochs of the paper's pair loss")
     q.set_defaults(func=run_lift_phase, phase=phase)

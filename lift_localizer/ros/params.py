@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backends import BACKENDS
+from ..backends import BACKEND_NAMES, BACKENDS, unavailable
 from ..features.lift import PRESETS
 from ..localization.localizer import default_conf as localizer_defaults
 
@@ -31,7 +31,7 @@ _L = localizer_defaults
 PARAMS: tuple[Param, ...] = (
     Param("map_path", "", "map directory written by `lift-localizer build-map`; empty: wait for one", reload=True),
     Param("features", "", "which of the map's feature sets (lift, sift); empty: the map's own", reload=True),
-    Param("backend", _L["backend"], "where LIFT's networks run", choices=("auto", "torch", "onnx", "tensorrt"), reload=True),
+    Param("backend", _L["backend"], "where LIFT's networks run", choices=BACKEND_NAMES, reload=True),
     Param("precision", "", "network precision; empty: the back end's default (fp32, TensorRT fp16); int8 needs "
           "TensorRT and a calibration (`lift-localizer export --precision int8`)", choices=("", "fp32", "fp16", "int8"),
           reload=True),
@@ -85,7 +85,7 @@ def check(name: str, value) -> str | None:
     if p.choices and value not in p.choices:
         return f"{name} = {value!r}: choose one of {', '.join(p.choices)}"
     if name == "backend" and value not in BACKENDS:
-        return f"backend {value!r} is not available in this installation (available: {', '.join(BACKENDS)})"
+        return f"backend {value!r} is not available here: {unavailable(value)}"
     if name == "device" and not (value == "cpu" or value.startswith("cuda")):
         return f"device {value!r}: use cpu or cuda[:N]"
     return None
