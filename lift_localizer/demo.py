@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             cells[-1] = f"{cells[-1]:<42}"
         print(f"  {name:<22} " + " | ".join(cells))
     print_results(results, log=print)
-    print(f"report (plots, per-query tables) in {out / 'report'}; map in {map_dir}; "
+    print(f"report: open {out / 'report' / 'report.html'} (plots, per-query tables beside it); map in {map_dir}; "
           f"{time.perf_counter() - start:.0f} s in all")
     if not args.bag:
         print(f"the same from the command line: lift-localizer evaluate --map {map_dir} --bag {out / 'bags' / 'query'}")

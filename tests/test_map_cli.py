@@ -81,7 +81,8 @@ def test_evaluate_prints_recall_and_writes_report(bags, built, tmp_path):
     assert "[sift]" in stdout and "[lift]" in stdout and "(0.25 m, 2°)" in stdout and "median time" in stdout
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["lift"]["num_queries"] == 3 and summary["sift"]["recall"]["0.25m_2deg"] == 1.0
-    assert (tmp_path / "r" / "trajectory_top_view.png").exists() and list((tmp_path / "r").glob("inliers_*.jpg"))
+    assert (tmp_path / "r" / "trajectory_top_view.png").exists() and (tmp_path / "r" / "matches_best_lift.png").exists()
+    assert "matches_best_lift.png" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_other_feature_set_and_solver(bags, built, tmp_path):

@@ -2,19 +2,16 @@
 side by side on the same map images and queries), and write a report a person wants to read."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..geometry.pose import invert
 from ..localization.localizer import Localizer
 from ..mapping.frames import Frame
 from ..mapping.io import list_alternates, load_map, read_meta
 from .metrics import Summary, errors, summarize
-from .plots import draw_inliers, plot_error_cdfs, plot_trajectories
 from .replay import QueryOutcome, localize_frames
+from .report import dataset_name, write_report
 
 
 def feature_sets(map_dir: str | Path) -> list[str]:
@@ -48,7 +45,7 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
                              **retrieval_recall(localizer, outcomes, gts)}
         results[name] = (summary, outcomes)
     if report:
-        write_report(Path(report), results, gts, map_dir)
+        write_report(Path(report), results, gts, dataset_name(map_dir), map_dir)
     return results
 
 
@@ -78,43 +75,3 @@ def print_results(results: dict[str, tuple[Summary, list[QueryOutcome]]], log=pr
                 f"(right = one of the 2 map images nearest the query)")
         if summary.failures:
             log("  failures: " + ", ".join(f"{k}: {v}" for k, v in summary.failures.items()))
-
-
-def _inlier_figure(outcome: QueryOutcome, name: str) -> np.ndarray | None:
-    r = outcome.result
-    if r is None or r.match_xyz is None or r.T_map_camera is None:
-        return None
-    cam = outcome.frame.camera
-    T_cw = invert(r.T_map_camera)
-    proj, _ = cv2.projectPoints(r.match_xyz, cv2.Rodrigues(T_cw[:3, :3])[0], T_cw[:3, 3], cam.K,
-                                cam.dist if cam.has_distortion else None)
-    kp = r.features.keypoints[r.match_keypoints]
-    caption = (f"{name} {outcome.frame.name}: {r.num_inliers}/{r.num_matches} inliers"
-               + ("" if outcome.reason is None else f" - FAILED: {outcome.reason}"))
-    return draw_inliers(outcome.frame.image(), kp, proj[:, 0], r.inliers, caption)
-
-
-def write_report(report: Path, results: dict, gts: list[np.ndarray], map_dir) -> None:
-    report.mkdir(parents=True, exist_ok=True)
-    gt_xyz = np.array([T[:3, 3] for T in gts])
-    title = f"{Path(map_dir).name}: {len(gts)} queries"
-    est = {name: np.array([o.T_map_camera[:3, 3] if o.T_map_camera is not None else [np.nan] * 3 for o in outs])
-           for name, (_, outs) in results.items()}
-    plot_trajectories(report / "trajectory_top_view.png", gt_xyz, est, title)
-    plot_error_cdfs(report / "error_cdf.png", {n: s.errors for n, (s, _) in results.items()}, title)
-    for name, (summary, outcomes) in results.items():
-        # A few queries to look at: the first, the median and the worst localized, and a failure.
-        order = np.argsort(summary.errors[:, 0])
-        picks = {int(order[0]), int(order[len(order) // 2]), int(order[-1])}
-        for k in sorted(picks):
-            fig = _inlier_figure(outcomes[k], name)
-            if fig is not None:
-                stem = Path(outcomes[k].frame.name).stem
-                cv2.imwrite(str(report / f"inliers_{name}_{stem}.jpg"), fig)
-        with open(report / f"queries_{name}.csv", "w") as f:
-            f.write("name,localized,translation_error,rotation_error_deg,inliers,matches,reason\n")
-            for o, (dt, dr) in zip(outcomes, summary.errors):
-                r = o.result
-                f.write(f"{o.frame.name},{int(o.reason is None)},{dt:.6g},{dr:.6g},{r.num_inliers if r else 0},"
-                        f"{r.num_matches if r else 0},{(o.reason or '').replace(',', ';')}\n")
-    (report / "summary.json").write_text(json.dumps({n: s.to_dict() for n, (s, _) in results.items()}, indent=1))
