@@ -122,3 +122,148 @@ def test_build_map_from_a_nerf_folder(bags, tmp_path):
     code, stdout, stderr = run("build-map", "--folder", tmp_path, "--output", tmp_path / "map", "--features", "sift")
     assert code == 0, stderr
     assert "[sift] 10 images" in stdout
+
+
+# ---------------------------------------------------------------- index-map and the global index
+
+
+def _copy_map(built, target):
+    import shutil
+
+    shutil.copytree(built[0], target, ignore=shutil.ignore_patterns("alt"))
+    return target
+
+
+@pytest.fixture()
+def other_netvlad(tmp_path, monkeypatch):
+    """A NetVLAD for SIFT other than the shipped one (as after `train netvlad`), picked up by index-map."""
+    import torch
+
+    import lift_localizer.retrieval.retriever as retriever
+    from lift_localizer.weights import load_network, save_network
+
+    shipped = load_network("netvlad", "netvlad_sift")
+    with torch.no_grad():
+        shipped.module.centroids.mul_(1.01)
+    stem = tmp_path / "models" / "netvlad_sift"
+    save_network("netvlad", shipped.module, stem, {k: v for k, v in shipped.card.items() if k != "tensors_sha256"})
+    monkeypatch.setattr(retriever, "model_stem", lambda name: str(tmp_path / "models" / f"netvlad_{name}"))
+    return load_network("netvlad", stem), load_network("netvlad", "netvlad_sift")
+
+
+class Interrupted(BaseException):
+    """What a kill or Ctrl-C does to index-map: nothing after it runs."""
+
+
+def test_index_map_interrupted_at_any_step_leaves_a_map_that_loads(built, tmp_path, other_netvlad, monkeypatch):
+    import os
+    import pathlib
+    import shutil
+
+    from lift_localizer.localization.localizer import Localizer
+    from lift_localizer.mapping.build import index_map
+    from lift_localizer.mapping.io import load_map
+
+    new, old = other_netvlad
+    step = 0
+    while True:
+        directory = _copy_map(built, tmp_path / f"map{step}")
+        calls = [0]
+
+        def interrupting(real):
+            def run(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] > step:
+                    raise Interrupted
+                return real(*args, **kwargs)
+            return run
+
+        with monkeypatch.context() as m:
+            # Every step that changes what is on disk under a name: renames, copies, removals.
+            m.setattr(os, "replace", interrupting(os.replace))
+            m.setattr(shutil, "copyfile", interrupting(shutil.copyfile))
+            m.setattr(pathlib.Path, "unlink", interrupting(pathlib.Path.unlink))
+            try:
+                index_map(directory, log=lambda *a: None)
+                finished = True
+            except Interrupted:
+                finished = False
+        localizer = Localizer(load_map(directory))
+        assert localizer.retrieval.name == "netvlad", (step, localizer.retrieval_note)
+        assert localizer.retrieval.net.sha256 in (old.sha256, new.sha256), step
+        if finished:
+            break
+        step += 1
+    assert step >= 8   # every rename, copy and removal was an interruption point once
+    assert localizer.retrieval.net.sha256 == new.sha256
+    # Done: the usual names, nothing left over.
+    assert sorted(p.name for p in directory.iterdir() if "global" in p.name) == ["global.h5", "global.index"]
+    assert not list(directory.glob(".*partial"))
+
+
+def test_index_map_command_then_localize(bags, built, tmp_path, other_netvlad):
+    root, _ = bags
+    directory = _copy_map(built, tmp_path / "map")
+    code, stdout, stderr = run("index-map", directory)
+    assert code == 0 and "NetVLAD" in stdout, stderr
+    meta = json.loads((directory / "map.json").read_text())["retrieval"]
+    assert meta["model_sha256"] == other_netvlad[0].sha256 and set(meta["sha256"]) == {"global.h5", "global.index"}
+    code, stdout, stderr = run("localize", "--map", directory, "--bag", root / "query", "--output", tmp_path / "p.txt")
+    assert code == 0 and "localized 3/3" in stdout and "descriptor votes" not in stderr, stderr
+
+
+def _corrupt_index(directory):
+    (directory / "global.index").write_bytes(b"not a faiss index")
+
+
+def _missing_descriptors(directory):
+    (directory / "global.h5").unlink()
+
+
+def _truncated_descriptors(directory):
+    data = (directory / "global.h5").read_bytes()
+    (directory / "global.h5").write_bytes(data[:len(data) // 2])
+
+
+def _index_of(directory, n):
+    """A valid flat index of n random vectors in place of the map's."""
+    import numpy as np
+
+    from lift_localizer.retrieval.index import build_index, save_index
+
+    vectors = np.random.default_rng(0).normal(size=(n, 256)).astype(np.float32)
+    save_index(build_index(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))[0], directory / "global.index")
+
+
+def _without_hashes(directory):
+    """map.json as maps written before it recorded the global files' hashes."""
+    meta = json.loads((directory / "map.json").read_text())
+    del meta["retrieval"]["sha256"]
+    (directory / "map.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("hashes,damage,why", [
+    (True, _missing_descriptors, "global.h5 is missing"),
+    (True, _truncated_descriptors, "global.h5 is not the file map.json names"),
+    (True, _corrupt_index, "global.index is not the file map.json names"),
+    (True, lambda d: _index_of(d, 10), "global.index is not the file map.json names"),
+    # Maps without recorded hashes: the files themselves are checked.
+    (False, _truncated_descriptors, "global.h5: unreadable"),
+    (False, _corrupt_index, "global.index: unreadable"),
+    (False, lambda d: _index_of(d, 3), "holds 3 256-D vectors, the map 10 images"),
+])
+def test_unusable_global_index_falls_back_to_votes_with_a_note(bags, built, tmp_path, hashes, damage, why):
+    from lift_localizer.localization.localizer import Localizer
+    from lift_localizer.mapping.io import MapError, load_map
+
+    root, _ = bags
+    directory = _copy_map(built, tmp_path / "map")
+    if not hashes:
+        _without_hashes(directory)
+    damage(directory)
+    localizer = Localizer(load_map(directory))
+    assert localizer.retrieval.name == "vote" and why in localizer.retrieval_note
+    with pytest.raises(MapError, match="NetVLAD retrieval unavailable"):
+        Localizer(load_map(directory), {"retrieval": "netvlad"})
+    code, stdout, stderr = run("localize", "--map", directory, "--bag", root / "query", "--output", tmp_path / "p.txt")
+    assert code == 0 and "localized" in stdout and "note: retrieval by descriptor votes" in stderr and why in stderr

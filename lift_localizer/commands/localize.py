@@ -88,6 +88,8 @@ def run_localize(args: argparse.Namespace) -> int:
         return fail(str(e))
     if getattr(localizer.extractor, "untrained_warning", None):
         log(localizer.extractor.untrained_warning)
+    if localizer.retrieval_note:
+        log(f"note: retrieval by descriptor votes: {localizer.retrieval_note}")
     frames, error = _query_frames(args)  # no pose topic: the localizer never sees ground truth
     if error:
         return fail(error)

@@ -51,7 +51,9 @@ def add_index(sub) -> None:
                        description="Compute NetVLAD global descriptors from the features stored in the map (and "
                                    "in its alternates) with the shipped NetVLAD for those features, and write "
                                    "global.h5 and the faiss index; run it after training a new NetVLAD "
-                                   "instead of rebuilding the map.")
+                                   "instead of rebuilding the map. An interruption leaves the map with its "
+                                   "old index or the new one, never a mix (map.json names the files and "
+                                   "their hashes, and is replaced only once they are complete).")
     p.add_argument("map", type=Path, metavar="MAP_DIR", help="map directory written by build-map")
     p.set_defaults(func=run_index)
 

@@ -21,7 +21,7 @@ from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
 from .absolute_pose import PoseEstimate, default_solver, estimate_pose
 from .matching import mutual_nearest_neighbours
-from ..retrieval.retriever import NetVLADRetrieval, compatible_model
+from ..retrieval.retriever import GlobalIndexError, NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
 
 default_conf = {
@@ -149,7 +149,10 @@ class Localizer:
         if method != "vote" and meta:
             net, why = compatible_model(self.map.meta["features"], meta["model"])
             if net is not None and net.sha256 == meta["model_sha256"]:
-                return NetVLADRetrieval(self.map.path, [im.name for im in self.map.images], net)
+                try:
+                    return NetVLADRetrieval(self.map.path, [im.name for im in self.map.images], net, meta)
+                except GlobalIndexError as e:
+                    why = f"the map's global index is unusable: {e}"
             why = why or f"the shipped {meta['model']} differs from the one the map was built with; rebuild the map"
         else:
             why = "the map has no global descriptors"

@@ -6,7 +6,11 @@ poses → points triangulated by pycolmap with the poses fixed → the map direc
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import shutil
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +23,9 @@ from ..features.image import ImageError, to_gray
 from ..features.lift import Features
 from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
 from ..localization.matching import mutual_nearest_neighbours
-from ..retrieval.index import build_index, save_index
-from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, global_descriptors, model_ref,
-                                   write_global)
+from ..retrieval.index import build_index
+from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, fsync_path, global_descriptors,
+                                   model_ref, retrieval_files, write_retrieval_files)
 from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
@@ -185,15 +189,17 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
             if why:
                 log(f"note: {name} map without NetVLAD retrieval ({why}); localization will rank map images "
                     f"by descriptor votes")
+            if retrieval:
+                # Written before map.json, which records their hashes (the localizer checks them).
+                target.mkdir(parents=True, exist_ok=True)
+                retrieval["meta"].update(write_retrieval_files(
+                    target, [f.name for f in frames], retrieval["descriptors"], retrieval["index"], retrieval["net"]))
             meta = {"features": ex.identity(), "retrieval": retrieval["meta"] if retrieval else None, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                     "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
                     "statistics": stats}
             images = [MapImage(f.name, f.camera, f.T_map_camera, ft, pid)
                       for f, ft, pid in zip(frames, feats[name], tri.point_ids)]
             write_map(target, meta, images, ids, xyz, err, tl, rec)
-            if retrieval:
-                write_global(target, [f.name for f in frames], retrieval["descriptors"], retrieval["net"])
-                save_index(retrieval["index"], target / INDEX_FILE)
             summary[name] = stats
             if stats["points"] == 0:
                 raise MapBuildError(f"{name}: no 3D points could be triangulated ({pm.verified} verified matches "
@@ -203,28 +209,59 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
 
 def index_map(map_dir: str | Path, log=print) -> dict | None:
     """(Re)compute a map's NetVLAD global descriptors and faiss index from its stored features,
-    e.g. after training a new NetVLAD; map.json is rewritten last, so an interruption leaves the
-    map as it was. Returns the new retrieval record, or None when no model fits the features."""
-    import json
-    import os
+    e.g. after training a new NetVLAD. Returns the new retrieval record, or None when no model fits
+    the features.
 
+    Every file is renamed into place, and map.json (which names the global files and their hashes)
+    is only ever replaced when the files it will name are complete, so an interruption at any point
+    leaves a map that loads with either the old index or the new one:
+    1. the new files are written under names of their own (``global-<random>.h5``, ``.index``);
+    2. map.json is replaced to name them;
+    3. copies take the usual names (global.h5, global.index), which map.json no longer names;
+    4. map.json is replaced to name those; 5. files that map.json does not name are removed.
+    """
     from ..mapping.io import load_map
 
     m = load_map(map_dir)
+    directory = Path(m.path)
     retrieval, why = _global_index(m.meta["features"], [im.features for im in m.images], [im.name for im in m.images])
     if retrieval is None:
         log(f"{map_dir}: no NetVLAD for these features ({why})")
         return None
-    directory = Path(m.path)
-    partial = directory / ".indexing"
-    partial.mkdir(exist_ok=True)
-    write_global(partial, [im.name for im in m.images], retrieval["descriptors"], retrieval["net"])
-    save_index(retrieval["index"], partial / INDEX_FILE)
-    for name in (GLOBAL_FILE, INDEX_FILE):
-        os.replace(partial / name, directory / name)
-    partial.rmdir()
-    meta = {**json.loads((directory / "map.json").read_text()), "retrieval": retrieval["meta"]}
-    tmp = directory / "map.json.partial"
+    names = [im.name for im in m.images]
+    staged = write_retrieval_files(directory, names, retrieval["descriptors"], retrieval["index"], retrieval["net"],
+                                   f"global-{_token()}.h5", f"global-{_token()}.index")
+    meta = json.loads((directory / "map.json").read_text())
+    _replace_meta(directory, {**meta, "retrieval": {**retrieval["meta"], **staged}})
+    for staged_name, name in zip(staged["files"], (GLOBAL_FILE, INDEX_FILE)):
+        tmp = directory / f".{name}.partial"
+        shutil.copyfile(directory / staged_name, tmp)
+        fsync_path(tmp)
+        os.replace(tmp, directory / name)
+    fsync_path(directory)
+    record = {**retrieval["meta"], "files": [GLOBAL_FILE, INDEX_FILE],
+              "sha256": {name: staged["sha256"][staged_name]
+                         for staged_name, name in zip(staged["files"], (GLOBAL_FILE, INDEX_FILE))}}
+    _replace_meta(directory, {**meta, "retrieval": record})
+    _remove_unnamed_retrieval_files(directory, record)
+    return record
+
+
+def _token() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _replace_meta(directory: Path, meta: dict) -> None:
+    tmp = directory / ".map.json.partial"
     tmp.write_text(json.dumps(meta, indent=1))
+    fsync_path(tmp)
     os.replace(tmp, directory / "map.json")
-    return retrieval["meta"]
+    fsync_path(directory)
+
+
+def _remove_unnamed_retrieval_files(directory: Path, record: dict) -> None:
+    """Global files that map.json does not name: staged copies, and what an interruption left."""
+    keep = set(retrieval_files(record))
+    for path in [*directory.glob("global-*.h5"), *directory.glob("global-*.index"), *directory.glob(".global*.partial")]:
+        if path.name not in keep:
+            path.unlink(missing_ok=True)

@@ -6,6 +6,8 @@ descriptors of the same kind: its card names the features (and, for LIFT, the DE
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import h5py
@@ -13,11 +15,60 @@ import numpy as np
 import torch
 
 from ..weights import LoadedNetwork, WeightsError, load_network
-from .index import load_index, search
+from .index import load_index, save_index, search
 from .netvlad import pad_batch
 
 GLOBAL_FILE = "global.h5"
 INDEX_FILE = "global.index"
+
+
+class GlobalIndexError(ValueError):
+    """A map's global descriptors or faiss index are missing, corrupt, changed or for other images;
+    the localizer then ranks map images by descriptor votes."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk, so a rename after it never outlives its data."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:   # directories cannot be opened on some systems: nothing to flush there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def retrieval_files(record: dict) -> tuple[str, str]:
+    """(global descriptors file, faiss index file) that a map.json retrieval record names."""
+    files = record.get("files") or [GLOBAL_FILE, INDEX_FILE]
+    return str(files[0]), str(files[1])
+
+
+def write_retrieval_files(directory: Path, names: list[str], desc: np.ndarray, index, net: LoadedNetwork,
+                          global_name: str = GLOBAL_FILE, index_name: str = INDEX_FILE) -> dict:
+    """Write the global descriptors and the faiss index under the given names, each through a
+    temporary file renamed into place; returns the map.json fields that name them and their hashes."""
+    written = {}
+    for name, write in ((global_name, lambda p: write_global(p, names, desc, net)),
+                        (index_name, lambda p: save_index(index, p))):
+        tmp = directory / f".{name}.partial"
+        write(tmp)
+        fsync_path(tmp)
+        written[name] = file_sha256(tmp)
+        os.replace(tmp, directory / name)
+    fsync_path(directory)
+    return {"files": [global_name, index_name], "sha256": written}
 
 
 def model_stem(features_name: str) -> str:
@@ -56,8 +107,9 @@ def global_descriptors(net: LoadedNetwork, descriptors: list[np.ndarray], batch:
     return np.concatenate(out) if out else np.zeros((0, net.module.out_dim), np.float32)
 
 
-def write_global(directory: Path, names: list[str], desc: np.ndarray, net: LoadedNetwork) -> None:
-    with h5py.File(directory / GLOBAL_FILE, "w") as f:
+def write_global(path: Path, names: list[str], desc: np.ndarray, net: LoadedNetwork) -> None:
+    """The global descriptors file: image names, (M, E) descriptors, the model that made them."""
+    with h5py.File(path, "w") as f:
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("descriptors", data=desc.astype(np.float32))
         f.attrs["model"] = model_ref(net)
@@ -67,16 +119,40 @@ def write_global(directory: Path, names: list[str], desc: np.ndarray, net: Loade
 class NetVLADRetrieval:
     name = "netvlad"
 
-    def __init__(self, map_dir: Path, names: list[str], net: LoadedNetwork) -> None:
-        with h5py.File(map_dir / GLOBAL_FILE, "r") as f:
-            stored = [n.decode() if isinstance(n, bytes) else n for n in f["names"][()]]
-            sha = f.attrs.get("model_sha256")
+    def __init__(self, map_dir: Path, names: list[str], net: LoadedNetwork, record: dict | None = None) -> None:
+        """The index named by ``record`` (map.json's retrieval record); GlobalIndexError where it does
+        not match the map: a missing or corrupt file, a file changed since map.json named it, other
+        images or another model."""
+        map_dir = Path(map_dir)
+        record = record or {}
+        paths = [map_dir / n for n in retrieval_files(record)]
+        for path in paths:
+            if not path.is_file():
+                raise GlobalIndexError(f"{path} is missing; run `lift-localizer index-map {map_dir}`")
+            want = (record.get("sha256") or {}).get(path.name)
+            if want is not None and file_sha256(path) != want:
+                raise GlobalIndexError(f"{path} is not the file map.json names (its hash differs); run "
+                                       f"`lift-localizer index-map {map_dir}`")
+        try:
+            with h5py.File(paths[0], "r") as f:
+                stored = [n.decode() if isinstance(n, bytes) else n for n in f["names"][()]]
+                dim = int(f["descriptors"].shape[1])
+                sha = f.attrs.get("model_sha256")
+        except (OSError, KeyError, ValueError, IndexError, TypeError) as e:
+            raise GlobalIndexError(f"{paths[0]}: unreadable ({type(e).__name__}: {e})") from None
         if stored != names:
-            raise ValueError(f"{map_dir}/{GLOBAL_FILE} lists other images than the map")
+            raise GlobalIndexError(f"{paths[0]} lists other images than the map ({len(stored)} against {len(names)})")
         if sha != net.sha256:
-            raise ValueError(f"{map_dir}/{GLOBAL_FILE} was made with another NetVLAD ({str(sha)[:12]}…)")
+            raise GlobalIndexError(f"{paths[0]} was made with another NetVLAD ({str(sha)[:12]}…)")
+        try:
+            index = load_index(paths[1])
+        except Exception as e:   # noqa: BLE001 — faiss reports a corrupt file as a bare RuntimeError
+            raise GlobalIndexError(f"{paths[1]}: unreadable ({type(e).__name__}: {str(e).strip()[:200]})") from None
+        if index.ntotal != len(names) or index.d != dim:
+            raise GlobalIndexError(f"{paths[1]} holds {index.ntotal} {index.d}-D vectors, the map {len(names)} "
+                                   f"images of {dim}-D descriptors")
         self.net = net
-        self.index = load_index(map_dir / INDEX_FILE)
+        self.index = index
 
     def describe(self, descriptors: np.ndarray) -> np.ndarray:
         return global_descriptors(self.net, [descriptors])[0]
