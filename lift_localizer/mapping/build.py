@@ -22,6 +22,7 @@ from ..features.extractors import make_extractor
 from ..features.image import ImageError, to_gray
 from ..features.lift import Features
 from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
+from ..localization.localizer import default_conf as localizer_conf
 from ..localization.matching import mutual_nearest_neighbours
 from ..retrieval.index import build_index
 from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, fsync_path, global_descriptors,
@@ -30,7 +31,8 @@ from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
 default_conf = {
-    "max_keypoints": 2000,
+    # The queries' budget: a map holds as many keypoints per image as the images localized against it.
+    "max_keypoints": localizer_conf["max_keypoints"],
     # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
     "upright": False,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
@@ -75,12 +77,13 @@ def select_pairs(poses: list[np.ndarray], num_neighbours: int, max_view_angle_de
 
 
 def match_pairs(pairs: list[tuple[int, int]], features: list[Features], frames: list[Frame],
-                conf: dict) -> PairMatches:
-    """Mutual-NN + ratio matches for each pair, kept where the known poses agree (epipolar)."""
+                conf: dict, progress: str | None = None) -> PairMatches:
+    """Mutual-NN + ratio matches for each pair, kept where the known poses agree (epipolar).
+    ``progress``: the label of a progress bar over the pairs (None: no bar)."""
     undist = [f.camera.undistort_points(ft.keypoints) for f, ft in zip(frames, features)]
     out: dict[tuple[int, int], np.ndarray] = {}
     raw = verified = 0
-    for i, j in pairs:
+    for i, j in _bar(progress or "", unit="pair", iterable=pairs, disable=None if progress else True):
         m = mutual_nearest_neighbours(features[i].descriptors, features[j].descriptors, conf["ratio"])
         raw += len(m)
         if len(m) == 0:
@@ -109,10 +112,16 @@ def usable_frames(frames: list[Frame], log=print) -> list[Frame]:
     return keep
 
 
+def _bar(desc: str, total: int | None = None, unit: str = "it", iterable=None, disable: bool | None = None) -> tqdm:
+    """One stage's progress line on stderr (hidden where stderr is not a terminal); it stays when done,
+    so that the log shows every stage and how long it took."""
+    return tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, disable=disable)
+
+
 def _extract_all(frames: list[Frame], extractors: dict, log) -> tuple[list[Frame], dict[str, list[Features]]]:
     kept: list[Frame] = []
     feats: dict[str, list[Features]] = {name: [] for name in extractors}
-    for frame in tqdm(frames, desc="extract", unit="img", file=sys.stderr, disable=None):
+    for frame in _bar(f"features {' '.join(extractors)}", unit="img", iterable=frames):
         try:
             gray = to_gray(frame.image())
         except ImageError as e:
@@ -169,10 +178,13 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     with atomic_directory(output) as tmp:
         for k, (name, ex) in enumerate(extractors.items()):
             target = tmp if k == 0 else tmp / ALT_DIR / name
-            pm = match_pairs(pairs, feats[name], frames, conf)
-            tri = triangulate([f.name for f in frames], [f.camera for f in frames], poses,
-                              [ft.keypoints for ft in feats[name]], pm.matches,
-                              {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
+            pm = match_pairs(pairs, feats[name], frames, conf, progress=f"matching {name}")
+            # One pycolmap call: the bar shows that it runs and, when done, how long it took.
+            with _bar(f"triangulation {name}", total=1, unit="model") as bar:
+                tri = triangulate([f.name for f in frames], [f.camera for f in frames], poses,
+                                  [ft.keypoints for ft in feats[name]], pm.matches,
+                                  {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
+                bar.update()
             rec = tri.reconstruction
             ids = np.array(sorted(rec.points3D.keys()), np.int64)
             xyz = np.array([rec.points3D[i].xyz for i in ids]).reshape(-1, 3)
@@ -185,21 +197,28 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                 "mean_reprojection_error_px": float(err.mean()) if len(err) else float("nan"),
                 "mean_keypoints": float(np.mean([len(f) for f in feats[name]])),
             }
-            retrieval, why = _global_index(ex.identity(), feats[name], [f.name for f in frames])
-            if why:
-                log(f"note: {name} map without NetVLAD retrieval ({why}); localization will rank map images "
-                    f"by descriptor votes")
-            if retrieval:
-                # Written before map.json, which records their hashes (the localizer checks them).
-                target.mkdir(parents=True, exist_ok=True)
-                retrieval["meta"].update(write_retrieval_files(
-                    target, [f.name for f in frames], retrieval["descriptors"], retrieval["index"], retrieval["net"]))
-            meta = {"features": ex.identity(), "retrieval": retrieval["meta"] if retrieval else None, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
-                    "statistics": stats}
-            images = [MapImage(f.name, f.camera, f.T_map_camera, ft, pid)
-                      for f, ft, pid in zip(frames, feats[name], tri.point_ids)]
-            write_map(target, meta, images, ids, xyz, err, tl, rec)
+            with _bar(f"writing {name}", total=2, unit="part") as bar:
+                bar.set_postfix_str("global descriptors and index")
+                retrieval, why = _global_index(ex.identity(), feats[name], [f.name for f in frames])
+                if why:
+                    log(f"note: {name} map without NetVLAD retrieval ({why}); localization will rank map images "
+                        f"by descriptor votes")
+                if retrieval:
+                    # Written before map.json, which records their hashes (the localizer checks them).
+                    target.mkdir(parents=True, exist_ok=True)
+                    retrieval["meta"].update(write_retrieval_files(
+                        target, [f.name for f in frames], retrieval["descriptors"], retrieval["index"],
+                        retrieval["net"]))
+                bar.update()
+                bar.set_postfix_str("COLMAP model, features, points, map.json")
+                meta = {"features": ex.identity(), "retrieval": retrieval["meta"] if retrieval else None,
+                        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                        "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
+                        "statistics": stats}
+                images = [MapImage(f.name, f.camera, f.T_map_camera, ft, pid)
+                          for f, ft, pid in zip(frames, feats[name], tri.point_ids)]
+                write_map(target, meta, images, ids, xyz, err, tl, rec)
+                bar.update()
             summary[name] = stats
             if stats["points"] == 0:
                 raise MapBuildError(f"{name}: no 3D points could be triangulated ({pm.verified} verified matches "
