@@ -217,10 +217,35 @@ def test_tf_map_to_camera_where_tf2_ros_exists(running, scene):
              10, "map→camera on /tf (no odom frame exists)", node)
 
 
-def test_relocalize_service(running):
-    node, client, *_ = running
-    response = client.call(Trigger, "/lift_localizer/relocalize", Trigger.Request())
-    assert response.success and "next image" in response.message
+def test_relocalize_lets_through_a_frame_the_rate_limit_would_drop(running, scene):
+    node, client, pubs, poses, keypoints, diagnostics = running
+    _, cam, query = scene
+    pubs["info"].publish(camera_info(cam))
+    assert all(r.successful for r in set_params(client, max_rate_hz=0.01))   # one frame per 100 s
+    try:
+        def counts():
+            v = diagnostics_values(diagnostics[-1])
+            return int(v["frames_processed"]), int(v["frames_skipped_rate"]), int(v["frames_in"])
+
+        # The first frame may or may not pass (when was the last?); the one after it is within 100 s.
+        before = counts()
+        pubs["image"].publish(image_msg(query[1][0], 11 * 10**11))
+        wait_for(lambda: counts()[2] > before[2] and counts()[:2] != before[:2], 60, "the first frame", node)
+        processed, skipped, _ = counts()
+        send_and_wait(running, image_msg(query[1][0], 11 * 10**11 + 1), "frames_skipped_rate")
+        assert counts()[0] == processed
+        response = client.call(Trigger, "/lift_localizer/relocalize", Trigger.Request())
+        assert response.success and "next image is localized at once" in response.message \
+            and "rate limit restarts" in response.message
+        n = len(poses)
+        send_and_wait(running, image_msg(query[1][0], 11 * 10**11 + 2), "frames_processed")
+        wait_for(lambda: len(poses) > n, 10, "the relocalized frame's pose", node)
+        assert stamp_ns(poses[-1].header) == 11 * 10**11 + 2
+        wait_for(lambda: "relocalized: ok" in node.output(), 5, "the log line", node)
+        # Only that one: the next frame is held back by the rate limit again.
+        send_and_wait(running, image_msg(query[1][0], 11 * 10**11 + 3), "frames_skipped_rate")
+    finally:
+        set_params(client, max_rate_hz=0.0)
 
 
 def test_compressed_images(scene, tmp_path):

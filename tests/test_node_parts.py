@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from lift_localizer.geometry.pose import invert, pose_error
+from lift_localizer.ros.frame_gate import FrameGate
 from lift_localizer.ros.frame_slot import FrameSlot
 from lift_localizer.ros.node_stats import ERROR, OK, WARN, NodeStats
 from lift_localizer.ros.params import BY_NAME, PARAMS, check, localizer_conf
-from lift_localizer.ros.transforms import transform_to_broadcast
+from lift_localizer.ros.transforms import (camera_parent_conflict, decide_broadcast, known_frames, parse_frames_yaml,
+                                          tf_parents, transform_to_broadcast)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,6 +104,91 @@ def test_broadcast_map_to_odom_when_odometry_knows_the_camera():
     assert dt < 1e-9 and dr < 1e-6
     assert transform_to_broadcast(T_map_camera, None, "map", "odom", "cam")[:2] == ("map", "cam")
     assert np.allclose(invert(invert(T_map_camera)), T_map_camera)
+
+
+def test_rate_limit_drops_frames_until_relocalize_lets_the_next_through():
+    gate = FrameGate()
+    rate = 0.5   # one frame every 2 s
+    first = gate.admit(100.0, rate)
+    assert first is not None and gate.starting(first) is False
+    assert gate.admit(100.5, rate) is None and gate.admit(101.0, rate) is None   # the rate limit drops them
+    reply = gate.relocalize()
+    assert "next image is localized at once" in reply and "rate limit restarts" in reply
+    ticket = gate.admit(101.2, rate)   # 1.2 s after the last frame: through, because of the relocalize
+    assert ticket is not None and ticket > first
+    assert gate.starting(ticket) is True and gate.starting(ticket) is False   # answered once
+    # Only that frame: the rate limit holds again, counted from the relocalized frame.
+    assert gate.admit(101.5, rate) is None and gate.admit(103.3, rate) is not None
+    # No rate limit: every frame is admitted; a relocalize is answered by the next frame the worker starts.
+    assert all(gate.admit(200.0 + i * 1e-3, 0.0) is not None for i in range(3))
+    gate.relocalize()
+    a, b = gate.admit(201.0, 0.0), gate.admit(201.001, 0.0)
+    assert gate.starting(b) is True and gate.starting(a) is False   # b replaced a in the one-slot queue
+
+
+def test_relocalize_forgets_the_rate_clock():
+    gate = FrameGate()
+    assert gate.admit(10.0, 1.0) is not None
+    gate.relocalize()
+    assert gate.admit(10.1, 1.0) is not None   # the bypass
+    gate.relocalize()
+    gate.relocalize()   # twice: still one frame through at once, then the rate limit from it
+    assert gate.admit(10.2, 1.0) is not None and gate.admit(10.3, 1.0) is None
+
+
+# What tf2's Buffer.all_frames_as_yaml() returns (its frame lines end with a space).
+FRAMES_YAML = "".join(f"{child}: \n  parent: '{parent}'\n  broadcaster: 'default_authority'\n  rate: 10000.000\n"
+                      "  most_recent_transform: 0.000000\n  oldest_transform: 0.000000\n  buffer_length: 0.000\n"
+                      for child, parent in (("base_link", "odom"), ("camera", "base_link")))
+
+
+def test_frames_yaml_of_tf2_is_read_as_parents():
+    assert parse_frames_yaml(FRAMES_YAML) == {"base_link": "odom", "camera": "base_link"}
+    assert parse_frames_yaml("[]") == {} and parse_frames_yaml("") == {}
+    assert known_frames(parse_frames_yaml(FRAMES_YAML)) == {"odom", "base_link", "camera"}
+
+    class Buffer:
+        def all_frames_as_yaml(self):
+            return FRAMES_YAML
+
+    assert tf_parents(Buffer()) == {"base_link": "odom", "camera": "base_link"}
+
+
+def test_no_map_to_camera_when_the_camera_has_a_parent_already():
+    T = random_T(np.random.default_rng(1))
+    # A URDF gives the camera a parent and no odometry runs (odom_frame empty, or odom unknown to TF).
+    for odom in ("", "odom"):
+        transform, why = decide_broadcast(T, None, "map", odom, "camera", {"camera": "base_link"})
+        assert transform is None
+        assert "already has the parent base_link" in why and "odom_frame" in why and "base_link" in why
+    # The suggestion is the root of the camera's tree, below the map.
+    why = camera_parent_conflict({"camera": "base_link", "base_link": "odom", "odom": "map"}, "map", "camera")
+    assert "root of its tree (odom" in why
+    # No parent, or the node's own earlier map→camera: map→camera.
+    for parents in ({}, {"camera": "map"}, {"other": "base_link"}):
+        transform, why = decide_broadcast(T, None, "map", "", "camera", parents)
+        assert why is None and transform[:2] == ("map", "camera") and np.array_equal(transform[2], T)
+    # odom→camera known: map→odom, whatever the camera's parent.
+    transform, why = decide_broadcast(T, np.eye(4), "map", "odom", "camera", {"camera": "base_link", "base_link": "odom"})
+    assert why is None and transform[:2] == ("map", "odom")
+
+
+def test_camera_parent_read_from_a_real_tf2_buffer():
+    tf2_ros = pytest.importorskip("tf2_ros", reason="tf2_ros is not on PyPI; this runs on a full ROS 2 install")
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.time import Time
+
+    buffer = tf2_ros.Buffer()
+    assert decide_broadcast(np.eye(4), None, "map", "", "camera", tf_parents(buffer))[0] is not None
+    urdf = TransformStamped()
+    urdf.header.frame_id, urdf.child_frame_id = "base_link", "camera"
+    urdf.transform.rotation.w = 1.0
+    buffer.set_transform_static(urdf, "robot_state_publisher")
+    assert buffer.can_transform("base_link", "camera", Time())   # the camera's parent, as TF resolves it
+    parents = tf_parents(buffer)
+    assert parents.get("camera") == "base_link"
+    transform, why = decide_broadcast(np.eye(4), None, "map", "", "camera", parents)
+    assert transform is None and "odom_frame" in why
 
 
 def test_stats_levels_and_failure_reasons():

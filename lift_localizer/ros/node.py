@@ -2,7 +2,9 @@
 
 Subscribes ``image`` (or ``image/compressed``) and ``camera_info``; publishes ``pose``
 (PoseWithCovarianceStamped), ``keypoints`` (only while someone listens), ``/diagnostics``, and
-TF map→odom or map→camera where tf2_ros is installed; serves ``relocalize`` (std_srvs/Trigger).
+TF map→odom or map→camera where tf2_ros is installed (nothing where the camera frame has a parent
+already that odom_frame does not lead to: ``transforms.decide_broadcast``); serves ``relocalize``
+(std_srvs/Trigger: the next image is localized at once, ``frame_gate.FrameGate``).
 
 The executor only stores the newest frame; one worker thread decodes, localizes and publishes, so
 a slow CPU lowers the rate, never the latency. Nothing a message or a parameter carries stops the
@@ -35,10 +37,11 @@ from ..features.image import ImageError
 from ..geometry.camera import CameraError, camera_from_camera_info
 from . import messages
 from .convert import CONVERTER, decode_image
+from .frame_gate import FrameGate
 from .frame_slot import FrameSlot
 from .node_stats import NodeStats
 from .params import BY_NAME, PARAMS, check, localizer_conf
-from .transforms import transform_to_broadcast
+from .transforms import decide_broadcast, known_frames, tf_parents
 
 try:
     from lift_localizer_msgs.msg import Keypoints
@@ -83,6 +86,7 @@ class LocalizerNode(Node):
         super().__init__("lift_localizer", **kwargs)
         self.stats = NodeStats()
         self._logged: dict[str, float] = {}
+        self._logged_once: set[str] = set()
         self.params = self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -93,8 +97,7 @@ class LocalizerNode(Node):
         self._warmed = None   # (width, height) the loaded localizer was warmed up at
         self._reload = threading.Event()
         self._reload.set()
-        self._relocalize = False
-        self._last_accepted = 0.0
+        self.gate = FrameGate()
         self.slot = FrameSlot()
 
         p = self.params
@@ -185,17 +188,18 @@ class LocalizerNode(Node):
     def _on_image(self, msg, compressed: bool) -> None:
         self.stats.count("in")
         now = time.monotonic()
-        rate = self.params["max_rate_hz"]
-        if rate > 0 and not self._relocalize and now - self._last_accepted < 1.0 / rate:
+        ticket = self.gate.admit(now, self.params["max_rate_hz"])
+        if ticket is None:
             self.stats.count("skipped_rate")
             return
-        self._last_accepted = now
-        self.slot.put((msg, compressed, now))
+        self.slot.put((msg, compressed, now, ticket))
 
     def _on_relocalize(self, request, response):
-        self._relocalize = True
+        response.message = self.gate.relocalize()
         response.success = True
-        response.message = "the next image is localized from scratch, whatever max_rate_hz says"
+        if self._localizer is None:
+            response.message += f" (no map is loaded yet: {self.stats.map_status})"
+        self.get_logger().info("relocalize requested: the next image is localized at once")
         return response
 
     # --- worker thread ---------------------------------------------------------------------
@@ -267,7 +271,7 @@ class LocalizerNode(Node):
         self.stats.set_warm_up(f"{size} in {seconds:.2f} s")
         self.get_logger().info(f"warmed up at {size} in {seconds:.2f} s")
 
-    def _process(self, msg, compressed: bool, received: float) -> None:
+    def _process(self, msg, compressed: bool, received: float, ticket: int) -> None:
         t0 = time.perf_counter()
         try:
             image = decode_image(msg, compressed)
@@ -278,7 +282,6 @@ class LocalizerNode(Node):
         decode_s = time.perf_counter() - t0
         with self._lock:
             camera, localizer = self._camera, self._localizer
-            relocalize, self._relocalize = self._relocalize, False
         if localizer is None:
             self.stats.failure(f"no map ({self.stats.map_status})", counter="skipped_no_map")
             return
@@ -292,6 +295,7 @@ class LocalizerNode(Node):
             self.stats.failure(reason, counter="bad")
             self._log_cause("size mismatch", f"image skipped: {reason}")
             return
+        relocalize = self.gate.starting(ticket)
         result = localizer(image, camera)
         self.stats.count("processed")
         header = msg.header
@@ -319,18 +323,23 @@ class LocalizerNode(Node):
             self._log_cause("no camera frame", "no TF: the image has no frame_id and camera_frame is empty")
             return
         T_odom_camera = None
+        parents = tf_parents(self.tf_buffer)
         if p["odom_frame"]:
             try:
                 tf = self.tf_buffer.lookup_transform(p["odom_frame"], camera_frame, Time.from_msg(header.stamp),
                                                      timeout=Duration(seconds=0.05))
                 T_odom_camera = messages.T_from_transform(tf.transform)
             except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException) as e:
-                if p["odom_frame"] in self.tf_buffer.all_frames_as_yaml():
+                if p["odom_frame"] in known_frames(parents):
                     # odom exists but not at this stamp: a map→camera now would give the camera two parents.
                     self._log_cause("odom lookup", f"no TF this frame: odom→{camera_frame} at the image stamp: {e}")
                     return
-        parent, child, T = transform_to_broadcast(T_map_camera, T_odom_camera, p["map_frame"], p["odom_frame"],
-                                                  camera_frame)
+        transform, why_not = decide_broadcast(T_map_camera, T_odom_camera, p["map_frame"], p["odom_frame"],
+                                              camera_frame, parents)
+        if transform is None:
+            self._log_once(f"tf: {why_not}", why_not)
+            return
+        parent, child, T = transform
         self.tf_broadcaster.sendTransform(messages.transform_msg(T, parent, child, header.stamp))
 
     # --- diagnostics and logging ------------------------------------------------------------
@@ -353,6 +362,12 @@ class LocalizerNode(Node):
         if error:
             self.get_logger().error(text)
         else:
+            self.get_logger().warning(text)
+
+    def _log_once(self, cause: str, text: str) -> None:
+        """A warning about a set-up the user must change: repeating it every frame would add nothing."""
+        if cause not in self._logged_once:
+            self._logged_once.add(cause)
             self.get_logger().warning(text)
 
     def destroy_node(self) -> None:

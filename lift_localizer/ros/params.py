@@ -49,7 +49,9 @@ PARAMS: tuple[Param, ...] = (
     Param("max_position_std", 0.0, "acceptance: largest position standard deviation in map units; 0: not tested",
           low=0.0, high=1e6),
     Param("map_frame", "map", "frame of /pose and the parent of the broadcast transform"),
-    Param("odom_frame", "odom", "broadcast map→odom when TF knows odom→camera; empty: always map→camera"),
+    Param("odom_frame", "odom", "broadcast map→odom when TF knows odom→camera, else map→camera unless the camera "
+          "frame has a parent in TF already (then nothing: set this to the root of the camera's tree); empty: no "
+          "odom lookup"),
     Param("camera_frame", "", "camera optical frame; empty: the image header's frame_id"),
     Param("publish_tf", True, "broadcast the transform (needs tf2_ros)"),
     Param("image_transport", "raw", "subscribe `image` (raw) or `image/compressed`", choices=("raw", "compressed"),
