@@ -181,8 +181,9 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lift-localizer benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..commands import Parser
+
+    p = Parser(prog="lift-localizer benchmark", description=__doc__)
     add_arguments(p)
     return run(p.parse_args(argv))
 
