@@ -172,9 +172,8 @@ def refusing_tensorrt(monkeypatch, tmp_path):
         raise trtb.TensorRTError("det.onnx: TensorRT's ONNX parser refused the model: In node 3 (Conv): bad")
 
     monkeypatch.setattr(backends, "BACKENDS", (*BACKENDS, "tensorrt"))
-    if hasattr(backends, "unavailable"):   # where make_backend asks it before building one by name
-        real = backends.unavailable
-        monkeypatch.setattr(backends, "unavailable", lambda name: None if name == "tensorrt" else real(name))
+    real = backends.unavailable
+    monkeypatch.setattr(backends, "unavailable", lambda name: None if name == "tensorrt" else real(name))
     monkeypatch.setattr(trtb, "available", lambda: (True, "TensorRT 10.3, stand-in"))
     monkeypatch.setattr(trtb.TensorRTBackend, "__init__", refuse)
     monkeypatch.setattr(onnx_backend, "ensure_export", lambda networks, model_dir=None: (tmp_path, {}))
