@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lift_localizer.cli import main
+from lift_localizer.evaluation import benchmark
 from lift_localizer.evaluation.benchmark import count_macs, peak_gmacs
 from lift_localizer.features.desc import DESC
 from lift_localizer.features.det import DET
@@ -20,8 +21,25 @@ def test_mac_counts_match_hand_counts():
     assert count_macs(DESC(), torch.zeros(1, 1, 64, 64)) == pytest.approx(51e6, rel=0.02)
 
 
-def test_peak_is_positive():
-    assert peak_gmacs(torch.device("cpu"), n=256) > 0
+def test_peak_is_n_cubed_over_the_fastest_product(monkeypatch):
+    # A clock that makes the 5 timed products take these times: the peak is n³ MACs over the fastest.
+    durations = iter([0.5, 0.25, 0.8, 0.3, 0.4])
+    ticks = []
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            ticks.append(ticks[-1] + next(durations) if len(ticks) % 2 else 100.0 * len(ticks))
+            return ticks[-1]
+
+    monkeypatch.setattr(benchmark, "time", Clock)
+    assert peak_gmacs(torch.device("cpu"), n=256) == pytest.approx(256**3 / 0.25 / 1e9, rel=1e-12)
+    assert len(ticks) == 10
+
+
+def test_peak_of_this_cpu_is_plausible():
+    # Measured for real: more than 10 MMAC/s and less than 100 TMAC/s on any CPU that runs the tests.
+    assert 0.01 < peak_gmacs(torch.device("cpu"), n=256) < 1e5
 
 
 def test_benchmark_reports_every_stage(tmp_path, monkeypatch, capsys):
@@ -33,7 +51,27 @@ def test_benchmark_reports_every_stage(tmp_path, monkeypatch, capsys):
     for label in ("decode", "det", "nms", "ori", "desc", "netvlad", "retrieval", "matching", "pnp", "end to end",
                   "× floor", "DET per level", "the dense DET module"):
         assert label in printed
-    result = json.loads(out.read_text())["results"][0]
-    assert result["backend"] == "torch" and result["macs"]["desc"] == pytest.approx(result["keypoints"] * 51e6, rel=0.02)
-    assert result["stages"]["det"]["fraction_of_peak"] > 0
+    report = json.loads(out.read_text())
+    result = report["results"][0]
+    assert result["backend"] == "torch" and 0 < result["keypoints"] <= 50
+    assert result["macs"]["desc"] == pytest.approx(result["keypoints"] * 51e6, rel=0.02)
+    # DET's 16 filters of 25×25 over every level, without its 12-pixel margin.
+    assert result["macs"]["det"] == sum((lv["height"] - 24) * (lv["width"] - 24) for lv in result["levels"]) * 16 * 625
+    stages = {k: v["median_ms"] for k, v in result["stages"].items()}   # one run: the medians are its times
+    assert stages["end_to_end"] == pytest.approx(sum(stages[k] for k in ("decode", "total", "netvlad", "retrieval",
+                                                                          "matching", "pnp")), rel=1e-9)
+    lift_stages = [k for k in ("det", "nms", "ori_patches", "ori", "desc_patches", "desc") if k in stages]
+    assert {"det", "nms", "ori", "desc"} <= set(lift_stages) and sum(stages[k] for k in lift_stages) <= stages["total"]
+    # Dense stages against the CPU's peak: GMAC, fraction of the peak and × floor are one measurement.
+    peak = report["peaks_gmacs"]["cpu_fp32"]
+    rows = {line[2:16].strip(): line[16:].split() for line in printed.splitlines() if line.startswith("  ")}
+    for k in ("det", "ori", "desc"):
+        st = result["stages"][k]
+        assert st["gmac"] == pytest.approx(result["macs"][k] / 1e9, rel=1e-12)
+        assert st["fraction_of_peak"] == pytest.approx(st["gmac"] / (st["median_ms"] / 1000) / peak, rel=1e-9)
+        assert st["times_floor"] == pytest.approx(1 / st["fraction_of_peak"], rel=1e-9)
+        assert float(rows[k][-1]) == pytest.approx(st["times_floor"], abs=0.051)   # printed with one decimal
+        assert float(rows[k][-2].rstrip("%")) == pytest.approx(100 * st["fraction_of_peak"], abs=0.051)
+    d = result["det_conv"]
+    assert f"the dense DET module {d['dense_levels_ms']:.1f} ms ({d['dense_levels_ms'] / d['levels_ms']:.1f}×)" in printed
     assert main(["benchmark", "--backends", "tensorrt-fp16", "--repeat", "1"]) == 2
