@@ -17,6 +17,13 @@ from lift_localizer.backends import tensorrt_backend as trtb
 
 OPS_FILE = Path(trtb.__file__).with_name("trt_supported_ops.json")
 NAMES = {"det": ("level", "scores"), "ori": ("patches", "cos_sin"), "desc": ("patches", "descriptors")}
+# Operators each network's layers must export to (so that an empty or truncated graph cannot pass).
+CORE_OPS = {"det": {"Conv", "ReduceMax"}, "ori": {"Conv", "Relu", "MaxPool", "Gemm"}, "desc": {"Conv", "Tanh", "AveragePool"}}
+# Input index of ``axes`` where the table restricts it to an initializer or a constant (TensorRT 10.1 for all of
+# them; 8.6 for Slice, Squeeze and Unsqueeze).
+AXES_INPUT = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "Pad": 3, "CumSum": 1, "ReduceL1": 1, "ReduceL2": 1,
+              "ReduceLogSum": 1, "ReduceLogSumExp": 1, "ReduceMax": 1, "ReduceMean": 1, "ReduceMin": 1,
+              "ReduceProd": 1, "ReduceSum": 1, "ReduceSumSquare": 1}
 
 
 def _all_nodes(graph):
@@ -43,6 +50,8 @@ def test_supported_ops_file_records_its_source():
     for s in table["sources"]:
         assert len(s["commit"]) == 40 and s["commit"] in s["url"] and s["url"].endswith("docs/operators.md")
     assert "GridSample" in table["supported"]  # since TensorRT 8.5
+    assert not set(table["supported"]) & set(table["not_supported_in_both"])
+    assert set(table["restrictions"]) <= set(table["supported"])
     assert "AffineGrid" not in table["supported"] and "AffineGrid" in table["not_supported_in_both"]
     assert {"Conv", "MaxPool", "Tanh", "Sqrt", "ReduceMax", "Gemm"} <= set(table["supported"])
 
@@ -50,14 +59,23 @@ def test_supported_ops_file_records_its_source():
 def test_exported_graphs_use_only_operators_tensorrt_parses(exported):
     import onnx
 
-    supported = set(json.loads(OPS_FILE.read_text())["supported"])
+    table = json.loads(OPS_FILE.read_text())
+    supported = set(table["supported"])
     for kind, (iname, oname) in NAMES.items():
         model = onnx.load(str(exported / f"{kind}.onnx"))
         assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
         nodes = list(_all_nodes(model.graph))
         assert all(n.domain in ("", "ai.onnx") for n in nodes), f"{kind}: custom-domain nodes need plugins"
-        unsupported = sorted({n.op_type for n in nodes} - supported)
+        used = {n.op_type for n in nodes}
+        assert CORE_OPS[kind] <= used, f"{kind}.onnx lacks its layers' operators: {sorted(CORE_OPS[kind] - used)}"
+        unsupported = sorted(used - supported)
         assert not unsupported, f"{kind}.onnx uses operators TensorRT 8.6/10 cannot parse: {unsupported}"
+        # The table's "`axes` must be an initializer" (or constant tensor): an axes input comes from one.
+        constants = {i.name for i in model.graph.initializer} | {o for n in nodes if n.op_type == "Constant" for o in n.output}
+        for n in nodes:
+            if n.op_type in AXES_INPUT and len(n.input) > AXES_INPUT[n.op_type] and n.input[AXES_INPUT[n.op_type]]:
+                assert "axes" in table["restrictions"][n.op_type]
+                assert n.input[AXES_INPUT[n.op_type]] in constants, f"{kind}: {n.op_type} {n.name} has computed axes"
         # Restrictions of the table that these graphs could meet: MaxPool without its Indices output.
         assert all(len(n.output) == 1 for n in nodes if n.op_type == "MaxPool")
         # The engine runner expects one float32 input and one float32 output, named as exported.
