@@ -130,6 +130,29 @@ def test_train_and_retrieve_on_the_synthetic_room(tmp_path):
     make_map(1, "train_map")
     card = train([tmp_path / "train_map"], "sift", tmp_path / "netvlad_sift", {"epochs": 3}, log=lambda m: None)
     assert card["features"]["name"] == "sift" and len(card["training"]["loss_log"]) == 3
+    # Training lowered its objective on a fixed batch: every map image with all its keypoints, its
+    # positives and every negative, from the k-means start (as train builds it) to the saved layer.
+    from lift_localizer.training.train_netvlad import default_conf, kmeans, load_training_set
+    from lift_localizer.weights import load_network
+
+    data = load_training_set([tmp_path / "train_map"], "sift", default_conf)
+    start = NetVLAD()
+    start.init_from_kmeans(*kmeans(data.descriptors, start.num_clusters, default_conf["seed"]))
+
+    def objective(net) -> float:
+        with torch.no_grad():
+            v = torch.cat([net.vlad(*pad_batch([d])) for d in data.descriptors])
+        total = 0.0
+        for i, positives in enumerate(data.positives):
+            q, pos, neg = v[i:i + 1], v[positives][None], v[np.flatnonzero(data.negative_mask[i])][None]
+            labels = torch.tensor([True] + [False] * neg.shape[1])
+            total += float(triplet_ranking_loss(q, pos, neg, default_conf["triplet_margin"]))
+            total += float(contrastive_loss(q.expand(len(labels), -1), torch.cat([pos[0, :1], neg[0]]), labels,
+                                            default_conf["contrastive_margin"]))
+        return total / len(data.positives)
+
+    before, after = objective(start), objective(load_network("netvlad", tmp_path / "netvlad_sift").module)
+    assert after < 0.95 * before, (before, after)
     # The model is picked up by name from the weights folder: point the loader there.
     import lift_localizer.retrieval.retriever as retriever
 
