@@ -103,7 +103,9 @@ def test_sift_angles_and_patches_follow_a_90_degree_rotation():
     p1 = crop_patches(t1, c, sup, theta, 32)
     p2 = crop_patches(t2, cr, sup, theta + math.pi / 2, 32)
     p_wrong = crop_patches(t2, cr, sup, theta - math.pi / 2, 32)
-    assert (p1 - p2).abs().max() < 1e-3
+    # Equal up to float rounding of the sampling positions (~1e-5 px) times the texture's steepest
+    # gradients (~100 grey levels a pixel): measured 1.5e-3; a wrong angle differs by > 10 on average.
+    assert (p1 - p2).abs().max() < 0.02
     assert (p1 - p_wrong).abs().mean() > 10
 
 

