@@ -1,7 +1,7 @@
 """The demo: build a map and localize against it, LIFT beside SIFT, and print the errors.
 
     lift-localizer demo                                   # a room the project renders itself
-    lift-localizer demo --bag ../shared/data/bags/kitti_seq1   # a real dataset: mapping/ + query/
+    lift-localizer demo --bag DATASET      # a real dataset: DATASET/mapping and DATASET/query bags
 
 The synthetic sequence is a box room whose walls, floor and ceiling carry procedurally drawn
 textures (no downloaded images), seen by mapping cameras on a circle and query cameras between
@@ -10,7 +10,9 @@ them with exact poses. A real dataset folder holds a mapping bag and a query bag
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -44,9 +46,23 @@ def synthetic_frames(out: Path, num_mapping: int, num_query: int, image_size: tu
     return frames("map", mapping), frames("query", query)
 
 
-def _fresh(path: Path) -> Path:
-    import shutil
+def cli_command() -> str:
+    """How to run ``lift-localizer`` from the user's shell: the bare name where PATH finds this
+    installation's script, else the script's path (relative when under the working directory, as
+    ``.venv/bin/lift-localizer`` after ``make``), else ``python -m lift_localizer``."""
+    script = Path(sysconfig.get_path("scripts")) / "lift-localizer"
+    found = shutil.which("lift-localizer")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "lift-localizer"
+    if script.exists():
+        try:
+            return str(script.absolute().relative_to(Path.cwd()))
+        except ValueError:
+            return str(script.absolute())
+    return f"{sys.executable} -m lift_localizer"
 
+
+def _fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -111,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: open {out / 'report' / 'report.html'} (plots, per-query tables beside it); map in {map_dir}; "
           f"{time.perf_counter() - start:.0f} s in all")
     if not args.bag:
-        print(f"the same from the command line: lift-localizer evaluate --map {map_dir} --bag {out / 'bags' / 'query'}")
+        print(f"the same from the command line: {cli_command()} evaluate --map {map_dir} --bag {out / 'bags' / 'query'}")
     return 0

@@ -3,6 +3,8 @@ conventions checked against exact rendering homographies."""
 import contextlib
 import io
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +38,27 @@ def test_demo_builds_a_map_localizes_and_prints_errors(demo):
     for f in ("trajectory_top_view.png", "error_cdf.png", "queries_lift.csv", "queries_sift.csv"):
         assert (out_dir / "report" / f).stat().st_size > 0
     assert (out_dir / "map" / "map.json").exists() and (out_dir / "map" / "alt" / "sift" / "map.json").exists()
+
+
+def test_demo_ends_with_a_command_the_user_can_run(demo, monkeypatch):
+    """The last line names lift-localizer in a form this shell finds: on PATH, or by its path
+    (after `make`, .venv/bin is not on PATH unless the venv is activated)."""
+    import os
+    import shlex
+    import shutil
+
+    from lift_localizer.demo import cli_command
+
+    line = demo[1].strip().splitlines()[-1]
+    assert line.startswith("the same from the command line: ")
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[1:3] == ["evaluate", "--map"] or command[1:4] == ["-m", "lift_localizer", "evaluate"]
+    assert shutil.which(command[0]) is not None, command[0]
+    monkeypatch.setenv("PATH", "")
+    found = cli_command().split()[0]
+    assert os.access(found, os.X_OK) and os.path.isfile(found), found
+    monkeypatch.setenv("PATH", str(Path(found).absolute().parent))
+    assert cli_command() in ("lift-localizer", f"{sys.executable} -m lift_localizer")
 
 
 def test_renderer_puts_known_points_where_the_camera_says():
