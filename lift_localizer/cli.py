@@ -94,8 +94,10 @@ def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="build a map and localize against it, LIFT beside SIFT; print the errors",
                        description="By default, render a textured room from known camera poses (the project "
                                    "makes it itself), build a map from the mapping views, localize the query "
-                                   "views and print their errors. With --bag DATASET (a folder with mapping/ "
-                                   "and query/ bags, e.g. ../shared/data/bags/kitti_seq1) the same on real data.")
+                                   "views and print their errors. With --bag DATASET (a folder holding two rosbag2 "
+                                   "folders, DATASET/mapping and DATASET/query, with images, camera_info and "
+                                   "/ground_truth/pose; the demo's own out/demo/bags has this layout) the same "
+                                   "on real data.")
     p.add_argument("--bag", type=Path, default=None, metavar="DATASET", help="folder with mapping/ and query/ bags")
     p.add_argument("--output", type=Path, default=Path("out/demo"), metavar="DIR",
                    help="folder for images, bags, map and report")

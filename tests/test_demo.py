@@ -61,6 +61,19 @@ def test_demo_ends_with_a_command_the_user_can_run(demo, monkeypatch):
     assert cli_command() in ("lift-localizer", f"{sys.executable} -m lift_localizer")
 
 
+def test_demo_runs_on_a_dataset_folder_of_bags(demo, tmp_path):
+    """The README's real-data example works on any folder with the documented layout: the demo's
+    own bags (DATASET/mapping, DATASET/query) are one."""
+    out_dir, _ = demo
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--bag", str(out_dir / "bags"), "--output", str(tmp_path / "real"),
+                     "--features", "sift", "--max-keypoints", "400"]) == 0
+    summary = json.loads((tmp_path / "real" / "report" / "summary.json").read_text())
+    assert summary["sift"]["num_localized"] == 3 and summary["sift"]["recall"]["0.25m_2deg"] == 1.0
+    assert main(["demo", "--bag", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")]) == 2
+
+
 def test_renderer_puts_known_points_where_the_camera_says():
     """A bright square at a known texture position appears where K and T_map_camera project its 3D
     centre: the renderer, the pose convention and the pixel-centre convention agree."""

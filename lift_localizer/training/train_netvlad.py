@@ -83,7 +83,9 @@ def load_training_set(maps: list[str | Path], features: str, conf: dict) -> Trai
         positives += [p + offset for p in pos]
         blocks.append((offset, neg))
         offset += len(m.images)
-        sources.append(f"{path} ({m.meta.get('source', '')}, {len(m.images)} images)")
+        # The dataset and bag a map was built from, not where it lay on the training machine.
+        source = Path(str(m.meta.get("source", "") or path))
+        sources.append(f"map of {source.parent.name}/{source.name} ({len(m.images)} images)")
     ids = np.array(map_ids)
     negative_mask = ids[:, None] != ids[None]
     for start, neg in blocks:
