@@ -351,6 +351,13 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
             save_checkpoint(checkpoint, det, opt, epoch + 1, history)
     if val is None:
         best = {"val_repeatability": None, "step": step, "state": ema.state_dict()}
+    elif step % conf["validate_every"] != 0:
+        # The final average is a candidate too: without this a run shorter than one validation
+        # interval would save the start as its result.
+        r = validate(ema)
+        history.append({"step": step, "val_repeatability": r})
+        if r > best["val_repeatability"]:
+            best = {"val_repeatability": r, "step": step, "state": copy.deepcopy(ema.state_dict())}
     ema.load_state_dict(best["state"])
     card = {
         "trained": True,
