@@ -36,8 +36,10 @@ def test_static_features_equal_the_staged_pipeline(gray, conf):
     d = np.linalg.norm(ref.keypoints[:, None] - got.keypoints[None], axis=2)
     nn = d.argmin(1)
     # Same keypoints (up to the order of equal scores); the scale refinement samples the neighbour
-    # levels by a different resampling (whole map vs at points): float rounding apart.
-    assert d[np.arange(len(d)), nn].max() < 1e-4
+    # levels by a different resampling (whole map vs at points): float rounding apart, which the
+    # sub-pixel step (gradient / curvature) amplifies at flat peaks: up to 4e-4 px measured on
+    # synthetic textures, so 1e-3 px (a misplaced keypoint is off by > 0.1 px).
+    assert d[np.arange(len(d)), nn].max() < 1e-3
     np.testing.assert_allclose(got.scores[nn], ref.scores, rtol=1e-6)
     np.testing.assert_allclose(got.scales[nn], ref.scales, rtol=1e-4)
     np.testing.assert_allclose(got.orientations[nn], ref.orientations, atol=1e-4)
