@@ -374,15 +374,23 @@ def test_a_changed_definition_is_converted_by_field_name(tmp_path):
 
 def test_loop_plays_until_ctrl_c_and_summarizes(small):
     root, _ = small
-    proc = subprocess.Popen([sys.executable, "-m", "lift_localizer", "play", str(root / "bag"), "--loop", "--rate", "20",
-                             "--start-delay", "0"], env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        time.sleep(3.0)   # start-up (~1.5 s) and more than one pass of 0.09 s
-        stdout, stderr = ctrl_c(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # --wait-for-subscribers waits for one on every topic it plays.
+    with listening({"/camera/image_raw": Image, "/camera/camera_info": CameraInfo,
+                    "/ground_truth/pose": PoseStamped}) as listener:
+        proc = subprocess.Popen([sys.executable, "-m", "lift_localizer", "play", str(root / "bag"), "--loop", "--rate",
+                                 "20", "--wait-for-subscribers", "--start-delay", "0"], env=ENV, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Interrupt once more than two passes have arrived, however long the start-up takes on a
+            # loaded machine (a fixed sleep made this depend on the load).
+            deadline = time.monotonic() + 120
+            while len(listener.received["/camera/image_raw"]) <= 2 * N_FRAMES and time.monotonic() < deadline \
+                    and proc.poll() is None:
+                time.sleep(0.05)
+            stdout, stderr = ctrl_c(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 0, stderr
     assert "interrupted" in stdout and "Traceback" not in stderr
     loops = int(stdout.split(" loops")[0].rsplit(" ", 1)[1])
