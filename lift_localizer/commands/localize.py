@@ -8,6 +8,9 @@ from pathlib import Path
 from . import (add_bag_topics, backend_error, fail, feature_defaults, localizer_conf, localizer_options, log,
                positive_int)
 
+# metrics.WRONG_BOUND as text; not imported from there so that building the parser stays light
+WRONG_BOUND_TEXT = "0.25,5"
+
 
 def add(sub) -> None:
     p = sub.add_parser(
@@ -46,7 +49,9 @@ def add(sub) -> None:
         description="Localize the query bag with each feature set the map holds (LIFT and, if built with "
                     "--features lift sift, SIFT beside it), compare with the bag's ground-truth poses and "
                     "print recall at (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°), (5 cm, 5°), (2 cm, 2°), median "
-                    "errors, failures and per-stage timings. --report DIR writes plots and per-query tables.")
+                    "errors, failures, per-stage timings and the accepted poses that are wrong: beyond "
+                    "(0.25 m, 5°) and beyond --wrong-bound. --negatives counts the accepted poses of other "
+                    "scenes' queries, all false. --report DIR writes plots and per-query tables.")
     e.add_argument("--map", required=True, type=Path, metavar="MAP_DIR", help="map directory written by build-map")
     e.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG",
                    help="rosbag2 folder with the query images and their ground-truth poses")
@@ -55,6 +60,12 @@ def add(sub) -> None:
     e.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="folder for plots and per-query tables (created; default: none written)")
     e.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the summary as JSON here")
+    e.add_argument("--wrong-bound", type=wrong_bound, default=WRONG_BOUND_TEXT, metavar="M,DEG",
+                   help="an accepted pose farther than M metres or DEG degrees from the ground truth is "
+                        "counted as wrong, besides the fixed (0.25 m, 5°); small-object sets want e.g. 0.02,2")
+    e.add_argument("--negatives", nargs="+", type=Path, default=None, metavar="OTHER_QUERY_BAG",
+                   help="query bags of other scenes, localized against the map: every accepted pose is "
+                        "counted as false (their ground truth is not read)")
     add_bag_topics(e, with_pose=False)
     e.add_argument("--ground-truth-topic", default="/ground_truth/pose",
                    help="PoseStamped of T_map_camera per query image, read only to score the poses")
@@ -62,11 +73,22 @@ def add(sub) -> None:
     e.set_defaults(func=run_evaluate)
 
 
-def _query_frames(args, pose_topic=None):
+def wrong_bound(text: str) -> tuple[float, float]:
+    """``M,DEG`` → (metres, degrees), both positive."""
+    try:
+        m, deg = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected M,DEG (e.g. 0.02,2), got {text!r}") from None
+    if not (m > 0 and deg > 0):
+        raise argparse.ArgumentTypeError(f"both bounds must be positive, got {text!r}")
+    return m, deg
+
+
+def _query_frames(args, pose_topic=None, bag=None):
     from ..mapping.bag import BagError, read_frames
 
     try:
-        return read_frames(args.bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+        return read_frames(bag or args.bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                            pose_topic=pose_topic), None
     except (BagError, OSError, ValueError) as e:
         return None, str(e)
@@ -150,8 +172,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if error:
         return fail(error)
     truths = {f.name: f.T_map_camera for f in truth_frames if f.T_map_camera is not None}
+    negatives = None
+    if args.negatives:
+        negatives = {}
+        for bag in args.negatives:
+            negatives[str(bag)], error = _query_frames(args, bag=bag)  # no pose topic: their truth is irrelevant
+            if error:
+                return fail(error)
     try:
-        results = evaluate(args.map, frames, truths, args.features, localizer_conf(args), args.report, log=log)
+        results = evaluate(args.map, frames, truths, args.features, localizer_conf(args), args.report, log=log,
+                           wrong_bound=args.wrong_bound, negatives=negatives)
     except (MapError, ValueError) as e:
         return fail(str(e))
     print(f"evaluate: map {args.map}, queries {args.bag}")

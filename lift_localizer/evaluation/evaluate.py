@@ -9,7 +9,7 @@ import numpy as np
 from ..localization.localizer import Localizer
 from ..mapping.frames import Frame
 from ..mapping.io import list_alternates, load_map, read_meta
-from .metrics import Summary, errors, summarize
+from .metrics import WRONG_BOUND, Summary, errors, summarize
 from .replay import QueryOutcome, localize_frames
 from .report import dataset_name, write_report
 
@@ -21,10 +21,13 @@ def feature_sets(map_dir: str | Path) -> list[str]:
 
 def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndarray],
              features: list[str] | None = None, conf: dict | None = None, report: str | Path | None = None,
-             log=print) -> dict[str, tuple[Summary, list[QueryOutcome]]]:
+             log=print, wrong_bound: tuple[float, float] = WRONG_BOUND,
+             negatives: dict[str, list[Frame]] | None = None) -> dict[str, tuple[Summary, list[QueryOutcome]]]:
     """Localize ``frames`` with each feature set and compare with ``truths`` {frame name: T_map_camera}.
 
-    Frames without ground truth are not evaluated (they are counted in the log)."""
+    Frames without ground truth are not evaluated (they are counted in the log). Accepted poses beyond
+    ``WRONG_BOUND`` and beyond ``wrong_bound`` are counted as wrong. ``negatives`` {bag name: frames}:
+    queries of other scenes, localized against the same map, where every accepted pose is false."""
     evaluated = [f for f in frames if f.name in truths]
     if len(evaluated) < len(frames):
         log(f"note: {len(frames) - len(evaluated)} of {len(frames)} query frames have no ground truth; not evaluated")
@@ -39,14 +42,29 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         outcomes = localize_frames(localizer, evaluated, desc=f"localize ({name})")
         err = errors([o.T_map_camera for o in outcomes], gts)
         timings = [o.result.timings for o in outcomes if o.result is not None]
-        summary = summarize(err, [o.reason for o in outcomes], timings)
+        summary = summarize(err, [o.reason for o in outcomes], timings, wrong_bounds=(WRONG_BOUND, wrong_bound))
         summary.solver = localizer.solver
         summary.retrieval = {"method": localizer.retrieval.name,
                              **retrieval_recall(localizer, outcomes, gts)}
+        if negatives is not None:
+            summary.negatives = count_negatives(localizer, negatives, name)
         results[name] = (summary, outcomes)
     if report:
         write_report(Path(report), results, gts, dataset_name(map_dir), map_dir)
     return results
+
+
+def count_negatives(localizer: Localizer, negatives: dict[str, list[Frame]], name: str = "") -> dict:
+    """Localize queries that are not of the map's scene: every pose the localizer accepts is false.
+
+    Frames that cannot be read are not counted as queries (they could never be accepted)."""
+    bags = {}
+    for bag, frames in negatives.items():
+        outcomes = localize_frames(localizer, frames, desc=f"negatives ({name})")
+        readable = [o for o in outcomes if o.result is not None]
+        bags[bag] = {"num_queries": len(readable), "num_accepted": sum(o.reason is None for o in readable)}
+    return {"num_queries": sum(b["num_queries"] for b in bags.values()),
+            "num_accepted": sum(b["num_accepted"] for b in bags.values()), "bags": bags}
 
 
 def retrieval_recall(localizer: Localizer, outcomes: list[QueryOutcome], gts: list[np.ndarray],
@@ -67,7 +85,7 @@ def retrieval_recall(localizer: Localizer, outcomes: list[QueryOutcome], gts: li
 def print_results(results: dict[str, tuple[Summary, list[QueryOutcome]]], log=print) -> None:
     for name, (summary, _) in results.items():
         log(f"[{name}] (PnP: {summary.solver})")
-        for row in summary.table_rows():
+        for row in summary.table_rows() + summary.wrong_rows():
             log("  " + row)
         if summary.retrieval:
             r = summary.retrieval

@@ -170,19 +170,31 @@ def _table(header: list[str], rows: list[list[str]], best: list[set[int]] | None
 
 def _recall_section(results: dict) -> str:
     summaries = {k: s for k, (s, _) in results.items()}
-    thresholds = list(next(iter(summaries.values())).recall)
+    first = next(iter(summaries.values()))
+    thresholds = list(first.recall)
+    bounds = list(first.wrong)
+    with_negatives = any(s.negatives is not None for s in summaries.values())
     header = ["feature set", "localized", *(f"({t:g} m, {r:g}°)" for t, r in thresholds),
-              "median translation error", "median rotation error", "retrieval recall@1", "recall@5"]
+              "median translation error", "median rotation error", "retrieval recall@1", "recall@5",
+              *(f"wrong accepted, beyond ({t:g} m, {r:g}°)" for t, r in bounds),
+              *(["negatives accepted (false)"] if with_negatives else [])]
     rows, values = [], []
     for name, s in summaries.items():
         rec = [s.recall[t] for t in thresholds]
         ret = s.retrieval or {}
+        wrong = [s.wrong.get(b) for b in bounds]
+        neg = s.negatives or {}
         rows.append([name, f"{s.num_localized}/{s.num_queries}", *(f"{100 * v:.1f} %" for v in rec),
                      "–" if not np.isfinite(s.median_translation) else _length(s.median_translation),
                      "–" if not np.isfinite(s.median_rotation_deg) else f"{s.median_rotation_deg:.3f}°",
-                     *(f"{100 * ret[k]:.1f} %" if k in ret else "–" for k in ("recall@1", "recall@5"))])
+                     *(f"{100 * ret[k]:.1f} %" if k in ret else "–" for k in ("recall@1", "recall@5")),
+                     *("–" if k is None else f"{k}/{s.num_localized}" for k in wrong),
+                     *([f"{neg['num_accepted']}/{neg['num_queries']}" if neg else "–"] if with_negatives else [])])
+        # fewer wrong and false poses is better: negated, so that the highest value is the best as elsewhere
         values.append([s.num_localized, *rec, -s.median_translation, -s.median_rotation_deg,
-                       ret.get("recall@1", np.nan), ret.get("recall@5", np.nan)])
+                       ret.get("recall@1", np.nan), ret.get("recall@5", np.nan),
+                       *(np.nan if k is None else -k for k in wrong),
+                       *([-neg["num_accepted"] if neg else np.nan] if with_negatives else [])])
     best: list[set[int]] = [set() for _ in rows]
     if len(rows) > 1:
         v = np.nan_to_num(np.array(values, float), nan=-np.inf)
@@ -194,7 +206,9 @@ def _recall_section(results: dict) -> str:
             '<p class="note">Recall: the fraction of all queries localized within both the position and '
             "the rotation threshold (failures count as misses). Median errors are over the localized queries. "
             "Retrieval is right when the top 1 (5) retrieved map images include one of the 2 map images "
-            "nearest the query's true position. The best value of a column is highlighted.</p>\n"
+            "nearest the query's true position. Wrong accepted: localized queries farther from the truth than the "
+            "bound in position or rotation. Negatives: queries of other scenes localized against this map; "
+            "every one accepted is false. The best value of a column is highlighted.</p>\n"
             + _table(header, rows, best))
 
 
