@@ -297,6 +297,7 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
     """`benchmark-node`: the node as a subprocess, `play` replaying a real query bag into it, /pose
     and /keypoints heard over DDS, poses against ground truth and against offline runs."""
     import json
+    import signal
     import subprocess
     import sys
 
@@ -306,11 +307,19 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
     bags = shared_path("bags", "tum_fr3_office")
     assert main(["build-map", "--bag", str(bags / "mapping"), "--output", str(tmp_path / "map"), "--features", "lift",
                  "--max-keypoints", "1000"]) == 0
-    out = subprocess.run([sys.executable, "-m", "lift_localizer", "benchmark-node", "--map", str(tmp_path / "map"),
-                          "--bag", str(bags / "query"), "--rate", "2", "--max-keypoints", "1000", "--qos", "best_effort",
-                          "--json", str(tmp_path / "b.json")],
-                         # Its own domain: the module's `running` node (also /lift_localizer) is still up.
-                         env=ros_env(domain_offset=100), capture_output=True, text=True, timeout=400)
+    proc = subprocess.Popen([sys.executable, "-m", "lift_localizer", "benchmark-node", "--map", str(tmp_path / "map"),
+                             "--bag", str(bags / "query"), "--rate", "2", "--max-keypoints", "1000", "--qos",
+                             "best_effort", "--json", str(tmp_path / "b.json")],
+                            # Its own domain: the module's `running` node (also /lift_localizer) is still up.
+                            env=ros_env(domain_offset=100), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        # Ctrl-C, so that benchmark-node stops the node it started (a kill would leave it running).
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"benchmark-node did not finish in 400 s\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "latency image → /pose: median" in out.stdout and "processed-frame rate" in out.stdout
     result = json.loads((tmp_path / "b.json").read_text())

@@ -115,8 +115,16 @@ def run(args) -> int:
             return 2
         play = [sys.executable, "-m", "lift_localizer", "play", str(args.bag), "--rate", str(args.rate), "--topics",
                 image_topic, args.camera_info_topic, "--wait-for-subscribers", image_topic, args.camera_info_topic]
+        span_s = (max(truth) - min(truth)) / 1e9 if truth else 0.0
+        # Bounded: a player that never sees the node's subscriptions would otherwise wait forever.
+        play_timeout = 120 + span_s / args.rate
         t0 = time.monotonic()
-        subprocess.run(play, env=env, check=True, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(play, env=env, check=True, stdout=subprocess.DEVNULL, timeout=play_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"error: play did not finish within {play_timeout:.0f} s (did the node subscribe to {image_topic} "
+                  f"and {args.camera_info_topic}?)\n{log.read_text()[-2000:]}", file=sys.stderr)
+            return 2
         play_s = time.monotonic() - t0
         # The last frame may still be processing.
         settle = time.monotonic() + args.settle
