@@ -15,14 +15,13 @@ in ONNX Runtime, and the grids are built by a MatMul anyway), so no AffineGrid i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 
 import torch
 
-from ..weights import LoadedNetwork
+from ..weights import LoadedNetwork, file_sha256
 
 OPSET = 17
 MANIFEST_FORMAT = 1
@@ -38,10 +37,6 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
                           dynamic_axes={input_name: dynamic, output_name: output_dynamic or dict(dynamic)},
                           opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_onnx(output: str | Path, networks: dict[str, LoadedNetwork] | None = None,
@@ -72,7 +67,7 @@ def export_onnx(output: str | Path, networks: dict[str, LoadedNetwork] | None = 
         onnx.checker.check_model(str(path))
         models[kind] = {"file": path.name, "inputs": inputs, "outputs": outputs, "weights_sha256": net.sha256,
                         "weights": net.path.name, "trained": net.trained, "architecture": net.card.get("architecture"),
-                        "input_normalisation": {"mean": net.mean, "std": net.std}, "file_sha256": _file_sha256(path)}
+                        "input_normalisation": {"mean": net.mean, "std": net.std}, "file_sha256": file_sha256(path)}
     if netvlad:
         models.update(_export_netvlad(out))
     manifest = {"format": MANIFEST_FORMAT, "opset": OPSET, "torch": torch.__version__, "patch_size": PATCH,
@@ -108,7 +103,7 @@ def _export_netvlad(out: Path) -> dict:
         _export(_OneImageNetVLAD(net.module), torch.randn(50, 128), path, "descriptors", "global", {0: "keypoints"})
         models[name] = {"file": path.name, "inputs": {"descriptors": ["N", "128"]},
                         "outputs": {"global": ["1", str(net.module.out_dim)]}, "weights_sha256": net.sha256,
-                        "file_sha256": _file_sha256(path)}
+                        "file_sha256": file_sha256(path)}
     return models
 
 

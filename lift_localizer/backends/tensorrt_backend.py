@@ -44,6 +44,7 @@ import torch
 
 from . import cuda_memory
 from .export import read_manifest
+from ..weights import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +195,6 @@ def engine_file_name(network: str, precision: str, key: str) -> str:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "lift_localizer" / "tensorrt"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_atomic(path: Path, data) -> None:

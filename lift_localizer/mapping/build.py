@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import shutil
 import sys
 import uuid
@@ -25,8 +24,8 @@ from ..geometry.triangulate import fundamental_from_poses, sampson_error, triang
 from ..localization.localizer import default_conf as localizer_conf
 from ..localization.matching import mutual_nearest_neighbours
 from ..retrieval.index import build_index
-from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, fsync_path, global_descriptors,
-                                   model_ref, retrieval_files, write_retrieval_files)
+from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, global_descriptors,
+                                   model_ref, replace_atomically, retrieval_files, write_retrieval_files)
 from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
@@ -253,11 +252,7 @@ def index_map(map_dir: str | Path, log=print) -> dict | None:
     meta = json.loads((directory / "map.json").read_text())
     _replace_meta(directory, {**meta, "retrieval": {**retrieval["meta"], **staged}})
     for staged_name, name in zip(staged["files"], (GLOBAL_FILE, INDEX_FILE)):
-        tmp = directory / f".{name}.partial"
-        shutil.copyfile(directory / staged_name, tmp)
-        fsync_path(tmp)
-        os.replace(tmp, directory / name)
-    fsync_path(directory)
+        replace_atomically(directory / name, lambda p, src=directory / staged_name: shutil.copyfile(src, p))
     record = {**retrieval["meta"], "files": [GLOBAL_FILE, INDEX_FILE],
               "sha256": {name: staged["sha256"][staged_name]
                          for staged_name, name in zip(staged["files"], (GLOBAL_FILE, INDEX_FILE))}}
@@ -271,11 +266,7 @@ def _token() -> str:
 
 
 def _replace_meta(directory: Path, meta: dict) -> None:
-    tmp = directory / ".map.json.partial"
-    tmp.write_text(json.dumps(meta, indent=1))
-    fsync_path(tmp)
-    os.replace(tmp, directory / "map.json")
-    fsync_path(directory)
+    replace_atomically(directory / "map.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
 
 
 def _remove_unnamed_retrieval_files(directory: Path, record: dict) -> None:

@@ -6,15 +6,15 @@ descriptors of the same kind: its card names the features (and, for LIFT, the DE
 """
 from __future__ import annotations
 
-import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
-from ..weights import LoadedNetwork, WeightsError, load_network
+from ..weights import LoadedNetwork, WeightsError, file_sha256, load_network
 from .index import load_index, save_index, search
 from .netvlad import pad_batch
 
@@ -25,14 +25,6 @@ INDEX_FILE = "global.index"
 class GlobalIndexError(ValueError):
     """A map's global descriptors or faiss index are missing, corrupt, changed or for other images;
     the localizer then ranks map images by descriptor votes."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fsync_path(path: Path) -> None:
@@ -49,6 +41,16 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` into ``.NAME.partial`` beside ``path``, flushed, then renamed over ``path``: a
+    reader sees the old file or the complete new one, even after a crash."""
+    tmp = path.parent / f".{path.name}.partial"
+    write(tmp)
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
 def retrieval_files(record: dict) -> tuple[str, str]:
     """(global descriptors file, faiss index file) that a map.json retrieval record names."""
     files = record.get("files") or [GLOBAL_FILE, INDEX_FILE]
@@ -59,16 +61,10 @@ def write_retrieval_files(directory: Path, names: list[str], desc: np.ndarray, i
                           global_name: str = GLOBAL_FILE, index_name: str = INDEX_FILE) -> dict:
     """Write the global descriptors and the faiss index under the given names, each through a
     temporary file renamed into place; returns the map.json fields that name them and their hashes."""
-    written = {}
-    for name, write in ((global_name, lambda p: write_global(p, names, desc, net)),
-                        (index_name, lambda p: save_index(index, p))):
-        tmp = directory / f".{name}.partial"
-        write(tmp)
-        fsync_path(tmp)
-        written[name] = file_sha256(tmp)
-        os.replace(tmp, directory / name)
-    fsync_path(directory)
-    return {"files": [global_name, index_name], "sha256": written}
+    replace_atomically(directory / global_name, lambda p: write_global(p, names, desc, net))
+    replace_atomically(directory / index_name, lambda p: save_index(index, p))
+    return {"files": [global_name, index_name],
+            "sha256": {name: file_sha256(directory / name) for name in (global_name, index_name)}}
 
 
 def model_stem(features_name: str) -> str:

@@ -59,6 +59,15 @@ class LoadedNetwork:
         return self.card["tensors_sha256"]
 
 
+def file_sha256(path: Path) -> str:
+    """Hash of a file's bytes, read in blocks (exported models, engines' inputs, a map's global index)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hash of the tensors (names, dtypes, shapes, values in order of name).
 
