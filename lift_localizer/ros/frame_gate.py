@@ -18,7 +18,6 @@ class FrameGate:
         self._lock = threading.Lock()
         self._last_admitted: float | None = None
         self._tickets = 0
-        self._bypass = False
         # The first ticket that answers a pending relocalization (None: none pending).
         self._relocalize_from: int | None = None
 
@@ -28,9 +27,8 @@ class FrameGate:
         with self._lock:
             limited = max_rate_hz > 0 and self._last_admitted is not None \
                 and now - self._last_admitted < 1.0 / max_rate_hz
-            if limited and not self._bypass:
+            if limited:
                 return None
-            self._bypass = False
             self._last_admitted = now
             self._tickets += 1
             return self._tickets
@@ -39,8 +37,7 @@ class FrameGate:
         """Let the next frame through whatever the rate limit says, and forget the rate limit's
         clock; returns what was done, for the service's reply."""
         with self._lock:
-            self._bypass = True
-            self._last_admitted = None
+            self._last_admitted = None   # no clock: the next frame is not rate-limited
             self._relocalize_from = self._tickets + 1
         return ("relocalizing: the next image is localized at once (max_rate_hz does not hold it back) and the "
                 "rate limit restarts from it; every image is localized against the whole map with no pose "

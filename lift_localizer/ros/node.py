@@ -323,19 +323,24 @@ class LocalizerNode(Node):
             self._log_cause("no camera frame", "no TF: the image has no frame_id and camera_frame is empty")
             return
         T_odom_camera = None
-        parents = tf_parents(self.tf_buffer)
+        # What TF knows (its whole tree as YAML, parsed) is read only where odom→camera is missing,
+        # not on every frame of a robot with odometry.
+        parents = None
         if p["odom_frame"]:
             try:
                 tf = self.tf_buffer.lookup_transform(p["odom_frame"], camera_frame, Time.from_msg(header.stamp),
                                                      timeout=Duration(seconds=0.05))
                 T_odom_camera = messages.T_from_transform(tf.transform)
             except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException) as e:
+                parents = tf_parents(self.tf_buffer)
                 if p["odom_frame"] in known_frames(parents):
                     # odom exists but not at this stamp: a map→camera now would give the camera two parents.
                     self._log_cause("odom lookup", f"no TF this frame: odom→{camera_frame} at the image stamp: {e}")
                     return
+        if T_odom_camera is None and parents is None:
+            parents = tf_parents(self.tf_buffer)
         transform, why_not = decide_broadcast(T_map_camera, T_odom_camera, p["map_frame"], p["odom_frame"],
-                                              camera_frame, parents)
+                                              camera_frame, parents or {})
         if transform is None:
             self._log_once(f"tf: {why_not}", why_not)
             return
