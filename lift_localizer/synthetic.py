@@ -45,6 +45,12 @@ def _segment_distance(xx: np.ndarray, yy: np.ndarray, a: np.ndarray, b: np.ndarr
     return np.hypot(xx - a[0] - t * d[0], yy - a[1] - t * d[1])
 
 
+def _stroke(img: np.ndarray, colour: float, a: np.ndarray, b: np.ndarray, half_width: float) -> None:
+    """A straight stroke from ``a`` to ``b`` (x, y), ``2 × half_width`` pixels wide, round-ended."""
+    lo, hi = np.minimum(a, b).astype(int) - 4, np.maximum(a, b).astype(int) + 4
+    _paint(img, colour, (lo[0], lo[1], hi[0], hi[1]), lambda x, y: _segment_distance(x, y, a, b) - half_width)
+
+
 def _polygon_sdf(pts: np.ndarray):
     """Signed distance to a simple or self-intersecting polygon (even-odd inside test)."""
     def sdf(xx, yy):
@@ -100,12 +106,7 @@ def make_texture(size: int = 1024, seed: int = 0) -> np.ndarray:
             lo, hi = pts.min(0).astype(int) - 2, pts.max(0).astype(int) + 2
             _paint(img, colour, (lo[0], lo[1], hi[0], hi[1]), _polygon_sdf(pts))
         else:  # stroke 1 to 4 pixels wide: the fine structure
-            a = c
-            b = c + rng.normal(0, 2 * r, 2).astype(np.float32)
-            half = float(rng.uniform(0.5, 2.0))
-            lo, hi = np.minimum(a, b).astype(int) - 4, np.maximum(a, b).astype(int) + 4
-            _paint(img, colour, (lo[0], lo[1], hi[0], hi[1]),
-                   lambda x, y, a=a, b=b, h=half: _segment_distance(x, y, a, b) - h)
+            _stroke(img, colour, c, c + rng.normal(0, 2 * r, 2).astype(np.float32), float(rng.uniform(0.5, 2.0)))
     for _ in range(max(1, round(GLYPH_WORDS * size * size / 1024**2))):
         _glyphs(img, rng, size)
     return np.clip(np.rint(_gaussian_blur(img, 0.8)), 0, 255).astype(np.uint8)
@@ -123,10 +124,7 @@ def _glyphs(img: np.ndarray, rng: np.random.Generator, size: int) -> None:
         corner = origin + np.array([0.8 * height * k, 0.0], np.float32)
         for _ in range(int(rng.integers(2, 5))):
             i, j = rng.choice(len(grid), 2, replace=False)
-            a, b = corner + height * grid[i], corner + height * grid[j]
-            lo, hi = np.minimum(a, b).astype(int) - 4, np.maximum(a, b).astype(int) + 4
-            _paint(img, colour, (lo[0], lo[1], hi[0], hi[1]),
-                   lambda x, y, a=a, b=b, h=half: _segment_distance(x, y, a, b) - h)
+            _stroke(img, colour, corner + height * grid[i], corner + height * grid[j], half)
 
 
 def warm_up_image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -8,11 +8,11 @@ from pathlib import Path
 from . import (add_bag_topics, backend_error, fail, feature_defaults, localizer_conf, localizer_options, log,
                positive_int)
 
-# metrics.WRONG_BOUND as text; not imported from there so that building the parser stays light
-WRONG_BOUND_TEXT = "0.25,5"
 
 
 def add(sub) -> None:
+    from ..evaluation.metrics import WRONG_BOUND
+
     p = sub.add_parser(
         "localize", help="6-DoF poses of a query bag's images against a map (TUM file)",
         description="Localize every image of the query bag against the map and write one line per "
@@ -60,7 +60,8 @@ def add(sub) -> None:
     e.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="folder for plots and per-query tables (created; default: none written)")
     e.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the summary as JSON here")
-    e.add_argument("--wrong-bound", type=wrong_bound, default=WRONG_BOUND_TEXT, metavar="M,DEG",
+    e.add_argument("--wrong-bound", type=wrong_bound, default=",".join(f"{v:g}" for v in WRONG_BOUND),
+                   metavar="M,DEG",
                    help="an accepted pose farther than M metres or DEG degrees from the ground truth is "
                         "counted as wrong, besides the fixed (0.25 m, 5°); small-object sets want e.g. 0.02,2")
     e.add_argument("--negatives", nargs="+", type=Path, default=None, metavar="OTHER_QUERY_BAG",

@@ -65,7 +65,7 @@ class Summary:
 
     def to_dict(self) -> dict:
         return {"num_queries": self.num_queries, "num_localized": self.num_localized,
-                "recall": {f"{t:g}m_{r:g}deg": v for (t, r), v in self.recall.items()},
+                "recall": {bound_key(b): v for b, v in self.recall.items()},
                 "median_translation": self.median_translation, "median_rotation_deg": self.median_rotation_deg,
                 "failures": self.failures, "timings_median_s": self.timings_median, "solver": self.solver,
                 "retrieval": self.retrieval,
