@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, from the source tree, on a machine with a CUDA build of PyTorch where this
-# project is not installed (a lent GPU machine, or a workstation): the parity tests, then the
+# project is not installed (a GPU server or a workstation): the parity tests, then the
 # benchmark with the default and the paper's 21 levels. Results (text and JSON) go to $OUT
 # (default out/gpu). Wheels of what that machine lacks (faiss-cpu, poselib: `pip download` them for
 # its Python into .wheels/) are installed into a scratch folder first.
@@ -13,8 +13,9 @@ OUT=${OUT:-out/gpu}
 REPEAT=${REPEAT:-20}
 mkdir -p "$OUT"
 if compgen -G ".wheels/*.whl" > /dev/null; then
-    "$PY" -m pip install --quiet --no-deps --no-index --target /tmp/lift-gpu-deps .wheels/*.whl
-    export PYTHONPATH="/tmp/lift-gpu-deps${PYTHONPATH:+:$PYTHONPATH}"
+    DEPS=$(mktemp -d)
+    "$PY" -m pip install --quiet --no-deps --no-index --target "$DEPS" .wheels/*.whl
+    export PYTHONPATH="$DEPS${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
