@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import array
+from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -71,23 +73,35 @@ def set_params(client: Client, **values):
     return client.call(SetParameters, "/lift_localizer/set_parameters", SetParameters.Request(parameters=params)).results
 
 
-@pytest.fixture(scope="module")
-def running(scene, tmp_path_factory):
+@contextmanager
+def started(scene, log: Path, domain_offset: int = 0, client_name: str = "test_client"):
+    """The node on the scene's map (reliable QoS, images on /cam/...) and a client listening to it:
+    (node, client, pubs, poses, keypoints, diagnostics), once the map is loaded and images can flow."""
     root, cam, query = scene
     node = NodeProcess("--params-file", "config/localizer.yaml", "-p", f"map_path:={root / 'map'}",
                        "-p", f"max_keypoints:={KEYPOINTS}", "-p", "qos_reliability:=reliable",
                        "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info",
-                       log=tmp_path_factory.mktemp("log") / "node.log")
-    client = Client()
-    poses = client.collect(PoseWithCovarianceStamped, "/pose")
-    keypoints = client.collect(Keypoints, "/keypoints")
-    diagnostics = client.collect(DiagnosticArray, "/diagnostics")
-    pubs = {"image": client.publisher(Image, "/cam/image_raw"), "info": client.publisher(CameraInfo, "/cam/camera_info")}
-    wait_for(lambda: diagnostics and "images" in diagnostics_values(diagnostics[-1])["map"], 60, "the map to load", node)
-    wait_for(lambda: pubs["image"].get_subscription_count() > 0 and poses is not None, 20, "the node's subscription")
-    yield node, client, pubs, poses, keypoints, diagnostics
-    client.close()
-    node.stop()
+                       log=log, domain_offset=domain_offset)
+    client = Client(client_name, domain_offset=domain_offset)
+    try:
+        poses = client.collect(PoseWithCovarianceStamped, "/pose")
+        keypoints = client.collect(Keypoints, "/keypoints")
+        diagnostics = client.collect(DiagnosticArray, "/diagnostics")
+        pubs = {"image": client.publisher(Image, "/cam/image_raw"),
+                "info": client.publisher(CameraInfo, "/cam/camera_info")}
+        wait_for(lambda: diagnostics and "images" in diagnostics_values(diagnostics[-1])["map"], 60, "the map to load",
+                 node)
+        wait_for(lambda: pubs["image"].get_subscription_count() > 0 and poses is not None, 20, "the node's subscription")
+        yield node, client, pubs, poses, keypoints, diagnostics
+    finally:
+        client.close()
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def running(scene, tmp_path_factory):
+    with started(scene, tmp_path_factory.mktemp("log") / "node.log") as r:
+        yield r
 
 
 def processed(diagnostics) -> int:
@@ -219,6 +233,64 @@ def test_tf_map_to_camera_where_tf2_ros_exists(running, scene):
     send_and_wait(running, image_msg(query[0][0], 9 * 10**11))
     wait_for(lambda: any(t.header.frame_id == "map" and t.child_frame_id == "camera" for m in tfs for t in m.transforms),
              10, "map→camera on /tf (no odom frame exists)", node)
+
+
+def test_a_pose_jump_in_map_to_odom_is_held_until_a_second_frame_agrees_where_tf2_ros_exists(scene, tmp_path):
+    tf2_ros = pytest.importorskip("tf2_ros", reason="tf2_ros is not on PyPI; this runs on a full ROS 2 install")
+    from tf2_msgs.msg import TFMessage
+
+    from lift_localizer.geometry.pose import invert, make_T
+    from lift_localizer.ros.messages import T_from_transform, transform_msg
+
+    _, cam, query = scene
+    # Where odometry started in the map, and the same 2 m away: what odom→camera says (sent on /tf)
+    # makes the node's pose imply one or the other as map→odom.
+    A = make_T(np.eye(3), [0.3, -0.2, 0.1])
+    B = make_T(np.eye(3), [2.3, -0.2, 0.1])
+    # A node of its own: odom→camera in TF must not reach the module's `running` node.
+    with started(scene, tmp_path / "node.log", domain_offset=150, client_name="tf_client") as r:
+        node, client, pubs, poses, keypoints, diagnostics = r
+        tfs = client.collect(TFMessage, "/tf")
+        odometry = tf2_ros.TransformBroadcaster(client.node)
+        # Two subscribers: the node's TF listener and the client's own collector.
+        wait_for(lambda: client.node.count_subscribers("/tf") >= 2, 20, "the node's TF listener", node)
+        pubs["info"].publish(camera_info(cam))
+        wait_for(lambda: "camera 320×240" in node.output(), 10, "camera_info to be taken", node)
+
+        def frame(image, T_map_camera, T_map_odom, stamp) -> bool:
+            """Odometry for the image's stamp, then the image: whether a pose came for it."""
+            msg = image_msg(image, stamp)
+            odometry.sendTransform(transform_msg(invert(T_map_odom) @ T_map_camera, "odom", "camera", msg.header.stamp))
+            send_and_wait(r, msg)
+            try:
+                wait_for(lambda: any(stamp_ns(p.header) == stamp for p in poses), 3, "its pose")
+            except AssertionError:
+                return False
+            return True
+
+        def map_to_odom(stamp):
+            return [T_from_transform(t.transform) for m in list(tfs) for t in m.transforms
+                    if (t.header.frame_id, t.child_frame_id) == ("map", "odom") and stamp_ns(t.header) == stamp]
+
+        s0 = 20 * 10**9
+        # The first fix: any query image that localizes (one may not: see test_poses_keypoints_and_diagnostics).
+        first = next((i for i, (im, T) in enumerate(query) if frame(im, T, A, s0 + i * 10**6)), None)
+        assert first is not None, node.output()[-3000:]
+        image, T = query[first]
+        assert not frame(image, T, B, s0 + 10**8), "a 2 m jump of map→odom is held"
+        assert not map_to_odom(s0 + 10**8)
+        wait_for(lambda: diagnostics_values(diagnostics[-1])["jump_held"] == "1", 5, "jump_held in diagnostics", node)
+        assert "pose not published: the pose jumped" in node.output()
+        assert frame(image, T, B, s0 + 2 * 10**8), "a second frame agrees: published"
+        wait_for(lambda: map_to_odom(s0 + 2 * 10**8), 5, "map→odom of the confirmed frame", node)
+        # Broadcast map→odom · odom→camera: the camera, within the bounds of test_poses_keypoints_and_diagnostics.
+        dt, dr = pose_error(map_to_odom(s0 + 2 * 10**8)[0] @ invert(B) @ T, T)
+        assert dt < 0.1 and dr < 2.0
+        wait_for(lambda: diagnostics_values(diagnostics[-1])["jump_confirmed"] == "1", 5, "jump_confirmed", node)
+
+        response = client.call(Trigger, "/lift_localizer/relocalize", Trigger.Request())
+        assert response.success and "jump gate" in response.message
+        assert frame(image, T, A, s0 + 3 * 10**8), "after ~/relocalize the next frame is taken on its own"
 
 
 def test_relocalize_lets_through_a_frame_the_rate_limit_would_drop(running, scene):

@@ -2,8 +2,9 @@
 once after ``~/relocalize`` (pure Python; the node calls it from its callbacks and its worker).
 
 The node localizes every image from scratch (features, retrieval over the whole map, PnP): no pose
-prior or tracking state is carried from one image to the next. The only state between frames is
-this gate's: when the last frame was let through (the rate limit) and a pending relocalization.
+prior or tracking state is carried from one image to the next. The state between frames is this
+gate's (when the last frame was let through, and a pending relocalization) and, for what is
+published rather than what is localized, the jump gate's last map→odom (``jump_gate.JumpGate``).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class FrameGate:
             self._relocalize_from = self._tickets + 1
         return ("relocalizing: the next image is localized at once (max_rate_hz does not hold it back) and the "
                 "rate limit restarts from it; every image is localized against the whole map with no pose "
-                "carried over from earlier ones, so no other state needed clearing")
+                "carried over from earlier ones")
 
     def starting(self, ticket: int) -> bool:
         """The worker is about to localize the frame of ``ticket``: True when it is the one that

@@ -4,7 +4,9 @@ Subscribes ``image`` (or ``image/compressed``) and ``camera_info``; publishes ``
 (PoseWithCovarianceStamped), ``keypoints`` (only while someone listens), ``/diagnostics``, and
 TF map→odom or map→camera where tf2_ros is installed (nothing where the camera frame has a parent
 already that odom_frame does not lead to: ``transforms.decide_broadcast``); serves ``relocalize``
-(std_srvs/Trigger: the next image is localized at once, ``frame_gate.FrameGate``).
+(std_srvs/Trigger: the next image is localized at once, ``frame_gate.FrameGate``, and published
+whatever it jumps). Where TF knows odom→camera, a pose whose map→odom jumps is held until a second
+frame agrees with it (``jump_gate.JumpGate``).
 
 The executor only stores the newest frame; one worker thread decodes, localizes and publishes, so
 a slow CPU lowers the rate, never the latency. Nothing a message or a parameter carries stops the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import rclpy
@@ -39,8 +42,9 @@ from . import messages
 from .convert import CONVERTER, decode_image
 from .frame_gate import FrameGate
 from .frame_slot import FrameSlot
+from .jump_gate import JumpGate, Verdict
 from .node_stats import NodeStats
-from .params import BY_NAME, PARAMS, check, localizer_conf
+from .params import BY_NAME, PARAMS, check, jump_limits, localizer_conf
 from .transforms import decide_broadcast, known_frames, tf_parents
 
 try:
@@ -54,6 +58,20 @@ except ImportError:   # not on PyPI; present on every full ROS 2 install
     tf2_ros = None
 
 LOG_REPEAT_S = 30.0
+# How long to wait for odom→camera at the image stamp where odometry runs but is behind the image.
+ODOM_WAIT_S = 0.05
+# Parameters that change what a map→odom means (another map, other frames) or whether one was
+# compared at all: the jump gate's reference is meaningless after them.
+CLEARS_JUMP_GATE = frozenset({"map_path", "map_frame", "odom_frame", "camera_frame", "jump_gate"})
+
+
+class Odom(NamedTuple):
+    """What TF says of odom→camera at an image stamp."""
+    T_odom_camera: np.ndarray | None
+    # child → parent, where the lookup failed and TF's tree was read to find out why (else None).
+    parents: dict[str, str] | None = None
+    # odom is in TF but not at this stamp: why no transform may be broadcast for this frame.
+    missing: str | None = None
 
 
 def _guarded(callback):
@@ -98,6 +116,7 @@ class LocalizerNode(Node):
         self._reload = threading.Event()
         self._reload.set()
         self.gate = FrameGate()
+        self.jump_gate = JumpGate()
         self.slot = FrameSlot()
 
         p = self.params
@@ -117,10 +136,15 @@ class LocalizerNode(Node):
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
 
         self.tf_broadcaster = self.tf_buffer = None
+        # (odom_frame, camera_frame, stamp, seconds to wait) → T_odom_camera, raising LookupError where it
+        # is unknown; None: no odometry to compare with (no jump gate, no map→odom). Replaceable, for
+        # tests without tf2_ros.
+        self.lookup_odom_camera: Callable[[str, str, object, float], np.ndarray] | None = None
         if tf2_ros is not None:
             self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
             self.tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+            self.lookup_odom_camera = self._tf_odom_camera
         elif p["publish_tf"]:
             self.get_logger().info("tf2_ros is not installed: no TF is broadcast; /pose carries the pose")
         if Keypoints is None:
@@ -160,6 +184,8 @@ class LocalizerNode(Node):
         with self._lock:
             for param in params:
                 self.params[param.name] = param.value
+            if any(q.name in CLEARS_JUMP_GATE for q in params):
+                self.jump_gate.clear()
             if any(BY_NAME[q.name].reload for q in params):
                 self._reload.set()
             elif self._localizer is not None:
@@ -195,7 +221,9 @@ class LocalizerNode(Node):
         self.slot.put((msg, compressed, now, ticket))
 
     def _on_relocalize(self, request, response):
-        response.message = self.gate.relocalize()
+        self.jump_gate.clear()
+        response.message = self.gate.relocalize() + ("; the jump gate forgot its last map→odom, so the next pose "
+                                                     "is published whatever it jumps")
         response.success = True
         if self._localizer is None:
             response.message += f" (no map is loaded yet: {self.stats.map_status})"
@@ -302,10 +330,12 @@ class LocalizerNode(Node):
         if self.keypoints_pub is not None and self.keypoints_pub.get_subscription_count() > 0 and result.features:
             self.keypoints_pub.publish(messages.keypoints_msg(result.features, header, Keypoints))
         if result.success:
-            out = type(header)(stamp=header.stamp, frame_id=self.params["map_frame"])
-            self.pose_pub.publish(messages.pose_msg(result.T_map_camera, result.covariance, out))
-            self.stats.count("localized")
-            self._broadcast(result.T_map_camera, header)
+            odom = self._odom(header) if self.params["jump_gate"] else None
+            if odom is None or self._passes_jump_gate(result.T_map_camera, odom, header.stamp):
+                out = type(header)(stamp=header.stamp, frame_id=self.params["map_frame"])
+                self.pose_pub.publish(messages.pose_msg(result.T_map_camera, result.covariance, out))
+                self.stats.count("localized")
+                self._broadcast(result.T_map_camera, header, odom)
         else:
             self.stats.failure(result.reason)
             self._log_cause(f"failure {reason_key(result.reason)}", f"not localized: {result.reason}")
@@ -314,7 +344,48 @@ class LocalizerNode(Node):
         timings = {"decode": decode_s, **result.timings, "total": time.perf_counter() - t0}
         self.stats.processed(timings, time.monotonic() - received)
 
-    def _broadcast(self, T_map_camera: np.ndarray, header) -> None:
+    def _passes_jump_gate(self, T_map_camera: np.ndarray, odom: Odom, stamp) -> bool:
+        """Whether the pose may be published; frames without odom→camera are not gated."""
+        if odom.T_odom_camera is None:
+            return True
+        decision = self.jump_gate.offer(T_map_camera, odom.T_odom_camera, stamp.sec + 1e-9 * stamp.nanosec,
+                                        jump_limits(self.params))
+        if decision.verdict is Verdict.HOLD:
+            self._log_cause("jump held", f"pose not published: {decision.reason}")
+        elif decision.verdict is Verdict.CONFIRM:
+            self._log_cause("jump confirmed", f"pose jump published: {decision.reason}")
+        return decision.publish
+
+    def _odom(self, header) -> Odom:
+        p = self.params
+        camera_frame = p["camera_frame"] or header.frame_id
+        if self.lookup_odom_camera is None or not p["odom_frame"] or not camera_frame:
+            return Odom(None)
+        try:
+            # Not waiting yet: without odometry a wait would only delay /pose, every frame.
+            return Odom(self.lookup_odom_camera(p["odom_frame"], camera_frame, header.stamp, 0.0))
+        except LookupError:
+            pass
+        # What TF knows (its whole tree as YAML, parsed) is read only where odom→camera is missing,
+        # not on every frame of a robot with odometry.
+        parents = tf_parents(self.tf_buffer) if self.tf_buffer is not None else {}
+        if p["odom_frame"] not in known_frames(parents):
+            return Odom(None, parents)
+        try:
+            return Odom(self.lookup_odom_camera(p["odom_frame"], camera_frame, header.stamp, ODOM_WAIT_S))
+        except LookupError as e:
+            return Odom(None, parents, f"{p['odom_frame']}→{camera_frame} at the image stamp: {e}")
+
+    def _tf_odom_camera(self, odom_frame: str, camera_frame: str, stamp, wait_s: float) -> np.ndarray:
+        try:
+            tf = self.tf_buffer.lookup_transform(odom_frame, camera_frame, Time.from_msg(stamp),
+                                                 timeout=Duration(seconds=wait_s))
+        except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException) as e:
+            raise LookupError(str(e)) from e
+        return messages.T_from_transform(tf.transform)
+
+    def _broadcast(self, T_map_camera: np.ndarray, header, odom: Odom | None) -> None:
+        """``odom``: what ``_odom`` said for this frame, where the jump gate asked already."""
         p = self.params
         if self.tf_broadcaster is None or not p["publish_tf"]:
             return
@@ -322,21 +393,11 @@ class LocalizerNode(Node):
         if not camera_frame:
             self._log_cause("no camera frame", "no TF: the image has no frame_id and camera_frame is empty")
             return
-        T_odom_camera = None
-        # What TF knows (its whole tree as YAML, parsed) is read only where odom→camera is missing,
-        # not on every frame of a robot with odometry.
-        parents = None
-        if p["odom_frame"]:
-            try:
-                tf = self.tf_buffer.lookup_transform(p["odom_frame"], camera_frame, Time.from_msg(header.stamp),
-                                                     timeout=Duration(seconds=0.05))
-                T_odom_camera = messages.T_from_transform(tf.transform)
-            except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException) as e:
-                parents = tf_parents(self.tf_buffer)
-                if p["odom_frame"] in known_frames(parents):
-                    # odom exists but not at this stamp: a map→camera now would give the camera two parents.
-                    self._log_cause("odom lookup", f"no TF this frame: odom→{camera_frame} at the image stamp: {e}")
-                    return
+        T_odom_camera, parents, missing = odom if odom is not None else self._odom(header)
+        if missing:
+            # odom exists but not at this stamp: a map→camera now would give the camera two parents.
+            self._log_cause("odom lookup", f"no TF this frame: {missing}")
+            return
         if T_odom_camera is None and parents is None:
             parents = tf_parents(self.tf_buffer)
         transform, why_not = decide_broadcast(T_map_camera, T_odom_camera, p["map_frame"], p["odom_frame"],
@@ -349,7 +410,7 @@ class LocalizerNode(Node):
 
     # --- diagnostics and logging ------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        level, message, values = self.stats.report(self.slot.dropped)
+        level, message, values = self.stats.report(self.slot.dropped, self.jump_gate.counts)
         status = DiagnosticStatus(level=bytes([level]), name="lift_localizer: localization", message=message,
                                   hardware_id=self.get_fully_qualified_name(),
                                   values=[KeyValue(key=k, value=v) for k, v in values])

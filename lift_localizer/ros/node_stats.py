@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from typing import Mapping
 
 import numpy as np
 
@@ -51,8 +52,9 @@ class NodeStats:
                     self._timings[stage].append(timings[stage])
             self._latency.append(latency_s)
 
-    def report(self, dropped: int) -> tuple[int, str, list[tuple[str, str]]]:
-        """(level, message, key/value pairs)."""
+    def report(self, dropped: int, jumps: Mapping[str, int] | None = None) -> tuple[int, str, list[tuple[str, str]]]:
+        """(level, message, key/value pairs); ``jumps``: the jump gate's counts (``JumpGate.counts``)."""
+        jumps = jumps or {}
         with self._lock:
             c = self.counts
             values = [("map", self.map_status), ("warm_up", self.warm_up), ("frames_in", c["in"]), ("frames_dropped", dropped),
@@ -61,6 +63,7 @@ class NodeStats:
                       ("frames_skipped_no_map", c["skipped_no_map"]),
                       ("frames_skipped_no_camera_info", c["skipped_no_camera_info"]),
                       ("bad_messages", c["bad"]), ("last_failure", self.last_failure or "none")]
+            values += [(f"jump_{k}", n) for k, n in jumps.items()]
             values += [(f"failures: {r}", n) for r, n in self.reasons.most_common()]
             for stage, times in self._timings.items():
                 if times:
@@ -77,4 +80,6 @@ class NodeStats:
                 level, message = WARN, f"not localized yet: {self.last_failure}"
             else:
                 level, message = OK, f"{c['localized']}/{c['processed']} frames localized"
+                if jumps.get("held"):
+                    message += f", {jumps['held']} held as pose jumps"
         return level, message, [(k, str(v)) for k, v in values]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..backends import BACKEND_NAMES, BACKENDS, unavailable
 from ..features.lift import PRESETS
 from ..localization.localizer import default_conf as localizer_defaults
+from .jump_gate import JumpLimits
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ PARAMS: tuple[Param, ...] = (
     Param("qos_reliability", "best_effort", "image and camera_info QoS: best_effort (sensor data) or reliable",
           choices=("best_effort", "reliable"), read_only=True),
     Param("qos_depth", 5, "image and camera_info queue depth", low=1, high=1000, read_only=True),
+    Param("jump_gate", True, "hold a pose whose map→odom jumps more than max_jump_m / max_jump_deg from the last "
+          "published one until a second frame agrees with it (only where TF knows odom→camera)"),
+    Param("max_jump_m", 0.5, "a new map→odom that puts the camera at most this far (map units) from where the "
+          "last published one puts it is published at once; farther is a jump", low=0.01, high=1000.0),
+    Param("max_jump_deg", 10.0, "a new map→odom turned at most this many degrees from the last "
+          "published one is published at once; more is a jump", low=0.1, high=180.0),
+    Param("jump_hold_timeout_s", 5.0, "a held jump that no frame confirms within this many seconds (image stamps) "
+          "is forgotten", low=0.1, high=3600.0),
     Param("max_rate_hz", 0.0, "most images localized per second; 0: as many as the CPU/GPU allows", low=0.0, high=1000.0),
     Param("warm_up", True, "extract once from a synthetic image when the map or the camera size changes, so the "
           "first frame does not wait for one-off set-up (GPU: DET route measurement, CUDA graph capture)"),
@@ -100,3 +109,8 @@ def localizer_conf(values: dict) -> dict:
     conf["max_position_std"] = values["max_position_std"] or None
     conf["precision"] = values["precision"] or None
     return conf
+
+
+def jump_limits(values: dict) -> JumpLimits:
+    """Node parameter values → the jump gate's limits."""
+    return JumpLimits(values["max_jump_m"], values["max_jump_deg"], values["jump_hold_timeout_s"])
