@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from lift_localizer.geometry.camera import Camera
-from lift_localizer.geometry.pose import (invert, make_T, matrix_to_quat, pose_error, quat_to_matrix,
+from lift_localizer.geometry.pose import (invert, make_T, matrix_to_quat, pose_error, quat_to_matrix, rotation_vector,
                                           rodrigues)
+from lift_localizer.evaluation.metrics import CHI2_6DOF_95, nees
 from lift_localizer.localization.absolute_pose import (available_solvers, estimate_pose, pose_covariance,
                                                        reprojection_residuals)
 
@@ -31,6 +32,17 @@ def test_quaternion_round_trip_and_convention():
     # x y z w: a quarter turn about z maps x to y
     R = quat_to_matrix([0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
     np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+
+
+def test_rotation_vector_inverts_rodrigues_up_to_a_half_turn():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        v = rng.normal(size=3)
+        v *= rng.uniform(0, np.pi - 1e-3) / np.linalg.norm(v)
+        np.testing.assert_allclose(rotation_vector(rodrigues(v)), v, atol=1e-9)
+    half = rotation_vector(rodrigues([0, np.pi, 0]))
+    np.testing.assert_allclose(np.abs(half), [0, np.pi, 0], atol=1e-9)
+    np.testing.assert_allclose(rotation_vector(np.eye(3)), 0)
 
 
 def test_pose_error():
@@ -90,6 +102,21 @@ def test_covariance_matches_the_spread_of_estimates():
         preds.append(np.sqrt(np.diag(est.covariance)[:3]))
     actual = np.std(positions, axis=0)
     np.testing.assert_allclose(actual, np.mean(preds, axis=0), rtol=0.3)
+
+
+def test_nees_of_the_covariance_follows_chi2_with_six_degrees():
+    """Monte Carlo over pixel noise: the 6-D error (position; rotation vector about the map's axes)
+    normalised by the predicted covariance averages 6, and the 95 % ellipsoid holds about 95 %.
+    An error in the rotation convention or in a block's frame would move both far off."""
+    T, xy0, xyz = scene(100)
+    rng = np.random.default_rng(7)
+    values = []
+    for _ in range(80):
+        est = estimate_pose(xy0 + rng.normal(0, 1.0, xy0.shape), xyz, K, (640, 480), 8.0, "opencv")
+        values.append(nees(est.T_map_camera, est.covariance, T))
+    values = np.array(values)
+    assert 4.8 < values.mean() < 7.5
+    assert 0.85 <= np.mean(values <= CHI2_6DOF_95) <= 1.0
 
 
 def test_covariance_is_in_map_axes():

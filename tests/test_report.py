@@ -57,6 +57,8 @@ def report(tmp_path_factory):
         if isinstance(s, float):
             err[k] = s, 0.1
     summary = summarize(err, [o.reason for o in outcomes], [o.result.timings for o in outcomes if o.result])
+    # NEES of the localized queries: 3 of 4 inside the 95 % ellipsoid (12.59)
+    summary.nees = np.array([2.0, 40.0, np.nan, 5.0, 9.0, np.nan])
     folder = tmp_path_factory.mktemp("report")
     (folder / "matches_best_lift_1.png").write_bytes(b"from an earlier run")
     page = write_report(folder, {"lift": (summary, outcomes)}, gts, "made-up room")
@@ -92,6 +94,7 @@ def test_page_links_every_plot_and_says_what_it_measures(report):
     assert "too few inliers" in text and "unreadable image" in text      # failures by reason
     assert "retrieve" in text and "pnp" in text                          # per-stage timings
     assert "<script" not in text and "http" not in text                  # self-contained
+    assert "3/4 (75 %)" in text                                         # covariance calibration
 
 
 def test_csv_columns_carry_units(report):
@@ -99,8 +102,10 @@ def test_csv_columns_carry_units(report):
     with open(folder / "queries_lift.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["name", "localized", "translation_error_m", "rotation_error_deg", "inliers",
-                             "matches", "extract_time_ms", "retrieve_time_ms", "match_time_ms", "pnp_time_ms",
+                             "matches", "inlier_coverage", "rival_inliers", "position_std_m", "nees",
+                             "extract_time_ms", "retrieve_time_ms", "match_time_ms", "pnp_time_ms",
                              "total_time_ms", "reason"]
+    assert [r["nees"] for r in rows] == ["2", "40", "", "5", "9", ""]
     assert float(rows[1]["translation_error_m"]) == pytest.approx(0.30)
     assert float(rows[0]["extract_time_ms"]) == pytest.approx(500)
     assert rows[2]["translation_error_m"] == "" and rows[2]["reason"].startswith("too few inliers")

@@ -9,7 +9,7 @@ import numpy as np
 from ..localization.localizer import Localizer
 from ..mapping.frames import Frame
 from ..mapping.io import list_alternates, load_map, read_meta
-from .metrics import WRONG_BOUND, Summary, errors, summarize
+from .metrics import WRONG_BOUND, Summary, errors, nees, summarize
 from .replay import QueryOutcome, localize_frames
 from .report import dataset_name, write_report
 
@@ -44,6 +44,8 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         timings = [o.result.timings for o in outcomes if o.result is not None]
         summary = summarize(err, [o.reason for o in outcomes], timings, wrong_bounds=(WRONG_BOUND, wrong_bound))
         summary.solver = localizer.solver
+        summary.nees = np.array([nees(o.T_map_camera, o.result.covariance, gt) if o.reason is None else np.nan
+                                 for o, gt in zip(outcomes, gts)])
         summary.retrieval = {"method": localizer.retrieval.name,
                              **retrieval_recall(localizer, outcomes, gts)}
         if negatives is not None:

@@ -6,13 +6,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geometry.pose import pose_error
+from ..geometry.pose import pose_error, pose_error_vector
 
 # (metres, degrees): the long-term visual localization benchmark's three, then indoor and tight ones.
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0), (0.05, 5.0), (0.02, 2.0))
 # (metres, degrees) beyond which an accepted pose counts as wrong: a published pose this far off
 # misleads whatever consumes it, unlike a failure, which it can see.
 WRONG_BOUND = (0.25, 5.0)
+# χ² with 6 degrees of freedom at 0.95: a 6-D error inside the covariance's 95 % ellipsoid has a
+# normalised estimation error squared (NEES) below it.
+CHI2_6DOF_95 = 12.5916
 
 
 def bound_key(bound: tuple[float, float]) -> str:
@@ -44,6 +47,18 @@ class Summary:
     # other scenes' queries localized against this map: every accepted pose is false.
     # {"num_queries": N, "num_accepted": K, "bags": {bag: {"num_queries": ..., "num_accepted": ...}}}
     negatives: dict | None = None
+    # (N,) NEES of each query; NaN where not localized or where no covariance was given
+    nees: np.ndarray | None = None
+
+    @property
+    def calibration(self) -> dict | None:
+        """How often the 95 % covariance ellipsoid holds the true pose, over the localized queries."""
+        if self.nees is None or not np.isfinite(self.nees).any():
+            return None
+        v = self.nees[np.isfinite(self.nees)]
+        inside = int(np.sum(v <= CHI2_6DOF_95))
+        return {"num": int(len(v)), "inside_95": inside, "coverage_95": inside / len(v),
+                "median_nees": float(np.median(v))}
 
     def wrong_rows(self) -> list[str]:
         rows = [f"wrong accepted: {k} of {self.num_localized} localized beyond ({t:g} m, {r:g}°)"
@@ -54,6 +69,11 @@ class Summary:
             if len(n.get("bags", {})) > 1:
                 rows += [f"  {bag}: {b['num_accepted']} of {b['num_queries']} accepted"
                          for bag, b in n["bags"].items()]
+        c = self.calibration
+        if c is not None:
+            rows.append(f"covariance: the 95 % ellipsoid holds {c['inside_95']} of {c['num']} localized "
+                        f"({c['coverage_95']:.2f}; calibrated: 0.95), median NEES {c['median_nees']:.2f} "
+                        f"(calibrated: 5.35)")
         return rows
 
     def table_rows(self) -> list[str]:
@@ -70,7 +90,7 @@ class Summary:
                 "failures": self.failures, "timings_median_s": self.timings_median, "solver": self.solver,
                 "retrieval": self.retrieval,
                 "wrong_accepted": {bound_key(b): k for b, k in self.wrong.items()},
-                "negatives": self.negatives}
+                "negatives": self.negatives, "covariance_calibration": self.calibration}
 
 
 def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.ndarray:
@@ -80,6 +100,16 @@ def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.n
         if est is not None:
             out[i] = pose_error(est, gt)
     return out
+
+
+def nees(T_est: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray) -> float:
+    """Normalised estimation error squared of a pose against the truth, eᵀ Σ⁻¹ e, with e the 6-D
+    error in the covariance's coordinates; about 6 on average where the covariance is right."""
+    e = pose_error_vector(T_est, T_gt)
+    cov = np.asarray(covariance, np.float64)
+    if not np.all(np.isfinite(cov)):
+        return float("nan")
+    return float(e @ np.linalg.pinv(cov, rcond=1e-15, hermitian=True) @ e)
 
 
 def reason_key(reason: str) -> str:

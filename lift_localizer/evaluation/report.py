@@ -87,20 +87,27 @@ def _stage_ms(o: QueryOutcome) -> dict[str, float]:
     return out
 
 
-def _write_csv(path: Path, outcomes: list[QueryOutcome], err: np.ndarray) -> None:
+def _cell(v: float, fmt: str = ".6g") -> str:
+    # Missing values are empty cells, not inf, so that spreadsheets and pandas read NaN.
+    return format(v, fmt) if v is not None and np.isfinite(v) else ""
+
+
+def _write_csv(path: Path, outcomes: list[QueryOutcome], err: np.ndarray, nees: np.ndarray | None) -> None:
     per_query = [_stage_ms(o) for o in outcomes]
     stages = [s for s in [*STAGES, "total"] if any(s in t for t in per_query)]
     stages += sorted({s for t in per_query for s in t} - set(stages))
     header = ["name", "localized", "translation_error_m", "rotation_error_deg", "inliers",
-              "matches", *(f"{s}_time_ms" for s in stages), "reason"]
+              "matches", "inlier_coverage", "rival_inliers", "position_std_m", "nees",
+              *(f"{s}_time_ms" for s in stages), "reason"]
     lines = [",".join(header)]
-    for o, (dt, dr), t in zip(outcomes, err, per_query):
+    nees = np.full(len(outcomes), np.nan) if nees is None else nees
+    for o, (dt, dr), t, q in zip(outcomes, err, per_query, nees):
         r = o.result
-        # Failures have no error: empty cells, not inf, so that spreadsheets and pandas read NaN.
-        cells = [o.frame.name, str(int(o.reason is None)), f"{dt:.6g}" if np.isfinite(dt) else "",
-                 f"{dr:.6g}" if np.isfinite(dr) else "", str(r.num_inliers if r else 0),
-                 str(r.num_matches if r else 0), *(f"{t[s]:.1f}" if s in t else "" for s in stages),
-                 o.reason or ""]
+        ev = r.evidence if r is not None else None
+        cells = [o.frame.name, str(int(o.reason is None)), _cell(dt), _cell(dr), str(r.num_inliers if r else 0),
+                 str(r.num_matches if r else 0), _cell(ev.coverage if ev else None, ".3f"),
+                 str(ev.rival_inliers) if ev else "", _cell(ev.position_std if ev else None), _cell(q, ".4g"),
+                 *(f"{t[s]:.1f}" if s in t else "" for s in stages), o.reason or ""]
         lines.append(",".join(c.replace(",", ";") for c in cells))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -130,7 +137,7 @@ def write_report(report: Path, results: dict[str, tuple[Summary, list[QueryOutco
             _match_figure(report / file, outcomes[k], name, label, summary.errors[k])
             matches[name].append((label, file, outcomes[k]))
             written.add(file)
-        _write_csv(report / f"queries_{name}.csv", outcomes, summary.errors)
+        _write_csv(report / f"queries_{name}.csv", outcomes, summary.errors, summary.nees)
     # A report folder used again: match figures of an earlier run would show queries of another.
     for stale in report.glob("matches_*.png"):
         if stale.name not in written:
@@ -177,7 +184,8 @@ def _recall_section(results: dict) -> str:
     header = ["feature set", "localized", *(f"({t:g} m, {r:g}°)" for t, r in thresholds),
               "median translation error", "median rotation error", "retrieval recall@1", "recall@5",
               *(f"wrong accepted, beyond ({t:g} m, {r:g}°)" for t, r in bounds),
-              *(["negatives accepted (false)"] if with_negatives else [])]
+              *(["negatives accepted (false)"] if with_negatives else []),
+              "inside the 95 % covariance ellipsoid"]
     rows, values = [], []
     for name, s in summaries.items():
         rec = [s.recall[t] for t in thresholds]
@@ -189,12 +197,15 @@ def _recall_section(results: dict) -> str:
                      "–" if not np.isfinite(s.median_rotation_deg) else f"{s.median_rotation_deg:.3f}°",
                      *(f"{100 * ret[k]:.1f} %" if k in ret else "–" for k in ("recall@1", "recall@5")),
                      *("–" if k is None else f"{k}/{s.num_localized}" for k in wrong),
-                     *([f"{neg['num_accepted']}/{neg['num_queries']}" if neg else "–"] if with_negatives else [])])
+                     *([f"{neg['num_accepted']}/{neg['num_queries']}" if neg else "–"] if with_negatives else []),
+                     _coverage(s.calibration)])
         # fewer wrong and false poses is better: negated, so that the highest value is the best as elsewhere
         values.append([s.num_localized, *rec, -s.median_translation, -s.median_rotation_deg,
                        ret.get("recall@1", np.nan), ret.get("recall@5", np.nan),
                        *(np.nan if k is None else -k for k in wrong),
-                       *([-neg["num_accepted"] if neg else np.nan] if with_negatives else [])])
+                       *([-neg["num_accepted"] if neg else np.nan] if with_negatives else []),
+                       # nearest to the 0.95 a calibrated covariance gives is best
+                       -abs(s.calibration["coverage_95"] - 0.95) if s.calibration else np.nan])
     best: list[set[int]] = [set() for _ in rows]
     if len(rows) > 1:
         v = np.nan_to_num(np.array(values, float), nan=-np.inf)
@@ -208,8 +219,14 @@ def _recall_section(results: dict) -> str:
             "Retrieval is right when the top 1 (5) retrieved map images include one of the 2 map images "
             "nearest the query's true position. Wrong accepted: localized queries farther from the truth than the "
             "bound in position or rotation. Negatives: queries of other scenes localized against this map; "
-            "every one accepted is false. The best value of a column is highlighted.</p>\n"
+            "every one accepted is false. A calibrated covariance holds 95 % of the true poses inside its 95 % "
+            "ellipsoid (the 6-D error, position and rotation, normalised by the covariance: NEES ≤ 12.59). "
+            "The best value of a column is highlighted.</p>\n"
             + _table(header, rows, best))
+
+
+def _coverage(c: dict | None) -> str:
+    return "–" if c is None else f"{c['inside_95']}/{c['num']} ({100 * c['coverage_95']:.0f} %)"
 
 
 def _failure_section(results: dict) -> str:

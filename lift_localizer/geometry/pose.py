@@ -87,3 +87,26 @@ def rodrigues(rvec: np.ndarray) -> np.ndarray:
         return np.eye(3) + skew(rvec)
     k = skew(np.asarray(rvec) / theta)
     return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * (k @ k)
+
+
+def rotation_vector(R: np.ndarray) -> np.ndarray:
+    """Rotation matrix → axis-angle (3,), the inverse of ``rodrigues`` for angles below π."""
+    theta = np.radians(rotation_angle_deg(R))
+    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / 2
+    s = np.linalg.norm(w)
+    if s < 1e-12:
+        return np.zeros(3) if theta < np.pi / 2 else _half_turn_axis(R) * np.pi
+    return w / s * theta
+
+
+def _half_turn_axis(R: np.ndarray) -> np.ndarray:
+    # At π the antisymmetric part vanishes; the axis is the column of R + I with the largest norm.
+    B = R + np.eye(3)
+    col = B[:, int(np.argmax(np.linalg.norm(B, axis=0)))]
+    return col / np.linalg.norm(col)
+
+
+def pose_error_vector(T_est: np.ndarray, T_gt: np.ndarray) -> np.ndarray:
+    """(6,) error in the covariance's coordinates (``absolute_pose.PoseEstimate``): camera centre
+    difference in the map, then the rotation vector of R_est R_gtᵀ (about the map's axes)."""
+    return np.r_[T_est[:3, 3] - T_gt[:3, 3], rotation_vector(T_est[:3, :3] @ T_gt[:3, :3].T)]
