@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,9 @@ from ..features.lift import Features
 from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
-from .absolute_pose import PoseEstimate, default_solver, estimate_pose
+from .absolute_pose import default_solver, estimate_pose
+from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
+                         PoseEvidence, pose_evidence, refusal)
 from .matching import mutual_nearest_neighbours
 from ..retrieval.retriever import GlobalIndexError, NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
@@ -45,7 +48,11 @@ default_conf = {
     # Acceptance tests: a pose is reported only if it passes all of them.
     "min_inliers": 20,
     "min_inlier_ratio": 0.03,
-    "max_position_std": None,     # metres (map units); None: not tested
+    # Bounds chosen on the mapping halves of the development bags (docs/acceptance.md); None: not tested.
+    "min_coverage": None,
+    "max_rival_ratio": None,
+    "max_position_std": None,     # metres (map units)
+    "max_relative_position_std": None,   # position std / the inliers' median depth
     "seed": 0,
 }
 
@@ -54,9 +61,6 @@ NO_FEATURES = "no keypoints in the image"
 NO_RETRIEVAL = "retrieval found no map image"
 TOO_FEW_MATCHES = "too few 2D-3D matches"
 PNP_FAILED = "RANSAC found no pose"
-TOO_FEW_INLIERS = "too few inliers"
-LOW_INLIER_RATIO = "inlier ratio too low"
-UNCERTAIN = "pose too uncertain"
 # Map images whose descriptors a localizer on a GPU keeps there (~0.5 MB each: 256 MB at most).
 MAX_ON_DEVICE = 512
 
@@ -76,6 +80,8 @@ class LocalizationResult:
     match_xyz: np.ndarray | None = None
     inliers: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # What supports the pose (acceptance.PoseEvidence); None where PnP found none.
+    evidence: PoseEvidence | None = None
 
     @property
     def inlier_ratio(self) -> float:
@@ -198,56 +204,56 @@ class Localizer:
                 self._on_device.popitem(last=False)
         return self._on_device[i]
 
-    def _accept(self, est: PoseEstimate | None, num_matches: int) -> str | None:
-        c = self.conf
-        if est is None:
-            return PNP_FAILED
-        if est.num_inliers < c["min_inliers"]:
-            return f"{TOO_FEW_INLIERS} ({est.num_inliers} < {c['min_inliers']})"
-        if est.num_inliers / num_matches < c["min_inlier_ratio"]:
-            return f"{LOW_INLIER_RATIO} ({est.num_inliers}/{num_matches} < {c['min_inlier_ratio']})"
-        if c["max_position_std"] is not None:
-            std = float(np.sqrt(np.trace(est.covariance[:3, :3])))
-            if not std <= c["max_position_std"]:
-                return f"{UNCERTAIN} (position std {std:.3g} > {c['max_position_std']})"
-        return None
-
-    def localize_features(self, q: Features, camera: Camera) -> LocalizationResult:
-        timings = dict(q.timings) if q.timings else {}
-        if len(q) == 0:
-            return LocalizationResult(False, NO_FEATURES, features=q, timings=timings)
+    def cluster_results(self, q: Features, camera: Camera, timings: dict[str, float]) -> Iterator[LocalizationResult]:
+        """One result per covisibility cluster of the retrieved map images, best-ranked first, each
+        with its evidence and its acceptance decision; ``timings`` accumulates match and pnp."""
         t = time.perf_counter()
         ranked, _ = self.retrieval.top_k(q.descriptors, self.conf["top_k"])
         timings["retrieve"] = time.perf_counter() - t
-        retrieved = [self.names[i] for i in ranked]
         if len(ranked) == 0:
-            return LocalizationResult(False, NO_RETRIEVAL, features=q, timings=timings)
+            return
         xy_undist = camera.undistort_points(q.keypoints)
         clusters = covisibility_clusters(self.map, ranked, self.conf["min_covisibility"])
         timings["match"] = timings["pnp"] = 0.0
-        best: LocalizationResult | None = None
+        size = (camera.width, camera.height)
+        retrieved = [self.names[i] for i in ranked]
         for cluster in clusters:
             t = time.perf_counter()
             kp_idx, pids = self._matches(q, cluster)
             timings["match"] += time.perf_counter() - t
             if len(kp_idx) < 4:
-                result = LocalizationResult(False, f"{TOO_FEW_MATCHES} ({len(kp_idx)})", num_matches=len(kp_idx))
-            else:
-                t = time.perf_counter()
-                xyz = self.map.points_xyz(pids)
-                est = estimate_pose(xy_undist[kp_idx], xyz, camera.K, (camera.width, camera.height),
-                                    self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])
-                timings["pnp"] += time.perf_counter() - t
-                reason = self._accept(est, len(kp_idx))
-                result = LocalizationResult(
-                    reason is None, reason, est.T_map_camera if est else None, est.covariance if est else None,
-                    est.num_inliers if est else 0, len(kp_idx), match_keypoints=kp_idx, match_xyz=xyz,
-                    inliers=est.inliers if est else None)
+                yield LocalizationResult(False, f"{TOO_FEW_MATCHES} ({len(kp_idx)})", num_matches=len(kp_idx),
+                                         retrieved=retrieved)
+                continue
+            t = time.perf_counter()
+            xyz = self.map.points_xyz(pids)
+            xy = xy_undist[kp_idx]
+            est = estimate_pose(xy, xyz, camera.K, size, self.conf["ransac_threshold_px"], self.solver,
+                                self.conf["seed"])
+            evidence = None
+            if est is not None and est.num_inliers >= 4:
+                evidence = pose_evidence(est, xy, xyz, q.keypoints, kp_idx, camera.K, size,
+                                         self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])
+            timings["pnp"] += time.perf_counter() - t
+            reason = PNP_FAILED if evidence is None else refusal(evidence, self.conf)
+            yield LocalizationResult(
+                reason is None, reason, est.T_map_camera if est else None, est.covariance if est else None,
+                est.num_inliers if est else 0, len(kp_idx), retrieved=retrieved, match_keypoints=kp_idx,
+                match_xyz=xyz, inliers=est.inliers if est else None, evidence=evidence)
+
+    def localize_features(self, q: Features, camera: Camera) -> LocalizationResult:
+        timings = dict(q.timings) if q.timings else {}
+        if len(q) == 0:
+            return LocalizationResult(False, NO_FEATURES, features=q, timings=timings)
+        best: LocalizationResult | None = None
+        for result in self.cluster_results(q, camera, timings):
             if best is None or result.num_inliers > best.num_inliers:
                 best = result
             if result.success:
                 break
-        best.features, best.retrieved, best.timings = q, retrieved, timings
+        if best is None:
+            return LocalizationResult(False, NO_RETRIEVAL, features=q, timings=timings)
+        best.features, best.timings = q, timings
         return best
 
     def warm_up(self, camera: Camera) -> float:
