@@ -153,10 +153,21 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                    help="acceptance: fewest PnP inliers")
     g.add_argument("--min-inlier-ratio", type=float, default=default_conf["min_inlier_ratio"], metavar="R",
                    help="acceptance: fewest inliers per 2D-3D match")
+    g.add_argument("--min-coverage", type=float, default=default_conf["min_coverage"], metavar="F",
+                   help="acceptance: fewest cells of an 8×8 grid with inliers per cell with keypoints (0: not tested)")
+    g.add_argument("--max-rival-ratio", type=float, default=default_conf["max_rival_ratio"], metavar="R",
+                   help="acceptance: largest inlier count of a rival pose found among the outliers, per inlier "
+                        "(0: not tested)")
+    g.add_argument("--covariance-scale", type=positive_float, default=default_conf["covariance_scale"], metavar="S",
+                   help="reported covariance: S · (Σ + D · diag Σ) of the reprojection model's Σ")
+    g.add_argument("--covariance-decorrelation", type=float, default=default_conf["covariance_decorrelation"],
+                   metavar="D", help="see --covariance-scale")
 
 
 def localizer_conf(args: argparse.Namespace) -> dict:
     return {"max_keypoints": args.max_keypoints, "top_k": args.top_k, "solver": args.solver,
             "ransac_threshold_px": args.ransac_threshold, "min_inliers": args.min_inliers,
             "min_inlier_ratio": args.min_inlier_ratio, "preset": args.preset, "backend": args.backend,
-            "device": args.device}
+            "device": args.device, "min_coverage": args.min_coverage or None,
+            "max_rival_ratio": args.max_rival_ratio or None, "covariance_scale": args.covariance_scale,
+            "covariance_decorrelation": args.covariance_decorrelation}

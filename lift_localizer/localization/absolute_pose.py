@@ -93,6 +93,19 @@ def pose_covariance(T_map_camera: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz
     return sigma2 * np.linalg.pinv(JtJ, rcond=1e-12, hermitian=True)
 
 
+def calibrate_covariance(cov: np.ndarray, scale: float, decorrelation: float) -> np.ndarray:
+    """``scale · (Σ + decorrelation · diag Σ)``: the reprojection model's covariance with an
+    independent error added to each coordinate, ``√decorrelation`` of its own standard deviation.
+
+    The reprojection model knows only pixel noise, so it couples rotation and translation almost
+    perfectly (a narrow field of view cannot tell a turn from a sideways step) and predicts a thin
+    ellipsoid. The real error also holds what no pixel shows: the map images' pose errors, the
+    camera calibration, the ground truth itself, which do not follow that coupling. The two numbers
+    are fitted on held-out mapping images (docs/acceptance.md)."""
+    cov = np.asarray(cov, np.float64)
+    return scale * (cov + decorrelation * np.diag(np.diag(cov)))
+
+
 def _pycolmap(xy, xyz, K, size, threshold, seed):
     import pycolmap
 

@@ -20,7 +20,7 @@ from ..features.lift import Features
 from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
-from .absolute_pose import default_solver, estimate_pose
+from .absolute_pose import calibrate_covariance, default_solver, estimate_pose
 from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
                          PoseEvidence, pose_evidence, refusal)
 from .matching import mutual_nearest_neighbours
@@ -49,10 +49,14 @@ default_conf = {
     "min_inliers": 20,
     "min_inlier_ratio": 0.03,
     # Bounds chosen on the mapping halves of the development bags (docs/acceptance.md); None: not tested.
-    "min_coverage": None,
-    "max_rival_ratio": None,
+    "min_coverage": 0.1,
+    "max_rival_ratio": 0.49,
     "max_position_std": None,     # metres (map units)
     "max_relative_position_std": None,   # position std / the inliers' median depth
+    # The published covariance: scale · (Σ + decorrelation · diag Σ) of the reprojection model's Σ
+    # (absolute_pose.calibrate_covariance), fitted on held-out mapping images (docs/acceptance.md).
+    "covariance_scale": 1.25,
+    "covariance_decorrelation": 0.5,
     "seed": 0,
 }
 
@@ -231,6 +235,9 @@ class Localizer:
             est = estimate_pose(xy, xyz, camera.K, size, self.conf["ransac_threshold_px"], self.solver,
                                 self.conf["seed"])
             evidence = None
+            if est is not None:
+                est.covariance = calibrate_covariance(est.covariance, self.conf["covariance_scale"],
+                                                      self.conf["covariance_decorrelation"])
             if est is not None and est.num_inliers >= 4:
                 evidence = pose_evidence(est, xy, xyz, q.keypoints, kp_idx, camera.K, size,
                                          self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])

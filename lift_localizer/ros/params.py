@@ -47,8 +47,16 @@ PARAMS: tuple[Param, ...] = (
     Param("ransac_threshold_px", _L["ransac_threshold_px"], "PnP RANSAC inlier threshold, pixels", low=0.5, high=100.0),
     Param("min_inliers", _L["min_inliers"], "acceptance: fewest PnP inliers", low=4, high=100000),
     Param("min_inlier_ratio", _L["min_inlier_ratio"], "acceptance: fewest inliers per 2D-3D match", low=0.0, high=1.0),
+    Param("min_coverage", _L["min_coverage"], "acceptance: fewest grid cells with inliers per grid cell with "
+          "keypoints (8×8 grid); 0: not tested", low=0.0, high=1.0),
+    Param("max_rival_ratio", _L["max_rival_ratio"], "acceptance: largest inlier count of a rival pose among the "
+          "outliers per inlier; 0: not tested", low=0.0, high=10.0),
     Param("max_position_std", 0.0, "acceptance: largest position standard deviation in map units; 0: not tested",
           low=0.0, high=1e6),
+    Param("covariance_scale", _L["covariance_scale"], "published covariance: scale · (Σ + decorrelation · diag Σ) "
+          "of the reprojection model's Σ", low=1e-3, high=1e6),
+    Param("covariance_decorrelation", _L["covariance_decorrelation"], "published covariance: independent error "
+          "added to each coordinate, as a fraction of its variance", low=0.0, high=1e3),
     Param("map_frame", "map", "frame of /pose and the parent of the broadcast transform"),
     Param("odom_frame", "odom", "broadcast map→odom when TF knows odom→camera, else map→camera unless the camera "
           "frame has a parent in TF already (then nothing: set this to the root of the camera's tree); empty: no "
@@ -105,8 +113,10 @@ def check(name: str, value) -> str | None:
 def localizer_conf(values: dict) -> dict:
     """Node parameter values → ``Localizer`` conf."""
     conf = {k: values[k] for k in ("max_keypoints", "preset", "backend", "device", "top_k", "retrieval", "ratio",
-                                   "ransac_threshold_px", "min_inliers", "min_inlier_ratio")}
-    conf["max_position_std"] = values["max_position_std"] or None
+                                   "ransac_threshold_px", "min_inliers", "min_inlier_ratio", "covariance_scale",
+                                   "covariance_decorrelation")}
+    for key in ("max_position_std", "min_coverage", "max_rival_ratio"):
+        conf[key] = values[key] or None
     conf["precision"] = values["precision"] or None
     return conf
 

@@ -1,0 +1,114 @@
+"""The evidence for a pose and the tests that refuse it: spread of the inliers, a rival pose among
+the outliers, and the calibrated covariance, on synthetic correspondences with exact geometry."""
+import numpy as np
+import pytest
+
+from lift_localizer.geometry.pose import make_T, rodrigues
+from lift_localizer.localization.absolute_pose import calibrate_covariance, estimate_pose
+from lift_localizer.localization.acceptance import (CLUSTERED, RIVAL, TOO_FEW_INLIERS, coverage, pose_evidence,
+                                                    refusal)
+from lift_localizer.localization.localizer import default_conf
+
+K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+SIZE = (640, 480)
+
+
+def project(T_map_camera: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    Xc = (xyz - T_map_camera[:3, 3]) @ T_map_camera[:3, :3]
+    return (Xc @ K.T)[:, :2] / Xc[:, 2:]
+
+
+def points_seen(T: np.ndarray, n: int, rng, box=((-2, -1.5), (2, 1.5))) -> np.ndarray:
+    """n map points in front of camera T, spread over the image region ``box`` (at depth 1)."""
+    lo, hi = np.array(box[0]), np.array(box[1])
+    z = rng.uniform(3, 7, n)
+    xy = rng.uniform(lo, hi, (n, 2)) * z[:, None] / 2
+    return np.c_[xy, z] @ T[:3, :3].T + T[:3, 3]
+
+
+def evidence_for(xy, xyz, keypoints=None):
+    keypoints = xy if keypoints is None else keypoints
+    est = estimate_pose(xy, xyz, K, SIZE, 4.0, "opencv")
+    return est, pose_evidence(est, xy, xyz, keypoints, np.arange(len(xy)), K, SIZE, 4.0, "opencv")
+
+
+def test_coverage_counts_only_cells_that_have_keypoints():
+    keypoints = np.array([[10.0, 10], [630, 10], [10, 470], [630, 470]])
+    assert coverage(keypoints, keypoints[:1], SIZE) == 0.25
+    assert coverage(keypoints, keypoints, SIZE) == 1.0
+    # A black background (no keypoints) does not count against a pose.
+    assert coverage(keypoints[:2], keypoints[:2], SIZE) == 1.0
+    assert coverage(np.zeros((0, 2)), np.zeros((0, 2)), SIZE) == 0.0
+
+
+def test_a_well_supported_pose_passes_every_default_test():
+    rng = np.random.default_rng(0)
+    T = make_T(rodrigues([0.1, -0.2, 0.05]), [0.3, -0.1, 0.2])
+    xyz = points_seen(T, 150, rng)
+    xy = project(T, xyz) + rng.normal(0, 0.5, (150, 2))
+    junk = rng.uniform([0, 0], SIZE, (50, 2)), points_seen(T, 50, rng)
+    est, ev = evidence_for(np.r_[xy, junk[0]], np.r_[xyz, junk[1]])
+    assert ev.inliers >= 145 and ev.coverage > 0.6 and ev.rival_ratio < 0.2
+    assert refusal(ev, default_conf) is None
+    assert 4.5 < ev.depth < 5.5
+
+
+def test_a_rival_pose_among_the_outliers_is_refused():
+    """Two places that look alike: the matches hold two consistent sets, one a little larger."""
+    rng = np.random.default_rng(1)
+    T = make_T(rodrigues([0.1, -0.2, 0.05]), [0.3, -0.1, 0.2])
+    T_other = make_T(rodrigues([0.0, 0.6, 0.0]), [2.0, 0.0, 1.0])
+    a, b = points_seen(T, 60, rng), points_seen(T_other, 50, rng)
+    xy = np.r_[project(T, a), project(T_other, b)] + rng.normal(0, 0.3, (110, 2))
+    est, ev = evidence_for(xy, np.r_[a, b])
+    assert ev.inliers >= 55 and 45 <= ev.rival_inliers <= 55
+    assert refusal(ev, default_conf).startswith(RIVAL)
+    assert refusal(ev, {**default_conf, "max_rival_ratio": None}) is None
+
+
+def test_inliers_in_one_corner_of_a_textured_image_are_refused():
+    rng = np.random.default_rng(2)
+    T = make_T(rodrigues([0.0, 0.1, 0.0]), [0.0, 0.0, 0.0])
+    xyz = points_seen(T, 40, rng, box=((-2, -1.5), (-1.8, -1.3)))      # a top-left corner patch
+    xy = project(T, xyz) + rng.normal(0, 0.3, (40, 2))
+    keypoints = np.r_[xy, rng.uniform([0, 0], SIZE, (400, 2))]         # keypoints all over the image
+    est, ev = evidence_for(xy, xyz, keypoints[:40])
+    ev_full = pose_evidence(est, xy, xyz, keypoints, np.arange(40), K, SIZE, 4.0, "opencv")
+    assert ev_full.coverage < 0.05 < ev.coverage
+    assert refusal(ev_full, default_conf).startswith(CLUSTERED)
+
+
+def test_the_inlier_tests_come_first_and_say_their_numbers():
+    rng = np.random.default_rng(3)
+    T = np.eye(4)
+    xyz = points_seen(T, 12, rng)
+    est, ev = evidence_for(project(T, xyz), xyz)
+    assert refusal(ev, default_conf) == f"{TOO_FEW_INLIERS} (12 < {default_conf['min_inliers']})"
+
+
+def test_calibrated_covariance_weakens_correlations_and_keeps_symmetry():
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(6, 6))
+    cov = A @ A.T + np.diag([1, 1, 1, 1, 1, 1e-3])
+    out = calibrate_covariance(cov, 1.25, 0.5)
+    np.testing.assert_allclose(out, out.T)
+    np.testing.assert_allclose(np.diag(out), 1.25 * 1.5 * np.diag(cov))
+    corr = lambda c: c / np.sqrt(np.outer(np.diag(c), np.diag(c)))   # noqa: E731
+    off = ~np.eye(6, dtype=bool)
+    np.testing.assert_allclose(corr(out)[off], corr(cov)[off] / 1.5)
+    assert np.all(np.linalg.eigvalsh(out) > 0)
+
+
+@pytest.mark.parametrize("key", ["min_coverage", "max_rival_ratio", "covariance_scale", "covariance_decorrelation"])
+def test_the_chosen_bounds_are_the_defaults_everywhere(key):
+    """The localizer, the node's parameter file and the command line share the chosen values."""
+    import yaml
+    from pathlib import Path
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "localizer.yaml").read_text())
+    assert config["lift_localizer"]["ros__parameters"][key] == default_conf[key]
+    from lift_localizer.commands import localizer_conf
+    from lift_localizer.cli import build_parser
+
+    args = build_parser().parse_args(["localize", "--map", "m", "--bag", "b", "--output", "o"])
+    assert localizer_conf(args)[key] == default_conf[key]

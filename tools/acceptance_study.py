@@ -1,0 +1,166 @@
+"""Collect the evidence for every PnP pose on the mapping halves, never on a query half, to choose
+the acceptance tests and to calibrate the covariance (docs/acceptance.md).
+
+For each mapping bag, a map is built from every ``--stride``-th of its images (in stamp order;
+2: the even ones) and the others are localized against it: their ground truth is the bag's,
+their nearest map image is farther than in the full map, and no map point has seen them.
+Negatives: up to ``--negatives`` of those odd images of every other bag are localized against
+each half map; every pose they get is false (bags of one scene, named in ``--same-scene``, are
+not paired).
+
+Every covisibility cluster's pose is written, not only the first accepted, so that any rule can
+be replayed exactly as the localizer applies it: the first cluster that passes wins.
+
+    python tools/acceptance_study.py --bags BAG_DIR... --work DIR --output evidence.csv
+    python tools/acceptance_study.py --choose evidence.csv...    # the bounds and the covariance fit
+
+``--choose`` reads the tables and prints: for each test, the loosest bound that refuses none of the
+right poses that pass the inlier tests (with a margin: ½ of the lowest coverage, 1.25× the highest
+rival ratio), what those bounds refuse among the wrong and the false poses, and the covariance
+calibration (scale, decorrelation) whose 95 % ellipsoid holds the nearest to 95 % of the right
+poses, the smallest inflation on a tie.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lift_localizer.features.image import to_gray
+from lift_localizer.evaluation.metrics import nees
+from lift_localizer.geometry.pose import pose_error, pose_error_vector
+from lift_localizer.localization.acceptance import PoseEvidence
+from lift_localizer.localization.localizer import Localizer
+from lift_localizer.mapping.bag import read_frames
+from lift_localizer.mapping.build import build_map
+from lift_localizer.mapping.io import load_map
+
+# Every pose is kept: the tests are replayed from the table.
+LOOSE = {"min_inliers": 4, "min_inlier_ratio": 0.0}
+EVIDENCE = [f.name for f in fields(PoseEvidence)]
+FEATURES = ("lift", "sift")
+
+
+def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None) -> list[dict]:
+    out = []
+    for k, r in enumerate(localizer.cluster_results(features, camera, {})):
+        row = {"cluster": k, "matches": r.num_matches}
+        if r.evidence is not None:
+            row.update({f: getattr(r.evidence, f) for f in EVIDENCE})
+            if gt is not None:
+                t, rot = pose_error(r.T_map_camera, gt)
+                e = pose_error_vector(r.T_map_camera, gt)
+                row.update(t_err=t, r_err=rot, nees=nees(r.T_map_camera, r.covariance, gt),
+                           error=" ".join(f"{v:.6g}" for v in e),
+                           covariance=" ".join(f"{v:.6g}" for v in r.covariance.ravel()))
+        out.append(row)
+    return out
+
+
+def _num(r: dict, k: str) -> float:
+    return float(r[k]) if r.get(k) not in ("", None) else float("nan")
+
+
+def is_wrong(r: dict) -> bool:
+    """A pose of another scene, or one beyond (0.25 m, 5°) or 3 % of the scene's depth (2 cm at 0.65 m)."""
+    return r["negative"] == "1" or _num(r, "t_err") > min(0.25, 0.03 * _num(r, "depth")) or _num(r, "r_err") > 5
+
+
+def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) -> dict:
+    from lift_localizer.evaluation.metrics import CHI2_6DOF_95
+    from lift_localizer.localization.absolute_pose import calibrate_covariance
+
+    rows = [r for t in tables for r in csv.DictReader(open(t)) if r.get("inliers")]
+    passing = [r for r in rows if _num(r, "inliers") >= min_inliers and _num(r, "inliers") / _num(r, "matches") >= min_ratio]
+    right = [r for r in passing if not is_wrong(r)]
+    wrong = [r for r in rows if is_wrong(r)]
+    cov = [_num(r, "coverage") for r in right]
+    rival = [_num(r, "rival_inliers") / _num(r, "inliers") for r in right]
+    bounds = {"min_coverage": round(0.5 * min(cov), 2), "max_rival_ratio": round(1.25 * max(rival), 2)}
+    print(f"{len(rows)} poses: {len(right)} right ones pass the inlier tests; {len(wrong)} wrong or false")
+    print(f"right poses: coverage ≥ {min(cov):.3f}, rival ratio ≤ {max(rival):.3f} → bounds {bounds}")
+    for name, refused in (("coverage", lambda r: _num(r, "coverage") < bounds["min_coverage"]),
+                          ("rival", lambda r: _num(r, "rival_inliers") / _num(r, "inliers") > bounds["max_rival_ratio"])):
+        n = sum(map(refused, wrong))
+        print(f"  {name} alone refuses {n} of {len(wrong)} wrong or false poses ({n / len(wrong):.2f})")
+    both = sum(_num(r, "coverage") < bounds["min_coverage"] or
+               _num(r, "rival_inliers") / _num(r, "inliers") > bounds["max_rival_ratio"] for r in wrong)
+    print(f"  together {both} of {len(wrong)}; the inlier tests refuse "
+          f"{sum(r not in passing for r in wrong)}; all three leave "
+          f"{sum(r in passing and not (_num(r, 'coverage') < bounds['min_coverage'] or _num(r, 'rival_inliers') / _num(r, 'inliers') > bounds['max_rival_ratio']) for r in wrong)}")
+    pairs = [(np.array(r["error"].split(), float), np.array(r["covariance"].split(), float).reshape(6, 6))
+             for r in right if r.get("covariance")]
+    best = None
+    for scale in np.round(np.arange(0.5, 3.01, 0.25), 2):
+        for dec in (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0):
+            inside = np.mean([e @ np.linalg.pinv(calibrate_covariance(C, scale, dec), hermitian=True) @ e
+                              <= CHI2_6DOF_95 for e, C in pairs])
+            key = (round(abs(inside - 0.95), 3), scale * (1 + dec))
+            if best is None or key < best[0]:
+                best = (key, scale, dec, inside)
+    _, scale, dec, inside = best
+    print(f"covariance: scale {scale}, decorrelation {dec}: the 95 % ellipsoid holds {inside:.3f} "
+          f"of {len(pairs)} right poses")
+    return {**bounds, "covariance_scale": float(scale), "covariance_decorrelation": float(dec)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--choose":
+        choose(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bags", nargs="+", required=True, help="dataset folders holding mapping/ (a rosbag2)")
+    ap.add_argument("--work", required=True, help="folder for the half maps (reused when present)")
+    ap.add_argument("--output", required=True, help="CSV, one row per cluster pose")
+    ap.add_argument("--stride", type=int, default=2, help="every STRIDE-th image makes the map (default 2)")
+    ap.add_argument("--max-queries", type=int, default=None, help="held-out images localized, evenly spread")
+    ap.add_argument("--negatives", type=int, default=8, help="held-out images of each other bag (default 8)")
+    ap.add_argument("--same-scene", nargs="*", default=[], metavar="A,B",
+                    help="dataset names of one scene, never paired as negatives (e.g. dino,dino_sparse)")
+    args = ap.parse_args(argv)
+    same = {frozenset(x.split(",")) for x in args.same_scene}
+    held: dict[str, tuple[Path, list]] = {}
+    for bag in map(Path, args.bags):
+        frames = read_frames(bag / "mapping", pose_topic="/ground_truth/pose")
+        half = Path(args.work) / bag.name
+        if not (half / "map.json").exists():
+            build_map(frames[0::args.stride], half, FEATURES, source=f"{bag}/mapping (every {args.stride})",
+                      log=lambda m: None)
+        rest = [f for i, f in enumerate(frames) if i % args.stride]
+        if args.max_queries and len(rest) > args.max_queries:
+            rest = [rest[i] for i in np.linspace(0, len(rest) - 1, args.max_queries).round().astype(int)]
+        held[bag.name] = (half, rest)
+    rows = []
+    for name in FEATURES:
+        localizers = {s: Localizer(load_map(half, name), LOOSE) for s, (half, _) in held.items()}
+        feats = {}
+        for s, (_, frames) in held.items():
+            ex = localizers[s].extractor
+            feats[s] = [(f, ex(to_gray(f.image()))) for f in tqdm(frames, desc=f"{s} {name}", file=sys.stderr)]
+            for f, q in feats[s]:
+                for row in rows_for(localizers[s], q, f.camera, f.T_map_camera):
+                    rows.append({"set": s, "features": name, "query": f.name, "negative": 0, **row})
+        for s, loc in localizers.items():
+            for other, items in feats.items():
+                if other == s or frozenset((s, other)) in same:
+                    continue
+                pick = np.linspace(0, len(items) - 1, min(args.negatives, len(items))).round().astype(int)
+                for j in dict.fromkeys(pick.tolist()):
+                    f, q = items[j]
+                    for row in rows_for(loc, q, f.camera, None):
+                        rows.append({"set": s, "features": name, "query": f"{other}/{f.name}", "negative": 1, **row})
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(args.output, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"{len(rows)} poses written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
