@@ -112,3 +112,66 @@ def test_the_chosen_bounds_are_the_defaults_everywhere(key):
 
     args = build_parser().parse_args(["localize", "--map", "m", "--bag", "b", "--output", "o"])
     assert localizer_conf(args)[key] == default_conf[key]
+
+
+def _posed_scene(pos_std: float, rot_std_deg: float, seed: int = 5):
+    """A map whose 16 images see 400 points (0.3 px noise) but whose recorded poses are the true ones
+    disturbed by ``pos_std`` and ``rot_std_deg`` per axis, as a GPS/INS or a motion capture records
+    them; the points are triangulated from the recorded poses. Also 16 query views between the map
+    images, with their true and recorded poses and what they see."""
+    from lift_localizer.features.lift import Features
+    from lift_localizer.geometry.camera import Camera
+    from lift_localizer.mapping.io import Map, MapImage
+    from lift_localizer.synthetic import look_at
+
+    rng = np.random.default_rng(seed)
+    cam = Camera(640, 480, K)
+    truth = rng.uniform(-1, 1, (400, 3))
+    az = np.arctan2(truth[:, 0], -truth[:, 2]) % (2 * np.pi)
+
+    def view(a: float):
+        T = look_at(np.array([6 * np.sin(a), 0.5 * np.cos(3 * a), -6 * np.cos(a)]), np.zeros(3))
+        recorded = make_T(rodrigues(np.radians(rot_std_deg) * rng.normal(size=3)) @ T[:3, :3],
+                          T[:3, 3] + pos_std * rng.normal(size=3))
+        seen = np.flatnonzero(np.abs((az - a + np.pi) % (2 * np.pi) - np.pi) < 1.0)
+        return T, recorded, seen, project(T, truth) + rng.normal(0, 0.3, (400, 2))
+
+    maps = [view(2 * np.pi * k / 16) for k in range(16)]
+    queries = [view(2 * np.pi * (k + 0.5) / 16) for k in range(16)]
+    xyz = np.zeros((400, 3))
+    for p in range(400):
+        rows = []
+        for _, rec, seen, xy in maps:
+            if p in seen:
+                P = K @ np.linalg.inv(rec)[:3]
+                rows += [xy[p, 0] * P[2] - P[0], xy[p, 1] * P[2] - P[1]]
+        X = np.linalg.svd(np.array(rows))[2][-1]
+        xyz[p] = X[:3] / X[3]
+    images = []
+    for k, (_, rec, seen, xy) in enumerate(maps):
+        ids = np.full(400, -1)
+        ids[seen] = seen
+        f = Features(xy.astype(np.float32), np.ones(400), np.zeros(400), np.ones(400),
+                     np.zeros((400, 128), np.float32), (480, 640))
+        images.append(MapImage(str(k), cam, rec, f, ids))
+    return Map(None, {"features": {"name": "sift"}}, images, np.arange(400), xyz), queries
+
+
+def test_the_map_floor_predicts_the_error_of_queries_against_their_recorded_poses():
+    """Recorded poses off by 1 cm and 0.2° per axis: a query localized against the map is off its
+    own recorded pose by what the floor says (within a factor 1.6); with exact poses, no floor."""
+    from lift_localizer.geometry.pose import pose_error_vector
+    from lift_localizer.localization.map_accuracy import pose_floor
+
+    map_, queries = _posed_scene(0.01, 0.2)
+    errors = []
+    for _, recorded, seen, xy in queries:
+        est = estimate_pose(xy[seen], map_.xyz[seen], K, SIZE, 4.0, "opencv")
+        errors.append(pose_error_vector(est.T_map_camera, recorded))
+    rms = np.sqrt(np.mean(np.square(errors), 0))
+    floor = np.sqrt(pose_floor(map_))
+    for block in (slice(0, 3), slice(3, 6)):
+        ratio = floor[block].mean() / np.sqrt(np.mean(rms[block] ** 2))
+        assert 1 / 1.6 < ratio < 1.6, (block, floor, rms)
+    exact = np.sqrt(pose_floor(_posed_scene(0.0, 0.0)[0]))
+    assert exact[0] < 0.1 * floor[0] and exact[3] < 0.1 * floor[3]

@@ -36,17 +36,19 @@ from lift_localizer.evaluation.metrics import nees
 from lift_localizer.geometry.pose import pose_error, pose_error_vector
 from lift_localizer.localization.acceptance import PoseEvidence
 from lift_localizer.localization.localizer import Localizer
+from lift_localizer.localization.map_accuracy import pose_floor
 from lift_localizer.mapping.bag import read_frames
 from lift_localizer.mapping.build import build_map
 from lift_localizer.mapping.io import load_map
 
 # Every pose is kept: the tests are replayed from the table.
-LOOSE = {"min_inliers": 4, "min_inlier_ratio": 0.0}
+LOOSE = {"min_inliers": 4, "min_inlier_ratio": 0.0, "min_coverage": None, "max_rival_ratio": None,
+         "covariance_scale": 1.0, "covariance_decorrelation": 0.0, "covariance_floor": False}
 EVIDENCE = [f.name for f in fields(PoseEvidence)]
 FEATURES = ("lift", "sift")
 
 
-def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None) -> list[dict]:
+def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None, floor: np.ndarray) -> list[dict]:
     out = []
     for k, r in enumerate(localizer.cluster_results(features, camera, {})):
         row = {"cluster": k, "matches": r.num_matches}
@@ -57,7 +59,8 @@ def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None) -> l
                 e = pose_error_vector(r.T_map_camera, gt)
                 row.update(t_err=t, r_err=rot, nees=nees(r.T_map_camera, r.covariance, gt),
                            error=" ".join(f"{v:.6g}" for v in e),
-                           covariance=" ".join(f"{v:.6g}" for v in r.covariance.ravel()))
+                           covariance=" ".join(f"{v:.6g}" for v in r.covariance.ravel()),
+                           floor=" ".join(f"{v:.6g}" for v in floor))
         out.append(row)
     return out
 
@@ -93,13 +96,14 @@ def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) ->
     print(f"  together {both} of {len(wrong)}; the inlier tests refuse "
           f"{sum(r not in passing for r in wrong)}; all three leave "
           f"{sum(r in passing and not (_num(r, 'coverage') < bounds['min_coverage'] or _num(r, 'rival_inliers') / _num(r, 'inliers') > bounds['max_rival_ratio']) for r in wrong)}")
-    pairs = [(np.array(r["error"].split(), float), np.array(r["covariance"].split(), float).reshape(6, 6))
+    pairs = [(np.array(r["error"].split(), float), np.array(r["covariance"].split(), float).reshape(6, 6),
+              np.diag(np.array(r["floor"].split(), float)) if r.get("floor") else np.zeros((6, 6)))
              for r in right if r.get("covariance")]
     best = None
     for scale in np.round(np.arange(0.5, 3.01, 0.25), 2):
         for dec in (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0):
-            inside = np.mean([e @ np.linalg.pinv(calibrate_covariance(C, scale, dec), hermitian=True) @ e
-                              <= CHI2_6DOF_95 for e, C in pairs])
+            inside = np.mean([e @ np.linalg.pinv(calibrate_covariance(C, scale, dec) + F, hermitian=True) @ e
+                              <= CHI2_6DOF_95 for e, C, F in pairs])
             key = (round(abs(inside - 0.95), 3), scale * (1 + dec))
             if best is None or key < best[0]:
                 best = (key, scale, dec, inside)
@@ -138,12 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in FEATURES:
         localizers = {s: Localizer(load_map(half, name), LOOSE) for s, (half, _) in held.items()}
+        floors = {s: pose_floor(loc.map) for s, loc in localizers.items()}
         feats = {}
         for s, (_, frames) in held.items():
             ex = localizers[s].extractor
             feats[s] = [(f, ex(to_gray(f.image()))) for f in tqdm(frames, desc=f"{s} {name}", file=sys.stderr)]
             for f, q in feats[s]:
-                for row in rows_for(localizers[s], q, f.camera, f.T_map_camera):
+                for row in rows_for(localizers[s], q, f.camera, f.T_map_camera, floors[s]):
                     rows.append({"set": s, "features": name, "query": f.name, "negative": 0, **row})
         for s, loc in localizers.items():
             for other, items in feats.items():
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                 pick = np.linspace(0, len(items) - 1, min(args.negatives, len(items))).round().astype(int)
                 for j in dict.fromkeys(pick.tolist()):
                     f, q = items[j]
-                    for row in rows_for(loc, q, f.camera, None):
+                    for row in rows_for(loc, q, f.camera, None, floors[s]):
                         rows.append({"set": s, "features": name, "query": f"{other}/{f.name}", "negative": 1, **row})
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(args.output, "w", newline="") as f:

@@ -21,6 +21,7 @@ from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
 from .absolute_pose import calibrate_covariance, default_solver, estimate_pose
+from .map_accuracy import pose_floor
 from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
                          PoseEvidence, pose_evidence, refusal)
 from .matching import mutual_nearest_neighbours
@@ -54,9 +55,11 @@ default_conf = {
     "max_position_std": None,     # metres (map units)
     "max_relative_position_std": None,   # position std / the inliers' median depth
     # The published covariance: scale · (Σ + decorrelation · diag Σ) of the reprojection model's Σ
-    # (absolute_pose.calibrate_covariance), fitted on held-out mapping images (docs/acceptance.md).
+    # (absolute_pose.calibrate_covariance), plus the map's own pose accuracy (map_accuracy.pose_floor)
+    # where covariance_floor is on; fitted on held-out mapping images (docs/acceptance.md).
     "covariance_scale": 1.25,
     "covariance_decorrelation": 0.5,
+    "covariance_floor": True,
     "seed": 0,
 }
 
@@ -130,6 +133,7 @@ class Localizer:
         self._check_features()
         self.retrieval = self._retrieval()
         self.names = [im.name for im in map_.images]
+        self.covariance_floor = np.diag(pose_floor(map_)) if conf["covariance_floor"] else np.zeros((6, 6))
         self._with3d = []
         # Where LIFT runs on a GPU, matching runs there too (on an H100 the CPU's took 16 ms a frame).
         device = torch.device(conf["device"])
@@ -237,7 +241,7 @@ class Localizer:
             evidence = None
             if est is not None:
                 est.covariance = calibrate_covariance(est.covariance, self.conf["covariance_scale"],
-                                                      self.conf["covariance_decorrelation"])
+                                                      self.conf["covariance_decorrelation"]) + self.covariance_floor
             if est is not None and est.num_inliers >= 4:
                 evidence = pose_evidence(est, xy, xyz, q.keypoints, kp_idx, camera.K, size,
                                          self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])

@@ -57,6 +57,8 @@ PARAMS: tuple[Param, ...] = (
           "of the reprojection model's Σ", low=1e-3, high=1e6),
     Param("covariance_decorrelation", _L["covariance_decorrelation"], "published covariance: independent error "
           "added to each coordinate, as a fraction of its variance", low=0.0, high=1e3),
+    Param("covariance_floor", _L["covariance_floor"], "published covariance: add the map's own pose accuracy, "
+          "measured when the map is loaded", reload=True),
     Param("map_frame", "map", "frame of /pose and the parent of the broadcast transform"),
     Param("odom_frame", "odom", "broadcast map→odom when TF knows odom→camera, else map→camera unless the camera "
           "frame has a parent in TF already (then nothing: set this to the root of the camera's tree); empty: no "
@@ -114,7 +116,7 @@ def localizer_conf(values: dict) -> dict:
     """Node parameter values → ``Localizer`` conf."""
     conf = {k: values[k] for k in ("max_keypoints", "preset", "backend", "device", "top_k", "retrieval", "ratio",
                                    "ransac_threshold_px", "min_inliers", "min_inlier_ratio", "covariance_scale",
-                                   "covariance_decorrelation")}
+                                   "covariance_decorrelation", "covariance_floor")}
     for key in ("max_position_std", "min_coverage", "max_rival_ratio"):
         conf[key] = values[key] or None
     conf["precision"] = values["precision"] or None

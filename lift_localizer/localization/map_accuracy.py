@@ -1,0 +1,82 @@
+"""How well a map pins a camera down, whatever the query: the floor under every pose covariance.
+
+A query's error against the truth holds what no pixel of the query shows: the errors of the poses
+the map was built from (ground truth, GPS/INS, motion capture, a gantry's calibration) and of the
+points triangulated from them. The reprojection covariance shrinks as inliers grow; this part does
+not. It is measured on the map alone, leaving each map image out in turn:
+
+1. its points are triangulated again from the other images that see them (at least two), so that
+   the image's own observations do not pull them toward its pose;
+2. its pose is estimated from its keypoints and those points (RANSAC, then Levenberg–Marquardt);
+3. the difference from its given pose, less what the reprojection covariance already explains,
+   is the floor: one variance for position (map units²) and one for rotation (rad²) per axis.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..geometry.pose import invert, make_T, pose_error_vector, rodrigues
+from ..mapping.io import Map
+from .absolute_pose import pose_covariance
+
+# Map images left out in turn, evenly spread: enough for a variance, bounded for large maps.
+MAX_IMAGES = 40
+MIN_POINTS = 12
+
+
+def _observations(map_: Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (image index, point row, undistorted pixel) of the map's tracks."""
+    img, pid, xy = [], [], []
+    for i, im in enumerate(map_.images):
+        sel = np.flatnonzero(im.point3D_ids >= 0)
+        img.append(np.full(len(sel), i))
+        pid.append(im.point3D_ids[sel])
+        xy.append(im.camera.undistort_points(im.features.keypoints[sel]).astype(np.float64).reshape(-1, 2))
+    if not img:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2))
+    return np.concatenate(img), np.concatenate(pid), np.concatenate(xy)
+
+
+def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.0) -> np.ndarray:
+    """(6,) variances added to the diagonal of every pose covariance (position ×3, rotation ×3);
+    zeros where fewer than two images can be checked."""
+    img, pid, xy = _observations(map_)
+    if len(img) == 0:
+        return np.zeros(6)
+    _, point = np.unique(pid, return_inverse=True)
+    P = np.array([im.camera.K @ invert(im.T_map_camera)[:3] for im in map_.images])[img]
+    # Linear triangulation, rows normalised so that near and far views weigh alike; each point's
+    # normal matrix is a sum over its observations, so leaving one image out is a subtraction.
+    rows = np.stack([xy[:, :1] * P[:, 2] - P[:, 0], xy[:, 1:] * P[:, 2] - P[:, 1]], 1)
+    rows /= np.linalg.norm(rows[:, :, :3], axis=2, keepdims=True)
+    outer = np.einsum("oki,okj->oij", rows, rows)
+    normal = np.zeros((point.max() + 1, 4, 4))
+    np.add.at(normal, point, outer)
+    views = np.bincount(point)
+    errors, model = [], []
+    n = len(map_.images)
+    for i in np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(int)):
+        mine = np.flatnonzero((img == i) & (views[point] >= 3))
+        if len(mine) < MIN_POINTS:
+            continue
+        _, vec = np.linalg.eigh(normal[point[mine]] - outer[mine])
+        X = vec[:, :, 0]
+        ok = np.abs(X[:, 3]) > 1e-12
+        X, obs = X[ok, :3] / X[ok, 3:], xy[mine][ok]
+        im = map_.images[i]
+        T_cw = invert(im.T_map_camera)
+        rvec, tvec = cv2.Rodrigues(T_cw[:3, :3])[0], T_cw[:3, 3].reshape(3, 1).copy()
+        found, rvec, tvec, inl = cv2.solvePnPRansac(X, obs, im.camera.K, None, rvec, tvec, useExtrinsicGuess=True,
+                                                    reprojectionError=threshold_px, flags=cv2.SOLVEPNP_ITERATIVE)
+        if not found or inl is None or len(inl) < MIN_POINTS:
+            continue
+        inl = inl.ravel()
+        rvec, tvec = cv2.solvePnPRefineLM(X[inl], obs[inl], im.camera.K, None, rvec, tvec)
+        T = invert(make_T(rodrigues(rvec.ravel()), tvec.ravel()))
+        errors.append(pose_error_vector(T, im.T_map_camera))
+        model.append(np.diag(pose_covariance(T, im.camera.K, obs[inl], X[inl])))
+    if len(errors) < 2:
+        return np.zeros(6)
+    excess = np.mean(np.square(errors), 0) - np.mean(model, 0)
+    return np.repeat([max(excess[:3].mean(), 0.0), max(excess[3:].mean(), 0.0)], 3)
