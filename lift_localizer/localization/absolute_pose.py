@@ -100,8 +100,9 @@ def calibrate_covariance(cov: np.ndarray, scale: float, decorrelation: float) ->
     The reprojection model knows only pixel noise, so it couples rotation and translation almost
     perfectly (a narrow field of view cannot tell a turn from a sideways step) and predicts a thin
     ellipsoid. The real error also holds what no pixel shows: the map images' pose errors, the
-    camera calibration, the ground truth itself, which do not follow that coupling. The two numbers
-    are fitted on held-out mapping images (docs/acceptance.md)."""
+    camera calibration, the ground truth itself, which do not follow that coupling. The localizer adds
+    the map's measured floor for that (``map_accuracy``); these two numbers are for a user's own
+    calibration (``tools/acceptance_study.py --choose``), 1 and 0 by default."""
     cov = np.asarray(cov, np.float64)
     return scale * (cov + decorrelation * np.diag(np.diag(cov)))
 
