@@ -159,7 +159,7 @@ def _posed_scene(pos_std: float, rot_std_deg: float, seed: int = 5):
 
 def test_the_map_floor_predicts_the_error_of_queries_against_their_recorded_poses():
     """Recorded poses off by 1 cm and 0.2° per axis: a query localized against the map is off its
-    own recorded pose by what the floor says (within a factor 1.6); with exact poses, no floor."""
+    own recorded pose by what the floor says (within a factor 1.6); with exact poses, a small one."""
     from lift_localizer.geometry.pose import pose_error_vector
     from lift_localizer.localization.map_accuracy import pose_floor
 
@@ -173,5 +173,6 @@ def test_the_map_floor_predicts_the_error_of_queries_against_their_recorded_pose
     for block in (slice(0, 3), slice(3, 6)):
         ratio = floor[block].mean() / np.sqrt(np.mean(rms[block] ** 2))
         assert 1 / 1.6 < ratio < 1.6, (block, floor, rms)
+    # Exact poses: what is left is the map points' own triangulation noise (0.3 px), far less.
     exact = np.sqrt(pose_floor(_posed_scene(0.0, 0.0)[0]))
-    assert exact[0] < 0.1 * floor[0] and exact[3] < 0.1 * floor[3]
+    assert exact[0] < 0.25 * floor[0] and exact[3] < 0.25 * floor[3]

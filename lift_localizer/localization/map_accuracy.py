@@ -9,7 +9,8 @@ not. It is measured on the map alone, leaving each map image out in turn:
    the image's own observations do not pull them toward its pose;
 2. its pose is estimated from its keypoints and those points (RANSAC, then Levenberg–Marquardt);
 3. the difference from its given pose, less what the reprojection covariance already explains,
-   is the floor: one variance for position (map units²) and one for rotation (rad²) per axis.
+   is the floor: one variance for position (map units²) and one for rotation (rad²) per axis,
+   from medians over the images and axes.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .absolute_pose import pose_covariance
 # Map images left out in turn, evenly spread: enough for a variance, bounded for large maps.
 MAX_IMAGES = 40
 MIN_POINTS = 12
+CHI2_1DOF_MEDIAN = 0.4549
 
 
 def _observations(map_: Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,5 +80,10 @@ def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.
         model.append(np.diag(pose_covariance(T, im.camera.K, obs[inl], X[inl])))
     if len(errors) < 2:
         return np.zeros(6)
-    excess = np.mean(np.square(errors), 0) - np.mean(model, 0)
+    # Medians, not means: an image at the end of a sequence has neighbours on one side only, and its
+    # extrapolated pose (several times the others' error on a drive) must not set the whole map's floor.
+    # The median of a squared N(0, σ²) error is 0.455 σ².
+    # Per axis (a camera is always surer of its sideways position than of its depth), then one value
+    # per block: the floor is the same whatever way the camera looks.
+    excess = np.median(np.square(errors), 0) / CHI2_1DOF_MEDIAN - np.median(model, 0)
     return np.repeat([max(excess[:3].mean(), 0.0), max(excess[3:].mean(), 0.0)], 3)
