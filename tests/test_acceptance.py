@@ -176,3 +176,17 @@ def test_the_map_floor_predicts_the_error_of_queries_against_their_recorded_pose
     # Exact poses: what is left is the map points' own triangulation noise (0.3 px), far less.
     exact = np.sqrt(pose_floor(_posed_scene(0.0, 0.0)[0]))
     assert exact[0] < 0.25 * floor[0] and exact[3] < 0.25 * floor[3]
+
+
+def test_a_pose_near_the_worse_part_of_a_map_gets_its_larger_floor():
+    from lift_localizer.localization.map_accuracy import MapAccuracy
+
+    centres = np.c_[np.arange(10.0), np.zeros(10), np.zeros(10)]        # a drive along x
+    excess = np.full((10, 6), 1e-4)
+    excess[:3] = 0.01                                                    # its start is worse
+    acc = MapAccuracy(np.full(6, 1e-4), centres, excess)
+    np.testing.assert_allclose(acc.at(np.array([0.5, 0, 0])), 0.01)
+    np.testing.assert_allclose(acc.at(np.array([8.0, 0, 0])), 1e-4)
+    # never below the map's floor, even where the nearest images did better than it
+    excess[5:] = -1.0
+    np.testing.assert_allclose(acc.at(np.array([8.0, 0, 0])), 1e-4)

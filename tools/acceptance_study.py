@@ -37,7 +37,7 @@ from lift_localizer.evaluation.metrics import nees
 from lift_localizer.geometry.pose import pose_error, pose_error_vector
 from lift_localizer.localization.acceptance import PoseEvidence
 from lift_localizer.localization.localizer import Localizer
-from lift_localizer.localization.map_accuracy import pose_floor
+from lift_localizer.localization.map_accuracy import MapAccuracy, map_accuracy
 from lift_localizer.mapping.bag import read_frames
 from lift_localizer.mapping.build import build_map
 from lift_localizer.mapping.io import load_map
@@ -49,7 +49,7 @@ EVIDENCE = [f.name for f in fields(PoseEvidence)]
 FEATURES = ("lift", "sift")
 
 
-def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None, floor: np.ndarray) -> list[dict]:
+def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None, accuracy: MapAccuracy) -> list[dict]:
     out = []
     for k, r in enumerate(localizer.cluster_results(features, camera, {})):
         row = {"cluster": k, "matches": r.num_matches}
@@ -61,7 +61,7 @@ def rows_for(localizer: Localizer, features, camera, gt: np.ndarray | None, floo
                 row.update(t_err=t, r_err=rot, nees=nees(r.T_map_camera, r.covariance, gt),
                            error=" ".join(f"{v:.6g}" for v in e),
                            covariance=" ".join(f"{v:.6g}" for v in r.covariance.ravel()),
-                           floor=" ".join(f"{v:.6g}" for v in floor))
+                           floor=" ".join(f"{v:.6g}" for v in accuracy.at(r.T_map_camera[:3, 3])))
         out.append(row)
     return out
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in FEATURES:
         localizers = {s: Localizer(load_map(half, name), LOOSE) for s, (half, _) in held.items()}
-        floors = {s: pose_floor(loc.map) for s, loc in localizers.items()}
+        floors = {s: map_accuracy(loc.map) for s, loc in localizers.items()}
         feats = {}
         for s, (_, frames) in held.items():
             ex = localizers[s].extractor

@@ -21,7 +21,7 @@ from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
 from .absolute_pose import calibrate_covariance, default_solver, estimate_pose
-from .map_accuracy import pose_floor
+from .map_accuracy import map_accuracy
 from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
                          PoseEvidence, pose_evidence, refusal)
 from .matching import mutual_nearest_neighbours
@@ -134,7 +134,7 @@ class Localizer:
         self._check_features()
         self.retrieval = self._retrieval()
         self.names = [im.name for im in map_.images]
-        self.covariance_floor = np.diag(pose_floor(map_)) if conf["covariance_floor"] else np.zeros((6, 6))
+        self.accuracy = map_accuracy(map_) if conf["covariance_floor"] else None
         self._with3d = []
         # Where LIFT runs on a GPU, matching runs there too (on an H100 the CPU's took 16 ms a frame).
         device = torch.device(conf["device"])
@@ -242,7 +242,9 @@ class Localizer:
             evidence = None
             if est is not None:
                 est.covariance = calibrate_covariance(est.covariance, self.conf["covariance_scale"],
-                                                      self.conf["covariance_decorrelation"]) + self.covariance_floor
+                                                      self.conf["covariance_decorrelation"])
+                if self.accuracy is not None:
+                    est.covariance += np.diag(self.accuracy.at(est.T_map_camera[:3, 3]))
             if est is not None and est.num_inliers >= 4:
                 evidence = pose_evidence(est, xy, xyz, q.keypoints, kp_idx, camera.K, size,
                                          self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])

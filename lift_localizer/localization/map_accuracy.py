@@ -11,8 +11,14 @@ not. It is measured on the map alone, leaving each map image out in turn:
 3. the difference from its given pose, less what the reprojection covariance already explains,
    is the floor: one variance for position (map units²) and one for rotation (rad²) per axis,
    from medians over the images and axes.
+
+A map is not equally good everywhere (the start of a drive, seen from one side only, is worse than
+its middle), so a pose also gets the floor of the left-out images nearest it where that is larger
+(``MapAccuracy.at``).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,6 +31,27 @@ from .absolute_pose import pose_covariance
 MAX_IMAGES = 40
 MIN_POINTS = 12
 CHI2_1DOF_MEDIAN = 0.4549
+# Left-out images whose errors make a pose's local floor: the nearest few, not one (one error is noise).
+NEAREST = 3
+
+
+@dataclass
+class MapAccuracy:
+    """``floor`` (6,): variances for the whole map; ``centres`` (M, 3) and ``excess`` (M, 6): each
+    left-out image's camera centre and squared error less its reprojection variance, per axis."""
+
+    floor: np.ndarray
+    centres: np.ndarray
+    excess: np.ndarray
+
+    def at(self, position: np.ndarray) -> np.ndarray:
+        """(6,) variances for a camera at ``position``: the map's floor, or the mean of the
+        ``NEAREST`` left-out images' where it is larger."""
+        if len(self.centres) < NEAREST:
+            return self.floor
+        near = np.argsort(np.linalg.norm(self.centres - position, axis=1))[:NEAREST]
+        local = self.excess[near].mean(0)
+        return np.maximum(self.floor, np.repeat([max(local[:3].mean(), 0.0), max(local[3:].mean(), 0.0)], 3))
 
 
 def _observations(map_: Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,9 +70,15 @@ def _observations(map_: Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.0) -> np.ndarray:
     """(6,) variances added to the diagonal of every pose covariance (position ×3, rotation ×3);
     zeros where fewer than two images can be checked."""
+    return map_accuracy(map_, max_images, threshold_px).floor
+
+
+def map_accuracy(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.0) -> MapAccuracy:
+    """The map's floor and the left-out images' errors (see the module's docstring)."""
+    none = MapAccuracy(np.zeros(6), np.zeros((0, 3)), np.zeros((0, 6)))
     img, pid, xy = _observations(map_)
     if len(img) == 0:
-        return np.zeros(6)
+        return none
     _, point = np.unique(pid, return_inverse=True)
     P = np.array([im.camera.K @ invert(im.T_map_camera)[:3] for im in map_.images])[img]
     # Linear triangulation, rows normalised so that near and far views weigh alike; each point's
@@ -56,7 +89,7 @@ def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.
     normal = np.zeros((point.max() + 1, 4, 4))
     np.add.at(normal, point, outer)
     views = np.bincount(point)
-    errors, model = [], []
+    errors, model, centres = [], [], []
     n = len(map_.images)
     for i in np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(int)):
         mine = np.flatnonzero((img == i) & (views[point] >= 3))
@@ -78,12 +111,15 @@ def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.
         T = invert(make_T(rodrigues(rvec.ravel()), tvec.ravel()))
         errors.append(pose_error_vector(T, im.T_map_camera))
         model.append(np.diag(pose_covariance(T, im.camera.K, obs[inl], X[inl])))
+        centres.append(im.T_map_camera[:3, 3])
     if len(errors) < 2:
-        return np.zeros(6)
+        return none
     # Medians, not means: an image at the end of a sequence has neighbours on one side only, and its
     # extrapolated pose (several times the others' error on a drive) must not set the whole map's floor.
     # The median of a squared N(0, σ²) error is 0.455 σ².
     # Per axis (a camera is always surer of its sideways position than of its depth), then one value
     # per block: the floor is the same whatever way the camera looks.
-    excess = np.median(np.square(errors), 0) / CHI2_1DOF_MEDIAN - np.median(model, 0)
-    return np.repeat([max(excess[:3].mean(), 0.0), max(excess[3:].mean(), 0.0)], 3)
+    sq, model = np.square(errors), np.asarray(model)
+    excess = np.median(sq, 0) / CHI2_1DOF_MEDIAN - np.median(model, 0)
+    floor = np.repeat([max(excess[:3].mean(), 0.0), max(excess[3:].mean(), 0.0)], 3)
+    return MapAccuracy(floor, np.asarray(centres), sq - model)
