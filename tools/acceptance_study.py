@@ -126,19 +126,22 @@ def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--choose":
-        choose(sys.argv[2:])
-        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bags", nargs="+", required=True, help="dataset folders holding mapping/ (a rosbag2)")
-    ap.add_argument("--work", required=True, help="folder for the half maps (reused when present)")
-    ap.add_argument("--output", required=True, help="CSV, one row per cluster pose")
+    ap.add_argument("--choose", nargs="+", metavar="TABLE", help="read tables written before and print the bounds")
+    ap.add_argument("--bags", nargs="+", help="dataset folders holding mapping/ (a rosbag2)")
+    ap.add_argument("--work", help="folder for the maps of the kept images (reused when present)")
+    ap.add_argument("--output", help="CSV, one row per cluster pose")
     ap.add_argument("--stride", type=int, default=2, help="every STRIDE-th image makes the map (default 2)")
     ap.add_argument("--max-queries", type=int, default=None, help="held-out images localized, evenly spread")
     ap.add_argument("--negatives", type=int, default=8, help="held-out images of each other bag (default 8)")
     ap.add_argument("--same-scene", nargs="*", default=[], metavar="A,B",
                     help="dataset names of one scene, never paired as negatives (e.g. dino,dino_sparse)")
     args = ap.parse_args(argv)
+    if args.choose:
+        choose(args.choose)
+        return
+    if not (args.bags and args.work and args.output):
+        ap.error("--bags, --work and --output are needed to write a table (or --choose TABLE...)")
     same = {frozenset(x.split(",")) for x in args.same_scene}
     held: dict[str, tuple[Path, list]] = {}
     for bag in map(Path, args.bags):
