@@ -84,6 +84,11 @@ def test_the_inlier_tests_come_first_and_say_their_numbers():
     xyz = points_seen(T, 12, rng)
     est, ev = evidence_for(project(T, xyz), xyz)
     assert refusal(ev, default_conf) == f"{TOO_FEW_INLIERS} (12 < {default_conf['min_inliers']})"
+    # A pose the inlier tests refuse is not searched for a rival, and is refused the same way.
+    quick = pose_evidence(est, project(T, xyz), xyz, project(T, xyz), np.arange(12), K, SIZE, 4.0, "opencv",
+                          find_rival=False)
+    assert quick.rival_inliers is None and ev.rival_inliers is not None
+    assert refusal(quick, default_conf) == refusal(ev, default_conf)
 
 
 def test_calibrated_covariance_weakens_correlations_and_keeps_symmetry():

@@ -106,7 +106,8 @@ def _write_csv(path: Path, outcomes: list[QueryOutcome], err: np.ndarray, nees: 
         ev = r.evidence if r is not None else None
         cells = [o.frame.name, str(int(o.reason is None)), _cell(dt), _cell(dr), str(r.num_inliers if r else 0),
                  str(r.num_matches if r else 0), _cell(ev.coverage if ev else None, ".3f"),
-                 str(ev.rival_inliers) if ev else "", _cell(ev.position_std if ev else None), _cell(q, ".4g"),
+                 str(ev.rival_inliers) if ev and ev.rival_inliers is not None else "",
+                 _cell(ev.position_std if ev else None), _cell(q, ".4g"),
                  *(f"{t[s]:.1f}" if s in t else "" for s in stages), o.reason or ""]
         lines.append(",".join(c.replace(",", ";") for c in cells))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ So a pose is accepted only on evidence that tells right from wrong on real data
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,13 +25,14 @@ COVERAGE_GRID = 8
 
 @dataclass
 class PoseEvidence:
-    """What supports one pose. Fractions in [0, 1]; ``rival_inliers`` is 0 where no rival was found."""
+    """What supports one pose. Fractions in [0, 1]; ``rival_inliers`` is 0 where no rival was found
+    and None where none was looked for (a pose the inlier tests refuse)."""
 
     inliers: int
     matches: int
     distinct_keypoints: int     # query keypoints among the inliers (a keypoint may match two map points)
     coverage: float             # grid cells with inliers / grid cells with query keypoints
-    rival_inliers: int          # inliers of the best pose among this pose's outliers
+    rival_inliers: int | None   # inliers of the best pose among this pose's outliers
     rmse_px: float
     depth: float                # median depth of the inliers' 3D points in the camera, map units
     position_std: float         # √trace of the position covariance, map units
@@ -43,15 +44,11 @@ class PoseEvidence:
 
     @property
     def rival_ratio(self) -> float:
-        return self.rival_inliers / self.inliers if self.inliers else 0.0
+        return self.rival_inliers / self.inliers if self.inliers and self.rival_inliers else 0.0
 
     @property
     def relative_position_std(self) -> float:
         return self.position_std / self.depth if self.depth > 0 else float("inf")
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "inlier_ratio": self.inlier_ratio, "rival_ratio": self.rival_ratio,
-                "relative_position_std": self.relative_position_std}
 
 
 def coverage(keypoints: np.ndarray, inlier_keypoints: np.ndarray, image_size: tuple[int, int],
@@ -78,18 +75,23 @@ def coverage(keypoints: np.ndarray, inlier_keypoints: np.ndarray, image_size: tu
 
 def pose_evidence(est: PoseEstimate, xy: np.ndarray, xyz: np.ndarray, keypoints: np.ndarray,
                   match_keypoints: np.ndarray, K: np.ndarray, image_size: tuple[int, int],
-                  threshold_px: float, solver: str, seed: int = 0, min_rival: int = 4) -> PoseEvidence:
+                  threshold_px: float, solver: str, seed: int = 0, min_rival: int = 4,
+                  find_rival: bool = True) -> PoseEvidence:
     """The evidence for ``est``, a pose from the correspondences ``xy`` (M, 2, undistorted) ↔ ``xyz``
     (M, 3) made of the query keypoints ``keypoints[match_keypoints]`` (distorted, as extracted).
 
-    The rival pose is searched for among the outliers only when at least ``min_rival`` of them exist.
+    The rival pose is searched for among the outliers only when ``find_rival`` and at least
+    ``min_rival`` of them exist: a second RANSAC over mostly outliers runs to its iteration limit,
+    which a pose refused anyway need not pay for.
     """
     inl = est.inliers
     outliers = np.flatnonzero(~inl)
-    rival = 0
-    if len(outliers) >= max(min_rival, 4):
-        other = estimate_pose(xy[outliers], xyz[outliers], K, image_size, threshold_px, solver, seed)
-        rival = other.num_inliers if other is not None else 0
+    rival = None
+    if find_rival:
+        rival = 0
+        if len(outliers) >= max(min_rival, 4):
+            other = estimate_pose(xy[outliers], xyz[outliers], K, image_size, threshold_px, solver, seed)
+            rival = other.num_inliers if other is not None else 0
     R_cw = est.T_map_camera[:3, :3].T
     depth = (xyz[inl] - est.T_map_camera[:3, 3]) @ R_cw[2]
     cov = est.covariance
@@ -97,7 +99,7 @@ def pose_evidence(est: PoseEstimate, xy: np.ndarray, xyz: np.ndarray, keypoints:
         inliers=est.num_inliers, matches=len(xy),
         distinct_keypoints=int(len(np.unique(match_keypoints[inl]))),
         coverage=coverage(keypoints, keypoints[match_keypoints[inl]], image_size),
-        rival_inliers=int(rival), rmse_px=est.rmse_px,
+        rival_inliers=rival, rmse_px=est.rmse_px,
         depth=float(np.median(depth)) if len(depth) else 0.0,
         position_std=float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))),
         rotation_std_deg=float(np.degrees(np.sqrt(max(np.trace(cov[3:, 3:]), 0.0)))))
@@ -111,14 +113,22 @@ RIVAL = "a rival pose is nearly as well supported"
 UNCERTAIN = "pose too uncertain"
 
 
+def inlier_refusal(inliers: int, matches: int, conf: dict) -> str | None:
+    """The first two tests, which need no more than PnP's counts: None when both pass."""
+    if inliers < conf["min_inliers"]:
+        return f"{TOO_FEW_INLIERS} ({inliers} < {conf['min_inliers']})"
+    if (inliers / matches if matches else 0.0) < conf["min_inlier_ratio"]:
+        return f"{LOW_INLIER_RATIO} ({inliers}/{matches} < {conf['min_inlier_ratio']})"
+    return None
+
+
 def refusal(ev: PoseEvidence, conf: dict) -> str | None:
     """None when ``ev`` passes every test ``conf`` asks for (a test whose bound is None is not
     made), else the first failed test's reason with its numbers."""
     c = conf
-    if ev.inliers < c["min_inliers"]:
-        return f"{TOO_FEW_INLIERS} ({ev.inliers} < {c['min_inliers']})"
-    if ev.inlier_ratio < c["min_inlier_ratio"]:
-        return f"{LOW_INLIER_RATIO} ({ev.inliers}/{ev.matches} < {c['min_inlier_ratio']})"
+    first = inlier_refusal(ev.inliers, ev.matches, c)
+    if first:
+        return first
     if c.get("min_coverage") is not None and ev.coverage < c["min_coverage"]:
         return f"{CLUSTERED} ({ev.coverage:.2f} < {c['min_coverage']})"
     if c.get("max_rival_ratio") is not None and ev.rival_ratio > c["max_rival_ratio"]:

@@ -23,7 +23,7 @@ from ..mapping.io import Map, MapError
 from .absolute_pose import calibrate_covariance, default_solver, estimate_pose
 from .map_accuracy import map_accuracy
 from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
-                         PoseEvidence, pose_evidence, refusal)
+                         PoseEvidence, inlier_refusal, pose_evidence, refusal)
 from .matching import mutual_nearest_neighbours
 from ..retrieval.retriever import GlobalIndexError, NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
@@ -55,7 +55,7 @@ default_conf = {
     "max_position_std": None,     # metres (map units)
     "max_relative_position_std": None,   # position std / the inliers' median depth
     # The published covariance: scale · (Σ + decorrelation · diag Σ) of the reprojection model's Σ
-    # (absolute_pose.calibrate_covariance), plus the map's own pose accuracy (map_accuracy.pose_floor)
+    # (absolute_pose.calibrate_covariance), plus the map's own pose accuracy (map_accuracy.MapAccuracy)
     # where covariance_floor is on. Checked on held-out mapping images (docs/acceptance.md): the floor
     # calibrates it; no scale or decorrelation changes that by more than noise, so none is applied.
     "covariance_scale": 1.0,
@@ -245,9 +245,11 @@ class Localizer:
                                                       self.conf["covariance_decorrelation"])
                 if self.accuracy is not None:
                     est.covariance += np.diag(self.accuracy.at(est.T_map_camera[:3, 3]))
-            if est is not None and est.num_inliers >= 4:
-                evidence = pose_evidence(est, xy, xyz, q.keypoints, kp_idx, camera.K, size,
-                                         self.conf["ransac_threshold_px"], self.solver, self.conf["seed"])
+                if est.num_inliers >= 4:
+                    evidence = pose_evidence(
+                        est, xy, xyz, q.keypoints, kp_idx, camera.K, size, self.conf["ransac_threshold_px"],
+                        self.solver, self.conf["seed"],
+                        find_rival=inlier_refusal(est.num_inliers, len(kp_idx), self.conf) is None)
             timings["pnp"] += time.perf_counter() - t
             reason = PNP_FAILED if evidence is None else refusal(evidence, self.conf)
             yield LocalizationResult(
