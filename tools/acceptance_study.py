@@ -83,20 +83,23 @@ def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) ->
     passing = [r for r in rows if _num(r, "inliers") >= min_inliers and _num(r, "inliers") / _num(r, "matches") >= min_ratio]
     right = [r for r in passing if not is_wrong(r)]
     wrong = [r for r in rows if is_wrong(r)]
+    def rival_ratio(r: dict) -> float:
+        return _num(r, "rival_inliers") / _num(r, "inliers")
+
     cov = [_num(r, "coverage") for r in right]
-    rival = [_num(r, "rival_inliers") / _num(r, "inliers") for r in right]
+    rival = [rival_ratio(r) for r in right]
     bounds = {"min_coverage": round(0.5 * min(cov), 2), "max_rival_ratio": round(1.25 * max(rival), 2)}
+    tests = {"coverage": lambda r: _num(r, "coverage") < bounds["min_coverage"],
+             "rival": lambda r: rival_ratio(r) > bounds["max_rival_ratio"]}
     print(f"{len(rows)} poses: {len(right)} right ones pass the inlier tests; {len(wrong)} wrong or false")
     print(f"right poses: coverage ≥ {min(cov):.3f}, rival ratio ≤ {max(rival):.3f} → bounds {bounds}")
-    for name, refused in (("coverage", lambda r: _num(r, "coverage") < bounds["min_coverage"]),
-                          ("rival", lambda r: _num(r, "rival_inliers") / _num(r, "inliers") > bounds["max_rival_ratio"])):
+    for name, refused in tests.items():
         n = sum(map(refused, wrong))
         print(f"  {name} alone refuses {n} of {len(wrong)} wrong or false poses ({n / len(wrong):.2f})")
-    both = sum(_num(r, "coverage") < bounds["min_coverage"] or
-               _num(r, "rival_inliers") / _num(r, "inliers") > bounds["max_rival_ratio"] for r in wrong)
-    print(f"  together {both} of {len(wrong)}; the inlier tests refuse "
+    either = [any(t(r) for t in tests.values()) for r in wrong]
+    print(f"  together {sum(either)} of {len(wrong)}; the inlier tests refuse "
           f"{sum(r not in passing for r in wrong)}; all three leave "
-          f"{sum(r in passing and not (_num(r, 'coverage') < bounds['min_coverage'] or _num(r, 'rival_inliers') / _num(r, 'inliers') > bounds['max_rival_ratio']) for r in wrong)}")
+          f"{sum(r in passing and not e for r, e in zip(wrong, either))}")
     # One coverage per (set, features), averaged: the set with the most held-out images must not decide.
     groups: dict[tuple[str, str], list] = {}
     for r in right:

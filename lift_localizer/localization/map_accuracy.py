@@ -50,8 +50,13 @@ class MapAccuracy:
         if len(self.centres) < NEAREST:
             return self.floor
         near = np.argsort(np.linalg.norm(self.centres - position, axis=1))[:NEAREST]
-        local = self.excess[near].mean(0)
-        return np.maximum(self.floor, np.repeat([max(local[:3].mean(), 0.0), max(local[3:].mean(), 0.0)], 3))
+        return np.maximum(self.floor, _per_block(self.excess[near].mean(0)))
+
+
+def _per_block(per_axis: np.ndarray) -> np.ndarray:
+    """(6,) per-axis variances → one for position and one for rotation (the floor is the same
+    whatever way the camera looks), never negative, repeated per axis."""
+    return np.repeat([max(per_axis[:3].mean(), 0.0), max(per_axis[3:].mean(), 0.0)], 3)
 
 
 def _observations(map_: Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,9 +122,7 @@ def map_accuracy(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 
     # Medians, not means: an image at the end of a sequence has neighbours on one side only, and its
     # extrapolated pose (several times the others' error on a drive) must not set the whole map's floor.
     # The median of a squared N(0, σ²) error is 0.455 σ².
-    # Per axis (a camera is always surer of its sideways position than of its depth), then one value
-    # per block: the floor is the same whatever way the camera looks.
+    # Per axis first: a camera is always surer of its sideways position than of its depth.
     sq, model = np.square(errors), np.asarray(model)
-    excess = np.median(sq, 0) / CHI2_1DOF_MEDIAN - np.median(model, 0)
-    floor = np.repeat([max(excess[:3].mean(), 0.0), max(excess[3:].mean(), 0.0)], 3)
+    floor = _per_block(np.median(sq, 0) / CHI2_1DOF_MEDIAN - np.median(model, 0))
     return MapAccuracy(floor, np.asarray(centres), sq - model)
