@@ -5,12 +5,23 @@ Interface files are looked up through the ament index when ``AMENT_PREFIX_PATH``
 ROS 2 install), then in this Python prefix's ``share/`` (where the PyPI ROS wheels put them), then,
 for this project's own messages, in the repository's ``msg/`` folder (a source checkout whose
 interface package has not been built).
+
+Type names come from files (a bag's connections) and from the graph, so a name is never imported as
+given: it must have the shape ``pkg/msg/Name``, ``pkg`` must be an installed ROS interface package
+(an ament index ``rosidl_interfaces`` entry, or one of the well-known ones), and its Python module
+must lie in a site-packages folder of this Python or of an install prefix. ``python -m`` puts the
+working folder first on ``sys.path``: a bag played from a folder holding ``pkg/__init__.py`` would
+otherwise run that file.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import os
+import re
 import sys
+import sysconfig
 from pathlib import Path
 
 REPO_MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
@@ -22,13 +33,89 @@ def normalize(msgtype: str) -> str:
     return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else msgtype
 
 
+_TYPE_NAME = re.compile(r"([a-z][a-z0-9_]*)/msg/([A-Z][A-Za-z0-9]*)")
+
+# Interface packages trusted by name where the ament index has no rosidl_interfaces entry for them
+# (a partial install); their module must still come from an install prefix.
+KNOWN_INTERFACE_PACKAGES = frozenset({
+    "action_msgs", "builtin_interfaces", "diagnostic_msgs", "geometry_msgs", "lifecycle_msgs",
+    "lift_localizer_msgs", "nav_msgs", "rcl_interfaces", "rosgraph_msgs", "sensor_msgs", "service_msgs",
+    "shape_msgs", "statistics_msgs", "std_msgs", "stereo_msgs", "tf2_msgs", "trajectory_msgs",
+    "type_description_interfaces", "unique_identifier_msgs", "visualization_msgs",
+})
+
+
+def split_type(msgtype: str) -> tuple[str, str]:
+    """``pkg/msg/Name`` (or ``pkg/Name``) → (pkg, Name); ValueError for any other shape."""
+    m = _TYPE_NAME.fullmatch(normalize(msgtype)) if isinstance(msgtype, str) else None
+    if m is None:
+        raise ValueError(f"{msgtype!r} is not a ROS message type name (pkg/msg/Name)")
+    return m.group(1), m.group(2)
+
+
+def _prefixes() -> list[Path]:
+    """Install prefixes: the sourced ROS 2 workspaces (AMENT_PREFIX_PATH), then this Python's."""
+    entries = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if os.path.isabs(p)]
+    return [Path(p) for p in dict.fromkeys([*entries, sys.prefix])]
+
+
+def _is_interface_package(pkg: str) -> bool:
+    if pkg in KNOWN_INTERFACE_PACKAGES:
+        return True
+    return any((p / "share" / "ament_index" / "resource_index" / "rosidl_interfaces" / pkg).is_file()
+               for p in _prefixes())
+
+
+def _installed_file(path: str) -> bool:
+    """Whether ``path`` lies in this Python's site-packages or in a site-packages/dist-packages
+    folder of an install prefix (where colcon, Debian packages and the ROS wheels put modules)."""
+    p = Path(path).resolve()
+    paths = sysconfig.get_paths()
+    if any(p.is_relative_to(Path(paths[k]).resolve()) for k in ("purelib", "platlib")):
+        return True
+    for prefix in _prefixes():
+        prefix = prefix.resolve()
+        if p.is_relative_to(prefix) and {"site-packages", "dist-packages"} & set(p.relative_to(prefix).parts):
+            return True
+    return False
+
+
+def _installed_location(spec) -> bool:
+    """Whether every file a module spec would load is an installed one (so not in the working
+    folder, which ``python -m`` and an empty sys.path entry search first)."""
+    if spec is None or spec.origin is None or not os.path.isabs(spec.origin):
+        return False  # a namespace package gathers folders from anywhere on sys.path; builtins are no messages
+    return all(_installed_file(p) for p in [spec.origin, *(spec.submodule_search_locations or [])])
+
+
 def message_class(msgtype: str) -> type:
-    """The rclpy message class of ``pkg/msg/Name``; ImportError naming the type if not installed."""
-    pkg, kind, name = normalize(msgtype).split("/")
+    """The rclpy message class of ``pkg/msg/Name``; ImportError naming the type if the name is not
+    a message type of an installed interface package. Nothing is imported before that is known."""
     try:
-        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+        pkg, name = split_type(msgtype)
+    except ValueError as e:
+        raise ImportError(f"message type {msgtype!r} not imported: {e}") from None
+    if not _is_interface_package(pkg):
+        raise ImportError(f"message type {msgtype} is not installed for rclpy "
+                          f"(no installed ROS interface package {pkg}); not imported")
+    # find_spec of a top-level name only searches; of pkg.msg it imports pkg, checked just before.
+    for module in (pkg, f"{pkg}.msg"):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as e:
+            raise ImportError(f"message type {msgtype} is not installed for rclpy ({e})") from None
+        if spec is None:
+            raise ImportError(f"message type {msgtype} is not installed for rclpy (no module {module})")
+        if not _installed_location(spec):
+            raise ImportError(f"message type {msgtype} not imported: module {module} would load from "
+                              f"{spec.origin or spec.submodule_search_locations}, outside the installed packages")
+    try:
+        cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
     except (ImportError, AttributeError) as e:
         raise ImportError(f"message type {msgtype} is not installed for rclpy ({e})") from None
+    if not (isinstance(cls, type) and callable(getattr(cls, "get_fields_and_field_types", None))):
+        raise ImportError(f"message type {msgtype} is not installed for rclpy ({pkg}.msg.{name} is no message class)")
+    return cls
 
 
 def _share_dirs(pkg: str) -> list[Path]:
@@ -44,11 +131,15 @@ def _share_dirs(pkg: str) -> list[Path]:
 
 
 def interface_file(msgtype: str, suffix: str) -> Path | None:
-    """``share/<pkg>/msg/<Name><suffix>`` of an installed interface package, or None."""
-    pkg, kind, name = normalize(msgtype).split("/")
+    """``share/<pkg>/msg/<Name><suffix>`` of an installed interface package, or None (also for a
+    name that is no type name, which could otherwise point the path anywhere)."""
+    try:
+        pkg, name = split_type(msgtype)
+    except ValueError:
+        return None
     for d in _share_dirs(pkg):
-        if (d / kind / f"{name}{suffix}").is_file():
-            return d / kind / f"{name}{suffix}"
+        if (d / "msg" / f"{name}{suffix}").is_file():
+            return d / "msg" / f"{name}{suffix}"
     return None
 
 
@@ -67,7 +158,10 @@ def installed_type_hash(msgtype: str) -> str | None:
 def msg_definition(msgtype: str) -> str:
     """The ``.msg`` text of a type; LookupError naming where it was looked for."""
     path = interface_file(msgtype, ".msg")
-    pkg, _, name = normalize(msgtype).split("/")
+    try:
+        pkg, name = split_type(msgtype)
+    except ValueError as e:
+        raise LookupError(str(e)) from None
     if path is None and pkg.startswith("lift_localizer") and (REPO_MSG_DIR / f"{name}.msg").is_file():
         path = REPO_MSG_DIR / f"{name}.msg"
     if path is None:
