@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 from . import add_bag_topics, fail, log, positive_int
@@ -97,9 +99,47 @@ def load_frames(args: argparse.Namespace, with_poses: bool):
         return None, f"{args.bag or args.folder}: {e}"
 
 
+def output_problem(output: Path, source: Path | None = None) -> str | None:
+    """Why a map cannot be written to ``output`` (None: it can), found before hours of building:
+    a file or a folder that is not a map in the way, the source itself, or a parent folder that
+    cannot be written."""
+    if output.is_symlink():
+        return f"--output {output}: a symbolic link; name the folder itself"
+    if output.exists() and not output.is_dir():
+        return f"--output {output}: exists and is not a folder"
+    if output.is_dir() and any(output.iterdir()) and not (output / "map.json").is_file():
+        return f"--output {output}: a folder that is not a map; refusing to replace it (choose a new or empty folder)"
+    if source is not None and _within(source, output):
+        return f"--output {output}: would replace the source {source}"
+    parent = output.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--output {output}: {parent} is not a folder"
+    return _unwritable(parent, output)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
+def _unwritable(parent: Path, output: Path) -> str | None:
+    """The reason a folder cannot be created in ``parent``, found by creating (and removing) one."""
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{output.name}.probe-", dir=parent)
+    except OSError as e:
+        return f"--output {output}: cannot write in {parent} ({e.strerror or e})"
+    os.rmdir(probe)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..mapping.build import MapBuildError, build_map
 
+    problem = output_problem(args.output, args.bag or args.folder)
+    if problem:
+        return fail(problem)
     frames, error = load_frames(args, with_poses=not args.sfm)
     if error:
         return fail(error)

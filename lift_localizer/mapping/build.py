@@ -24,8 +24,9 @@ from ..geometry.triangulate import fundamental_from_poses, sampson_error, triang
 from ..localization.localizer import default_conf as localizer_conf
 from ..localization.matching import mutual_nearest_neighbours
 from ..retrieval.index import build_index
-from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, compatible_model, global_descriptors,
+from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatible_model, global_descriptors,
                                    model_ref, replace_atomically, retrieval_files, write_retrieval_files)
+from ..weights import paths_for
 from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
@@ -148,6 +149,20 @@ def _global_index(identity: dict, features: list[Features], names: list[str]) ->
     return {"meta": meta, "descriptors": desc, "index": index, "net": net}, ""
 
 
+def drop_non_finite_points(rec, point_ids: list[np.ndarray]) -> int:
+    """Remove the points of ``rec`` (a pycolmap Reconstruction) whose coordinates are not finite,
+    and their ids from ``point_ids`` (−1: none); the number removed. A degenerate triangulation can
+    give them, and a map holding one would be refused at load."""
+    bad = [i for i, p in rec.points3D.items() if not np.isfinite(p.xyz).all()]
+    for i in bad:
+        rec.delete_point3D(i)
+    if bad:
+        gone = np.array(bad, np.int64)
+        for ids in point_ids:
+            ids[np.isin(ids, gone)] = -1
+    return len(bad)
+
+
 def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...] = ("lift",),
               conf: dict | None = None, source: str = "", log=print) -> dict:
     """Build the map directory ``output`` (replaced atomically) from posed frames.
@@ -185,6 +200,9 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                                   {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
                 bar.update()
             rec = tri.reconstruction
+            dropped = drop_non_finite_points(rec, tri.point_ids)
+            if dropped:
+                log(f"warning: {name}: dropped {dropped} triangulated point(s) with non-finite coordinates")
             ids = np.array(sorted(rec.points3D.keys()), np.int64)
             xyz = np.array([rec.points3D[i].xyz for i in ids]).reshape(-1, 3)
             err = np.array([rec.points3D[i].error for i in ids])
@@ -253,7 +271,7 @@ def index_map(map_dir: str | Path, log=print) -> dict | None:
     _replace_meta(directory, {**meta, "retrieval": {**retrieval["meta"], **staged}})
     for staged_name, name in zip(staged["files"], (GLOBAL_FILE, INDEX_FILE)):
         replace_atomically(directory / name, lambda p, src=directory / staged_name: shutil.copyfile(src, p))
-    record = {**retrieval["meta"], "files": [GLOBAL_FILE, INDEX_FILE],
+    record = {**retrieval["meta"], "model": staged["model"], "files": [GLOBAL_FILE, INDEX_FILE],
               "sha256": {name: staged["sha256"][staged_name]
                          for staged_name, name in zip(staged["files"], (GLOBAL_FILE, INDEX_FILE))}}
     _replace_meta(directory, {**meta, "retrieval": record})
@@ -275,3 +293,9 @@ def _remove_unnamed_retrieval_files(directory: Path, record: dict) -> None:
     for path in [*directory.glob("global-*.h5"), *directory.glob("global-*.index"), *directory.glob(".global*.partial")]:
         if path.name not in keep:
             path.unlink(missing_ok=True)
+    models = directory / MODEL_DIR
+    if models.is_dir() and not models.is_symlink():
+        kept = set(paths_for(directory / record["model"]))
+        for path in models.iterdir():
+            if path not in kept:
+                path.unlink(missing_ok=True)

@@ -10,9 +10,15 @@
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,10 +31,17 @@ import numpy as np
 from ..features.io import FILE_ATTRS, write_features
 from ..features.lift import Features
 from ..geometry.camera import Camera
+from ..retrieval.retriever import check_hdf5
 
 MAP_FORMAT = "lift_localizer map"
 MAP_FORMAT_VERSION = 1
 ALT_DIR = "alt"
+# Descriptor size of each kind of features a map can hold.
+DESCRIPTOR_DIMS = {"lift": 128, "sift": 128}
+# Bounds on what a map's files may make us allocate: far above any map built here, far below memory.
+MAX_META_BYTES = 64 << 20
+MAX_KEYPOINTS = 1 << 17
+EXPANSION = 4
 
 
 class MapError(ValueError):
@@ -80,27 +93,132 @@ def list_alternates(path: str | Path) -> list[str]:
 @contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """A temporary folder beside ``target`` that replaces it only when the block succeeds, so a
-    crash or an error never leaves a half-written map that looks valid."""
+    crash or an error never leaves a half-written map that looks valid; at no moment is there no
+    map at ``target`` once one was there. What killed builds left beside it is removed first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    recover_replaced(target)
+    remove_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target)}{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        replace_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def replace_directory(new: Path, target: Path) -> None:
+    """Move the folder ``new`` to ``target``, replacing any folder there, and remove the old one.
+
+    Where the kernel can swap two names in one step (Linux renameat2 RENAME_EXCHANGE), ``target``
+    names the old map and then the new one, never nothing. Elsewhere, two renames: the old map is
+    first renamed to ``.NAME.old-PID`` and ``recover_replaced`` brings it back if a crash comes
+    between them."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)   # new now holds the old map
+        return
+    old = target.with_name(f"{_old_prefix(target)}{os.getpid()}")
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _old_prefix(target: Path) -> str:
+    return f".{target.name}.old-"
+
+
+def _partial_prefix(target: Path) -> str:
+    return f".{target.name}.partial-"
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically; False where this system cannot (then nothing changed)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):   # no such call, or not on this file system
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    """glibc's renameat2 (2.28 and later), or None."""
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def recover_replaced(target: str | Path) -> None:
+    """Where a replacement by two renames was cut between them (the process is gone), ``target`` is
+    missing and the old map waits as ``.NAME.old-PID``: put it back."""
+    target = Path(target)
+    if target.exists() or not target.parent.is_dir():
+        return
+    prefix = _old_prefix(target)
+    olds = sorted((p for p in target.parent.glob(f"{glob.escape(prefix)}*")
+                   if not _owner_alive(p.name[len(prefix):])), key=lambda p: p.stat().st_mtime)
+    if olds and (olds[-1] / "map.json").is_file():
+        with contextlib.suppress(OSError):
+            os.rename(olds[-1], target)
+
+
+def remove_stale(target: Path) -> None:
+    """Remove the ``.NAME.partial-PID-*`` and ``.NAME.old-PID`` folders beside ``target`` whose
+    process is gone: a killed build leaves its partial folder behind, and it can hold gigabytes."""
+    for prefix in (_partial_prefix(target), _old_prefix(target)):
+        for path in target.parent.glob(f"{glob.escape(prefix)}*"):
+            if path.is_dir() and not path.is_symlink() and not _owner_alive(path.name[len(prefix):]):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _owner_alive(suffix: str) -> bool:
+    """Whether the process named at the start of a partial or old folder's suffix still runs."""
+    try:
+        pid = int(suffix.split("-")[0])
+    except ValueError:
+        return False   # not named by a process of ours
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # another user's process
+    return True
+
+
 def write_map(directory: Path, meta: dict, images: list[MapImage], point_ids: np.ndarray, xyz: np.ndarray,
               errors: np.ndarray, track_lengths: np.ndarray, reconstruction=None) -> None:
-    """Write a map into an (empty, usually temporary) directory."""
+    """Write a map into an (empty, usually temporary) directory. ValueError where a 3D point is not
+    finite: the loader refuses such a map, so it is never written."""
+    xyz = np.asarray(xyz, np.float64).reshape(-1, 3)
+    if not np.isfinite(xyz).all():
+        raise ValueError(f"{int((~np.isfinite(xyz).all(1)).sum())} 3D point(s) with non-finite coordinates; "
+                         "drop them before writing the map")
     directory.mkdir(parents=True, exist_ok=True)
     if reconstruction is not None:
         (directory / "sparse").mkdir(exist_ok=True)
@@ -117,7 +235,7 @@ def write_map(directory: Path, meta: dict, images: list[MapImage], point_ids: np
             f[im.name].create_dataset("point3D_ids", data=np.asarray(im.point3D_ids, np.int64))
     with h5py.File(directory / "points.h5", "w") as f:
         f.create_dataset("ids", data=np.asarray(point_ids, np.int64))
-        f.create_dataset("xyz", data=np.asarray(xyz, np.float64).reshape(-1, 3))
+        f.create_dataset("xyz", data=xyz)
         f.create_dataset("error", data=np.asarray(errors, np.float64))
         f.create_dataset("track_length", data=np.asarray(track_lengths, np.int64))
     meta = {"format": MAP_FORMAT, "format_version": MAP_FORMAT_VERSION, **meta,
@@ -126,21 +244,147 @@ def write_map(directory: Path, meta: dict, images: list[MapImage], point_ids: np
 
 
 def read_meta(path: str | Path) -> dict:
+    """map.json of the map directory ``path``, checked (format, version, the type of every field
+    read); MapError naming the problem otherwise."""
     path = Path(path)
     if not path.exists():
         raise MapError(f"{path}: no such map directory")
     if not (path / "map.json").is_file():
         raise MapError(f"{path}: not a map (no map.json; build one with `lift-localizer build-map`)")
+    file = inside_map(path, "map.json")
+    if file.stat().st_size > MAX_META_BYTES:
+        raise MapError(f"{file}: {file.stat().st_size} bytes; a map.json holds at most {MAX_META_BYTES}")
     try:
-        meta = json.loads((path / "map.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MapError(f"{path}/map.json: unreadable or corrupt ({e})") from None
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise MapError(f"{path}/map.json: unreadable or corrupt ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
         raise MapError(f"{path}/map.json: not a lift_localizer map")
-    if meta.get("format_version") != MAP_FORMAT_VERSION:
-        raise MapError(f"{path}: map format version {meta.get('format_version')}, this lift_localizer reads "
+    version = meta.get("format_version")
+    if not _is_int(version):
+        raise MapError(f"{path}/map.json: format_version is {json.dumps(version)}, not an integer")
+    if version != MAP_FORMAT_VERSION:
+        raise MapError(f"{path}: map format version {version}, this lift_localizer reads "
                        f"version {MAP_FORMAT_VERSION}; rebuild the map with `lift-localizer build-map`")
+    validate_meta(meta, path)
     return meta
+
+
+# ---------------------------------------------------------------- map.json's schema
+
+# A field's expected JSON type: a type (int excludes bool), a tuple of alternatives, a _Record, or
+# a one-element list (an array of that) or dict {str: type} (an object of that).
+_Spec = object
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A JSON object with these required and optional fields (others are allowed, and not read)."""
+
+    required: dict
+    optional: dict = field(default_factory=dict)
+
+
+_FEATURES = _Record({"name": str}, {"weights": {str: str}, "max_keypoints": int, "resize_max": (int, type(None)),
+                                    "upright": bool, "opencv": str, "rootsift": bool})
+_RETRIEVAL = _Record({"method": str, "model": str, "model_sha256": str},
+                     {"index": str, "dim": int, "files": [str], "sha256": {str: str}})
+_META = _Record({"format": str, "format_version": int, "features": _FEATURES, "image_names": [str]},
+                {"retrieval": (_RETRIEVAL, type(None)), "created": str, "lift_localizer_version": str, "source": str,
+                 "parameters": dict, "statistics": dict})
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
+               list: "an array", type(None): "null"}
+
+
+def validate_meta(meta: dict, path: Path) -> None:
+    """MapError unless every field of map.json that lift_localizer reads has its JSON type, the
+    image names are unique, the global files are plain names and the NetVLAD model is a shipped
+    one or a file inside the map directory."""
+    problem = _type_problem(meta, _META, "map.json")
+    if problem:
+        raise MapError(f"{path}/map.json: {problem}")
+    names = meta["image_names"]
+    if len(set(names)) != len(names) or "" in names:
+        raise MapError(f"{path}/map.json: image_names has empty or repeated names")
+    if meta["features"]["name"] not in DESCRIPTOR_DIMS:
+        raise MapError(f"{path}/map.json: unknown features {meta['features']['name']!r} "
+                       f"(this lift_localizer knows {', '.join(DESCRIPTOR_DIMS)})")
+    if meta.get("retrieval"):
+        _check_retrieval(meta["retrieval"], path)
+
+
+def _check_retrieval(record: dict, path: Path) -> None:
+    files = record.get("files")
+    if files is not None and (len(files) != 2 or not all(_plain_name(f) for f in files)):
+        raise MapError(f"{path}/map.json: retrieval.files must be two file names in the map directory, got {files}")
+    model = record["model"]
+    if not _plain_name(model) and (Path(model).is_absolute() or ".." in Path(model).parts or model.startswith("~")):
+        raise MapError(f"{path}/map.json: retrieval.model {model!r} is neither a model shipped with lift_localizer "
+                       f"nor a file inside the map directory; run `lift-localizer index-map {path}` or rebuild the map")
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_problem(value: object, spec: _Spec, where: str) -> str | None:
+    """What is wrong with ``value`` against ``spec`` (None: nothing), naming the field."""
+    if isinstance(spec, tuple):
+        problems = [_type_problem(value, s, where) for s in spec]
+        return None if None in problems else problems[0]
+    if isinstance(spec, _Record):
+        if not isinstance(value, dict):
+            return f"{where} is {_json_kind(value)}, expected an object"
+        for key, sub in {**spec.required, **spec.optional}.items():
+            if key not in value:
+                if key in spec.required:
+                    return f"{where} has no {key!r}"
+                continue
+            problem = _type_problem(value[key], sub, f"{where}.{key}" if where != "map.json" else key)
+            if problem:
+                return problem
+        return None
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{where} is {_json_kind(value)}, expected an array"
+        return next((p for i, v in enumerate(value) if (p := _type_problem(v, spec[0], f"{where}[{i}]"))), None)
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where} is {_json_kind(value)}, expected an object"
+        return next((p for k, v in value.items() if (p := _type_problem(v, spec[str], f"{where}.{k}"))), None)
+    ok = _is_int(value) if spec is int else isinstance(value, spec) and not (spec is float and isinstance(value, bool))
+    return None if ok else f"{where} is {_json_kind(value)}, expected {_JSON_NAMES[spec]}"
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, str):
+        return f"the string {json.dumps(value[:40])}"
+    return next((name for t, name in _JSON_NAMES.items() if type(value) is t), type(value).__name__)
+
+
+# ---------------------------------------------------------------- files inside the map directory
+
+
+def inside_map(root: Path, name: str | Path) -> Path:
+    """``root/name``, refused (MapError) where it, or a link on its way, leads outside ``root``: a map
+    is a folder a user may be handed, and its files must not read the rest of the machine."""
+    path = Path(root) / name
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise MapError(f"{path}: leads outside the map directory {root} (a symbolic link?); refused")
+    return path
+
+
+def check_links(root: Path) -> None:
+    """MapError where any symbolic link under the map directory ``root`` leads outside it."""
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            if os.path.islink(os.path.join(folder, name)):
+                inside_map(root, os.path.relpath(os.path.join(folder, name), root))
 
 
 def resolve(path: str | Path, features: str | None = None) -> Path:
@@ -150,8 +394,8 @@ def resolve(path: str | Path, features: str | None = None) -> Path:
     if features is None or meta["features"]["name"] == features:
         return path
     alt = path / ALT_DIR / features
-    if (alt / "map.json").exists():
-        return alt
+    if _plain_name(features) and (alt / "map.json").exists():
+        return inside_map(path, Path(ALT_DIR) / features)
     have = [meta["features"]["name"], *list_alternates(path)]
     raise MapError(f"{path}: no {features!r} features in this map (it has {', '.join(have)}); "
                    f"build it with `lift-localizer build-map --features {' '.join(sorted({*have, features}))}`")
@@ -159,28 +403,129 @@ def resolve(path: str | Path, features: str | None = None) -> Path:
 
 def load_map(path: str | Path, features: str | None = None) -> Map:
     """Load a map directory (or its alternate with other features). Raises MapError."""
+    recover_replaced(path)
     path = resolve(path, features)
     meta = read_meta(path)
+    check_links(path)
     try:
-        with h5py.File(path / "points.h5", "r") as f:
-            ids, xyz = np.asarray(f["ids"], np.int64), np.asarray(f["xyz"], np.float64)
-        images = []
-        with h5py.File(path / "features.h5", "r") as f:
-            for name in meta["image_names"]:
-                g = f[name]
-                feats = Features(*(np.asarray(g[k]) for k in ("keypoints", "scales", "orientations", "scores",
-                                                             "descriptors")),
-                                 image_size=tuple(int(v) for v in g.attrs["image_size"]))
-                images.append(MapImage(name, Camera.from_dict(json.loads(g.attrs["camera"])),
-                                       np.asarray(g.attrs["T_map_camera"], np.float64).reshape(4, 4), feats,
-                                       np.asarray(g["point3D_ids"], np.int64)))
-    except (OSError, KeyError, ValueError, TypeError) as e:
+        ids, xyz = _read_points(path)
+        images = _read_images(path, meta)
+    except MapError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise MapError(f"{path}: corrupt or incomplete map ({type(e).__name__}: {e})") from None
-    if xyz.shape != (len(ids), 3):
-        raise MapError(f"{path}/points.h5: xyz has shape {xyz.shape} for {len(ids)} ids")
     known = set(ids.tolist())
     for im in images:
         used = im.point3D_ids[im.point3D_ids >= 0]
-        if len(im.point3D_ids) != len(im.features) or not known.issuperset(used.tolist()):
+        if not known.issuperset(used.tolist()):
             raise MapError(f"{path}: image {im.name!r} refers to 3D points the map does not have")
-    return Map(path, meta, images, ids, xyz)
+    return Map(path, _resolved_model(meta, path), images, ids, xyz)
+
+
+def _resolved_model(meta: dict, path: Path) -> dict:
+    """map.json's fields, with a NetVLAD model kept inside the map named by its full path (the
+    localizer loads it by that name; map.json names it relative to the map, which may move)."""
+    record = meta.get("retrieval")
+    if not record or _plain_name(record["model"]):
+        return meta
+    model = inside_map(path, record["model"])
+    return {**meta, "retrieval": {**record, "model": str(model)}}
+
+
+def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open_hdf5(path, "points.h5") as f:
+        n = _dataset(f, "ids", (None,), "iu", path).shape[0]
+        ids = np.asarray(_dataset(f, "ids", (n,), "iu", path), np.int64)
+        xyz = np.asarray(_dataset(f, "xyz", (n, 3), "f", path), np.float64)
+    if len(np.unique(ids)) != len(ids):
+        raise MapError(f"{path}/points.h5: repeated point ids")
+    if not np.isfinite(xyz).all():
+        raise MapError(f"{path}/points.h5: {int((~np.isfinite(xyz).all(1)).sum())} 3D point(s) are not finite")
+    return ids, xyz
+
+
+def _read_images(path: Path, meta: dict) -> list[MapImage]:
+    dim = DESCRIPTOR_DIMS[meta["features"]["name"]]
+    images = []
+    with open_hdf5(path, "features.h5") as f:
+        budget = _ReadBudget(path / "features.h5")
+        for name in meta["image_names"]:
+            g = f.get(name)
+            if not isinstance(g, h5py.Group):
+                raise MapError(f"{path}/features.h5: no features for image {name!r}")
+            images.append(_read_image(g, name, dim, budget, path))
+    return images
+
+
+def _read_image(g: h5py.Group, name: str, dim: int, budget: _ReadBudget, path: Path) -> MapImage:
+    where = f"{path}/features.h5, image {name!r}"
+    n = _dataset(g, "keypoints", (None, 2), "f", where).shape[0]
+    if n > MAX_KEYPOINTS:
+        raise MapError(f"{where}: {n} keypoints; a map image holds at most {MAX_KEYPOINTS}")
+    shapes = {"keypoints": (n, 2), "scales": (n,), "orientations": (n,), "scores": (n,), "descriptors": (n, dim)}
+    arrays = [np.asarray(budget.read(_dataset(g, k, shape, "f", where)), np.float32) for k, shape in shapes.items()]
+    point_ids = np.asarray(budget.read(_dataset(g, "point3D_ids", (n,), "iu", where)), np.int64)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise MapError(f"{where}: keypoints or descriptors that are not finite")
+    T = np.asarray(g.attrs["T_map_camera"], np.float64)
+    if T.shape not in ((4, 4), (16,)) or not np.isfinite(T).all():
+        raise MapError(f"{where}: T_map_camera is not a finite 4×4 matrix")
+    size = np.asarray(g.attrs["image_size"])
+    if size.shape != (2,) or size.dtype.kind not in "iu":
+        raise MapError(f"{where}: image_size is not (height, width)")
+    camera = Camera.from_dict(json.loads(_text(g.attrs["camera"])))
+    return MapImage(name, camera, T.reshape(4, 4), Features(*arrays, image_size=tuple(int(v) for v in size)),
+                    point_ids)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string attribute, got {type(value).__name__}")
+    return value
+
+
+def _dataset(group: h5py.Group, key: str, shape: tuple, kinds: str, where: object) -> h5py.Dataset:
+    """``group[key]`` where it is a dataset of that shape (None: any length) and dtype kind; read nothing."""
+    d = group.get(key)
+    if not isinstance(d, h5py.Dataset):
+        raise MapError(f"{where}: no dataset {key!r}")
+    if len(d.shape) != len(shape) or any(want is not None and have != want for have, want in zip(d.shape, shape)):
+        raise MapError(f"{where}: {key} has shape {d.shape}, expected {tuple('N' if s is None else s for s in shape)}")
+    if d.dtype.kind not in kinds or d.dtype.itemsize > 8:
+        raise MapError(f"{where}: {key} is of type {d.dtype}, expected {'integers' if 'i' in kinds else 'floats'}")
+    return d
+
+
+class _ReadBudget:
+    """Reads datasets while their declared sizes add up to no more than a bound on the file's
+    size: the map's own files are uncompressed, and a compressed or sparse file that expands far
+    beyond its size is refused before it is read."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.left = EXPANSION * file.stat().st_size + (1 << 20)
+
+    def read(self, d: h5py.Dataset) -> np.ndarray:
+        self.left -= d.size * d.dtype.itemsize
+        if self.left < 0:
+            raise MapError(f"{self.file}: its datasets are larger than the file could hold; refused")
+        return d[()]
+
+
+@contextmanager
+def open_hdf5(path: Path, name: str) -> Iterator[h5py.File]:
+    """A map's HDF5 file, read-only, once it is known to hold no links to other files and no
+    datasets stored outside it (MapError otherwise)."""
+    file = inside_map(path, name)
+    try:
+        f = h5py.File(file, "r")
+    except OSError as e:
+        raise MapError(f"{file}: unreadable or missing ({e})") from None
+    with f:
+        try:
+            check_hdf5(f)
+        except ValueError as e:
+            raise MapError(f"{file}: {e}") from None
+        yield f

@@ -7,6 +7,7 @@ descriptors of the same kind: its card names the features (and, for LIFT, the DE
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import numpy as np
 import torch
 
 from ..weights import LoadedNetwork, WeightsError, file_sha256, load_network
-from .index import load_index, save_index, search
+from .index import IndexFileError, load_index, save_index, search
 from .netvlad import pad_batch
 
 GLOBAL_FILE = "global.h5"
 INDEX_FILE = "global.index"
+MODEL_DIR = "netvlad"
 
 
 class GlobalIndexError(ValueError):
@@ -51,6 +53,29 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     fsync_path(path.parent)
 
 
+def check_hdf5(f: h5py.File) -> None:
+    """ValueError unless every object of ``f`` is reached by hard links only and no dataset keeps
+    its data outside the file (external storage, virtual datasets): reading a map file must never
+    open another file."""
+    seen: set[int] = set()
+    groups = [f]
+    while groups:
+        group = groups.pop()
+        for name in group:
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise ValueError(f"{group.name.rstrip('/')}/{name} is a {type(link).__name__}; refused")
+            obj = group[name]
+            address = h5py.h5o.get_info(obj.id).addr
+            if address in seen:
+                continue
+            seen.add(address)
+            if isinstance(obj, h5py.Group):
+                groups.append(obj)
+            elif isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                raise ValueError(f"{obj.name}: data stored outside the file; refused")
+
+
 def retrieval_files(record: dict) -> tuple[str, str]:
     """(global descriptors file, faiss index file) that a map.json retrieval record names."""
     files = record.get("files") or [GLOBAL_FILE, INDEX_FILE]
@@ -60,11 +85,28 @@ def retrieval_files(record: dict) -> tuple[str, str]:
 def write_retrieval_files(directory: Path, names: list[str], desc: np.ndarray, index, net: LoadedNetwork,
                           global_name: str = GLOBAL_FILE, index_name: str = INDEX_FILE) -> dict:
     """Write the global descriptors and the faiss index under the given names, each through a
-    temporary file renamed into place; returns the map.json fields that name them and their hashes."""
+    temporary file renamed into place, and a copy of the model where it is not a shipped one;
+    returns the map.json fields that name them and the files' hashes."""
     replace_atomically(directory / global_name, lambda p: write_global(p, names, desc, net))
     replace_atomically(directory / index_name, lambda p: save_index(index, p))
-    return {"files": [global_name, index_name],
+    return {"model": keep_model(directory, net), "files": [global_name, index_name],
             "sha256": {name: file_sha256(directory / name) for name in (global_name, index_name)}}
+
+
+def keep_model(directory: Path, net: LoadedNetwork) -> str:
+    """How map.json names the model: a shipped one by its name; any other is copied into the map
+    (``MODEL_DIR/<stem>-<hash>``, so a copy is never overwritten by another model) and named
+    relative to it, since a map names no file outside itself."""
+    from ..weights import WEIGHTS_DIR, paths_for
+
+    if net.path.parent == WEIGHTS_DIR:
+        return net.path.stem
+    ref = f"{MODEL_DIR}/{net.path.stem}-{net.sha256[:12]}"
+    (directory / MODEL_DIR).mkdir(exist_ok=True)
+    for src, dst in zip(paths_for(net.path), paths_for(directory / ref)):
+        if not dst.is_file():
+            replace_atomically(dst, lambda p, src=src: shutil.copyfile(src, p))
+    return ref
 
 
 def model_stem(features_name: str) -> str:
@@ -112,41 +154,74 @@ def write_global(path: Path, names: list[str], desc: np.ndarray, net: LoadedNetw
         f.attrs["model_sha256"] = net.sha256
 
 
+def _global_path(map_dir: Path, name: str) -> Path:
+    """``map_dir/name`` where it is a plain file name and no link leads it out of the map directory."""
+    path = map_dir / name
+    real = os.path.realpath(map_dir)
+    if Path(name).name != name or name in ("", ".", "..") or \
+            os.path.commonpath([real, os.path.realpath(path)]) != real:
+        raise GlobalIndexError(f"{path}: not a file inside the map directory")
+    return path
+
+
+def _check_recorded_hash(path: Path, want: str | None, map_dir: Path) -> None:
+    """Present, and the file map.json recorded where it recorded a hash: faiss and HDF5 then read the
+    bytes the map was built with."""
+    if not path.is_file():
+        raise GlobalIndexError(f"{path} is missing; run `lift-localizer index-map {map_dir}`")
+    if want is not None and file_sha256(path) != want:
+        raise GlobalIndexError(f"{path} is not the file map.json names (its hash differs); run "
+                               f"`lift-localizer index-map {map_dir}`")
+
+
+def _check_global_file(path: Path, names: list[str], dim: int, model_sha256: str) -> None:
+    """GlobalIndexError unless ``path`` holds the map's image names and (M, dim) float descriptors of this
+    model; the sizes are checked before the names are read, and the descriptors are not read."""
+    try:
+        with h5py.File(path, "r") as f:
+            check_hdf5(f)
+            stored_names, desc = f.get("names"), f.get("descriptors")
+            if not isinstance(stored_names, h5py.Dataset) or not isinstance(desc, h5py.Dataset):
+                raise ValueError("no names or descriptors")
+            if stored_names.shape != (len(names),) or desc.shape != (len(names), dim) or desc.dtype.kind != "f":
+                raise GlobalIndexError(f"{path} holds {stored_names.shape} names and {desc.shape} descriptors of "
+                                       f"{desc.dtype}; the map has {len(names)} images, the NetVLAD {dim}-D descriptors")
+            if stored_names.dtype.kind not in "OSU" or stored_names.dtype.itemsize > 4096:
+                raise ValueError(f"names of type {stored_names.dtype}")
+            stored = [n.decode() if isinstance(n, bytes) else str(n) for n in stored_names[()]]
+            sha = f.attrs.get("model_sha256")
+    except GlobalIndexError:
+        raise
+    except (OSError, KeyError, ValueError, IndexError, TypeError, UnicodeDecodeError) as e:
+        raise GlobalIndexError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    if stored != names:
+        raise GlobalIndexError(f"{path} lists other images than the map ({len(stored)} against {len(names)})")
+    if isinstance(sha, bytes):
+        sha = sha.decode(errors="replace")
+    if sha != model_sha256:
+        raise GlobalIndexError(f"{path} was made with another NetVLAD ({str(sha)[:12]}…)")
+
+
 class NetVLADRetrieval:
     name = "netvlad"
 
     def __init__(self, map_dir: Path, names: list[str], net: LoadedNetwork, record: dict | None = None) -> None:
         """The index named by ``record`` (map.json's retrieval record); GlobalIndexError where it does
         not match the map: a missing or corrupt file, a file changed since map.json named it, other
-        images or another model."""
+        images or another model. Every size in the files is checked before anything is read."""
         map_dir = Path(map_dir)
         record = record or {}
-        paths = [map_dir / n for n in retrieval_files(record)]
+        paths = [_global_path(map_dir, n) for n in retrieval_files(record)]
         for path in paths:
-            if not path.is_file():
-                raise GlobalIndexError(f"{path} is missing; run `lift-localizer index-map {map_dir}`")
-            want = (record.get("sha256") or {}).get(path.name)
-            if want is not None and file_sha256(path) != want:
-                raise GlobalIndexError(f"{path} is not the file map.json names (its hash differs); run "
-                                       f"`lift-localizer index-map {map_dir}`")
+            _check_recorded_hash(path, (record.get("sha256") or {}).get(path.name), map_dir)
+        dim = int(net.module.out_dim)
+        _check_global_file(paths[0], names, dim, net.sha256)
         try:
-            with h5py.File(paths[0], "r") as f:
-                stored = [n.decode() if isinstance(n, bytes) else n for n in f["names"][()]]
-                dim = int(f["descriptors"].shape[1])
-                sha = f.attrs.get("model_sha256")
-        except (OSError, KeyError, ValueError, IndexError, TypeError) as e:
-            raise GlobalIndexError(f"{paths[0]}: unreadable ({type(e).__name__}: {e})") from None
-        if stored != names:
-            raise GlobalIndexError(f"{paths[0]} lists other images than the map ({len(stored)} against {len(names)})")
-        if sha != net.sha256:
-            raise GlobalIndexError(f"{paths[0]} was made with another NetVLAD ({str(sha)[:12]}…)")
-        try:
-            index = load_index(paths[1])
+            index = load_index(paths[1], dim, len(names))
+        except IndexFileError as e:
+            raise GlobalIndexError(str(e)) from None
         except Exception as e:   # noqa: BLE001 — faiss reports a corrupt file as a bare RuntimeError
             raise GlobalIndexError(f"{paths[1]}: unreadable ({type(e).__name__}: {str(e).strip()[:200]})") from None
-        if index.ntotal != len(names) or index.d != dim:
-            raise GlobalIndexError(f"{paths[1]} holds {index.ntotal} {index.d}-D vectors, the map {len(names)} "
-                                   f"images of {dim}-D descriptors")
         self.net = net
         self.index = index
 
