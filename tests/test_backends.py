@@ -92,3 +92,24 @@ def test_export_of_other_weights_is_refused(exported, tmp_path):
         ensure_export(networks, tmp_path)
     with pytest.raises(ValueError, match="not an export manifest"):
         read_manifest(tmp_path / "nothing")
+
+
+def test_changed_export_is_exported_again_in_the_cache_and_refused_elsewhere(exported, tmp_path, monkeypatch,
+                                                                               caplog):
+    import shutil
+
+    from lift_localizer.backends.export import changed_models
+    from lift_localizer.backends.onnx_backend import cache_dir, ensure_export
+
+    out, _, networks = exported
+    monkeypatch.setenv("LIFT_LOCALIZER_CACHE", str(tmp_path / "cache"))
+    for directory in (cache_dir(networks), tmp_path / "mine"):
+        shutil.copytree(out, directory)
+        data = (directory / "desc.onnx").read_bytes()
+        (directory / "desc.onnx").write_bytes(data[:-8] + bytes(8))
+    with caplog.at_level("WARNING"):
+        directory, manifest = ensure_export(networks)
+    assert "desc.onnx differs from the file exported" in caplog.text
+    assert directory == cache_dir(networks) and changed_models(directory, manifest, ("det", "ori", "desc")) == []
+    with pytest.raises(ValueError, match="desc.onnx differs from the file exported"):
+        ensure_export(networks, tmp_path / "mine")

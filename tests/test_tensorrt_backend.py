@@ -486,3 +486,41 @@ def test_runner_on_a_gpu_in_place_and_through_buffers(cuda_api, monkeypatch, net
         in_place = runner.run(patches.cuda(), 32)
         assert in_place.is_cuda and runner.context.batches == [32, 32, 6, 32, 32, 6]
         torch.testing.assert_close(in_place.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_engine_is_read_only_with_the_hash_it_was_written_with(tmp_path, caplog):
+    path = tmp_path / "det-fp16-0123.engine"
+    assert trtb.read_engine(path) is None
+    trtb.write_engine(path, b"engine bytes")
+    assert trtb.read_engine(path) == b"engine bytes"
+    path.write_bytes(b"engine bytez")
+    with caplog.at_level("WARNING"):
+        assert trtb.read_engine(path) is None
+    assert "differs from the one built" in caplog.text
+    path.write_bytes(b"engine bytes")
+    trtb.engine_hash_path(path).unlink()   # as cached before hashes were recorded
+    with caplog.at_level("WARNING"):
+        assert trtb.read_engine(path) is None
+    assert "without its recorded hash" in caplog.text
+
+
+def test_changed_cached_engine_is_built_again_not_deserialised(tmp_path, monkeypatch):
+    """TensorRT is not needed: a stand-in runtime records what it is asked to deserialise."""
+    loaded = []
+
+    class Runtime:
+        def deserialize_cuda_engine(self, data):
+            loaded.append(bytes(data))
+            return object()
+
+    backend = trtb.TensorRTBackend.__new__(trtb.TensorRTBackend)
+    backend._runtime, backend.precision, backend.root = Runtime(), "fp16", tmp_path
+    backend.manifest, backend.profiles = {"models": {"det": {"file": "det.onnx"}}}, {"det": None}
+    path = tmp_path / "det.engine"
+    monkeypatch.setattr(backend, "engine_path", lambda name: path)
+    monkeypatch.setattr(trtb, "build_engine", lambda *args: b"built again")
+    trtb.write_engine(path, b"cached")
+    backend._engine("det")
+    path.write_bytes(b"changed")
+    backend._engine("det")
+    assert loaded == [b"cached", b"built again"] and trtb.read_engine(path) == b"built again"

@@ -107,6 +107,26 @@ def _export_netvlad(out: Path) -> dict:
     return models
 
 
+def changed_models(directory: str | Path, manifest: dict, kinds: tuple[str, ...]) -> list[str]:
+    """The models of ``kinds`` whose file is missing, outside ``directory`` or not the bytes the
+    manifest recorded (``file_sha256``), each as a short reason; empty when all are as exported."""
+    directory = Path(directory)
+    problems = []
+    for kind in kinds:
+        entry = manifest.get("models", {}).get(kind)
+        name = entry.get("file") if isinstance(entry, dict) else None
+        want = entry.get("file_sha256") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            problems.append(f"{kind}: no file name in the manifest")
+        elif not (directory / name).is_file() or (directory / name).is_symlink():
+            problems.append(f"{kind}: {name} is missing")
+        elif not isinstance(want, str):
+            problems.append(f"{kind}: the manifest records no hash of {name}")
+        elif file_sha256(directory / name) != want:
+            problems.append(f"{kind}: {name} differs from the file exported (its hash)")
+    return problems
+
+
 def read_manifest(directory: str | Path) -> dict:
     """The manifest of an export directory; ValueError naming the problem if it is not one."""
     path = Path(directory) / "manifest.json"
@@ -117,6 +137,9 @@ def read_manifest(directory: str | Path) -> dict:
         raise ValueError(f"{path}: not an export manifest (no manifest.json there); {export}") from None
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not an export manifest ({e}); {export}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: manifest format {manifest.get('format')}, this version reads {MANIFEST_FORMAT}")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        version = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValueError(f"{path}: manifest format {version}, this version reads {MANIFEST_FORMAT}")
+    if not isinstance(manifest.get("models"), dict) or not all(isinstance(v, dict) for v in manifest["models"].values()):
+        raise ValueError(f"{path}: not an export manifest (no models); {export}")
     return manifest

@@ -7,6 +7,7 @@ or, by default, are exported on first use into a cache folder keyed by those has
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -16,7 +17,10 @@ import numpy as np
 import torch
 
 from ..weights import LoadedNetwork
-from .export import export_onnx, read_manifest
+from .export import changed_models, export_onnx, read_manifest
+
+log = logging.getLogger(__name__)
+KINDS = ("det", "ori", "desc")
 
 
 def cache_dir(networks: dict[str, LoadedNetwork]) -> Path:
@@ -26,29 +30,47 @@ def cache_dir(networks: dict[str, LoadedNetwork]) -> Path:
 
 
 def ensure_export(networks: dict[str, LoadedNetwork], model_dir: str | Path | None = None) -> tuple[Path, dict]:
-    """An export directory for these weights (exported now if needed) and its manifest."""
+    """An export directory for these weights (exported now if needed) and its manifest; each model
+    file is checked against the hash the manifest recorded: a changed cached export is exported
+    again (with a warning), a changed ``model_dir`` is refused (ValueError)."""
     directory = Path(model_dir) if model_dir else cache_dir(networks)
     try:
         manifest = read_manifest(directory)
     except ValueError:
         if model_dir:
             raise
-        manifest = _export_atomically(directory, networks)
-    for kind in ("det", "ori", "desc"):
+        manifest = _export_atomically(directory, networks, replace=directory.exists())
+    _check_weights(directory, manifest, networks)
+    changed = changed_models(directory, manifest, KINDS)
+    if changed and model_dir:
+        raise ValueError(f"{directory}: {'; '.join(changed)}; export again")
+    if changed:
+        # A cache that someone or something changed: exported again, never run.
+        log.warning("%s: %s; exporting again", directory, "; ".join(changed))
+        manifest = _export_atomically(directory, networks, replace=True)
+    return directory, manifest
+
+
+def _check_weights(directory: Path, manifest: dict, networks: dict[str, LoadedNetwork]) -> None:
+    for kind in KINDS:
         have = manifest["models"].get(kind, {}).get("weights_sha256")
         if have != networks[kind].sha256:
             raise ValueError(f"{directory}: the exported {kind} was made from other weights ({str(have)[:12]}…) than "
                              f"the ones loaded ({networks[kind].sha256[:12]}…); export again")
-    return directory, manifest
 
 
-def _export_atomically(directory: Path, networks: dict[str, LoadedNetwork]) -> dict:
+def _export_atomically(directory: Path, networks: dict[str, LoadedNetwork], replace: bool = False) -> dict:
     """Export into a fresh folder and rename it into place: a process that starts at the same time
-    (the node beside a test, two nodes) never reads half-written models."""
+    (the node beside a test, two nodes) never reads half-written models. ``replace``: a folder
+    already there is moved aside first (and removed)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         manifest = export_onnx(tmp, networks, netvlad=False)
+        if replace and directory.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+            os.rename(directory, aside / "export")
+            shutil.rmtree(aside, ignore_errors=True)
         os.rename(tmp, directory)
     except OSError:
         if not (directory / "manifest.json").exists():

@@ -210,6 +210,35 @@ def write_atomic(path: Path, data) -> None:
         raise
 
 
+def engine_hash_path(path: Path) -> Path:
+    """Where the hash of a cached engine is kept, beside it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def write_engine(path: Path, data) -> None:
+    """Cache an engine with the hash of its bytes, which ``read_engine`` checks before TensorRT sees them."""
+    write_atomic(path, data)
+    write_atomic(engine_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+
+
+def read_engine(path: Path) -> bytes | None:
+    """A cached engine's bytes where they are the ones ``write_engine`` wrote; None (with a warning
+    where a file is there) when the engine is missing, has no recorded hash or another one: it is
+    then built again. A deserialised engine runs as native code, so a changed file is never loaded."""
+    if not path.is_file():
+        return None
+    try:
+        want = engine_hash_path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        log.warning("%s: cached engine without its recorded hash; building it again", path)
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != want:
+        log.warning("%s: cached engine differs from the one built (its hash); building it again", path)
+        return None
+    return data
+
+
 # ---------------------------------------------------------------- TensorRT
 
 
@@ -476,8 +505,9 @@ class TensorRTBackend:
 
     def _engine(self, name: str) -> Any:
         path = self.engine_path(name)
-        if path.is_file():
-            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        cached = read_engine(path)
+        if cached is not None:
+            engine = self._runtime.deserialize_cuda_engine(cached)
             if engine is not None:
                 return engine
             log.warning("%s: TensorRT could not load this cached engine; building it again", path)
@@ -498,7 +528,7 @@ class TensorRTBackend:
                 raise
             raise TensorRTError(f"{e}; if TensorRT refused the calibration table {self.calibration_path(name)}, "
                                 "calibrate again") from None
-        write_atomic(path, data)
+        write_engine(path, data)
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise TensorRTError(f"{path}: TensorRT could not load the engine it just built")
@@ -598,7 +628,7 @@ def calibrate(manifest_dir: str | Path, images: str | Path | Iterable[str | Path
         key = engine_cache_key(network=name, gpu_name=gpu, compute_capability=cc, tensorrt_version=trt.__version__,
                                precision="int8", profile=profiles[name], weights_sha256=entry["weights_sha256"],
                                onnx_sha256=file_sha256(onnx_path), calibration_sha256=file_sha256(table))
-        write_atomic(cache_dir / engine_file_name(name, "int8", key), engine)
+        write_engine(cache_dir / engine_file_name(name, "int8", key), engine)
         tables[name] = table
         log.info("%s: INT8 calibration from %d batches written to %s", name, calibrator.served, table)
     return tables, data
