@@ -506,3 +506,12 @@ def test_a_replacement_cut_between_two_renames_is_recovered(built, tmp_path):
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     assert not target.exists() and list(tmp_path.glob(".map.old-*"))
     assert len(load_map(target).images) == 10 and not (target / "new").exists()
+
+
+def test_corrupt_hdf5_structure_is_a_map_error(copy):
+    """HDF5 reports a damaged B-tree or heap as RuntimeError."""
+    data = bytearray((copy / "points.h5").read_bytes())
+    data[128:144] = b"\xff" * 16   # inside the root group's B-tree
+    (copy / "points.h5").write_bytes(bytes(data))
+    with pytest.raises(MapError, match="points.h5"):
+        load_map(copy)

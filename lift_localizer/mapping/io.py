@@ -412,7 +412,7 @@ def load_map(path: str | Path, features: str | None = None) -> Map:
         images = _read_images(path, meta)
     except MapError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:   # h5py's, for a corrupt file
         raise MapError(f"{path}: corrupt or incomplete map ({type(e).__name__}: {e})") from None
     known = set(ids.tolist())
     for im in images:
@@ -526,6 +526,6 @@ def open_hdf5(path: Path, name: str) -> Iterator[h5py.File]:
     with f:
         try:
             check_hdf5(f)
-        except ValueError as e:
+        except (ValueError, KeyError, OSError, RuntimeError) as e:   # h5py raises all of these for a corrupt file
             raise MapError(f"{file}: {e}") from None
         yield f

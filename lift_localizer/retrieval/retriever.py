@@ -192,7 +192,7 @@ def _check_global_file(path: Path, names: list[str], dim: int, model_sha256: str
             sha = f.attrs.get("model_sha256")
     except GlobalIndexError:
         raise
-    except (OSError, KeyError, ValueError, IndexError, TypeError, UnicodeDecodeError) as e:
+    except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as e:   # h5py's, for a corrupt file
         raise GlobalIndexError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     if stored != names:
         raise GlobalIndexError(f"{path} lists other images than the map ({len(stored)} against {len(names)})")
