@@ -31,7 +31,7 @@ import numpy as np
 from ..features.io import FILE_ATTRS, write_features
 from ..features.lift import Features
 from ..geometry.camera import Camera
-from ..retrieval.retriever import check_hdf5
+from ..retrieval.retriever import MODEL_DIR, check_hdf5
 
 MAP_FORMAT = "lift_localizer map"
 MAP_FORMAT_VERSION = 1
@@ -272,11 +272,6 @@ def read_meta(path: str | Path) -> dict:
 
 # ---------------------------------------------------------------- map.json's schema
 
-# A field's expected JSON type: a type (int excludes bool), a tuple of alternatives, a _Record, or
-# a one-element list (an array of that) or dict {str: type} (an object of that).
-_Spec = object
-
-
 @dataclass(frozen=True)
 class _Record:
     """A JSON object with these required and optional fields (others are allowed, and not read)."""
@@ -320,7 +315,8 @@ def _check_retrieval(record: dict, path: Path) -> None:
     model = record["model"]
     if not _plain_name(model) and (Path(model).is_absolute() or ".." in Path(model).parts or model.startswith("~")):
         raise MapError(f"{path}/map.json: retrieval.model {model!r} is neither a model shipped with lift_localizer "
-                       f"nor a file inside the map directory; run `lift-localizer index-map {path}` or rebuild the map")
+                       f"nor a file inside the map directory; rebuild the map with `lift-localizer build-map`, or "
+                       f"copy the model into {path}/{MODEL_DIR}/ and name it {MODEL_DIR}/NAME there")
 
 
 def _plain_name(name: str) -> bool:
@@ -331,8 +327,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _type_problem(value: object, spec: _Spec, where: str) -> str | None:
-    """What is wrong with ``value`` against ``spec`` (None: nothing), naming the field."""
+def _type_problem(value: object, spec: object, where: str) -> str | None:
+    """What is wrong with ``value`` against ``spec`` (None: nothing), naming the field. ``spec``: a
+    type (int excludes bool), a tuple of alternatives, a _Record, a one-element list (an array of
+    that) or {str: spec} (an object of that)."""
     if isinstance(spec, tuple):
         problems = [_type_problem(value, s, where) for s in spec]
         return None if None in problems else problems[0]
