@@ -520,7 +520,7 @@ def open_hdf5(path: Path, name: str) -> Iterator[h5py.File]:
     try:
         f = h5py.File(file, "r")
     except OSError as e:
-        raise MapError(f"{file}: unreadable or missing ({e})") from None
+        raise MapError(f"{path}: corrupt or incomplete map ({name} unreadable or missing: {e})") from None
     with f:
         try:
             check_hdf5(f)
