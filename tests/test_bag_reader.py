@@ -93,7 +93,7 @@ def test_images_before_any_camera_info(tmp_path):
                 continue
             w.write(conns[c.id], t, raw)
     back = read_frames(tmp_path / "late")
-    assert back[0].error == "no camera_info at or before this image" and back[0].camera is None
+    assert back[0].error == "no camera_info (none at or before this image)" and back[0].camera is None
     assert back[1].error is None
     with pytest.raises(ImageError, match="no camera_info"):
         back[0].image()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry.pose import pose_error, pose_error_vector
+from ..reasons import reason_of
 
 # (metres, degrees): the long-term visual localization benchmark's three, then indoor and tight ones.
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0), (0.05, 5.0), (0.02, 2.0))
@@ -113,8 +114,8 @@ def nees(T_est: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray) -> float:
 
 
 def reason_key(reason: str) -> str:
-    """A failure reason without its numbers, so that failures can be counted by cause."""
-    return reason.split(" (")[0]
+    """A failure's reason without its detail (one of a fixed set), so that failures are counted by cause."""
+    return reason_of(reason).value
 
 
 def summarize(err: np.ndarray, reasons: list[str | None], timings: list[dict[str, float]],

@@ -9,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..features.image import ImageError
+from ..reasons import Failure, Reason
 from ..geometry.pose import matrix_to_quat
 from ..localization.localizer import LocalizationResult, Localizer
 from ..mapping.frames import Frame
@@ -31,17 +32,17 @@ def localize_frames(localizer: Localizer, frames: list[Frame], desc: str = "loca
     bar = tqdm(frames, desc=desc, unit="img", file=sys.stderr, disable=None)
     for frame in bar:
         if frame.camera is None or frame.error:
-            out.append(QueryOutcome(frame, None, frame.error or "no camera_info"))
+            out.append(QueryOutcome(frame, None, frame.error or Failure(Reason.NO_CAMERA_INFO)))
             continue
         try:
             image = frame.image()
         except ImageError as e:
-            out.append(QueryOutcome(frame, None, f"unreadable image: {e}"))
+            out.append(QueryOutcome(frame, None, Failure(Reason.BAD_IMAGE, str(e))))
             continue
         try:
             result = localizer(image, frame.camera)
         except (ImageError, ValueError) as e:
-            out.append(QueryOutcome(frame, None, f"bad image: {e}"))
+            out.append(QueryOutcome(frame, None, Failure(Reason.BAD_IMAGE, str(e))))
             continue
         out.append(QueryOutcome(frame, result, result.reason if not result.success else None))
         bar.set_postfix(localized=sum(o.reason is None for o in out))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .absolute_pose import PoseEstimate, estimate_pose
+from ..reasons import Failure, Reason
 
 # Grid over the image for ``coverage``: cells a side.
 COVERAGE_GRID = 8
@@ -105,24 +106,24 @@ def pose_evidence(est: PoseEstimate, xy: np.ndarray, xyz: np.ndarray, keypoints:
         rotation_std_deg=float(np.degrees(np.sqrt(max(np.trace(cov[3:, 3:]), 0.0)))))
 
 
-# Refusal reasons: stable strings that diagnostics and evaluation count (numbers follow in brackets).
-TOO_FEW_INLIERS = "too few inliers"
-LOW_INLIER_RATIO = "inlier ratio too low"
-CLUSTERED = "inliers cover too little of the image"
-RIVAL = "a rival pose is nearly as well supported"
-UNCERTAIN = "pose too uncertain"
+# Refusal reasons (the numbers are the Failure's detail).
+TOO_FEW_INLIERS = Reason.TOO_FEW_INLIERS
+LOW_INLIER_RATIO = Reason.LOW_INLIER_RATIO
+CLUSTERED = Reason.CLUSTERED
+RIVAL = Reason.RIVAL
+UNCERTAIN = Reason.UNCERTAIN
 
 
-def inlier_refusal(inliers: int, matches: int, conf: dict) -> str | None:
+def inlier_refusal(inliers: int, matches: int, conf: dict) -> Failure | None:
     """The first two tests, which need no more than PnP's counts: None when both pass."""
     if inliers < conf["min_inliers"]:
-        return f"{TOO_FEW_INLIERS} ({inliers} < {conf['min_inliers']})"
+        return Failure(TOO_FEW_INLIERS, f"{inliers} < {conf['min_inliers']}")
     if (inliers / matches if matches else 0.0) < conf["min_inlier_ratio"]:
-        return f"{LOW_INLIER_RATIO} ({inliers}/{matches} < {conf['min_inlier_ratio']})"
+        return Failure(LOW_INLIER_RATIO, f"{inliers}/{matches} < {conf['min_inlier_ratio']}")
     return None
 
 
-def refusal(ev: PoseEvidence, conf: dict) -> str | None:
+def refusal(ev: PoseEvidence, conf: dict) -> Failure | None:
     """None when ``ev`` passes every test ``conf`` asks for (a test whose bound is None is not
     made), else the first failed test's reason with its numbers."""
     c = conf
@@ -130,12 +131,12 @@ def refusal(ev: PoseEvidence, conf: dict) -> str | None:
     if first:
         return first
     if c.get("min_coverage") is not None and ev.coverage < c["min_coverage"]:
-        return f"{CLUSTERED} ({ev.coverage:.2f} < {c['min_coverage']})"
+        return Failure(CLUSTERED, f"{ev.coverage:.2f} < {c['min_coverage']}")
     if c.get("max_rival_ratio") is not None and ev.rival_ratio > c["max_rival_ratio"]:
-        return f"{RIVAL} ({ev.rival_inliers} against {ev.inliers} inliers, > {c['max_rival_ratio']})"
+        return Failure(RIVAL, f"{ev.rival_inliers} against {ev.inliers} inliers, > {c['max_rival_ratio']}")
     if c.get("max_position_std") is not None and not ev.position_std <= c["max_position_std"]:
-        return f"{UNCERTAIN} (position std {ev.position_std:.3g} > {c['max_position_std']})"
+        return Failure(UNCERTAIN, f"position std {ev.position_std:.3g} > {c['max_position_std']}")
     if c.get("max_relative_position_std") is not None and not ev.relative_position_std <= c["max_relative_position_std"]:
-        return (f"{UNCERTAIN} (position std {ev.relative_position_std:.3g} of the depth "
-                f"> {c['max_relative_position_std']})")
+        return Failure(UNCERTAIN, f"position std {ev.relative_position_std:.3g} of the depth "
+                                  f"> {c['max_relative_position_std']}")
     return None

@@ -25,6 +25,7 @@ from .map_accuracy import map_accuracy
 from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
                          PoseEvidence, inlier_refusal, pose_evidence, refusal)
 from .matching import mutual_nearest_neighbours
+from ..reasons import Failure, Reason
 from ..retrieval.retriever import GlobalIndexError, NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
 
@@ -64,11 +65,10 @@ default_conf = {
     "seed": 0,
 }
 
-# Failure reasons, stable strings that diagnostics and evaluation count.
-NO_FEATURES = "no keypoints in the image"
-NO_RETRIEVAL = "retrieval found no map image"
-TOO_FEW_MATCHES = "too few 2D-3D matches"
-PNP_FAILED = "RANSAC found no pose"
+NO_FEATURES = Reason.NO_FEATURES
+NO_RETRIEVAL = Reason.NO_RETRIEVAL
+TOO_FEW_MATCHES = Reason.TOO_FEW_MATCHES
+PNP_FAILED = Reason.PNP_FAILED
 # Map images whose descriptors a localizer on a GPU keeps there (~0.5 MB each: 256 MB at most).
 MAX_ON_DEVICE = 512
 
@@ -76,7 +76,7 @@ MAX_ON_DEVICE = 512
 @dataclass
 class LocalizationResult:
     success: bool
-    reason: str | None
+    reason: Failure | None
     T_map_camera: np.ndarray | None = None
     covariance: np.ndarray | None = None
     num_inliers: int = 0
@@ -231,7 +231,7 @@ class Localizer:
             kp_idx, pids = self._matches(q, cluster)
             timings["match"] += time.perf_counter() - t
             if len(kp_idx) < 4:
-                yield LocalizationResult(False, f"{TOO_FEW_MATCHES} ({len(kp_idx)})", num_matches=len(kp_idx),
+                yield LocalizationResult(False, Failure(TOO_FEW_MATCHES, str(len(kp_idx))), num_matches=len(kp_idx),
                                          retrieved=retrieved)
                 continue
             t = time.perf_counter()
@@ -251,7 +251,7 @@ class Localizer:
                         self.solver, self.conf["seed"],
                         find_rival=inlier_refusal(est.num_inliers, len(kp_idx), self.conf) is None)
             timings["pnp"] += time.perf_counter() - t
-            reason = PNP_FAILED if evidence is None else refusal(evidence, self.conf)
+            reason = Failure(PNP_FAILED) if evidence is None else refusal(evidence, self.conf)
             yield LocalizationResult(
                 reason is None, reason, est.T_map_camera if est else None, est.covariance if est else None,
                 est.num_inliers if est else 0, len(kp_idx), retrieved=retrieved, match_keypoints=kp_idx,
@@ -260,7 +260,7 @@ class Localizer:
     def localize_features(self, q: Features, camera: Camera) -> LocalizationResult:
         timings = dict(q.timings) if q.timings else {}
         if len(q) == 0:
-            return LocalizationResult(False, NO_FEATURES, features=q, timings=timings)
+            return LocalizationResult(False, Failure(NO_FEATURES), features=q, timings=timings)
         best: LocalizationResult | None = None
         for result in self.cluster_results(q, camera, timings):
             if best is None or result.num_inliers > best.num_inliers:
@@ -268,7 +268,7 @@ class Localizer:
             if result.success:
                 break
         if best is None:
-            return LocalizationResult(False, NO_RETRIEVAL, features=q, timings=timings)
+            return LocalizationResult(False, Failure(NO_RETRIEVAL), features=q, timings=timings)
         best.features, best.timings = q, timings
         return best
 
@@ -284,8 +284,8 @@ class Localizer:
         self.extractor(warm_up_image(camera.height, camera.width))
         return time.perf_counter() - t
 
-    def __call__(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
-        """Localize an image (any layout ``to_gray`` accepts) taken by ``camera``."""
+    def extract(self, image: np.ndarray, camera: Camera) -> Features:
+        """The query's features (any layout ``to_gray`` accepts), timed; the image must be ``camera``'s size."""
         gray = to_gray(image)
         if gray.shape != (camera.height, camera.width):
             raise ValueError(f"image is {gray.shape[1]}×{gray.shape[0]} but the camera is "
@@ -293,4 +293,8 @@ class Localizer:
         t = time.perf_counter()
         q = self.extractor(gray)
         q.timings = {"extract": time.perf_counter() - t}
-        return self.localize_features(q, camera)
+        return q
+
+    def __call__(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
+        """Localize an image (any layout ``to_gray`` accepts) taken by ``camera``."""
+        return self.localize_features(self.extract(image, camera), camera)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..geometry.camera import Camera, CameraError, camera_from_camera_info
 from ..geometry.pose import T_from_tq
+from ..reasons import Failure, Reason
 from .frames import Frame
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -129,7 +130,7 @@ def read_frames(path: str | Path, image_topic: str | None = None, camera_info_to
                 try:
                     infos[stamp_ns(msg.header)] = camera_from_camera_info(msg)
                 except CameraError as e:
-                    infos[stamp_ns(msg.header)] = f"bad camera_info: {e}"
+                    infos[stamp_ns(msg.header)] = Failure(Reason.BAD_CAMERA_INFO, str(e))
             else:
                 msg = typestore.deserialize_cdr(raw, conn.msgtype)
                 poses[stamp_ns(msg.header)] = _pose_T(msg, conn.msgtype)
@@ -146,7 +147,7 @@ def read_frames(path: str | Path, image_topic: str | None = None, camera_info_to
     frames = []
     for stamp, raw, msgtype in sorted(images, key=lambda x: x[0]):
         k = bisect.bisect_right(info_stamps, stamp)
-        info = infos[info_stamps[k - 1]] if k else "no camera_info at or before this image"
+        info = infos[info_stamps[k - 1]] if k else Failure(Reason.NO_CAMERA_INFO, "none at or before this image")
         camera, error = (info, None) if isinstance(info, Camera) else (None, info)
         T = None
         if len(pose_stamps):

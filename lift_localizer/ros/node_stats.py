@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..evaluation.metrics import reason_key
+from ..reasons import Reason, reason_of
 
 OK, WARN, ERROR = 0, 1, 2
 STAGES = ("decode", "extract", "retrieve", "match", "pnp", "total")
@@ -19,7 +19,7 @@ class NodeStats:
     def __init__(self, window: int = 100) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
-        self.reasons: Counter[str] = Counter()
+        self.reasons: Counter[Reason] = Counter()
         self.last_failure = ""
         self.map_status = "no map loaded"
         self.map_ok = False
@@ -32,9 +32,10 @@ class NodeStats:
             self.counts[what] += n
 
     def failure(self, reason: str, counter: str = "failed") -> None:
+        """``reason``: a ``Failure`` (or its text); counted by its ``Reason``, so the keys are a fixed set."""
         with self._lock:
             self.counts[counter] += 1
-            self.reasons[reason_key(reason)] += 1
+            self.reasons[reason_of(reason)] += 1
             self.last_failure = reason
 
     def set_map(self, ok: bool, status: str) -> None:
@@ -64,7 +65,7 @@ class NodeStats:
                       ("frames_skipped_no_camera_info", c["skipped_no_camera_info"]),
                       ("bad_messages", c["bad"]), ("last_failure", self.last_failure or "none")]
             values += [(f"jump_{k}", n) for k, n in jumps.items()]
-            values += [(f"failures: {r}", n) for r, n in self.reasons.most_common()]
+            values += [(f"failures: {r.value}", n) for r, n in self.reasons.most_common()]
             for stage, times in self._timings.items():
                 if times:
                     values.append((f"{stage}_ms_median", f"{1000 * np.median(times):.1f}"))
