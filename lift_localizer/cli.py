@@ -10,6 +10,7 @@ from . import __version__
 from .commands import Parser, add_lift_options, backend_error, deploy, feature_defaults, localize, maps, replay, train
 from .commands import positive_int as _positive_int
 from .evaluation import benchmark, feature_quality, node_benchmark
+from .features.image import MAX_IMAGE_SIDE
 
 
 def add_extract(sub) -> None:
@@ -26,6 +27,8 @@ def add_extract(sub) -> None:
                    help="HDF5 file to write; an existing file is appended to, and groups of the "
                         "same images are replaced")
     add_lift_options(p, "keep the N keypoints with the highest detector score")
+    p.add_argument("--max-image-side", type=_positive_int, default=MAX_IMAGE_SIDE, metavar="PX",
+                   help="refuse an image whose longer side exceeds PX, read from its header before decoding")
     p.set_defaults(func=run_extract)
 
 
@@ -59,7 +62,7 @@ def run_extract(args: argparse.Namespace) -> int:
     with out:
         for path in tqdm(args.images, desc="extract", unit="image", file=sys.stderr):
             try:
-                gray = read_image(path)
+                gray = read_image(path, args.max_image_side)
             except ImageError as e:
                 tqdm.write(f"error: {e}", file=sys.stderr)
                 failed.append(path)

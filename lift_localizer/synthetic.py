@@ -133,7 +133,8 @@ def warm_up_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width), np.float32)
     for sigma in (1.0, 2.0, 4.0, 8.0, 16.0):
-        image += cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), sigma) * sigma
+        # float32 from the start: a float64 draw at a large camera size is gigabytes on its own.
+        image += cv2.GaussianBlur(rng.standard_normal((height, width), dtype=np.float32), (0, 0), sigma) * sigma
     image -= image.min()
     return image * np.float32(255.0 / max(float(image.max()), 1e-6))
 

@@ -72,11 +72,25 @@ def test_extract_reports_bad_files_and_keeps_going(images, tmp_path, capsys):
     assert main(["extract", *args, "--output", str(out), "--max-keypoints", "30"]) == 1
     err = capsys.readouterr().err
     assert f"error: {missing}: no such file" in err
-    assert f"error: {images['text']}: not an image" in err
+    assert f"error: {images['text']}: could not be decoded: not an image" in err
     assert f"error: {images['empty']}: empty file" in err
     assert f"error: {tmp_path}: is a directory" in err
     assert "failed: 4 image(s)" in err
     assert sorted(list_images(out)) == sorted(str(images[k]).lstrip("/") for k in ("grey", "colour"))
+
+
+def test_extract_refuses_an_oversized_image_from_its_header(images, tmp_path, capsys, monkeypatch):
+    from test_ros_convert import png_claiming
+
+    (big := tmp_path / "big.png").write_bytes(png_claiming(12000, 100))
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))
+    out = tmp_path / "features.h5"
+    assert main(["extract", str(big), str(images["grey"]), "--output", str(out), "--max-keypoints", "30"]) == 1
+    assert f"error: {big}: image is 12000×100, larger than 8192 pixels a side" in capsys.readouterr().err
+    assert len(decoded) == 1 and list_images(out) == [str(images["grey"]).lstrip("/")]
+    assert main(["extract", str(big), "--output", str(out), "--max-image-side", "12000", "--max-keypoints", "30"]) == 0
 
 
 def test_extract_replaces_groups_on_rerun(images, tmp_path):

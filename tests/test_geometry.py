@@ -191,3 +191,20 @@ def test_two_view_tracks_are_kept():
     assert triangulate(["a", "b"], [cam] * 2, poses, kps, {(0, 1): ident}).num_points == 40
     assert triangulate(["a", "b"], [cam] * 2, poses, kps, {(0, 1): ident},
                        {"ignore_two_view_tracks": True}).num_points == 0
+
+
+@pytest.mark.parametrize("model,count,ok", [("plumb_bob", 5, True), ("plumb_bob", 3, False), ("plumb_bob", 8, False),
+                                            ("rational_polynomial", 8, True), ("rational_polynomial", 5, False),
+                                            ("", 4, True), ("", 3, False), ("plumb_bob", 0, True)])
+def test_camera_info_with_a_wrong_number_of_distortion_coefficients_is_refused(model, count, ok):
+    import types
+
+    from lift_localizer.geometry.camera import CameraError, camera_from_camera_info
+
+    msg = types.SimpleNamespace(width=640, height=480, k=[500.0, 0, 320, 0, 500.0, 240, 0, 0, 1],
+                                distortion_model=model, d=[0.01] * count)
+    if ok:
+        assert len(camera_from_camera_info(msg).dist) == count
+    else:
+        with pytest.raises(CameraError, match=f"{count} coefficients"):
+            camera_from_camera_info(msg)

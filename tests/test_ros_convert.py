@@ -155,3 +155,45 @@ def test_decode_image_refuses_what_it_cannot_read():
     with pytest.raises(ImageError, match="could not be decoded"):
         decode_image(types.SimpleNamespace(format="jpeg", data=b"not a jpeg"), compressed=True)
     np.testing.assert_array_equal(decode_image(types.SimpleNamespace(**make_image_fields(a, "rgb8"))), a[:, :, ::-1])
+
+
+def png_claiming(width: int, height: int, rows: int | None = None) -> bytes:
+    """A grey PNG of ``width`` × ``height`` zeros, compressed as it streams (a few hundred kB for
+    20000²); with ``rows``, its pixel data stops after that many rows (the header still claims all)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    z, row, parts = zlib.compressobj(9), b"\0" * (width + 1), []
+    for _ in range(height if rows is None else rows):
+        parts.append(z.compress(row))
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def test_an_oversized_image_is_refused_from_its_header_before_decoding(monkeypatch):
+    from lift_localizer.ros.convert import decode_image
+
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))
+    bomb = png_claiming(20000, 20000, rows=64)
+    with pytest.raises(ImageError, match="400000000 pixels"):
+        decode_image(types.SimpleNamespace(format="png", data=bomb), compressed=True)
+    bomb = png_claiming(9000, 100, rows=8)
+    with pytest.raises(ImageError, match="9000×100, larger than 8192"):
+        decode_image(types.SimpleNamespace(format="png", data=bomb), compressed=True)
+    assert not decoded, "the pixels were decoded before the size was checked"
+    # A raw image is refused from its width and height, before any conversion.
+    m = types.SimpleNamespace(height=9000, width=10, encoding="mono8", is_bigendian=0, step=10, data=b"\0" * 90000)
+    with pytest.raises(ImageError, match="larger than 8192"):
+        decode_image(m)
+    # Below the bound it decodes; the bound is the caller's.
+    small = png_claiming(300, 200)
+    assert decode_image(types.SimpleNamespace(format="png", data=small), compressed=True).shape == (200, 300)
+    with pytest.raises(ImageError, match="300×200, larger than 256"):
+        decode_image(types.SimpleNamespace(format="png", data=small), compressed=True, max_side=256)
+    assert len(decoded) == 1

@@ -11,6 +11,11 @@ import cv2
 import numpy as np
 
 
+# Distortion coefficient counts OpenCV reads, and those each CameraInfo model names.
+OPENCV_COUNTS = (4, 5, 8, 12, 14)
+DISTORTION_COUNTS = {"plumb_bob": (5,), "rational_polynomial": (8,)}
+
+
 class CameraError(ValueError):
     """Camera parameters that cannot describe a real camera."""
 
@@ -35,6 +40,8 @@ class Camera:
             raise CameraError(f"camera matrix has no positive focal length: K = {K.tolist()}")
         if not np.all(np.isfinite(dist)):
             raise CameraError("distortion coefficients are not finite")
+        if np.any(dist != 0) and len(dist) not in OPENCV_COUNTS:
+            raise CameraError(f"{len(dist)} distortion coefficients (OpenCV reads {', '.join(map(str, OPENCV_COUNTS))})")
 
     @property
     def has_distortion(self) -> bool:
@@ -89,4 +96,9 @@ def camera_from_camera_info(msg) -> Camera:
     dist = np.asarray(msg.d, np.float64).ravel()
     if model not in ("", "plumb_bob", "rational_polynomial") and np.any(dist != 0):
         raise CameraError(f"unsupported distortion model {model!r} (need plumb_bob or rational_polynomial)")
+    # Checked here, not at the first frame: OpenCV would refuse another count on every image.
+    counts = DISTORTION_COUNTS.get(model, OPENCV_COUNTS)
+    if np.any(dist != 0) and len(dist) not in counts:
+        raise CameraError(f"distortion model {model or '(none)'!r} with {len(dist)} coefficients "
+                          f"(need {' or '.join(map(str, counts))})")
     return Camera(int(msg.width), int(msg.height), K, dist)

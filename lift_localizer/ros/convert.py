@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..features.image import ImageError
+from ..features.image import MAX_IMAGE_SIDE, ImageError, check_size, decode
 
 # encoding → (channels, dtype)
 ENCODINGS: dict[str, tuple[int, type]] = {
@@ -40,17 +40,17 @@ def _bytes(data) -> np.ndarray:
     return np.asarray(data, np.uint8).ravel()   # array.array('B') or a list
 
 
-def image_from_msg(msg) -> np.ndarray:
+def image_from_msg(msg, max_side: int | None = MAX_IMAGE_SIDE) -> np.ndarray:
     """sensor_msgs/Image → array in the message's own layout (H×W, H×W×C; uint8 or uint16).
-    Raises ImageError naming the problem (unknown encoding, empty, step or data too short)."""
+    Raises ImageError naming the problem (unknown encoding, empty, a side over ``max_side``, step
+    or data too short)."""
     encoding = str(msg.encoding)
     if encoding not in ENCODINGS:
         raise ImageError(f"unsupported image encoding {encoding!r} (supported: {', '.join(ENCODINGS)})")
     channels, dtype = ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     itemsize = np.dtype(dtype).itemsize
-    if h <= 0 or w <= 0:
-        raise ImageError(f"empty image ({w}×{h})")
+    check_size(w, h, max_side)
     row = w * channels * itemsize
     if step < row:
         raise ImageError(f"step {step} is smaller than width × bytes per pixel = {row} ({encoding})")
@@ -64,21 +64,23 @@ def image_from_msg(msg) -> np.ndarray:
     return image[:, :, 0] if channels == 1 else image
 
 
-def image_to_bgr_or_gray(msg) -> np.ndarray:
+def image_to_bgr_or_gray(msg, max_side: int | None = MAX_IMAGE_SIDE) -> np.ndarray:
     """sensor_msgs/Image → H×W grey (mono8/16) or H×W×3 BGR (every colour, YUV and Bayer encoding)."""
-    image = image_from_msg(msg)
+    image = image_from_msg(msg, max_side)
     code = _TO_BGR.get(str(msg.encoding))
     return cv2.cvtColor(image, code) if code is not None else image
 
 
-def compressed_image_from_msg(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, …) → H×W grey or H×W×3 BGR (or 16-bit PNG as is)."""
+def compressed_image_from_msg(msg, max_side: int | None = MAX_IMAGE_SIDE) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG, PNG, …) → H×W grey or H×W×3 BGR (or 16-bit PNG as is).
+    The size the header declares is checked against ``max_side`` before decoding."""
     data = _bytes(msg.data)
     if data.size == 0:
         raise ImageError(f"empty compressed image (format {msg.format!r})")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageError(f"compressed image (format {msg.format!r}, {data.size} bytes) could not be decoded")
+    try:
+        image = decode(data, max_side)
+    except ImageError as e:
+        raise ImageError(f"compressed image (format {msg.format!r}): {e}") from None
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
@@ -106,24 +108,24 @@ _BRIDGE, _BRIDGE_ERROR = _cv_bridge()
 CONVERTER = "cv_bridge" if _BRIDGE is not None else "lift_localizer.ros.convert"
 
 
-def decode_image(msg, compressed: bool = False) -> np.ndarray:
+def decode_image(msg, compressed: bool = False, max_side: int | None = MAX_IMAGE_SIDE) -> np.ndarray:
     """Image or CompressedImage message → H×W grey or H×W×3 BGR, with cv_bridge where it is installed
-    and this module's conversion (the same arrays) where it is not. Raises ImageError."""
+    and this module's conversion (the same arrays) where it is not. Raises ImageError, also for a
+    side over ``max_side`` (checked before any conversion or decoding)."""
+    # cv_bridge's compressed path is cv2.imdecode of whatever size the header claims: ours checks it first.
+    if compressed:
+        return compressed_image_from_msg(msg, max_side)
     if _BRIDGE is None:
-        return compressed_image_from_msg(msg) if compressed else image_to_bgr_or_gray(msg)
-    if not compressed and str(msg.encoding) not in ENCODINGS:
+        return image_to_bgr_or_gray(msg, max_side)
+    if str(msg.encoding) not in ENCODINGS:
         raise ImageError(f"unsupported image encoding {str(msg.encoding)!r} (supported: {', '.join(ENCODINGS)})")
+    check_size(int(msg.width), int(msg.height), max_side)
     try:
-        if compressed:
-            image = _BRIDGE.compressed_imgmsg_to_cv2(msg, "passthrough")
-        else:
-            image = _BRIDGE.imgmsg_to_cv2(msg, "passthrough")
+        image = _BRIDGE.imgmsg_to_cv2(msg, "passthrough")
     except (_BRIDGE_ERROR, TypeError, ValueError, cv2.error):
         # cv_bridge knows fewer encoding names (uyvy, yuyv) and says less about broken messages.
-        return compressed_image_from_msg(msg) if compressed else image_to_bgr_or_gray(msg)
+        return image_to_bgr_or_gray(msg, max_side)
     if image is None or image.size == 0:
         raise ImageError("empty image")
-    if compressed:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.ndim == 3 and image.shape[2] == 4 else image
     code = _TO_BGR.get(str(msg.encoding))
     return cv2.cvtColor(image, code) if code is not None else image
