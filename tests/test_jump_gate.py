@@ -150,7 +150,10 @@ class FakeLocalizer:
         self.conf: dict = {}
         self.T_map_camera = np.eye(4)
 
-    def __call__(self, image, camera):
+    def extract(self, image, camera):
+        return None
+
+    def localize_features(self, features, camera):
         from lift_localizer.localization.localizer import LocalizationResult
 
         return LocalizationResult(True, None, T_map_camera=self.T_map_camera.copy(), covariance=np.eye(6) * 1e-4)

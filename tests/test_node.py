@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -172,9 +173,67 @@ def test_malformed_images_are_skipped_and_said(running, scene, broken, why):
         setattr(msg, k, v)
     send_and_wait(running, msg, "bad_messages")
     send_and_wait(running, msg, "bad_messages")
-    wait_for(lambda: why in node.output(), 5, f"the log to say {why!r}", node)
-    assert node.output().count(why) == 1, "each cause is logged once, then throttled"
     assert node.alive() and why in diagnostics_values(diagnostics[-1])["last_failure"]
+    wait_for(lambda: "image skipped: unreadable image" in node.output(), 5, "the log line", node)
+
+
+def peak_memory_mb(node) -> float:
+    """The node process's peak resident memory (VmHWM), MB."""
+    status = Path(f"/proc/{node.proc.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+
+
+def test_bad_images_are_counted_by_reason_and_logged_once_whatever_their_numbers(running, scene):
+    node, client, pubs, poses, keypoints, diagnostics = running
+    _, cam, query = scene
+    logged = node.output().count("image skipped")
+    for n in range(20):
+        msg = image_msg(query[0][0], 4 * 10**11 + n)
+        msg.data = b"\x00" * (100 + n)
+        send_and_wait(running, msg, "bad_messages")
+    values = diagnostics_values(diagnostics[-1])
+    assert "image data has 119 bytes" in values["last_failure"]
+    failure_keys = [k for k in values if k.startswith("failures:")]
+    assert "failures: unreadable image" in failure_keys and len(failure_keys) <= 3, failure_keys
+    # One line per cause per LOG_REPEAT_S (30 s), however many distinct messages: at most one more.
+    assert node.output().count("image skipped") <= logged + 1
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"width": 20000, "height": 20000}, "larger than max_image_side = 8192"),
+    ({"d": [0.01, 0.0, 0.0]}, "'plumb_bob' with 3 coefficients"),
+])
+def test_camera_info_refusals_say_why_and_allocate_nothing(running, scene, change, why):
+    node, client, pubs, poses, keypoints, diagnostics = running
+    _, cam, query = scene
+    msg = camera_info(cam)
+    for k, v in change.items():
+        setattr(msg, k, v)
+    before = int(diagnostics_values(diagnostics[-1])["bad_messages"])
+    pubs["info"].publish(msg)
+    wait_for(lambda: int(diagnostics_values(diagnostics[-1])["bad_messages"]) > before, 10, "the refusal", node)
+    values = diagnostics_values(diagnostics[-1])
+    assert why in values["last_failure"] and "failures: camera_info refused" in values, values
+    # Logged (once per cause every 30 s: the first of the two cases says it).
+    wait_for(lambda: "camera_info refused (" in node.output(), 5, "the log line", node)
+    # The camera it had stays: its frames are still localized.
+    send_and_wait(running, image_msg(query[0][0], 12 * 10**11 + len(why)))
+    time.sleep(2)   # a warm-up at a claimed size would be under way by now
+    assert node.alive() and peak_memory_mb(node) < 2000
+
+
+def test_alternating_camera_sizes_warm_up_each_size_once(running, scene):
+    node, client, pubs, poses, keypoints, diagnostics = running
+    _, cam, query = scene
+    small = Camera(160, 120, np.diag([cam.K[0, 0] / 2, cam.K[1, 1] / 2, 1.0]) + np.array([[0, 0, 80], [0, 0, 60], [0, 0, 0]]))
+    for _ in range(3):
+        for c in (small, cam):
+            taken = node.output().count(f"camera {c.width}×{c.height},")
+            pubs["info"].publish(camera_info(c))
+            wait_for(lambda c=c, n=taken: node.output().count(f"camera {c.width}×{c.height},") > n, 10,
+                     f"camera {c.width}×{c.height} to be taken", node)
+            time.sleep(1.0)   # the worker looks for a new size at least every 0.5 s
+    assert node.output().count("warmed up at 160×120") == 1, node.output()[-3000:]
 
 
 def test_wrong_size_image_is_refused(running, scene):

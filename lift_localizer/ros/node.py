@@ -16,6 +16,7 @@ node: each problem is logged once per cause (again at most every ``LOG_REPEAT_S`
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -35,16 +36,16 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from ..evaluation.metrics import reason_key
 from ..features.image import ImageError
 from ..geometry.camera import CameraError, camera_from_camera_info
+from ..reasons import Failure, Reason, reason_of
 from . import messages
 from .convert import CONVERTER, decode_image
 from .frame_gate import FrameGate
 from .frame_slot import FrameSlot
 from .jump_gate import JumpGate, Verdict
 from .node_stats import NodeStats
-from .params import BY_NAME, PARAMS, check, jump_limits, localizer_conf
+from .params import BY_NAME, MAX_WARM_UP_SIZES, PARAMS, check, jump_limits, localizer_conf
 from .transforms import decide_broadcast, known_frames, tf_parents
 
 try:
@@ -80,10 +81,7 @@ def _guarded(callback):
         try:
             return callback(self, *args)
         except Exception as e:   # noqa: BLE001 — one bad message must not end the node
-            self.stats.failure(f"internal error: {type(e).__name__}: {e}", counter="bad")
-            self._log_cause(f"internal {callback.__name__} {type(e).__name__}",
-                            f"message skipped after an internal error in {callback.__name__}: {type(e).__name__}: {e}",
-                            error=True)
+            self._internal_error(f"in {callback.__name__}", e)
     return run
 
 
@@ -112,7 +110,8 @@ class LocalizerNode(Node):
         self._camera = None
         self._camera_msg = None
         self._localizer = None
-        self._warmed = None   # (width, height) the loaded localizer was warmed up at
+        self._warmed: set[tuple[int, int]] = set()   # (width, height) the loaded localizer was warmed up at
+        self._destroyed = False
         self._reload = threading.Event()
         self._reload.set()
         self.gate = FrameGate()
@@ -198,13 +197,19 @@ class LocalizerNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         last = self._camera_msg
         if last is not None and np.array_equal(msg.k, last.k) and np.array_equal(msg.d, last.d) \
-                and (msg.width, msg.height) == (last.width, last.height):
+                and (msg.width, msg.height) == (last.width, last.height) \
+                and msg.distortion_model == last.distortion_model:
             return
         try:
+            max_side = self.params["max_image_side"]
+            if max(msg.width, msg.height) > max_side:
+                raise CameraError(f"camera size {msg.width}×{msg.height} is larger than max_image_side = {max_side}")
             camera = camera_from_camera_info(msg)
         except (CameraError, ValueError, TypeError) as e:
-            self.stats.count("bad")
-            self._log_cause("camera_info", f"camera_info refused: {e}")
+            failure = Failure(Reason.BAD_CAMERA_INFO, str(e))
+            self.stats.failure(failure, counter="bad")
+            self._log_cause(Reason.BAD_CAMERA_INFO, f"{failure}; the last accepted camera_info stays in use"
+                            if self._camera is not None else str(failure))
             return
         with self._lock:
             self._camera, self._camera_msg = camera, msg
@@ -232,44 +237,52 @@ class LocalizerNode(Node):
 
     # --- worker thread ---------------------------------------------------------------------
     def _work(self) -> None:
+        """Until the slot closes; each stage ends before the next looks at ``slot.closed``, so that
+        shutdown waits for at most one stage and never finalises Python under a running network."""
         while not self.slot.closed:
-            if self._reload.is_set():
-                self._load_map()
-            self._warm_up()
-            item = self.slot.take(timeout=0.5)
-            if item is None:
-                continue
             try:
-                self._process(*item)
-            except Exception as e:   # noqa: BLE001 — one bad frame must not end the node
-                self.stats.failure(f"internal error: {type(e).__name__}: {e}", counter="bad")
-                self._log_cause(f"internal {type(e).__name__}", f"frame skipped after an internal error: "
-                                f"{type(e).__name__}: {e}", error=True)
+                if self._reload.is_set():
+                    self._load_map()
+                if not self.slot.closed:
+                    self._warm_up()
+                item = self.slot.take(timeout=0.5)
+                if item is not None and not self.slot.closed:
+                    self._process(*item)
+            except Exception as e:   # noqa: BLE001 — nothing may end the worker: the node would serve no frame again
+                if self.slot.closed or not self.context.ok():
+                    return   # shutting down: the context may be gone under a publish
+                self._internal_error("in the worker", e)
+
+    def _internal_error(self, where: str, e: Exception) -> None:
+        failure = Failure(Reason.INTERNAL_ERROR, f"{where}: {type(e).__name__}: {e}")
+        self.stats.failure(failure, counter="bad")
+        self._log_cause(f"internal {where} {type(e).__name__}", f"skipped after an {failure}", error=True)
 
     def _load_map(self) -> None:
         from ..localization.localizer import Localizer
         from ..mapping.io import MapError, load_map
 
         self._reload.clear()
-        self._warmed = None   # a new localizer (or none) has not been warmed up
+        self._warmed = set()   # a new localizer (or none) has not been warmed up
         with self._lock:
             values = dict(self.params)
         path = values["map_path"]
         if not path:
             self._localizer = None
             self.stats.set_map(False, "no map: set the map_path parameter")
-            self._log_cause("map", "no map: set the map_path parameter", error=True)
+            self._log_cause(Reason.NO_MAP, "no map: set the map_path parameter", error=True)
             return
         self.stats.set_map(False, f"loading {path}")
         t = time.perf_counter()
         try:
             localizer = Localizer(load_map(Path(path).expanduser(), values["features"] or None),
                                   localizer_conf(values))
-        except (MapError, OSError, ValueError, RuntimeError) as e:
+        except Exception as e:   # noqa: BLE001 — a map, whatever is wrong with it, must not end the worker
+            why = str(e) if isinstance(e, (MapError, OSError)) else f"{type(e).__name__}: {e}"
             self._localizer = None
-            self.stats.set_map(False, f"map not loaded: {e}")
-            self._log_cause("map", f"map not loaded (fix map_path or the map; the node retries on a parameter "
-                                   f"change): {e}", error=True)
+            self.stats.set_map(False, f"map not loaded: {why}")
+            self._log_cause(Reason.NO_MAP, f"map not loaded (fix map_path or the map; the node retries on a "
+                                           f"parameter change): {why}", error=True)
             return
         self._localizer = localizer
         m = localizer.map
@@ -285,10 +298,14 @@ class LocalizerNode(Node):
         if not wanted or camera is None or localizer is None:
             return
         key = (camera.width, camera.height)
-        if self._warmed == key:
+        if key in self._warmed:
             return
-        self._warmed = key
         size = f"{camera.width}×{camera.height}"
+        if len(self._warmed) >= MAX_WARM_UP_SIZES:
+            self._log_once("warm-up sizes", f"camera_info changed size {len(self._warmed)} times: {size} and later "
+                           "sizes are not warmed up (their first frame pays for the set-up)")
+            return
+        self._warmed.add(key)
         self.stats.set_warm_up(f"running at {size}")
         try:
             seconds = localizer.warm_up(camera)
@@ -302,29 +319,36 @@ class LocalizerNode(Node):
     def _process(self, msg, compressed: bool, received: float, ticket: int) -> None:
         t0 = time.perf_counter()
         try:
-            image = decode_image(msg, compressed)
+            image = decode_image(msg, compressed, self.params["max_image_side"])
         except ImageError as e:
-            self.stats.failure(f"bad image: {e}", counter="bad")
-            self._log_cause(f"image {e}", f"image skipped: {e}")
+            failure = Failure(Reason.BAD_IMAGE, str(e))
+            self.stats.failure(failure, counter="bad")
+            self._log_cause(Reason.BAD_IMAGE, f"image skipped: {failure}")
             return
         decode_s = time.perf_counter() - t0
         with self._lock:
             camera, localizer = self._camera, self._localizer
         if localizer is None:
-            self.stats.failure(f"no map ({self.stats.map_status})", counter="skipped_no_map")
+            self.stats.failure(Failure(Reason.NO_MAP, self.stats.map_status), counter="skipped_no_map")
             return
         if camera is None:
-            self.stats.failure("no camera_info received yet", counter="skipped_no_camera_info")
-            self._log_cause("no camera_info", f"waiting for camera_info on {self.resolve_topic_name('camera_info')}; "
-                                              "images are skipped until it arrives")
+            self.stats.failure(Failure(Reason.NO_CAMERA_INFO, "none received yet"), counter="skipped_no_camera_info")
+            self._log_cause(Reason.NO_CAMERA_INFO, f"waiting for camera_info on "
+                            f"{self.resolve_topic_name('camera_info')}; images are skipped until it arrives")
             return
         if image.shape[:2] != (camera.height, camera.width):
-            reason = f"image is {image.shape[1]}×{image.shape[0]}, camera_info says {camera.width}×{camera.height}"
-            self.stats.failure(reason, counter="bad")
-            self._log_cause("size mismatch", f"image skipped: {reason}")
+            failure = Failure(Reason.IMAGE_SIZE, f"image is {image.shape[1]}×{image.shape[0]}, "
+                                                 f"camera_info says {camera.width}×{camera.height}")
+            self.stats.failure(failure, counter="bad")
+            self._log_cause(Reason.IMAGE_SIZE, f"image skipped: {failure}")
             return
         relocalize = self.gate.starting(ticket)
-        result = localizer(image, camera)
+        features = localizer.extract(image, camera)
+        if self.slot.closed:
+            return
+        result = localizer.localize_features(features, camera)
+        if self.slot.closed:
+            return
         self.stats.count("processed")
         header = msg.header
         if self.keypoints_pub is not None and self.keypoints_pub.get_subscription_count() > 0 and result.features:
@@ -338,7 +362,7 @@ class LocalizerNode(Node):
                 self._broadcast(result.T_map_camera, header, odom)
         else:
             self.stats.failure(result.reason)
-            self._log_cause(f"failure {reason_key(result.reason)}", f"not localized: {result.reason}")
+            self._log_cause(reason_of(result.reason), f"not localized: {result.reason}")
         if relocalize:
             self.get_logger().info(f"relocalized: {'ok' if result.success else result.reason}")
         timings = {"decode": decode_s, **result.timings, "total": time.perf_counter() - t0}
@@ -409,6 +433,7 @@ class LocalizerNode(Node):
         self.tf_broadcaster.sendTransform(messages.transform_msg(T, parent, child, header.stamp))
 
     # --- diagnostics and logging ------------------------------------------------------------
+    @_guarded
     def _publish_diagnostics(self) -> None:
         level, message, values = self.stats.report(self.slot.dropped, self.jump_gate.counts)
         status = DiagnosticStatus(level=bytes([level]), name="lift_localizer: localization", message=message,
@@ -437,8 +462,15 @@ class LocalizerNode(Node):
             self.get_logger().warning(text)
 
     def destroy_node(self) -> None:
+        """Stop the worker after its current stage, then destroy the node; calling it again does nothing."""
+        if self._destroyed:
+            return
+        self._destroyed = True
         self.slot.close()
-        self._worker.join(timeout=5.0)
+        # No timeout: Python finalised under a running network aborts the process. A stage is one
+        # frame or one warm-up; a second Ctrl-C interrupts the wait.
+        while self._worker.is_alive():
+            self._worker.join(timeout=1.0)
         super().destroy_node()
 
 
@@ -450,9 +482,13 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        try:
+            node.destroy_node()
+        except KeyboardInterrupt:
+            # A second Ctrl-C while the worker ends its stage: leave at once. Unwinding would
+            # finalise Python under the running network, which aborts the process.
+            os._exit(130)
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

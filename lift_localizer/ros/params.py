@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backends import BACKEND_NAMES, BACKENDS, unavailable
+from ..features.image import MAX_IMAGE_SIDE
 from ..features.lift import PRESETS
 from ..localization.localizer import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
@@ -29,6 +30,9 @@ class Param:
 
 
 _L = localizer_defaults
+# Camera sizes warmed up per map: a camera_info stream alternating sizes would otherwise stall the
+# worker for a warm-up at every change.
+MAX_WARM_UP_SIZES = 4
 PARAMS: tuple[Param, ...] = (
     Param("map_path", "", "map directory written by `lift-localizer build-map`; empty: wait for one", reload=True),
     Param("features", "", "which of the map's feature sets (lift, sift); empty: the map's own", reload=True),
@@ -79,8 +83,11 @@ PARAMS: tuple[Param, ...] = (
     Param("jump_hold_timeout_s", 5.0, "a held jump that no frame confirms within this many seconds (image stamps) "
           "is forgotten", low=0.1, high=3600.0),
     Param("max_rate_hz", 0.0, "most images localized per second; 0: as many as the CPU/GPU allows", low=0.0, high=1000.0),
+    Param("max_image_side", MAX_IMAGE_SIDE, "camera_info and images with a longer side are refused, an image's "
+          "from its header before decoding (memory stays bounded whatever a message claims)", low=16, high=65536),
     Param("warm_up", True, "extract once from a synthetic image when the map or the camera size changes, so the "
-          "first frame does not wait for one-off set-up (GPU: DET route measurement, CUDA graph capture)"),
+          "first frame does not wait for one-off set-up (GPU: DET route measurement, CUDA graph capture); "
+          f"each size at most once per map, at most {MAX_WARM_UP_SIZES} sizes"),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics", low=0.05, high=3600.0, read_only=True),
 )
 BY_NAME = {p.name: p for p in PARAMS}
