@@ -49,7 +49,8 @@ def _open(path: str | Path):
         reader = Reader(path)
         reader.open()
     except Exception as e:  # rosbags raises its own errors, sqlite3 and yaml ones: all mean "not a bag"
-        raise BagError(f"{path}: not a readable rosbag2 ({type(e).__name__}: {e})") from None
+        # One line: YAML's errors span several (the line, a caret, the position).
+        raise BagError(f"{path}: not a readable rosbag2 ({type(e).__name__}: {' '.join(str(e).split())})") from None
     return reader
 
 
