@@ -145,6 +145,7 @@ def test_play_delivers_every_message_unchanged(small, played):
     _, frames = small
     proc, received, _ = played
     assert proc.returncode == 0, proc.stderr
+    assert "DDS teardown" not in proc.stderr  # torn down in order, in time, without an error
     assert {t: len(v) for t, v in received.items()} == {
         "/camera/image_raw": N_FRAMES, "/camera/camera_info": N_FRAMES, "/ground_truth/pose": N_FRAMES}
     for f, (_, img), (_, info), (_, pose) in zip(frames, received["/camera/image_raw"], received["/camera/camera_info"],
@@ -300,6 +301,33 @@ def test_corruption_found_while_playing_exits_2(small, tmp_path):
     proc = cli("play", tmp_path / "bag", "--rate", 1000, "--start-delay", 0)
     assert proc.returncode == 2
     assert "corrupt or truncated bag" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Fast DDS's TCP transport can deadlock while the participant is torn down; here the same step
+# blocks for good, as it then does, by a patch in the player's process.
+STUCK_TEARDOWN = """
+import sys, threading
+import rclpy.context
+rclpy.context.Context.try_shutdown = lambda self: threading.Event().wait()
+from lift_localizer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_play_exits_with_its_summary_when_dds_teardown_deadlocks(small):
+    root, _ = small
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_TEARDOWN, "play", str(root / "bag"), "--rate", "50",
+                             "--start-delay", "0"], env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"play hung in a deadlocked DDS teardown\n{stdout[-1000:]}\n{stderr[-1000:]}")
+    assert proc.returncode == 0, stderr
+    assert "played 24 messages" in stdout
+    assert "warning: DDS teardown did not finish within 10 s" in stderr and "Traceback" not in stderr
 
 
 def test_play_and_record_refuse_bad_requests(small, tmp_path, capsys):

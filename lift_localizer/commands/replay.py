@@ -31,7 +31,10 @@ def add(sub) -> None:
                     "Uses Fast DDS's LARGE_DATA transports unless FASTDDS_BUILTIN_TRANSPORTS is set. "
                     "With --record-out, records topics (e.g. the localizer's /pose and /keypoints) from before "
                     "the first message until --record-grace seconds after the last. Exit code 2 for a missing, "
-                    "corrupt or truncated bag.")
+                    "corrupt or truncated bag. Topics whose type is not a message of an installed ROS interface "
+                    "package are skipped with a warning (nothing named by a bag is imported otherwise). If DDS "
+                    "does not shut down within 10 s (a Fast DDS transport deadlock), play says so and exits "
+                    "anyway.")
     p.add_argument("bag", type=Path, metavar="BAG", help="bag folder (or its .db3/.mcap file)")
     p.add_argument("--rate", "-r", type=positive_float, default=1.0, metavar="R",
                    help="speed factor (default %(default)s)")
@@ -160,6 +163,12 @@ def run_play(args: argparse.Namespace) -> int:
         log(f"warning: a reliable subscriber had not acknowledged every message of {', '.join(result.unacked)}")
     if recorded is not None:
         _print_record(recorded)
+    if result.teardown_stuck:
+        # The stuck DDS thread holds locks that the interpreter's exit (Fast DDS's static
+        # destructors) would wait on again: leave now, the bag and any recording being complete.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

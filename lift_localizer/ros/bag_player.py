@@ -9,6 +9,13 @@ both definitions share survive a definition change.
 
 Images of ~1 MB and more: the player selects Fast DDS's LARGE_DATA transports (TCP + shared
 memory for data, UDP only for discovery) unless ``FASTDDS_BUILTIN_TRANSPORTS`` is set already.
+
+Teardown is explicit and bounded: the nodes (their publishers and subscriptions first), then the
+context's shutdown, then the context itself (where Fast DDS deletes the participant and closes its
+TCP channels) run on a thread of their own, in that order, once the bag is played and a recording
+is finished. Fast DDS's TCP transport can deadlock there (a channel thread that is never joined);
+rather than hang, ``run`` gives up after ``TEARDOWN_S`` and says so in ``PlayResult.teardown_stuck``,
+and the command then exits without the interpreter's own teardown (which would wait on it again).
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ from .bag_recorder import (
 from .interfaces import default_typestore, installed_type_hash, message_class, normalize
 
 TRANSPORTS_ENV = "FASTDDS_BUILTIN_TRANSPORTS"
+# A clean teardown takes well under a second (measured); one still running after this is stuck.
+TEARDOWN_S = 10.0
 
 # rclpy keeps numeric sequences as array.array with these type codes and fixed arrays as numpy.
 _TYPECODES = {"float": "f", "double": "d", "int8": "b", "uint8": "B", "int16": "h", "uint16": "H",
@@ -118,6 +127,7 @@ class PlayResult:
     loops: int = 0           # complete passes over the bag
     interrupted: bool = False
     unacked: list[str] = field(default_factory=list)  # topics a reliable subscriber had not acknowledged at the end
+    teardown_stuck: bool = False  # DDS teardown did not finish within TEARDOWN_S (left running)
 
     @property
     def achieved_rate(self) -> float | None:
@@ -315,10 +325,11 @@ class BagPlayer:
 
 
 def run(player: BagPlayer, stop: threading.Event, record: RecordRequest | None = None, record_grace: float = 1.0,
-        progress=None) -> tuple[PlayResult, RecordResult | None]:
+        progress=None, teardown_s: float = TEARDOWN_S) -> tuple[PlayResult, RecordResult | None]:
     """Play ``player``'s bag on a DDS participant of its own; with ``record``, record topics (the
     bag's own and, say, a node's replies to them) from before the first message until
-    ``record_grace`` seconds after the last."""
+    ``record_grace`` seconds after the last. DDS is torn down before returning, waiting at most
+    ``teardown_s`` seconds for it (see the module's docstring)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -327,14 +338,16 @@ def run(player: BagPlayer, stop: threading.Event, record: RecordRequest | None =
     use_large_data_transports()
     context = rclpy.Context()
     rclpy.init(context=context)
+    nodes, executor, result = [], None, None
     try:
-        player.create_publishers(rclpy.create_node("lift_localizer_player", context=context))
+        nodes.append(rclpy.create_node("lift_localizer_player", context=context))
+        player.create_publishers(nodes[0])
         recording = None
         if record is not None:
-            node = rclpy.create_node("lift_localizer_recorder", context=context)
+            nodes.append(rclpy.create_node("lift_localizer_recorder", context=context))
             executor = SingleThreadedExecutor(context=context)
-            executor.add_node(node)
-            recording = RecordingThread(node, executor, record)
+            executor.add_node(nodes[-1])
+            recording = RecordingThread(nodes[-1], executor, record)
         try:
             ours = [t for t in record.topics if t in player.topics] if record is not None else []
             if recording is not None:
@@ -348,7 +361,34 @@ def run(player: BagPlayer, stop: threading.Event, record: RecordRequest | None =
             recorded = recording.finish() if recording is not None else None
         return result, recorded
     finally:
-        context.try_shutdown()
+        finished = teardown(context, nodes, executor, teardown_s)
+        if not finished and result is not None:
+            result.teardown_stuck = True
+        if not finished:
+            print(f"warning: DDS teardown did not finish within {teardown_s:g} s (a Fast DDS transport "
+                  f"deadlock); left behind", file=sys.stderr)
+
+
+def teardown(context, nodes: list, executor=None, timeout_s: float = TEARDOWN_S) -> bool:
+    """Destroy ``nodes`` (each destroys its publishers and subscriptions before itself), the
+    executor, then shut ``context`` down and destroy it, on a daemon thread; True if that finished
+    within ``timeout_s``. Left to the garbage collector, the same steps would run at interpreter
+    exit in no set order, where a deadlock in them is a process that never ends."""
+    def work() -> None:
+        try:
+            if executor is not None:
+                executor.shutdown(timeout_sec=1.0)
+            for node in reversed(nodes):
+                node.destroy_node()
+            context.try_shutdown()
+            context.destroy()
+        except Exception as e:  # noqa: BLE001 -- a failed teardown must not hide the played result
+            print(f"warning: DDS teardown failed ({type(e).__name__}: {e})", file=sys.stderr)
+
+    thread = threading.Thread(target=work, name="dds-teardown", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
 
 
 def _wait_for_recorder(recorder: BagRecorder, topics: list[str], stop: threading.Event, timeout_s: float = 5.0) -> None:
