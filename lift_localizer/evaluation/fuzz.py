@@ -188,28 +188,31 @@ def _cli_outcome(group: str, case: str, argv: list[str], codes: tuple[int, ...],
     return Outcome(group, case, text, round(peak) if np.isfinite(peak) else -1, problem is None)
 
 
-def cli_cases(root: Path, good_map: Path, query: Path, max_mb: float) -> list[Outcome]:
+def cli_cases(root: Path, good_map: Path, query: Path, max_mb: float,
+              wanted: Callable[[str], bool] = lambda case: True) -> list[Outcome]:
     out = []
     images = root / "images"
     images.mkdir()
     (images / "bomb.png").write_bytes(png_claiming(20000, 20000))
     (images / "garbage.jpg").write_bytes(os.urandom(4000))
     (images / "empty.png").write_bytes(b"")
-    for name in ("bomb.png", "garbage.jpg", "empty.png"):
+    for name in filter(wanted, ("bomb.png", "garbage.jpg", "empty.png")):
         out.append(_cli_outcome("extract", name, ["extract", str(images / name), "--output", str(root / "f.h5")],
                                 (1,), max_mb))
-    for damage in MAP_DAMAGE:
+    for damage in filter(wanted, MAP_DAMAGE):
         m = damaged_map(good_map, root, damage)
         out.append(_cli_outcome("localize: map", damage, ["localize", "--map", str(m), "--bag", str(query),
                                                           "--output", str(root / "poses.txt")], (0, 2), max_mb))
-    for name, damage in BAG_DAMAGE.items():
+    for name in filter(wanted, BAG_DAMAGE):
+        damage = BAG_DAMAGE[name]
         bag = root / ("bag-" + "".join(c if c.isalnum() else "_" for c in name))
         shutil.copytree(query, bag)
         damage(bag)
         out.append(_cli_outcome("localize: bag", name, ["localize", "--map", str(good_map), "--bag", str(bag),
                                                         "--output", str(root / "poses.txt")], (2,), max_mb))
         out.append(_cli_outcome("play", name, ["play", str(bag), "--rate", "50"], (0, 2), max_mb))
-    out.append(_evil_type_bag(root, max_mb))
+    if wanted(EVIL_TYPE):
+        out.append(_evil_type_bag(root, max_mb))
     return out
 
 
@@ -223,6 +226,9 @@ BAG_DAMAGE: dict[str, Callable[[Path], None]] = {
     "storage file truncated": _truncate_db,
     "storage file garbage": lambda b: [p.write_bytes(os.urandom(4096)) for p in b.iterdir() if p.suffix in (".db3", ".mcap")],
 }
+
+
+EVIL_TYPE = "a topic type naming a package in the working directory"
 
 
 def _evil_type_bag(root: Path, max_mb: float) -> Outcome:
@@ -246,7 +252,7 @@ def _evil_type_bag(root: Path, max_mb: float) -> Outcome:
     def check(stderr: str) -> str | None:
         return "the bag's type was imported from the working directory" if marker.exists() else None
 
-    return _cli_outcome("play", "a topic type naming a package in the working directory",
+    return _cli_outcome("play", EVIL_TYPE,
                         ["play", str(root / "evil.bag"), "--rate", "50"], (0, 2), max_mb, cwd=here, check=check)
 
 
@@ -363,7 +369,11 @@ def _image(array: np.ndarray, stamp: int, **change):
     return msg
 
 
-def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> list[Outcome]:
+SIGINT_CASE = "SIGINT during a warm-up at 8192×8192"
+
+
+def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float,
+               wanted: Callable[[str], bool] = lambda case: True) -> list[Outcome]:
     """Each hostile input, then a good frame that the worker must still localize (processed)."""
     node = NodeUnderTest(good_map, root / "node.log")
     out: list[Outcome] = []
@@ -383,7 +393,9 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
             return "exited" if not node.alive() else "the worker processed no good frame after it"
         return None
 
-    def record(group: str, case: str, send: Callable[[], None], settle: float = 1.0) -> None:
+    def record(group: str, case: str, send: Callable[[], None], settle: float = 1.0) -> Outcome | None:
+        if not wanted(case):
+            return None
         bad_before = int(node.values().get("bad_messages", 0))
         send()
         time.sleep(settle)
@@ -397,6 +409,7 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
             why = f"peak {peak:.0f} MB"
         text = f"{'survived' if why is None else 'FAILED: ' + why}" + (f"; {said[:100]}" if said else "")
         out.append(Outcome(group, case, text, round(peak), why is None))
+        return out[-1]
 
     try:
         if not node.wait(lambda: "images" in node.values().get("map", ""), 120):
@@ -431,10 +444,10 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
                 node.image.publish(_image(good, stamp[0] + n, data=b"\0" * (100 + n)))
                 time.sleep(0.005)
 
-        record("node: image", "300 distinct bad images", distinct_bad_images, settle=3.0)
-        keys = [k for k in node.values() if k.startswith("failures:")]
-        out[-1].outcome += f"; {len(keys)} failure keys in /diagnostics"
-        out[-1].ok &= len(keys) < 20
+        if row := record("node: image", "300 distinct bad images", distinct_bad_images, settle=3.0):
+            keys = [k for k in node.values() if k.startswith("failures:")]
+            row.outcome += f"; {len(keys)} failure keys in /diagnostics"
+            row.ok &= len(keys) < 20
 
         def alternating_sizes() -> None:
             from ..geometry.camera import Camera
@@ -446,11 +459,11 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
                     time.sleep(0.6)
 
         warmed = node.output().count("warmed up at")
-        record("node: camera_info", "alternating sizes ×5", alternating_sizes)
-        out[-1].outcome += f"; {node.output().count('warmed up at') - warmed} warm-ups"
+        if row := record("node: camera_info", "alternating sizes ×5", alternating_sizes):
+            row.outcome += f"; {node.output().count('warmed up at') - warmed} warm-ups"
 
         (root / "node_maps").mkdir()
-        for damage in MAP_DAMAGE:
+        for damage in filter(wanted, MAP_DAMAGE):
             bad = damaged_map(good_map, root / "node_maps", damage)
             said: list[str] = []
 
@@ -463,10 +476,12 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
                 node.set_map(good_map)
                 node.wait(lambda: "images" in node.values().get("map", "") and str(bad) not in node.values()["map"], 60)
 
-            record("node: map", damage, swap, settle=0.2)
+            row = record("node: map", damage, swap, settle=0.2)
             status = re.sub(r"\S*lift_fuzz_[^/\s]*/", "", said[0]) if said else "?"
-            out[-1].outcome += f"; map status: {status[:100]}"
+            row.outcome += f"; map status: {status[:100]}"
 
+        if not wanted(SIGINT_CASE):
+            return out
         # Ctrl-C during the largest warm-up the bounds allow.
         node.info.publish(_camera_info(cam, width=8192, height=8192, k=[4000.0, 0, 4096, 0, 4000.0, 4096, 0, 0, 1]))
         node.wait(lambda: node.values().get("warm_up", "").startswith("running"), 60)
@@ -478,7 +493,7 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
         code = node.proc.poll()
         text = node.output()
         ok = code == 0 and "terminate called" not in text and "Traceback" not in text
-        out.append(Outcome("node: signal", "SIGINT during a warm-up at 8192×8192", f"exit {code}", round(peak),
+        out.append(Outcome("node: signal", SIGINT_CASE, f"exit {code}", round(peak),
                            ok and peak < max_mb))
     finally:
         node.close()
@@ -489,6 +504,9 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float) -> l
 
 
 def print_table(rows: list[Outcome]) -> None:
+    if not rows:
+        print("no input matched")
+        return
     width = max(len(r.case) for r in rows)
     group_w = max(len(r.group) for r in rows)
     print(f"{'':2}{'input':<{group_w + width + 3}}  {'peak MB':>7}  outcome")
@@ -503,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.fuzz", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--only", choices=("node", "cli"), default=None, help="one half only (default: both)")
+    p.add_argument("--match", type=re.compile, default=None, metavar="REGEX",
+                   help="only the inputs whose name matches (default: all)")
     p.add_argument("--max-memory-mb", type=float, default=MAX_MEMORY_MB, help="peak resident memory allowed")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     p.add_argument("--keep", type=Path, default=None, help="build the crafted files here and keep them")
@@ -512,10 +532,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         good_map, query, cam, views = make_scene(root)
         rows = []
+
+        def wanted(case: str) -> bool:
+            return args.match is None or args.match.search(case) is not None
+
         if args.only in (None, "cli"):
-            rows += cli_cases(root, good_map, query, args.max_memory_mb)
+            rows += cli_cases(root, good_map, query, args.max_memory_mb, wanted)
         if args.only in (None, "node"):
-            rows += node_cases(root, good_map, cam, views, args.max_memory_mb)
+            rows += node_cases(root, good_map, cam, views, args.max_memory_mb, wanted)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

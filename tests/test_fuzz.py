@@ -1,0 +1,41 @@
+"""The hostile-input script: it reports what each input did, and it can fail."""
+import json
+
+import pytest
+
+from lift_localizer.evaluation import fuzz
+
+pytest.importorskip("pycolmap")
+pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
+
+
+def test_cli_inputs_are_handled_and_tabled(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    code = fuzz.main(["--only", "cli", "--match", "bomb|NaN 3D|4 header bytes|storage file truncated|working directory",
+                      "--json", str(out)])
+    rows = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    assert code == 0, text
+    by_case = {(r["group"], r["case"]): r for r in rows}
+    assert len(rows) == 6 and all(r["ok"] for r in rows)
+    assert by_case[("extract", "bomb.png")]["outcome"].startswith("exit 1: error:")
+    assert "exit 2: error:" in by_case[("localize: map", "a NaN 3D point")]["outcome"]
+    assert "descriptor votes" in by_case[("localize: map", "global.index: 4 header bytes changed")]["outcome"]
+    assert "not playing /boom" in by_case[("play", fuzz.EVIL_TYPE)]["outcome"]
+    assert all(0 < r["peak_mb"] < fuzz.MAX_MEMORY_MB for r in rows)
+    assert "6/6 inputs handled" in text
+
+
+def test_node_inputs_are_handled_and_a_bound_can_fail(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    # 100 MB is below any node's resident memory: every row must then say it failed.
+    code = fuzz.main(["--only", "node", "--match", "300 distinct|plumb_bob|features\\.h5 truncated",
+                      "--max-memory-mb", "100", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert code == 1 and len(rows) == 3 and not any(r["ok"] for r in rows)
+    for r in rows:
+        assert r["outcome"].startswith("FAILED: peak") and r["peak_mb"] > 100
+    by_case = {r["case"]: r for r in rows}
+    assert "failure keys in /diagnostics" in by_case["300 distinct bad images"]["outcome"]
+    assert "3 coefficients" in by_case["plumb_bob with 3 coefficients"]["outcome"]
+    assert "map not loaded" in by_case["features.h5 truncated"]["outcome"]
