@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -31,6 +32,53 @@ def _header_stamp_ns(cdr: bytes) -> int:
     """Header stamp of a serialized message that starts with std_msgs/Header (all we listen to)."""
     sec, nsec = struct.unpack_from("<iI" if cdr[1] == 1 else ">iI", cdr, 4)
     return sec * 10**9 + nsec
+
+
+class ChildTimeout(RuntimeError):
+    """A child process that did not finish in its time; it has been killed, with its children."""
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of the process group ``proc`` leads (its own, from start_new_session),
+    the leader itself or what it started and left behind, and reap the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is empty
+        pass
+    proc.wait()
+
+
+def run_bounded(cmd: list[str], timeout_s: float, what: str, **popen) -> int:
+    """Run ``cmd`` in a process group of its own, at most ``timeout_s`` seconds; its exit code.
+    On expiry (or Ctrl-C here) the whole group is killed — a player stuck in DDS teardown, or
+    anything it started, must not outlive the benchmark — and ChildTimeout names ``what``."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise ChildTimeout(f"{what} did not finish within {timeout_s:.0f} s; killed it "
+                           f"(process group {proc.pid})") from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> str | None:
+    """Ctrl-C for the process group ``proc`` leads, SIGKILL if the leader is still there after
+    ``grace_s`` seconds; a message saying so then, else None. Whatever else of the group is left
+    once the leader has gone is killed too."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(grace_s)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return f"it did not stop within {grace_s:g} s of Ctrl-C; killed it (process group {proc.pid})"
+    _kill_group(proc)
+    return None
 
 
 def _recall_row(err: np.ndarray) -> str:
@@ -61,49 +109,54 @@ def run(args) -> int:
                 "-r", f"image:={base_topic}", "-r", f"camera_info:={args.camera_info_topic}"]
     for k, v in params.items():
         node_cmd += ["-p", f"{k}:={v}"]
-    log = Path(tempfile.mkstemp(prefix="lift_node_", suffix=".log")[1])
-    node_proc = subprocess.Popen(node_cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    fd, log_name = tempfile.mkstemp(prefix="lift_node_", suffix=".log")
+    log = Path(log_name)
+    # A group of its own: stopped (and if need be killed) as a whole, whatever ends the benchmark.
+    with os.fdopen(fd, "w") as log_file:
+        node_proc = subprocess.Popen(node_cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
-    rclpy.init()
-    listener = rclpy.create_node("lift_localizer_benchmark")
-    lock = threading.Lock()
-    seen_image, seen_pose, processed, poses, diag = {}, {}, set(), {}, {}
-
-    def on_image(raw: bytes) -> None:
-        with lock:
-            seen_image.setdefault(_header_stamp_ns(raw), time.monotonic())
-
-    def on_pose(msg) -> None:
-        s = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        with lock:
-            seen_pose[s] = time.monotonic()
-            poses[s] = T_from_tq(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
-
-    def on_keypoints(raw: bytes) -> None:
-        with lock:
-            processed.add(_header_stamp_ns(raw))
-
-    def on_diagnostics(msg) -> None:
-        for status in msg.status:
-            if status.name.startswith("lift_localizer"):
-                diag.clear()
-                diag.update({kv.key: kv.value for kv in status.values})
-
-    from sensor_msgs.msg import CompressedImage, Image
-    from ..ros.interfaces import message_class
-
-    listen_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort"
-                            else ReliabilityPolicy.RELIABLE)
-    image_type = CompressedImage if compressed else Image
-    listener.create_subscription(image_type, image_topic, on_image, listen_qos, raw=True)
-    listener.create_subscription(PoseWithCovarianceStamped, "/pose", on_pose, 50)
-    listener.create_subscription(message_class("lift_localizer_msgs/msg/Keypoints"), "/keypoints", on_keypoints, 50,
-                                 raw=True)
-    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    spin = threading.Thread(target=lambda: rclpy.spin(listener), daemon=True)
-    spin.start()
+    listener = None
     try:
+        rclpy.init()
+        listener = rclpy.create_node("lift_localizer_benchmark")
+        lock = threading.Lock()
+        seen_image, seen_pose, processed, poses, diag = {}, {}, set(), {}, {}
+
+        def on_image(raw: bytes) -> None:
+            with lock:
+                seen_image.setdefault(_header_stamp_ns(raw), time.monotonic())
+
+        def on_pose(msg) -> None:
+            s = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            with lock:
+                seen_pose[s] = time.monotonic()
+                poses[s] = T_from_tq(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+
+        def on_keypoints(raw: bytes) -> None:
+            with lock:
+                processed.add(_header_stamp_ns(raw))
+
+        def on_diagnostics(msg) -> None:
+            for status in msg.status:
+                if status.name.startswith("lift_localizer"):
+                    diag.clear()
+                    diag.update({kv.key: kv.value for kv in status.values})
+
+        from sensor_msgs.msg import CompressedImage, Image
+        from ..ros.interfaces import message_class
+
+        listen_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT if args.qos == "best_effort"
+                                else ReliabilityPolicy.RELIABLE)
+        image_type = CompressedImage if compressed else Image
+        listener.create_subscription(image_type, image_topic, on_image, listen_qos, raw=True)
+        listener.create_subscription(PoseWithCovarianceStamped, "/pose", on_pose, 50)
+        listener.create_subscription(message_class("lift_localizer_msgs/msg/Keypoints"), "/keypoints", on_keypoints, 50,
+                                     raw=True)
+        listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        spin = threading.Thread(target=lambda: rclpy.spin(listener), daemon=True)
+        spin.start()
         deadline = time.monotonic() + 120
         while "images" not in diag.get("map", "") and time.monotonic() < deadline:
             if node_proc.poll() is not None:
@@ -120,10 +173,13 @@ def run(args) -> int:
         play_timeout = 120 + span_s / args.rate
         t0 = time.monotonic()
         try:
-            subprocess.run(play, env=env, check=True, stdout=subprocess.DEVNULL, timeout=play_timeout)
-        except subprocess.TimeoutExpired:
-            print(f"error: play did not finish within {play_timeout:.0f} s (did the node subscribe to {image_topic} "
-                  f"and {args.camera_info_topic}?)\n{log.read_text()[-2000:]}", file=sys.stderr)
+            code = run_bounded(play, play_timeout, "play", env=env, stdout=subprocess.DEVNULL)
+        except ChildTimeout as e:
+            print(f"error: {e} (did the node subscribe to {image_topic} and {args.camera_info_topic}?)\n"
+                  f"{log.read_text()[-2000:]}", file=sys.stderr)
+            return 2
+        if code != 0:
+            print(f"error: play exited with code {code}", file=sys.stderr)
             return 2
         play_s = time.monotonic() - t0
         # The last frame may still be processing.
@@ -131,12 +187,10 @@ def run(args) -> int:
         while time.monotonic() < settle:
             time.sleep(0.2)
     finally:
-        node_proc.send_signal(2)
-        try:
-            node_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-        listener.destroy_node()
+        if (why := stop_group(node_proc, 10)) is not None:
+            print(f"warning: the node: {why}; its log: {log}", file=sys.stderr)
+        if listener is not None:
+            listener.destroy_node()
         rclpy.try_shutdown()
 
     with lock:

@@ -1,0 +1,77 @@
+"""`benchmark-node`'s child processes (the node, `play`) are bounded and, when they overstay, killed
+with everything they started: a player stuck in DDS teardown must not outlive the benchmark."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lift_localizer.evaluation.node_benchmark import ChildTimeout, run_bounded, stop_group
+
+# A child that starts a grandchild (as the node or play could: a helper, a decoder) and writes its
+# pid, then sleeps; with IGNORE_INT it ignores Ctrl-C, as a process deadlocked in C code does.
+PARENT = """
+import signal, subprocess, sys, time
+if sys.argv[2] == "IGNORE_INT":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+grandchild = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)"])
+open(sys.argv[1], "w").write(str(grandchild.pid))
+time.sleep(300)
+"""
+
+
+def _gone(pid: int, within_s: float = 10.0) -> bool:
+    """Whether ``pid`` has ended (a zombie waiting for a reaper counts as ended)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _grandchild(pid_file: Path) -> int:
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline, "the child never started its grandchild"
+        time.sleep(0.05)
+    return int(pid_file.read_text())
+
+
+def test_a_child_past_its_time_is_killed_with_what_it_started(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    t0 = time.monotonic()
+    with pytest.raises(ChildTimeout, match=r"play did not finish within 3 s; killed it \(process group \d+\)"):
+        run_bounded([sys.executable, "-c", PARENT, str(pid_file), "-"], 3, "play")
+    assert time.monotonic() - t0 < 60
+    assert _gone(_grandchild(pid_file)), "the grandchild outlived the killed child"
+
+
+def test_a_child_in_time_gives_its_exit_code():
+    assert run_bounded([sys.executable, "-c", "raise SystemExit(3)"], 60, "play") == 3
+
+
+@pytest.mark.parametrize("ignores_ctrl_c", [False, True])
+def test_stopping_a_child_ends_its_whole_group(tmp_path, ignores_ctrl_c):
+    pid_file = tmp_path / "grandchild.pid"
+    proc = subprocess.Popen([sys.executable, "-c", PARENT, str(pid_file), "IGNORE_INT" if ignores_ctrl_c else "-"],
+                            start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        grandchild = _grandchild(pid_file)
+        why = stop_group(proc, 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode is not None
+    if ignores_ctrl_c:
+        assert why is not None and "did not stop within 2 s of Ctrl-C; killed it" in why
+    else:
+        assert why is None
+    assert _gone(grandchild), "what the child started outlived it"
+    assert stop_group(proc, 2) is None  # already stopped: nothing to do, nothing to say
