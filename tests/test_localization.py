@@ -254,9 +254,21 @@ def test_warm_up_extracts_a_full_budget_at_the_camera_size(room, room_map):
     localizer = Localizer(load_map(room_map[0], "lift"), {"max_keypoints": 400})
     sizes = []
     extract = localizer.extractor
-    localizer.extractor = lambda gray: sizes.append(gray.shape) or extract(gray)
+
+    class Recording:
+        conf = extract.conf
+
+        def __call__(self, gray):
+            sizes.append(gray.shape)
+            return extract(gray)
+
+    localizer.extractor = Recording()
     assert localizer.warm_up(cam) > 0
     assert sizes == [(cam.height, cam.width)]
+    # A camera larger than the extractor works at is warmed up at that size, not allocated in full.
+    big = Camera(8000, 6000, cam.K * [[25, 1, 25], [1, 25, 25], [1, 1, 1]])
+    localizer.warm_up(big)
+    assert sizes[-1] == (960, 1280) == (round(6000 * 1280 / 8000), extract.conf["resize_max"])
     image = warm_up_image(cam.height, cam.width)
     assert image.dtype == np.float32 and image.min() == 0 and image.max() == 255
     assert len(extract(image)) == 400

@@ -91,7 +91,7 @@ def test_a_frame_ending_after_the_context_is_no_error_and_shutdown_is_idempotent
 
 def test_sigint_during_a_warm_up_stops_cleanly(scene_map, tmp_path):
     """Ctrl-C while a network runs in the worker: the process must not be finalised under it (which
-    aborts it, exit -6, where the stage outlasts a fixed wait)."""
+    aborts it, exit -6, where the stage outlasts a fixed wait: the shutdown now waits for the stage)."""
     from sensor_msgs.msg import CameraInfo
 
     node = NodeProcess("-p", f"map_path:={scene_map}", "-p", "max_keypoints:=300", "-p", "diagnostics_period_s:=0.1",
@@ -104,7 +104,7 @@ def test_sigint_during_a_warm_up_stops_cleanly(scene_map, tmp_path):
         info = client.publisher(CameraInfo, "/camera_info")
         wait_for(lambda: diagnostics and "images" in diagnostics_values(diagnostics[-1])["map"], 60, "the map", node)
         wait_for(lambda: info.get_subscription_count() > 0, 20, "the subscription", node)
-        # The largest camera max_image_side allows: its warm-up (≈ 10 s on 2 cores) outlasts a short fixed wait.
+        # The largest camera max_image_side allows (warmed up at the extractor's working size).
         msg = CameraInfo(width=8192, height=8192, distortion_model="plumb_bob", d=[0.0] * 5,
                          k=[4000.0, 0, 4096, 0, 4000.0, 4096, 0, 0, 1])
         info.publish(msg)

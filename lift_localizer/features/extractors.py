@@ -22,13 +22,22 @@ EXTRACTORS = ("lift", "sift")
 DEFAULT_RESIZE_MAX = 1280
 
 
+def processed_size(height: int, width: int, resize_max: int | None) -> tuple[int, int]:
+    """(height, width) an extractor works at for an image of this size: the longest side at most
+    ``resize_max`` (None or 0: the image's own)."""
+    if not resize_max or max(height, width) <= resize_max:
+        return height, width
+    s = resize_max / max(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
 def _resize(gray: np.ndarray, resize_max: int | None) -> tuple[np.ndarray, float]:
     h, w = gray.shape
-    if not resize_max or max(h, w) <= resize_max:
+    hs, ws = processed_size(h, w, resize_max)
+    if (hs, ws) == (h, w):
         return gray, 1.0
     s = resize_max / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(gray, (ws, hs), interpolation=cv2.INTER_AREA)
     # Pixel centres: x_small = (x + 0.5) * s_x - 0.5, with per-axis ratios from the rounded size.
     return small, s
 

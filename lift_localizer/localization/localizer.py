@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..features.extractors import make_extractor
+from ..features.extractors import make_extractor, processed_size
 from ..features.image import to_gray
 from ..features.lift import Features
 from ..geometry.camera import Camera
@@ -281,7 +281,9 @@ class Localizer:
         is not late. Retrieval, matching and the pose are not run: nothing of theirs is per size.
         """
         t = time.perf_counter()
-        self.extractor(warm_up_image(camera.height, camera.width))
+        # At the size the extractor works at: a full-size image would only be resized down to it.
+        height, width = processed_size(camera.height, camera.width, self.extractor.conf.get("resize_max"))
+        self.extractor(warm_up_image(height, width))
         return time.perf_counter() - t
 
     def extract(self, image: np.ndarray, camera: Camera) -> Features:
