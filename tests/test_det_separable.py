@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from lift_localizer.backends import make_backend
 from lift_localizer.features import det_separable as ds
-from lift_localizer.features.det import DET, NUM_MAX, NUM_SUM, analytic_init
-from lift_localizer.features.layers import ghh
+from lift_localizer.nets.det import DET, NUM_MAX, NUM_SUM, analytic_init
+from lift_localizer.nets.layers import ghh
 from lift_localizer.features.lift import Lift, load_networks
 from lift_localizer.weights import LoadedNetwork
 from lift_localizer.synthetic import demo_views, make_texture
@@ -155,8 +155,19 @@ def test_separable_is_chosen_only_within_tolerance_and_cheaper(image):
 
 
 def _top_keypoints(lift: Lift, gray: np.ndarray):
+    """Keypoints, strongest first, and their scores."""
     found = lift.detect(torch.from_numpy(gray)[None, None], {})
-    return found.xy, found.scale
+    order = np.argsort(-found.score, kind="stable")
+    return found.xy[order], found.score[order]
+
+
+def _found(reference: tuple[np.ndarray, np.ndarray], xy: np.ndarray) -> np.ndarray:
+    """Whether each reference keypoint has one of ``xy`` within half a pixel; keypoints whose score
+    is within 1 % of the reference's detection threshold count as found: float rounding (FFT against
+    direct convolution, one CPU's vector units against another's) moves them across it."""
+    xy0, score0 = reference
+    near_threshold = score0 <= score0.min() + 0.01 * (score0.max() - score0.min())
+    return (np.linalg.norm(xy0[:, None] - xy[None], axis=2).min(1) <= 0.5) | near_threshold
 
 
 def test_lift_option_gives_the_keypoints_of_exact():
@@ -164,21 +175,21 @@ def test_lift_option_gives_the_keypoints_of_exact():
     networks = load_networks()
     dense = Lift({"backend": "torch", "det_conv": None, "max_keypoints": 300}, networks=networks)
     assert dense.backend.det_net is networks["det"].module
-    xy0, _ = _top_keypoints(dense, gray)
-    assert len(xy0) > 50
+    reference = _top_keypoints(dense, gray)
+    assert len(reference[0]) > 50
     for conf in ({"det_conv": "separable"}, {}, {"det_conv": "fft"}):
         lift = Lift({"backend": "torch", "max_keypoints": 300, **conf}, networks=networks)
         assert isinstance(lift.backend.det_net, ds.FastDET), conf
         xy, _ = _top_keypoints(lift, gray)
-        d = np.linalg.norm(xy0[:, None] - xy[None], axis=2)
-        assert (d.min(1) <= 0.5).mean() >= 0.98, conf
+        assert _found(reference, xy).mean() >= 0.98, conf
     # At the filters' own rank the separable route is exact: the analytic |LoG| is rank 2.
     log_nets = {**networks, "det": LoadedNetwork("det", analytic_init(DET()), networks["det"].card, networks["det"].path)}
-    xy0, _ = _top_keypoints(Lift({"backend": "torch", "det_conv": None, "max_keypoints": 300}, networks=log_nets), gray)
+    reference = _top_keypoints(Lift({"backend": "torch", "det_conv": None, "max_keypoints": 300}, networks=log_nets),
+                               gray)
     lift = Lift({"backend": "torch", "max_keypoints": 300}, networks=log_nets)
     lift.backend.det_net = ds.FastDET(log_nets["det"].module, rank=2)
     xy, _ = _top_keypoints(lift, gray)
-    assert (np.linalg.norm(xy0[:, None] - xy[None], axis=2).min(1) <= 0.5).mean() >= 0.98
+    assert _found(reference, xy).mean() >= 0.98
 
 
 def test_det_conv_needs_torch_det():
