@@ -12,7 +12,7 @@ from lift_localizer.features.atlas import INVALID, Atlas
 from lift_localizer.features.keypoints import detect, select_static
 from lift_localizer.features.lift import Lift
 from lift_localizer.features.lift_graph import plan
-from lift_localizer.features.scale_space import PAPER_LEVELS, make_levels, paper_scales
+from lift_localizer.nets.scale_space import PAPER_LEVELS, make_levels, paper_scales
 from lift_localizer.synthetic import demo_views, make_texture
 
 

@@ -9,8 +9,8 @@ import torch
 from lift_localizer.cli import main
 from lift_localizer.evaluation import benchmark
 from lift_localizer.evaluation.benchmark import count_macs, peak_gmacs
-from lift_localizer.features.desc import DESC
-from lift_localizer.features.det import DET
+from lift_localizer.nets.desc import DESC
+from lift_localizer.nets.det import DET
 
 
 def test_mac_counts_match_hand_counts():

@@ -7,7 +7,7 @@ import torch
 from lift_localizer.training.det_phase import LEVEL, SOURCE, det_loss, det_terms, score_maps, to_patch_pixels
 from lift_localizer.training.losses import softargmax
 from lift_localizer.training.train_lift import _fixed, default_conf
-from lift_localizer.features.det import DET, analytic_init
+from lift_localizer.nets.det import DET, analytic_init
 from lift_localizer.weights import LoadedNetwork, load_network
 
 CONF = {**default_conf, "softmax_beta": 100.0, "softargmax_beta": 100.0}
@@ -22,7 +22,7 @@ def _blob_patch(x: float, y: float, sigma: float = 2 * 64 / 12 / 2) -> torch.Ten
 
 
 def test_training_level_is_the_inference_level_for_the_patch_scale():
-    from lift_localizer.features.scale_space import resize_ratio
+    from lift_localizer.nets.scale_space import resize_ratio
 
     # The patch's descriptor support (64 px) is 12 sigma: sigma = 64 / 12 in patch pixels.
     assert LEVEL == round(SOURCE * resize_ratio(64 / 12))

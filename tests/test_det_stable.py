@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from lift_localizer.features.det import DET, NUM_MAX, analytic_init
+from lift_localizer.nets.det import DET, NUM_MAX, analytic_init
 from lift_localizer.features.lift import Lift
-from lift_localizer.features.scale_space import Level
+from lift_localizer.nets.scale_space import Level
 from lift_localizer.synthetic import make_texture
 from lift_localizer.training import det_stable as ds
 from lift_localizer.weights import load_network
@@ -94,7 +94,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_image():
     assert len(stack.stable) >= 10
     i = int(np.argmax([len(u) for u in stack.unstable]))
     levels = Lift({}, networks=nets).scales_for(*gray.shape)
-    from lift_localizer.features.scale_space import make_levels, resize_level
+    from lift_localizer.nets.scale_space import make_levels, resize_level
     lv = make_levels(*gray.shape, levels, min_size=27)
     sampler = ds.LevelSampler(lv)
     x = (torch.from_numpy(stack.images[i])[None, None] - start.mean) / start.std

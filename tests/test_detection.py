@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from lift_localizer.features.det import DET, analytic_init
+from lift_localizer.nets.det import DET, analytic_init
 from lift_localizer.features.keypoints import INVALID, detect
 from lift_localizer.features.lift import Lift, load_networks
-from lift_localizer.features.scale_space import Level
+from lift_localizer.nets.scale_space import Level
 from lift_localizer.weights import LoadedNetwork
 from conftest import gaussian_blob
 
@@ -125,7 +125,7 @@ def test_dense_selection_equals_the_gathered_one():
     the CPU path selects."""
     from lift_localizer.features.keypoints import pad_score_map
     from lift_localizer.features.lift import Lift
-    from lift_localizer.features.scale_space import make_levels, resize_level
+    from lift_localizer.nets.scale_space import make_levels, resize_level
     from lift_localizer.synthetic import demo_views, make_texture
 
     gray = demo_views(make_texture(), image_size=(240, 320))[2].image.astype(np.float32)

@@ -19,9 +19,14 @@ import torch
 from host_cuda import HostMemoryApi
 
 from lift_localizer.backends import int8_calibration as cal
+from lift_localizer.features.extractors import reference_lift
 from lift_localizer.backends import tensorrt_backend as trtb
 
 CONF = {"max_keypoints": 100, "device": "cpu"}
+
+
+def REFERENCE():  # noqa: N802 — the calibration's extractor factory, as a constant
+    return reference_lift(CONF)
 DET_HW = (64, 64)
 
 
@@ -76,7 +81,7 @@ def test_batches_are_exactly_what_lift_feeds_its_back_end(image_dir, networks):
     from lift_localizer.features.image import read_image
 
     data = cal.calibration_batches(image_dir, patch_batch=32, det_hw=DET_HW, det_crops_per_image=4,
-                                   max_patches=96, lift_conf=CONF)
+                                   max_patches=96, reference=REFERENCE)
     assert [p.name for p in data.images] == ["view0.png", "view1.png", "view2.png"]
     assert len(data.skipped) == 1 and "broken.png" in data.skipped[0]
     # The same images through the localizer's own extractor, its back end spied on.
@@ -141,13 +146,13 @@ def test_image_selection_spreads_over_the_folder(tmp_path):
 def test_too_little_data_and_other_weights_are_refused(image_dir):
     one = [image_dir / "view0.png"]
     with pytest.raises(ValueError, match="fewer than one calibration batch of 1024"):
-        cal.calibration_batches(one, patch_batch=1024, det_hw=DET_HW, lift_conf=CONF)
+        cal.calibration_batches(one, patch_batch=1024, det_hw=DET_HW, reference=REFERENCE)
     with pytest.raises(ValueError, match="DET: no scale-space level"):
-        cal.calibration_batches(one, patch_batch=32, det_hw=(4000, 4000), lift_conf=CONF)
+        cal.calibration_batches(one, patch_batch=32, det_hw=(4000, 4000), reference=REFERENCE)
     with pytest.raises(ValueError, match="export was made from weights"):
-        cal.calibration_batches([image_dir / "absent.png"], lift_conf=CONF, expected_weights={"desc": "0" * 64})
+        cal.calibration_batches([image_dir / "absent.png"], reference=REFERENCE, expected_weights={"desc": "0" * 64})
     with pytest.raises(ValueError, match="no images"):
-        cal.calibration_batches(image_dir / "empty_folder_that_is_not_there")
+        cal.calibration_batches(image_dir / "empty_folder_that_is_not_there", reference=REFERENCE)
 
 
 # ---------------------------------------------------------------- the table's cache key
@@ -208,7 +213,7 @@ def test_calibrate_writes_tables_and_engines_the_back_end_then_finds(monkeypatch
     before = _onnx_hashes(exported)
     cache = tmp_path / "cache"
     tables, data = trtb.calibrate(exported, image_dir, cache, max_batch=32, det_hw=DET_HW, max_patches=96,
-                                  lift_conf=CONF)
+                                  reference=REFERENCE)
     assert set(tables) == {"det", "ori", "desc"} and all(p.parent == cache and p.is_file() for p in tables.values())
     assert all(p.name.startswith(f"{n}-int8-") and p.suffix == ".calib" for n, p in tables.items())
     assert builds["det"][:3] == (trtb.det_profile(trtb.DEFAULT_LEVELS_HW), "int8", (1, 1, *DET_HW))
@@ -246,7 +251,7 @@ def test_calibrate_reports_what_went_wrong_inside_tensorrt(monkeypatch, exported
 
     _fake_tensorrt(monkeypatch, build_failing_batch)
     one = [image_dir / "view0.png"]
-    kwargs = {"max_batch": 32, "det_hw": DET_HW, "max_patches": 64, "lift_conf": CONF}
+    kwargs = {"max_batch": 32, "det_hw": DET_HW, "max_patches": 64, "reference": REFERENCE}
     with pytest.raises(trtb.TensorRTError, match="batch 2 failed: cudaMalloc failed"):
         trtb.calibrate(exported, one, tmp_path, **kwargs)
     monkeypatch.setattr(trtb, "build_engine", lambda *a: b"engine")  # no batch taken, no table written
@@ -258,7 +263,7 @@ def test_calibrate_reports_what_went_wrong_inside_tensorrt(monkeypatch, exported
 def test_calibrate_without_tensorrt_says_why(monkeypatch, exported, image_dir):
     monkeypatch.setattr(trtb, "available", lambda: (False, "TensorRT is not installed (no Python module 'tensorrt')"))
     with pytest.raises(trtb.TensorRTError, match="inside TensorRT's engine build.*not installed"):
-        trtb.calibrate(exported, image_dir)
+        trtb.calibrate(exported, image_dir, reference=REFERENCE)
     if cal.trt is None:
         with pytest.raises(trtb.TensorRTError, match="TensorRT"):
             cal.make_calibrator([np.zeros((1, 1, 64, 64), np.float32)], "x.calib")
@@ -380,7 +385,7 @@ def test_int8_engines_from_a_real_calibration(trt_ready, exported, networks, ima
     from lift_localizer.backends.torch_backend import TorchBackend
 
     tables, data = trtb.calibrate(exported, image_dir, tmp_path, max_batch=32, det_hw=DET_HW, max_patches=96,
-                                  lift_conf=CONF)
+                                  reference=REFERENCE)
     assert all(p.is_file() and p.stat().st_size > 0 for p in tables.values())
     engines = sorted(tmp_path.glob("*-int8-*.engine"))
     mtimes = [p.stat().st_mtime_ns for p in engines]

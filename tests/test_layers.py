@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from lift_localizer.features.desc import DESC, gaussian_kernel
-from lift_localizer.features.layers import ghh, l2_pool, subtractive_normalization
+from lift_localizer.nets.desc import DESC, gaussian_kernel
+from lift_localizer.nets.layers import ghh, l2_pool, subtractive_normalization
 
 
 def test_ghh_max_in_groups_then_alternating_sum():

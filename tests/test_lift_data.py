@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lift_localizer.features.patches import PatchSampler, crop_patches
-from lift_localizer.features.scale_space import SUPPORT_PER_SCALE
+from lift_localizer.nets.scale_space import SUPPORT_PER_SCALE
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.mapping.bag_writer import write_bag
 from lift_localizer.mapping.frames import Frame

@@ -11,7 +11,7 @@ from lift_localizer.features.keypoints import select_static
 from lift_localizer.features.lift import Lift, unpack
 from lift_localizer.features.atlas import Atlas
 from lift_localizer.features.lift_graph import PACKED_COLUMNS, graphable, plan, static_features
-from lift_localizer.features.scale_space import Level
+from lift_localizer.nets.scale_space import Level
 from lift_localizer.synthetic import demo_views, make_texture
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lift_localizer.features.desc import DESC
+from lift_localizer.nets.desc import DESC
 from lift_localizer.features.patches import crop_patches
 from lift_localizer.training.losses import (
     DESC_MARGIN,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lift_localizer.retrieval.netvlad import NetVLAD, contrastive_loss, pad_batch, triplet_ranking_loss
+from lift_localizer.nets.netvlad import NetVLAD, contrastive_loss, pad_batch, triplet_ranking_loss
 
 rng = np.random.default_rng(0)
 

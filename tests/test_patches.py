@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lift_localizer.features.desc import DESC
-from lift_localizer.features.ori import ORI, angle
+from lift_localizer.nets.desc import DESC
+from lift_localizer.nets.ori import ORI, angle
 from lift_localizer.features.patches import PatchSampler, crop_patches
 from lift_localizer.synthetic import make_texture
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lift_localizer.features.desc as desc_module
+import lift_localizer.nets.desc as desc_module
 from lift_localizer.evaluation.reference_desc import REFERENCE, same_keypoint_accuracy, scene_images
-from lift_localizer.features.desc import load_reference
+from lift_localizer.nets.desc import load_reference
 from conftest import shared_path
 
 SCENES = ("chamonix", "courbevoie", "mexico")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from lift_localizer.features.scale_space import Level, make_levels, paper_scales, resize_level
+from lift_localizer.nets.scale_space import Level, make_levels, paper_scales, resize_level
 
 
 def test_paper_levels_for_640x480():

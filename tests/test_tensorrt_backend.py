@@ -128,7 +128,7 @@ def test_det_profile_covers_every_level_of_the_camera():
     assert lo == (1, 1, 59, 78) and opt == hi == (1, 1, 332, 443)
     assert all(lo[2] <= h <= hi[2] and lo[3] <= w <= hi[3] for h, w in levels)
     # The paper's scale space (its enlarged octave) needs the larger profile.
-    from lift_localizer.features.scale_space import PAPER_LEVELS
+    from lift_localizer.nets.scale_space import PAPER_LEVELS
 
     paper = trtb.levels_hw_for_image(480, 640, PAPER_LEVELS)
     assert len(paper) == 21 and trtb.det_profile(paper)[2] == (1, 1, 940, 1253)
@@ -393,7 +393,7 @@ def test_cuda_memory_round_trip_and_grow_only_buffers(cuda_api):
 
 def _inputs(networks, max_patches=150):
     """Levels and patches of a real textured image, normalised as the pipeline does."""
-    from lift_localizer.features.scale_space import make_levels, resize_level
+    from lift_localizer.nets.scale_space import make_levels, resize_level
     from lift_localizer.synthetic import demo_views, make_texture
 
     gray = torch.from_numpy(demo_views(make_texture())[2].image.astype(np.float32))[None, None]

@@ -186,7 +186,7 @@ def test_ori_warm_start_moves_towards_the_sift_angles(rotated_quadruplets, tmp_p
     # From the untrained ORI (angle 0 everywhere) on patches turned by known angles in ±86°: the
     # warm start's epochs bring ORI's held-out angles closer to them, and the epochs are logged with
     # their objective.
-    from lift_localizer.features.ori import angle
+    from lift_localizer.nets.ori import angle
     from lift_localizer.weights.initial import write_initial
 
     write_initial(tmp_path)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lift_localizer.features.det import DET, START_SIGMA_FACTOR, analytic_init
+from lift_localizer.nets.det import DET, START_SIGMA_FACTOR, analytic_init
 from lift_localizer.features.lift import Lift
 from safetensors.torch import load_file
 

@@ -44,7 +44,7 @@ def export_onnx(output: str | Path, networks: dict[str, LoadedNetwork] | None = 
     """Write the ONNX models and manifest.json into ``output``; return the manifest."""
     import onnx
 
-    from ..features.lift import load_networks
+    from ..weights import load_networks
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,12 +89,10 @@ class _OneImageNetVLAD(torch.nn.Module):
 
 def _export_netvlad(out: Path) -> dict:
     """The NetVLAD models shipped in lift_localizer/weights, one per local-feature kind."""
-    from ..features.extractors import EXTRACTORS
-    from ..retrieval.retriever import model_stem
-    from ..weights import WeightsError, load_network
+    from ..weights import WeightsError, load_network, shipped_netvlad_models
 
     models = {}
-    for name in map(model_stem, EXTRACTORS):
+    for name in shipped_netvlad_models():
         try:
             net = load_network("netvlad", name)
         except WeightsError:

@@ -7,7 +7,7 @@ calibrator TensorRT reads it through (defined only where ``tensorrt`` imports).
     calibrator = make_calibrator(data.batches["desc"], cache_file)   # where TensorRT is
 
 What each network is calibrated on: exactly what it is fed at inference. The user's images go
-through the localizer's own LIFT extractor (``LiftExtractor``: its resize, Lift.detect's levels
+through the localizer's own LIFT extractor (``features.extractors.reference_lift``, handed in: its resize, Lift.detect's levels
 normalised with the DET card, Lift.describe's patches normalised with the ORI and DESC cards)
 on the PyTorch back end, wrapped so that every input handed to the back end is also kept:
 nothing here re-implements the normalisation or the cropping.
@@ -41,7 +41,7 @@ no longer has the calibrator classes, ``make_calibrator`` says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from . import cuda_memory
-from .tensorrt_backend import TensorRTError, available, write_atomic
+from .tensorrt_runtime import TensorRTError, available, write_atomic
 
 try:
     import tensorrt as trt
@@ -128,7 +128,7 @@ class _Recorder:
 
     def end_image(self) -> None:
         """Crops of this image's levels, levels drawn in proportion to their DET outputs."""
-        from ..features.det import FILTER_SIZE
+        from ..nets.det import FILTER_SIZE
 
         h, w = self.det_hw
         shapes = [tuple(lv.shape[-2:]) for lv in self.levels]
@@ -149,32 +149,29 @@ class _Recorder:
 def calibration_batches(images: str | Path | Iterable[str | Path], *, patch_batch: int = 1024,
                         max_images: int = MAX_IMAGES, det_hw: tuple[int, int] = DET_CALIBRATION_HW,
                         det_crops_per_image: int = DET_CROPS_PER_IMAGE, max_patches: int = MAX_PATCHES,
-                        lift_conf: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = False,
+                        reference: Callable[[], Any], seed: int = 0, progress: bool = False,
                         expected_weights: Mapping[str, str] | None = None) -> CalibrationData:
     """Calibration batches of DET, ORI and DESC from the user's images (see the module's docstring).
 
-    ``lift_conf``: the localizer's LIFT options (weights, max_keypoints, preset scales,
-    resize_max, device); the back end is always PyTorch, the reference. ``patch_batch``: the
+    ``reference``: makes the LIFT extractor whose back-end inputs are recorded
+    (``features.extractors.reference_lift``: the localizer's options on PyTorch in float32); a
+    factory, so that nothing is loaded before the images are found. ``patch_batch``: the
     ORI/DESC batch size (the engine profile's ``opt``); patches that do not fill a last batch are
     left out. ``expected_weights``: network → weights hash of the export being calibrated,
     checked before any image is read. Unreadable images are skipped and listed. ValueError when
     the weights differ or the images give no DET crop or less than one patch batch."""
-    from ..features.extractors import LiftExtractor
     from ..features.image import ImageError, read_image
 
     paths = image_paths(images, max_images)
     if not paths:
         raise ValueError(f"{images}: no images to calibrate on (looked for {', '.join(IMAGE_SUFFIXES)})")
-    # The reference: PyTorch in float32, whatever back end and precision the localizer runs.
-    conf = {"device": "cuda" if torch.cuda.is_available() else "cpu", **(lift_conf or {}), "backend": "torch",
-            "precision": None}
-    extractor = LiftExtractor(conf)
+    extractor = reference()
     for name, digest in (expected_weights or {}).items():
         loaded = extractor.lift.networks[name].sha256
         if loaded != digest:
             raise ValueError(f"{name}: the export was made from weights {digest[:12]}…, LIFT loads "
                              f"{loaded[:12]}… here; calibrate with the exported weights "
-                             "(lift_conf={'weights': ...}) or export again")
+                             "(reference_lift({'weights': ...})) or export again")
     recorder = _Recorder(extractor.lift.backend, tuple(det_hw), det_crops_per_image,
                          math.ceil(max_patches / len(paths)), np.random.default_rng(seed))
     extractor.lift.backend = recorder

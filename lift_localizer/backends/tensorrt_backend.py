@@ -30,12 +30,10 @@ stale or incompatible engine.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ import numpy as np
 import torch
 
 from . import cuda_memory
+from .tensorrt_runtime import TensorRTError, available, write_atomic
 from .export import read_manifest
 from ..weights import file_sha256
 
@@ -59,14 +58,9 @@ WORKSPACE_BYTES = 1 << 30  # scratch memory tactics may use; bounded for Jetsons
 # camera's largest level is 940×1253, a 1280×720 one's (the extractor's resize_max) 1410×2507;
 # pass levels_hw_for_image(...) to tune for one camera.
 DEFAULT_LEVELS_HW = ((DET_MARGIN + 3, DET_MARGIN + 3), (2560, 2560))
-MIN_TENSORRT = (8, 5)
 
 Shape = tuple[int, ...]
 Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
-
-
-class TensorRTError(RuntimeError):
-    """TensorRT could not build, load or run an engine; the message says which and why."""
 
 
 # ---------------------------------------------------------------- pure Python: profiles, manifest, cache key
@@ -96,16 +90,10 @@ def batch_profile(max_batch: int) -> Profile:
 
 def levels_hw_for_image(height: int, width: int, conf: Mapping[str, Any] | None = None) -> list[tuple[int, int]]:
     """The DET level shapes LIFT uses for an image of this size (``conf``: Lift's options)."""
-    from ..features.det import FILTER_SIZE
-    from ..features.lift import default_conf
-    from ..features.scale_space import make_levels, paper_scales
+    from ..nets.det import FILTER_SIZE
+    from ..nets.scale_space import DEFAULT_LEVELS, make_levels, scales_for
 
-    c = {**default_conf, **(conf or {})}
-    if c["scales"] is not None:
-        scales = np.sort(np.asarray(c["scales"], dtype=np.float64))
-    else:
-        scales = paper_scales(height, width, c["min_scale_log2"], c["max_scale_log2"],
-                              c["levels_per_octave"], c["extra_octave_below"])
+    scales = scales_for(height, width, {**DEFAULT_LEVELS, **(conf or {})})
     return [(lv.height, lv.width) for lv in make_levels(height, width, scales, min_size=FILTER_SIZE + 2)]
 
 
@@ -197,19 +185,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "lift_localizer" / "tensorrt"
 
 
-def write_atomic(path: Path, data) -> None:
-    # Two processes may build the same engine; each writes a whole file and the last rename wins.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def engine_hash_path(path: Path) -> Path:
     """Where the hash of a cached engine is kept, beside it."""
     return path.with_name(path.name + ".sha256")
@@ -240,29 +215,6 @@ def read_engine(path: Path) -> bytes | None:
 
 
 # ---------------------------------------------------------------- TensorRT
-
-
-def _tensorrt_version(trt) -> tuple[int, int]:
-    major, minor = (int(v) for v in trt.__version__.split(".")[:2])
-    return major, minor
-
-
-def available() -> tuple[bool, str]:
-    """(True, "TensorRT x.y on <how>") where TensorRT imports and a CUDA device exists, else (False, why)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "TensorRT is not installed (no Python module 'tensorrt')"
-    try:
-        import tensorrt as trt
-    except Exception as e:  # a wheel without its libnvinfer, say
-        return False, f"TensorRT does not import: {e}"
-    if _tensorrt_version(trt) < MIN_TENSORRT:
-        return False, f"TensorRT {trt.__version__} is older than 8.5 (no name-based execution API)"
-    ok, why = cuda_memory.available()
-    if ok:
-        return True, f"TensorRT {trt.__version__}, {why}"
-    if torch.cuda.is_available():
-        return True, f"TensorRT {trt.__version__}, torch CUDA"
-    return False, f"no CUDA device for TensorRT ({why}; torch sees none either)"
 
 
 _LOGGER = None
@@ -578,13 +530,15 @@ def _calibration_path(directory: Path, root: Path, manifest: dict, name: str, gp
 def calibrate(manifest_dir: str | Path, images: str | Path | Iterable[str | Path], cache_dir: str | Path | None = None,
               *, levels_hw: Sequence[tuple[int, int]] | None = None, max_batch: int = 1024, max_images: int = 100,
               det_hw: tuple[int, int] | None = None, max_patches: int | None = None,
-              lift_conf: Mapping[str, Any] | None = None, progress: bool = False):
+              reference: Callable[[], Any], progress: bool = False):
     """INT8 calibration on the user's images: one calibration table per network, and the INT8 engines.
 
     The batches are the exact inputs of each network at inference, from
     ``int8_calibration.calibration_batches`` (DET: ``det_hw`` crops of the scale-space levels,
     default 128×128; ORI/DESC: up to ``max_patches`` keypoint patches in batches of
     ``max_batch``, the profile's tuned size). TensorRT calibrates inside the INT8 engine build, so
+    ``reference`` makes the LIFT extractor whose inputs are recorded
+    (``features.extractors.reference_lift``). TensorRT calibrates inside the INT8 engine build, so
     this builds the engines for these profiles (``levels_hw``, ``max_batch``) and keeps them in the
     engine cache, where ``TensorRTBackend(precision="int8")`` with the same arguments finds them;
     the tables are written next to them, named by ``calibration_cache_key``.
@@ -608,7 +562,7 @@ def calibrate(manifest_dir: str | Path, images: str | Path | Iterable[str | Path
     det_hw = (min(max(h, lo[2]), hi[2]), min(max(w, lo[3]), hi[3]))  # inside the DET profile
     data = cal.calibration_batches(
         images, patch_batch=profiles["ori"][1][0], max_images=max_images, det_hw=det_hw,
-        max_patches=max_patches or cal.MAX_PATCHES, lift_conf=lift_conf, progress=progress,
+        max_patches=max_patches or cal.MAX_PATCHES, reference=reference, progress=progress,
         expected_weights={name: manifest["models"][name]["weights_sha256"] for name in NETWORKS})
     api = cuda_memory.open_api() if cuda_memory.available()[0] else None
     gpu, cc = _device_info(api)

@@ -66,8 +66,10 @@ def run_export(args: argparse.Namespace) -> int:
                     "run this command again where TensorRT is")
     try:
         if args.calibration_images is not None:
+            from ..features.extractors import reference_lift
+
             tables, data = trtb.calibrate(args.output, args.calibration_images, max_images=args.max_images,
-                                          progress=True)
+                                          reference=reference_lift, progress=True)
             log(f"calibration data: {data.summary()}")
             for path in data.skipped:
                 log(f"  skipped {path}")

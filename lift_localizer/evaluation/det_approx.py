@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..features.det import DET, NUM_MAX, NUM_SUM
+from ..nets.det import DET, NUM_MAX, NUM_SUM
 from ..features.det_separable import (
     FastDET,
     FftResponses,
@@ -42,9 +42,9 @@ from ..features.det_separable import (
     separable_responses_opencv,
     separable_responses_torch,
 )
-from ..features.layers import ghh
+from ..nets.layers import ghh
 from ..features.lift import PRESETS, Lift, load_networks
-from ..features.scale_space import make_levels, resize_level
+from ..nets.scale_space import make_levels, resize_level
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, sigma: float = 2.0, k: int = 25) -> torch.Tensor:

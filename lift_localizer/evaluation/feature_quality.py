@@ -210,7 +210,7 @@ def scannet_scores(extractors: dict, root: Path) -> dict:
 def desc_vs_reference(webcam: Path, reference: Path, desc_weights: str | None, scenes=TEST_SCENES,
                       images_per_scene: int = 10, keypoints: int = 500) -> dict:
     """Same-keypoint NN accuracy of our DESC and the reference DESC on identical patches."""
-    from ..features.desc import load_reference
+    from ..nets.desc import load_reference
     from ..features.sift import sift_keypoints
     from ..weights import load_network
     from .reference_desc import nn_accuracy, patches_at, scene_images

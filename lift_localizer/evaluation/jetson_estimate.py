@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..features.lift import PRESETS, Lift, apply_preset
-from ..features.scale_space import SUPPORT_PER_SCALE, make_levels
+from ..nets.scale_space import SUPPORT_PER_SCALE, make_levels
 from .benchmark import count_macs
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features.desc import DESC, load_reference
+from ..nets.desc import DESC, load_reference
 from ..features.image import read_image
 from ..features.patches import PatchSampler
-from ..features.scale_space import SUPPORT_PER_SCALE
+from ..nets.scale_space import SUPPORT_PER_SCALE
 from ..features.sift import sift_keypoints
 from ..localization.matching import mutual_nearest_neighbours
 

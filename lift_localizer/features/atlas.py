@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .det import FILTER_SIZE
-from .scale_space import Level
+from ..nets.det import FILTER_SIZE
+from ..nets.scale_space import Level
 
 # The score of pixels where DET's window does not fit (keypoints.py imports it from here); finite so that
 # interpolation never makes NaNs.

@@ -495,7 +495,7 @@ class FastDET(nn.Module):
                  probes: list[torch.Tensor] | None = None, engine: str = "auto", device="cpu",
                  mean: float = 0.0, std: float = 1.0, rank: int | None = None) -> None:
         super().__init__()
-        from .det import NUM_MAX, NUM_SUM
+        from ..nets.det import NUM_MAX, NUM_SUM
 
         if mode not in MODES:
             raise ValueError(f"DET convolution {mode!r}: one of {', '.join(MODES)}")

@@ -11,6 +11,7 @@ import time
 
 import cv2
 import numpy as np
+import torch
 
 from .lift import Features, Lift
 from .sift import sift_detect
@@ -72,6 +73,14 @@ class LiftExtractor:
         small, _ = _resize(gray, self.resize_max)
         f = self.lift(small)
         return f if small is gray else _rescale(f, gray.shape, small.shape)
+
+
+def reference_lift(conf: dict | None = None) -> LiftExtractor:
+    """LIFT on PyTorch in float32 (on CUDA where there is one) with the localizer's other options:
+    the reference whose network inputs INT8 calibration records, whatever back end and precision
+    the localizer runs."""
+    return LiftExtractor({"device": "cuda" if torch.cuda.is_available() else "cpu", **(conf or {}),
+                          "backend": "torch", "precision": None})
 
 
 class SiftExtractor:

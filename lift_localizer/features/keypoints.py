@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .atlas import INVALID, Atlas, atlas_for
-from .scale_space import SUPPORT_PER_SCALE, Level
+from ..nets.scale_space import SUPPORT_PER_SCALE, Level
 
 # Smallest curvature of a maximum, relative to its score (float32 rounding through resizing and DET is ~1e-6).
 FLAT_CURVATURE = 1e-4

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import make_backend
-from ..weights import LoadedNetwork, load_network, untrained_summary
-from . import ori as ori_module
+from ..weights import LIFT_WEIGHTS, LoadedNetwork, load_networks, untrained_summary
+from ..nets import ori as ori_module
 from .atlas import DET_MARGIN, INVALID, Atlas
-from .det import FILTER_SIZE
+from ..nets.det import FILTER_SIZE
 from .keypoints import Detections, detect, pad_score_map
 from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable, plan
 from .patches import PatchSampler
-from .scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, paper_scales, resize_level
+from ..nets.scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, resize_level, scales_for
 
 default_conf = {
     "max_keypoints": 1000,
@@ -63,7 +63,7 @@ default_conf = {
     # fails; True: required (an error elsewhere); False: stage by stage, with stage timings.
     "cuda_graph": "auto",
     # Weights: names in lift_localizer/weights or path stems, per network.
-    "weights": {"det": "det", "ori": "ori", "desc": "desc"},
+    "weights": dict(LIFT_WEIGHTS),
 }
 
 
@@ -112,11 +112,6 @@ def unpack(packed: np.ndarray, image_size: tuple[int, int]) -> Features:
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     return Features(f32(rows[:, :2]), f32(2 * rows[:, 2]), f32(rows[:, 4]), f32(rows[:, 3]), f32(rows[:, 5:]),
                     image_size)
-
-
-def load_networks(weights: dict[str, str] | None = None) -> dict[str, LoadedNetwork]:
-    weights = {**default_conf["weights"], **(weights or {})}
-    return {kind: load_network(kind, weights[kind]) for kind in ("det", "ori", "desc")}
 
 
 class Lift:
@@ -198,11 +193,7 @@ class Lift:
         return untrained_summary(self.networks)
 
     def scales_for(self, height: int, width: int) -> np.ndarray:
-        c = self.conf
-        if c["scales"] is not None:
-            return np.sort(np.asarray(c["scales"], dtype=np.float64))
-        return paper_scales(height, width, c["min_scale_log2"], c["max_scale_log2"],
-                            c["levels_per_octave"], c["extra_octave_below"])
+        return scales_for(height, width, self.conf)
 
     def levels_for(self, height: int, width: int) -> list[Level]:
         return make_levels(height, width, self.scales_for(height, width), min_size=FILTER_SIZE + 2)

@@ -22,7 +22,7 @@ def synthetic_descriptors(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     from .index import build_index, search
-    from .netvlad import NetVLAD, pad_batch
+    from ..nets.netvlad import NetVLAD, pad_batch
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--images", type=int, default=100_000)

@@ -17,7 +17,7 @@ import torch
 
 from ..weights import LoadedNetwork, WeightsError, file_sha256, load_network
 from .index import IndexFileError, load_index, save_index, search
-from .netvlad import pad_batch
+from ..nets.netvlad import pad_batch
 
 GLOBAL_FILE = "global.h5"
 INDEX_FILE = "global.index"

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..features.patches import PatchSampler
-from ..features.scale_space import SUPPORT_PER_SCALE
+from ..nets.scale_space import SUPPORT_PER_SCALE
 
 PATCH_SIZE = 128
 INFERENCE_PATCH = 64           # PatchSampler size at inference (Lift conf patch_size)

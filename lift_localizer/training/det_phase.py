@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..features import ori as ori_module
-from ..features.det import HALF_WINDOW
+from ..nets import ori as ori_module
+from ..nets.det import HALF_WINDOW
 from ..weights import LoadedNetwork
 from .data import PATCH_SIZE as SOURCE
 from .losses import (

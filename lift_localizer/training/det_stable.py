@@ -40,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..features.det import FILTER_SIZE, NUM_MAX, START_SIGMA_FACTOR, analytic_init
+from ..nets.det import FILTER_SIZE, NUM_MAX, START_SIGMA_FACTOR, analytic_init
 from ..features.image import read_image
 from ..features.keypoints import Detections
 from ..features.lift import Lift
-from ..features.scale_space import Level, make_levels, resize_level
+from ..nets.scale_space import Level, make_levels, resize_level
 from ..weights import LoadedNetwork, load_network, save_network
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..evaluation.features import repeatability as pair_repeatability
@@ -68,7 +68,7 @@ default_conf = {
     "peak_weight": 0.5,
     "peak_px": 2.0,              # level pixels
     "reg": 1.0,                  # weight of ||W - W0||² / ||W0||²
-    # The analytic init: |LoG| whose sigma is this × the level's keypoint scale (features/det.py says
+    # The analytic init: |LoG| whose sigma is this × the level's keypoint scale (nets/det.py says
     # why 1.1). None: start from --init weights as they are.
     "init_sigma": START_SIGMA_FACTOR,
     # Train only the first GHH group (4 pieces): on mexico as good as all 16 filters, and 4 distinct

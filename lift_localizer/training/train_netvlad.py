@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..mapping.io import load_map
-from ..retrieval.netvlad import NetVLAD, contrastive_loss, pad_batch, triplet_ranking_loss
+from ..nets.netvlad import NetVLAD, contrastive_loss, pad_batch, triplet_ranking_loss
 from ..weights import save_network
 from .checkpoint import load_checkpoint, save_checkpoint
 

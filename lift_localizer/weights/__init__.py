@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..features import desc, det, ori
-from ..retrieval import netvlad
+from ..nets import desc, det, ori
+from ..nets import netvlad
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CARD_FORMAT = 1
@@ -162,3 +162,18 @@ def untrained_summary(networks: dict[str, LoadedNetwork]) -> str | None:
     what = " and ".join(stages.get(n, n) for n in names)
     return (f"WARNING: the {', '.join(names)} network weights are UNTRAINED ({how}). "
             f"The {what} come from untrained networks, not LIFT's learned ones.")
+
+
+# The shipped LIFT networks, by kind.
+LIFT_WEIGHTS = {"det": "det", "ori": "ori", "desc": "desc"}
+
+
+def load_networks(weights: dict[str, str] | None = None) -> dict[str, LoadedNetwork]:
+    """LIFT's DET, ORI and DESC: ``weights`` names (or path stems) per kind over ``LIFT_WEIGHTS``."""
+    weights = {**LIFT_WEIGHTS, **(weights or {})}
+    return {kind: load_network(kind, weights[kind]) for kind in ("det", "ori", "desc")}
+
+
+def shipped_netvlad_models() -> list[str]:
+    """The stems of the NetVLAD models in this package (``netvlad_<features>``), sorted."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("netvlad_*.safetensors"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..features import desc, det, ori
+from ..nets import desc, det, ori
 from . import WEIGHTS_DIR, save_network
 
 # The grey-level statistics the released LIFT pipeline normalises with (image: mean/std of its

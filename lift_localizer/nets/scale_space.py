@@ -93,3 +93,12 @@ def resize_level(image: torch.Tensor, level: Level) -> torch.Tensor:
     shrink = level.ratio_x < 1.0 or level.ratio_y < 1.0
     return F.interpolate(image, size=(level.height, level.width), mode="bilinear",
                          align_corners=False, antialias=shrink)
+
+
+def scales_for(height: int, width: int, conf: dict) -> np.ndarray:
+    """The DET scales for an image: ``conf["scales"]`` where given (sorted), else ``paper_scales``
+    from the ``DEFAULT_LEVELS`` fields of ``conf``."""
+    if conf.get("scales") is not None:
+        return np.sort(np.asarray(conf["scales"], dtype=np.float64))
+    return paper_scales(height, width, conf["min_scale_log2"], conf["max_scale_log2"],
+                        conf["levels_per_octave"], conf["extra_octave_below"])
