@@ -10,7 +10,7 @@ from . import __version__
 from .commands import Parser, add_lift_options, backend_error, deploy, feature_defaults, localize, maps, replay, train
 from .commands import positive_int as _positive_int
 from .evaluation import benchmark, feature_quality, node_benchmark
-from .features.image import MAX_IMAGE_SIDE
+from .images import MAX_IMAGE_SIDE
 
 
 def add_extract(sub) -> None:
@@ -35,7 +35,7 @@ def add_extract(sub) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .features.image import ImageError, read_image
+    from .images import ImageError, read_image
     from .features.io import open_for_writing, write_features
     from .features.lift import Lift
     from .weights import WeightsError

@@ -69,7 +69,7 @@ def _fresh(path: Path) -> Path:
 
 
 def bag_frames(dataset: Path):
-    from .mapping.bag import read_frames
+    from .bags.reader import read_frames
 
     mapping = read_frames(dataset / "mapping", pose_topic="/ground_truth/pose")
     queries = read_frames(dataset / "query")  # what the localizer sees: no ground truth
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         mapping, queries = synthetic_frames(out, args.mapping_views, args.query_views, size)
         truths = {f.name: f.T_map_camera for f in queries}
         # The same sequence as bags, so that build-map / localize / evaluate can be tried on it.
-        from .mapping.bag_writer import write_bag
+        from .bags.writer import write_bag
 
         write_bag(_fresh(out / "bags" / "mapping"), mapping)
         write_bag(_fresh(out / "bags" / "query"), queries)

@@ -33,7 +33,7 @@ from std_msgs.msg import Header
 
 from lift_localizer.cli import main
 from lift_localizer.geometry.camera import Camera
-from lift_localizer.mapping.bag_writer import write_bag
+from lift_localizer.bags.writer import write_bag
 from lift_localizer.mapping.frames import Frame
 from lift_localizer.ros.bag_player import BagPlayer, PlayOptions, to_rclpy
 from lift_localizer.ros.interfaces import default_typestore, ensure_type

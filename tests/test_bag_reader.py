@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from lift_localizer.features.image import ImageError
+from lift_localizer.images import ImageError
 from lift_localizer.geometry.camera import Camera
-from lift_localizer.mapping.bag import BagError, bag_topics, read_frames
-from lift_localizer.mapping.bag_writer import write_bag
+from lift_localizer.bags.reader import BagError, bag_topics, read_frames
+from lift_localizer.bags.writer import write_bag
 from lift_localizer.mapping.frames import Frame
 from lift_localizer.synthetic import look_at
 

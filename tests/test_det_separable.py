@@ -1,4 +1,4 @@
-"""Cheaper DET convolutions (features/det_separable.py): separable forms, the rank picker, the exact
+"""Cheaper DET convolutions (nets/det_separable.py): separable forms, the rank picker, the exact
 routes (distinct filters, GHH plan, FFT) and their use through Lift."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lift_localizer.backends import make_backend
-from lift_localizer.features import det_separable as ds
+from lift_localizer.nets import det_separable as ds
 from lift_localizer.nets.det import DET, NUM_MAX, NUM_SUM, analytic_init
 from lift_localizer.nets.layers import ghh
 from lift_localizer.features.lift import Lift, load_networks

@@ -109,7 +109,7 @@ def test_unknown_folder(tmp_path):
                                      ("tum_fr3_office", {"intrinsics": (535.4, 539.2, 320.1, 247.6)})])
 def test_real_raw_sets_agree_with_their_bags(name, kw):
     """The bags were made from these raw sets: the same image has the same pose and camera."""
-    from lift_localizer.mapping.bag import read_frames
+    from lift_localizer.bags.reader import read_frames
 
     raw = [f for f in load_posed_folder(shared_path("raw", name), **kw) if f.error is None and f.T_map_camera is not None]
     bag = [f for part in ("mapping", "query")

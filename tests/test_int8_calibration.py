@@ -78,7 +78,7 @@ def _is_window(crop, levels):
 
 def test_batches_are_exactly_what_lift_feeds_its_back_end(image_dir, networks):
     from lift_localizer.features.extractors import LiftExtractor
-    from lift_localizer.features.image import read_image
+    from lift_localizer.images import read_image
 
     data = cal.calibration_batches(image_dir, patch_batch=32, det_hw=DET_HW, det_crops_per_image=4,
                                    max_patches=96, reference=REFERENCE)

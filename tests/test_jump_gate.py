@@ -204,7 +204,7 @@ def localize(gated, stamp: int, T_map_odom: np.ndarray, odom: bool = True) -> bo
     """One frame through the node's worker: whether it published a pose."""
     from sensor_msgs.msg import Image
 
-    from lift_localizer.ros.convert import make_image_fields
+    from lift_localizer.bags.convert import make_image_fields
 
     node, odometry = gated
     node._localizer.T_map_camera = T_map_odom @ T_ODOM_CAMERA

@@ -35,7 +35,7 @@ from test_node import camera_info, image_msg, stamp_ns  # noqa: E402
 from lift_localizer.cli import main  # noqa: E402
 from lift_localizer.geometry.camera import Camera  # noqa: E402
 from lift_localizer.geometry.pose import T_from_tq, pose_error  # noqa: E402
-from lift_localizer.mapping.bag_writer import write_bag  # noqa: E402
+from lift_localizer.bags.writer import write_bag  # noqa: E402
 from lift_localizer.mapping.frames import Frame  # noqa: E402
 from lift_localizer.synthetic import room_sequence  # noqa: E402
 

@@ -11,7 +11,7 @@ import torch
 from lift_localizer.features.patches import PatchSampler, crop_patches
 from lift_localizer.nets.scale_space import SUPPORT_PER_SCALE
 from lift_localizer.geometry.camera import Camera
-from lift_localizer.mapping.bag_writer import write_bag
+from lift_localizer.bags.writer import write_bag
 from lift_localizer.mapping.frames import Frame
 from lift_localizer.synthetic import make_texture, room_sequence
 from lift_localizer.training import data as D

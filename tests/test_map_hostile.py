@@ -17,7 +17,7 @@ import pytest
 
 from lift_localizer.cli import main
 from lift_localizer.geometry.camera import Camera
-from lift_localizer.mapping.bag_writer import write_bag
+from lift_localizer.bags.writer import write_bag
 from lift_localizer.mapping.frames import Frame
 from lift_localizer.mapping.io import MapError, load_map
 from lift_localizer.synthetic import room_sequence

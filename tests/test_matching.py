@@ -1,8 +1,8 @@
-"""Mutual nearest neighbours with the ratio test (localization/matching.py)."""
+"""Mutual nearest neighbours with the ratio test (features/matching.py)."""
 import numpy as np
 import torch
 
-from lift_localizer.localization.matching import mutual_nearest_neighbours
+from lift_localizer.features.matching import mutual_nearest_neighbours
 
 
 def _case():

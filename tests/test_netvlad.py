@@ -183,7 +183,7 @@ def test_shipped_netvlad_retrieves_the_nearest_frames_on_a_real_sequence(tmp_pat
     from conftest import shared_path
 
     from lift_localizer.localization.localizer import Localizer
-    from lift_localizer.mapping.bag import read_frames
+    from lift_localizer.bags.reader import read_frames
     from lift_localizer.mapping.build import build_map
     from lift_localizer.mapping.io import load_map
     from lift_localizer.retrieval.retriever import compatible_model
@@ -199,7 +199,7 @@ def test_shipped_netvlad_retrieves_the_nearest_frames_on_a_real_sequence(tmp_pat
     centres = np.array([f.T_map_camera[:3, 3] for f in mapping])
     hits1 = hits5 = 0
     queries = read_frames(bags / "query", pose_topic="/ground_truth/pose")
-    from lift_localizer.features.image import to_gray
+    from lift_localizer.images import to_gray
 
     for f in queries:
         top, _ = localizer.retrieval.top_k(localizer.extractor(to_gray(f.image())).descriptors, 5)

@@ -14,9 +14,9 @@ from ros_harness import Client, NodeProcess, diagnostics_values, wait_for
 from lift_localizer.cli import main
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.geometry.pose import T_from_tq, pose_error
-from lift_localizer.mapping.bag_writer import write_bag
+from lift_localizer.bags.writer import write_bag
 from lift_localizer.mapping.frames import Frame
-from lift_localizer.ros.convert import make_image_fields
+from lift_localizer.bags.convert import make_image_fields
 from lift_localizer.synthetic import room_sequence
 
 pytest.importorskip("pycolmap")

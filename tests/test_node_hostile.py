@@ -75,7 +75,7 @@ def test_a_frame_ending_after_the_context_is_no_error_and_shutdown_is_idempotent
     from test_jump_gate import FakeLocalizer
 
     from lift_localizer.geometry.camera import Camera
-    from lift_localizer.ros.convert import make_image_fields
+    from lift_localizer.bags.convert import make_image_fields
 
     node = in_process()
     assert until(lambda: node.stats.map_status.startswith("no map:"))
@@ -127,7 +127,7 @@ def scene_map(tmp_path_factory):
     pytest.importorskip("pycolmap")
     from lift_localizer.cli import main
     from lift_localizer.geometry.camera import Camera
-    from lift_localizer.mapping.bag_writer import write_bag
+    from lift_localizer.bags.writer import write_bag
     from lift_localizer.mapping.frames import Frame
     from lift_localizer.synthetic import room_sequence
 

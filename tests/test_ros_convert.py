@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lift_localizer.features.image import ImageError
-from lift_localizer.ros.convert import (ENCODINGS, compressed_image_from_msg, image_from_msg, image_to_bgr_or_gray,
+from lift_localizer.images import ImageError
+from lift_localizer.bags.convert import (ENCODINGS, compressed_image_from_msg, image_from_msg, image_to_bgr_or_gray,
                                         make_image_fields)
 
 rng = np.random.default_rng(0)
@@ -138,7 +138,7 @@ def test_same_as_cv_bridge():
         m = Image(**{**make_image_fields(a, encoding)})
         np.testing.assert_array_equal(image_from_msg(m), bridge.imgmsg_to_cv2(m, "passthrough"))
     # The node's entry point gives the same grey/BGR arrays whichever converter it uses.
-    from lift_localizer.ros.convert import decode_image, image_to_bgr_or_gray
+    from lift_localizer.bags.convert import decode_image, image_to_bgr_or_gray
 
     for encoding, (c, dtype) in ENCODINGS.items():
         a = rng.integers(0, 256, (6, 8, c) if c > 1 else (6, 8)).astype(dtype)
@@ -147,7 +147,7 @@ def test_same_as_cv_bridge():
 
 
 def test_decode_image_refuses_what_it_cannot_read():
-    from lift_localizer.ros.convert import decode_image
+    from lift_localizer.bags.convert import decode_image
 
     a = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
     with pytest.raises(ImageError, match="unsupported image encoding"):
@@ -175,7 +175,7 @@ def png_claiming(width: int, height: int, rows: int | None = None) -> bytes:
 
 
 def test_an_oversized_image_is_refused_from_its_header_before_decoding(monkeypatch):
-    from lift_localizer.ros.convert import decode_image
+    from lift_localizer.bags.convert import decode_image
 
     decoded = []
     real = cv2.imdecode

@@ -72,7 +72,7 @@ def scenes(tmp_path_factory):
     without: the same renderer, another scene."""
     pytest.importorskip("pycolmap")
     from lift_localizer.geometry.camera import Camera
-    from lift_localizer.mapping.bag_writer import write_bag
+    from lift_localizer.bags.writer import write_bag
     from lift_localizer.mapping.frames import Frame
     from lift_localizer.synthetic import room_sequence
 

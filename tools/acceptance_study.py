@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lift_localizer.features.image import to_gray
+from lift_localizer.images import to_gray
 from lift_localizer.evaluation.metrics import nees
 from lift_localizer.geometry.pose import pose_error, pose_error_vector
 from lift_localizer.localization.acceptance import PoseEvidence
 from lift_localizer.localization.localizer import Localizer
 from lift_localizer.localization.map_accuracy import MapAccuracy, map_accuracy
-from lift_localizer.mapping.bag import read_frames
+from lift_localizer.bags.reader import read_frames
 from lift_localizer.mapping.build import build_map
 from lift_localizer.mapping.io import load_map
 

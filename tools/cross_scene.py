@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lift_localizer.features.image import to_gray
+from lift_localizer.images import to_gray
 from lift_localizer.localization.localizer import Localizer
-from lift_localizer.mapping.bag import read_frames
+from lift_localizer.bags.reader import read_frames
 from lift_localizer.mapping.io import load_map
 
 

@@ -56,7 +56,7 @@ BACKENDS = available_backends()
 class SplitBackend:
     """DET on one back end, ORI and DESC on another: on the CPU, PyTorch's 25×25 convolution is
     faster than ONNX Runtime's and ONNX Runtime's DESC and ORI are 2–4× faster than PyTorch's
-    (README, `lift-localizer benchmark`)."""
+    (docs/benchmarks.md, `lift-localizer benchmark`)."""
 
     name = "auto"
 

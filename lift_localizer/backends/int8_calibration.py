@@ -160,7 +160,7 @@ def calibration_batches(images: str | Path | Iterable[str | Path], *, patch_batc
     left out. ``expected_weights``: network → weights hash of the export being calibrated,
     checked before any image is read. Unreadable images are skipped and listed. ValueError when
     the weights differ or the images give no DET crop or less than one patch batch."""
-    from ..features.image import ImageError, read_image
+    from ..images import ImageError, read_image
 
     paths = image_paths(images, max_images)
     if not paths:

@@ -15,7 +15,7 @@ class TorchBackend:
     def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
                  precision: str = "fp32", det_conv: str | None = None, det_tolerance: float | None = None) -> None:
         """``det_conv``: None runs the DET module as it is (dense 25×25 convolution); ``exact``,
-        ``separable``, ``fft`` or ``dense``: ``features.det_separable.FastDET`` in that mode (``exact``:
+        ``separable``, ``fft`` or ``dense``: ``nets.det_separable.FastDET`` in that mode (``exact``:
         the same scores to float rounding through the distinct filters, by the cheaper of torch.fft and
         the dense convolution; ``separable``: within ``det_tolerance``, the score map's largest error as
         a fraction of its range, default 0.003, else exact); ``measure``: the fastest exact route (the
@@ -37,7 +37,7 @@ class TorchBackend:
         self.det_note = "dense 25×25 convolution (the DET module as it is)"
         self._det_candidates: dict[str, torch.nn.Module] | None = None
         if det_conv == "measure":
-            from ..features.det_separable import FastDET
+            from ..nets.det_separable import FastDET
 
             det = networks["det"]
             self._det_candidates = {"module": self.det_net}
@@ -46,7 +46,7 @@ class TorchBackend:
                 self._det_candidates[f"{mode} over {len(fast.bank.unique)} distinct filters"] = fast
             self.det_note = "the DET module until tune_det measures the exact routes"
         elif det_conv is not None:
-            from ..features.det_separable import DEFAULT_TOLERANCE, FastDET
+            from ..nets.det_separable import DEFAULT_TOLERANCE, FastDET
 
             det = networks["det"]
             self.det_net = FastDET(det.module, det_conv, DEFAULT_TOLERANCE if det_tolerance is None else det_tolerance,

@@ -86,7 +86,7 @@ def wrong_bound(text: str) -> tuple[float, float]:
 
 
 def _query_frames(args, pose_topic=None, bag=None):
-    from ..mapping.bag import BagError, read_frames
+    from ..bags.reader import BagError, read_frames
 
     try:
         return read_frames(bag or args.bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
@@ -128,7 +128,7 @@ def run_localize(args: argparse.Namespace) -> int:
 def run_retrieve(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..features.image import ImageError, to_gray
+    from ..images import ImageError, to_gray
     from ..localization.localizer import Localizer
     from ..mapping.io import MapError, load_map
 

@@ -78,7 +78,7 @@ def run_index(args: argparse.Namespace) -> int:
 def load_frames(args: argparse.Namespace, with_poses: bool):
     """Frames from --bag or --folder; errors come back as (None, message)."""
     from ..geometry.camera import CameraError
-    from ..mapping.bag import BagError, read_frames
+    from ..bags.reader import BagError, read_frames
     from ..mapping.importers import ImportFormatError, load_posed_folder
 
     try:

@@ -126,7 +126,7 @@ def _print_record(result) -> None:
 def run_play(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..mapping.bag import BagError
+    from ..bags.reader import BagError
     from ..ros.bag_player import BagPlayer, PlayOptions, run
     from ..ros.bag_recorder import RecordError
 

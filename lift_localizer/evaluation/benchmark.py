@@ -27,7 +27,7 @@ from ..features.lift import PRESETS, Lift
 from ..synthetic import demo_views, make_texture
 
 DENSE = ("det", "ori", "desc")
-# The budget of the README's measurements, kept so that a plain run compares with them; the commands
+# The budget of docs/benchmarks.md's measurements, kept so that a plain run compares with them; the commands
 # themselves default to the localizer's budget.
 MAX_KEYPOINTS = 1000
 
@@ -103,7 +103,7 @@ class _Pipeline:
     def run(self, descriptors: np.ndarray, timings: dict[str, float], device: torch.device) -> None:
         """Timings of NetVLAD, retrieval, matching (on ``device``, as the localizer does) and PnP."""
         from ..localization.absolute_pose import default_solver, estimate_pose
-        from ..localization.matching import mutual_nearest_neighbours
+        from ..features.matching import mutual_nearest_neighbours
         from ..retrieval.index import search
 
         t = time.perf_counter()
@@ -194,7 +194,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="among torch, onnx, auto, torch-cuda, torch-cuda-fp16 (CUDA graphs), torch-cuda-fp16-staged "
                         "(stage by stage, with per-stage times), tensorrt-fp16 (default: every one available here)")
     p.add_argument("--max-keypoints", type=int, default=MAX_KEYPOINTS, metavar="N",
-                   help=f"keypoint budget (default {MAX_KEYPOINTS}, as in the README's measurements; the other "
+                   help=f"keypoint budget (default {MAX_KEYPOINTS}, as in docs/benchmarks.md; the other "
                         f"commands default to {default_conf['max_keypoints']})")
     p.add_argument("--size", default="640x480", metavar="WxH", help="synthetic image size")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="runs per back end; medians and p90 over them")

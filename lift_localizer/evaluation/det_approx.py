@@ -1,4 +1,4 @@
-"""Measure the cheaper DET convolutions against the dense one (features/det_separable.py).
+"""Measure the cheaper DET convolutions against the dense one (nets/det_separable.py).
 
     python -m lift_localizer.evaluation.det_approx [--image PATH] [--repeat 3] [--weights STEM ...]
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..nets.det import DET, NUM_MAX, NUM_SUM
-from ..features.det_separable import (
+from ..nets.det_separable import (
     FastDET,
     FftResponses,
     GhhPlan,

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from ..features.extractors import make_extractor
-from ..features.image import read_image
+from ..images import read_image
 from ..features.lift import Features
-from ..localization.matching import mutual_nearest_neighbours
+from ..features.matching import mutual_nearest_neighbours
 from .features import score_pair
 
 TEST_SCENES = ("chamonix", "courbevoie")

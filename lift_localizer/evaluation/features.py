@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..localization.matching import mutual_nearest_neighbours
+from ..features.matching import mutual_nearest_neighbours
 
 Transfer = Callable[[np.ndarray], np.ndarray]
 

@@ -111,9 +111,8 @@ MAP_DAMAGE: dict[str, Callable[[Path], None]] = {
 
 def make_scene(root: Path) -> tuple[Path, Path, object, list]:
     """A synthetic room: (map, query bag, camera, query views)."""
-    from ..cli import main
     from ..geometry.camera import Camera
-    from ..mapping.bag_writer import write_bag
+    from ..bags.writer import write_bag
     from ..mapping.frames import Frame
     from ..synthetic import room_sequence
 
@@ -122,10 +121,12 @@ def make_scene(root: Path) -> tuple[Path, Path, object, list]:
     for name, views, t0 in (("mapping", mapping, 10**18), ("query", query, 2 * 10**18)):
         write_bag(root / name, [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
                                 for i, (im, T) in enumerate(views)])
-    code = main(["build-map", "--bag", str(root / "mapping"), "--output", str(root / "map"), "--features", "lift",
-                 "--max-keypoints", "300"])
-    if code != 0:
-        raise RuntimeError("the synthetic map could not be built")
+    # As a user runs it (a subprocess): the command line sits above this module.
+    built = subprocess.run([sys.executable, "-m", "lift_localizer", "build-map", "--bag", str(root / "mapping"),
+                            "--output", str(root / "map"), "--features", "lift", "--max-keypoints", "300"],
+                           capture_output=True, text=True, timeout=600)
+    if built.returncode != 0:
+        raise RuntimeError(f"the synthetic map could not be built: {built.stderr[-2000:]}")
     return root / "map", root / "query", cam, query
 
 
@@ -360,7 +361,7 @@ def _camera_info(cam, **change):
 def _image(array: np.ndarray, stamp: int, **change):
     from sensor_msgs.msg import Image
 
-    from ..ros.convert import make_image_fields
+    from ..bags.convert import make_image_fields
 
     msg = Image(**make_image_fields(array, "mono8" if array.ndim == 2 else "bgr8"))
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)

@@ -1,4 +1,4 @@
-"""Jetson Orin estimate of LIFT's network stages from their operation counts (no Jetson here).
+"""Jetson Orin estimate of LIFT's network stages from their operation counts (an estimate, not a Jetson measurement).
 
     python -m lift_localizer.evaluation.jetson_estimate [--size 640x480] [--keypoints 1000] [--preset default]
 
@@ -45,7 +45,7 @@ DEVICES = (
 )
 # Fraction of the tensor peak each network's convolutions reach (assumed, see the module docstring).
 EFFICIENCY = {"det": 0.15, "ori": 0.4, "desc": 0.4}
-# A pessimistic bound: the fractions of the FP16 peak PyTorch reaches on an H100 (README, 21 levels:
+# A pessimistic bound: the fractions of the FP16 peak PyTorch reaches on an H100 (docs/benchmarks.md, 21 levels:
 # DET 44.8 GMAC in 9.0 ms, ORI 7.4 GMAC in 2.7 ms, DESC 51 GMAC in 5.8 ms, against 372 TMAC/s measured),
 # where kernel launches and framework overhead, not the tensor cores, set the time.
 PYTORCH_H100 = {"det": 0.013, "ori": 0.0074, "desc": 0.024}

@@ -92,7 +92,7 @@ def run(args) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from ..localization.localizer import Localizer
-    from ..mapping.bag import bag_topics, pick_image_topic, read_frames
+    from ..bags.reader import bag_topics, pick_image_topic, read_frames
     from ..mapping.io import load_map
     from ..ros.params import PARAMS, localizer_conf
 

@@ -1,6 +1,6 @@
 """PyTorch operations per frame, stage by stage, of the staged LIFT pipeline and of its fixed-shape
 form (features/lift_graph.py): on a GPU each operation is a kernel launch, and launches, not
-arithmetic, set the time of LIFT's small kernels (README, H100 table). Counted on the CPU with a
+arithmetic, set the time of LIFT's small kernels (docs/benchmarks.md, H100 table). Counted on the CPU with a
 dispatch hook, so it needs no GPU; views (slice, select, unsqueeze) count too, and are shown
 apart: on a GPU they launch nothing.
 

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..nets.desc import DESC, load_reference
-from ..features.image import read_image
+from ..images import read_image
 from ..features.patches import PatchSampler
 from ..nets.scale_space import SUPPORT_PER_SCALE
 from ..features.sift import sift_keypoints
-from ..localization.matching import mutual_nearest_neighbours
+from ..features.matching import mutual_nearest_neighbours
 
 REFERENCE = Path("reference") / "lift_desc_picc_cnn3.h5"
 SUPPORT_PER_SIZE = SUPPORT_PER_SCALE / 2  # OpenCV size is 2 sigma: support 6x size

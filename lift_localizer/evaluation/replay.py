@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..features.image import ImageError
+from ..images import ImageError
 from ..reasons import Failure, Reason
 from ..geometry.pose import matrix_to_quat
 from ..localization.localizer import LocalizationResult, Localizer

@@ -18,6 +18,9 @@ from .sift import sift_detect
 
 EXTRACTORS = ("lift", "sift")
 
+# Keypoints per image where a caller does not say: maps, localization and the node share it.
+DEFAULT_MAX_KEYPOINTS = 2000
+
 # Images larger than this (longest side) are downscaled before extraction and keypoints scaled
 # back: 1920×1080 frames cost 4× a 960-pixel image for few extra useful keypoints (hloc does the same).
 DEFAULT_RESIZE_MAX = 1280

@@ -47,9 +47,9 @@ default_conf = {
     # size; 1024 is also the TensorRT engines' largest batch).
     "batch_size": None,
     # Skip ORI and describe every keypoint upright: for cameras that do not roll (ground robots, fixed
-    # cameras), where it matches better (README); a map records it and its queries follow.
+    # cameras), where it matches better (docs/benchmarks.md); a map records it and its queries follow.
     "upright": False,
-    # DET's convolution where DET runs on torch (features/det_separable.py). "auto": "exact" on the CPU
+    # DET's convolution where DET runs on torch (nets/det_separable.py). "auto": "exact" on the CPU
     # (the same scores to float rounding, through the distinct filters and torch.fft or the dense
     # convolution, whichever is measured cheaper), "measure" on CUDA (the fastest exact route, timed on
     # the first image: the module, the distinct filters densely or by FFT); None: the module as it is;

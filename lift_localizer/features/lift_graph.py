@@ -1,6 +1,6 @@
 """LIFT as one computation of fixed shapes, and a CUDA graph of it per image size.
 
-On a GPU most of ``Lift``'s time per frame is not arithmetic (README, H100 table): hundreds of small
+On a GPU most of ``Lift``'s time per frame is not arithmetic (docs/benchmarks.md, H100 table): hundreds of small
 kernels (DET and NMS per level, crops per octave) each launched from Python, and the waits for the
 device that ``nonzero``, ``unique``, boolean indexing and the stage timers need. ``static_features``
 computes the same features with shapes fixed by the image size and the keypoint budget and without

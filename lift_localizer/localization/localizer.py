@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..features.extractors import make_extractor, processed_size
-from ..features.image import to_gray
+from ..features.extractors import DEFAULT_MAX_KEYPOINTS, make_extractor, processed_size
+from ..images import to_gray
 from ..features.lift import Features
 from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
@@ -24,13 +24,13 @@ from .absolute_pose import calibrate_covariance, default_solver, estimate_pose
 from .map_accuracy import map_accuracy
 from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UNCERTAIN,  # noqa: F401 — reasons
                          PoseEvidence, inlier_refusal, pose_evidence, refusal)
-from .matching import mutual_nearest_neighbours
+from ..features.matching import mutual_nearest_neighbours
 from ..reasons import Failure, Reason
 from ..retrieval.retriever import GlobalIndexError, NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
 
 default_conf = {
-    "max_keypoints": 2000,
+    "max_keypoints": DEFAULT_MAX_KEYPOINTS,
     # Where LIFT's networks run (SIFT ignores both): a back end of lift_localizer.backends, a torch device.
     "backend": "auto",
     "device": "cpu",

@@ -17,12 +17,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..features.extractors import make_extractor
-from ..features.image import ImageError, to_gray
+from ..features.extractors import DEFAULT_MAX_KEYPOINTS, make_extractor
+from ..images import ImageError, to_gray
 from ..features.lift import Features
 from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
-from ..localization.localizer import default_conf as localizer_conf
-from ..localization.matching import mutual_nearest_neighbours
+from ..features.matching import mutual_nearest_neighbours
 from ..retrieval.index import build_index
 from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatible_model, global_descriptors,
                                    model_ref, replace_atomically, retrieval_files, write_retrieval_files)
@@ -32,7 +31,7 @@ from .io import ALT_DIR, MapImage, atomic_directory, write_map
 
 default_conf = {
     # The queries' budget: a map holds as many keypoints per image as the images localized against it.
-    "max_keypoints": localizer_conf["max_keypoints"],
+    "max_keypoints": DEFAULT_MAX_KEYPOINTS,
     # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
     "upright": False,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.

@@ -28,7 +28,7 @@ class Frame:
 
     def image(self) -> np.ndarray:
         """The decoded image (uint8 or uint16; H×W grey or H×W×3 BGR). Raises ImageError."""
-        from ..features.image import ImageError
+        from ..images import ImageError
 
         if self.error is not None:
             raise ImageError(f"{self.name}: {self.error}")

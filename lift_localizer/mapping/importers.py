@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..features.image import ImageError
+from ..images import ImageError
 from ..geometry.camera import Camera
 from ..geometry.pose import T_from_tq, invert
 from .frames import Frame

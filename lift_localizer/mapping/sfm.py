@@ -15,11 +15,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..features.extractors import make_extractor
-from ..features.image import ImageError, to_gray
+from ..images import ImageError, to_gray
 from ..geometry.camera import Camera
 from ..geometry.pose import invert
 from ..geometry.triangulate import quiet_colmap, write_database
-from ..localization.matching import mutual_nearest_neighbours
+from ..features.matching import mutual_nearest_neighbours
 from .frames import Frame
 
 EXHAUSTIVE_UP_TO = 40      # images; beyond, each image is matched with its SEQUENTIAL_WINDOW successors

@@ -30,7 +30,7 @@ PAPER_LEVELS = {
 # the paper's levels, 1.69× without the octave below, 1.98× also from 2^1.5), then checked on data
 # never tuned on: held-out Webcam scenes 1.44× → 1.68× with matching precision 0.614 → 0.647, and
 # localization on the bags at least as accurate (kitti (5 cm, 5°) 0.912 → 0.971, median 0.81 →
-# 0.64 cm; README). The smallest scales are the least repeatable under noise and light changes,
+# 0.64 cm; docs/benchmarks.md). The smallest scales are the least repeatable under noise and light changes,
 # and the enlarged octave cost most of DET. Small images (short side ≤ 320 px) keep the octave
 # below (down to 2^0.5): without it the 320×240 demo room had too few keypoints (a query failed
 # with 12 inliers, tests/test_demo.py). None of the real sets is that small.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..mapping.bag import BagError, _open
+from ..bags.reader import BagError, open_bag
 from .bag_recorder import (
     BagRecorder,
     RecordingThread,
@@ -188,7 +188,7 @@ class BagPlayer:
     def __init__(self, bag: str | Path, options: PlayOptions) -> None:
         self.bag = Path(bag)
         self.options = options
-        self.reader = _open(self.bag)   # BagError for a missing or unreadable bag, before any DDS
+        self.reader = open_bag(self.bag)   # BagError for a missing or unreadable bag, before any DDS
         try:
             self._plan()
         except BaseException:

@@ -36,11 +36,11 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from ..features.image import ImageError
+from ..images import ImageError
 from ..geometry.camera import CameraError, camera_from_camera_info
 from ..reasons import Failure, Reason, reason_of
 from . import messages
-from .convert import CONVERTER, decode_image
+from ..bags.convert import CONVERTER, decode_image
 from .frame_gate import FrameGate
 from .frame_slot import FrameSlot
 from .jump_gate import JumpGate, Verdict

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backends import BACKEND_NAMES, BACKENDS, unavailable
-from ..features.image import MAX_IMAGE_SIDE
+from ..images import MAX_IMAGE_SIDE
 from ..features.lift import PRESETS
 from ..localization.localizer import default_conf as localizer_defaults
 from .jump_gate import JumpLimits

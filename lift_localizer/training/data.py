@@ -251,14 +251,14 @@ class Scene:
 
 
 def _to_gray_f32(image: np.ndarray) -> np.ndarray:
-    from ..features.image import to_gray
+    from ..images import to_gray
 
     return to_gray(image)
 
 
 def _file_loader(path: Path) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from ..features.image import read_image
+        from ..images import read_image
 
         return read_image(path)
     return load
@@ -367,11 +367,11 @@ def sfm_scene(name: str, paths: list[Path], conf: dict, log=_log) -> Scene:
     """pycolmap's incremental mapper on SIFT keypoints of ``paths`` (guessed, refined intrinsics),
     as mapping/sfm.py runs it, keeping the reconstruction: its 3D points and their tracks."""
     from ..features.extractors import make_extractor
-    from ..features.image import read_image
+    from ..images import read_image
     from ..geometry.camera import Camera
     from ..geometry.pose import invert
     from ..geometry.triangulate import quiet_colmap
-    from ..localization.matching import mutual_nearest_neighbours
+    from ..features.matching import mutual_nearest_neighbours
     from ..mapping.sfm import _radial, guess_camera
 
     quiet_colmap()
@@ -472,7 +472,7 @@ def _incremental_sfm(names: list[str], cams: list, keypoints: list[np.ndarray], 
 
 def load_bag(name: str, bag: Path, conf: dict, log=_log) -> Scene:
     """A mapping bag with ground-truth poses: the SIFT map from the known poses."""
-    from ..mapping.bag import read_frames
+    from ..bags.reader import read_frames
 
     return scene_from_frames(name, read_frames(bag, pose_topic="/ground_truth/pose"), conf, log=log)
 
@@ -513,7 +513,7 @@ def load_webcam(name: str, folder: Path, conf: dict, log=_log) -> Scene:
     paths = list_images(folder)
     grays, names, seen = [], [], {}
     for p in paths:
-        from ..features.image import read_image
+        from ..images import read_image
 
         g = read_image(p)
         digest = hashlib.md5(g.tobytes()).hexdigest()

@@ -22,7 +22,7 @@ repeatability on a validation webcam never trained on.
 
 Why not the paper's DET loss (train_lift): on our data it never beat the analytic |LoG| start on the
 held-out Webcam scenes; this objective does, through a small learned response to local brightness
-(README, "Training LIFT").
+(docs/training.md).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..nets.det import FILTER_SIZE, NUM_MAX, START_SIGMA_FACTOR, analytic_init
-from ..features.image import read_image
+from ..images import read_image
 from ..features.keypoints import Detections
 from ..features.lift import Lift
 from ..nets.scale_space import Level, make_levels, resize_level
@@ -72,7 +72,7 @@ default_conf = {
     # why 1.1). None: start from --init weights as they are.
     "init_sigma": START_SIGMA_FACTOR,
     # Train only the first GHH group (4 pieces): on mexico as good as all 16 filters, and 4 distinct
-    # filters keep the CPU's exact DET route cheap (features/det_separable.py).
+    # filters keep the CPU's exact DET route cheap (nets/det_separable.py).
     "first_group_only": True,
     # Keep the filters zero-mean and the biases at zero (scores blind to local brightness, as |LoG|). Off:
     # on the validation webcam the whole gain came from the filters' means (0.614 -> 0.628 free, 0.616 kept

@@ -202,7 +202,7 @@ def train(maps: list[str | Path], features: str, output: str | Path, conf: dict 
         "split": "lift_localizer/training/splits.json (netvlad)",
         "quality": {"train_leave_one_out_recall@1": {"kmeans_init": r1_before, "trained": r1_after,
                                                      "trained_pca": r1_pca},
-                    "held_out": "measured by `lift-localizer evaluate` on the query halves (README)"},
+                    "held_out": "measured by `lift-localizer evaluate` on the query halves (docs/benchmarks.md)"},
         "seed": conf["seed"],
     }
     save_network("netvlad", net, output, card)

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from ..geometry.pose import matrix_to_quat
-from ..ros.convert import make_image_fields
-from .frames import Frame
+from .convert import make_image_fields
+from ..mapping.frames import Frame
 
 IMAGE_TOPIC = "/camera/image_raw"
 INFO_TOPIC = "/camera/camera_info"

@@ -16,7 +16,7 @@ import numpy as np
 from ..geometry.camera import Camera, CameraError, camera_from_camera_info
 from ..geometry.pose import T_from_tq
 from ..reasons import Failure, Reason
-from .frames import Frame
+from ..mapping.frames import Frame
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped", "nav_msgs/msg/Odometry")
@@ -37,7 +37,8 @@ def stamp_ns(header) -> int:
     return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
 
 
-def _open(path: str | Path):
+def open_bag(path: str | Path):
+    """An opened rosbags ``Reader`` of the bag folder (or its storage file); BagError, one line, where it cannot be read."""
     from rosbags.rosbag2 import Reader
 
     path = Path(path)
@@ -56,7 +57,7 @@ def _open(path: str | Path):
 
 def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
     """topic → (message type, count)."""
-    reader = _open(path)
+    reader = open_bag(path)
     try:
         return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
     finally:
@@ -88,7 +89,7 @@ def _pose_T(msg, msgtype: str) -> np.ndarray:
 
 def _decoder(raw: bytes, msgtype: str, typestore):
     def load() -> np.ndarray:
-        from ..ros.convert import compressed_image_from_msg, image_to_bgr_or_gray
+        from .convert import compressed_image_from_msg, image_to_bgr_or_gray
 
         msg = typestore.deserialize_cdr(raw, msgtype)
         return image_to_bgr_or_gray(msg) if msgtype.endswith("/Image") else compressed_image_from_msg(msg)
@@ -104,7 +105,7 @@ def read_frames(path: str | Path, image_topic: str | None = None, camera_info_to
     With ``pose_topic=None`` no pose message is read at all: localization must never see ground truth.
     """
     path = Path(path)
-    reader = _open(path)
+    reader = open_bag(path)
     try:
         topics = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
         image_topic = pick_image_topic(topics, image_topic, path)

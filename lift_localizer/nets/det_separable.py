@@ -40,10 +40,10 @@ DEFAULT_TOLERANCE = 0.003
 # Costs of one DET pass (21 levels at 640×480) by route, as a fraction of PyTorch's dense 16-filter
 # convolution + GHH (today's DET), for U distinct filters and P separable terms. CPU: measured here
 # with `python -m lift_localizer.evaluation.det_approx --threads 1` (interleaved medians; with 2 threads
-# the other jobs on this machine made every multi-threaded op wait ~8 ms for a time slice): dense + GHH
+# on a shared 2-core machine every multi-threaded op waits ~8 ms for a time slice): dense + GHH
 # plan 0.95 for any U (PyTorch's cost does not fall with the filter count); torch.fft 0.051 (U = 1),
 # 0.154 (3), 1.45 (16); cv2.sepFilter2D 0.029 per term; PyTorch's vertical + depthwise pair 0.25 for
-# 1 term, 1.13 for 16. CUDA: not measured (no GPU here): cost taken as proportional to the MACs.
+# 1 term, 1.13 for 16. CUDA: cost taken as proportional to the MACs (not measured).
 COSTS = {
     "cpu": {"dense": lambda u: 0.95, "fft": lambda u: 0.05 * u + 0.003 * u * u,
             "opencv_terms": lambda p: 0.029 * p, "torch_terms": lambda p: 0.2 + 0.06 * p},
@@ -495,7 +495,7 @@ class FastDET(nn.Module):
                  probes: list[torch.Tensor] | None = None, engine: str = "auto", device="cpu",
                  mean: float = 0.0, std: float = 1.0, rank: int | None = None) -> None:
         super().__init__()
-        from ..nets.det import NUM_MAX, NUM_SUM
+        from .det import NUM_MAX, NUM_SUM
 
         if mode not in MODES:
             raise ValueError(f"DET convolution {mode!r}: one of {', '.join(MODES)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..features.image import MAX_IMAGE_SIDE, ImageError, check_size, decode
+from ..images import MAX_IMAGE_SIDE, ImageError, check_size, decode
 
 # encoding → (channels, dtype)
 ENCODINGS: dict[str, tuple[int, type]] = {
@@ -105,7 +105,7 @@ def _cv_bridge():
 
 
 _BRIDGE, _BRIDGE_ERROR = _cv_bridge()
-CONVERTER = "cv_bridge" if _BRIDGE is not None else "lift_localizer.ros.convert"
+CONVERTER = "cv_bridge" if _BRIDGE is not None else "lift_localizer.bags.convert"
 
 
 def decode_image(msg, compressed: bool = False, max_side: int | None = MAX_IMAGE_SIDE) -> np.ndarray:
