@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lift_localizer.features.patches import PatchSampler, crop_patches
+from lift_localizer.features.sift import opencv_angle
 from lift_localizer.nets.scale_space import SUPPORT_PER_SCALE
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.bags.writer import write_bag
@@ -73,19 +74,19 @@ def test_opencv_angle_points_along_y_down():
     yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
     blob = np.exp(-((xx - 48) ** 2 + (yy - 48) ** 2) / (2 * 9.0 ** 2))
     image = np.clip(100 + 80 * blob * (1 + (yy - 48) / 9), 0, 255)
-    xy, sigma, angle, _ = D.sift_opencv(image, 5)
+    xy, sigma, angle, _ = D.webcam_sift(image, 5)
     k = int(np.argmin(np.linalg.norm(xy - 48, axis=1)))
     assert abs(angle[k] - np.pi / 2) < np.radians(10)
 
 
 def test_sift_angles_and_patches_follow_a_90_degree_rotation():
     """SIFT on an image and on it rotated 90° clockwise (cv2.rotate): corresponding keypoints' angles,
-    converted with opencv_angle, differ by +90°, and crop_patches cuts the same patch at them."""
+    converted with features.sift.opencv_angle, differ by +90°, and crop_patches cuts the same patch at them."""
     img = make_texture(384, seed=3)[40:340, 20:360].astype(np.float32)
     rot = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
     h = img.shape[0]
-    xy1, s1, a1, _ = D.sift_opencv(img, 400)
-    xy2, s2, a2, _ = D.sift_opencv(rot, 400)
+    xy1, s1, a1, _ = D.webcam_sift(img, 400)
+    xy2, s2, a2, _ = D.webcam_sift(rot, 400)
     mapped = np.c_[h - 1 - xy1[:, 1], xy1[:, 0]]            # (x, y) → (H − 1 − y, x)
     d = np.linalg.norm(mapped[:, None] - xy2[None], axis=2)
     j = d.argmin(1)
@@ -121,10 +122,9 @@ def test_map_keypoints_and_orientations_are_converted(scene):
     same = (d.min(1) < 0.1) & (np.abs(scene.sigmas[0] * 2 / np.array([k.size for k in kps])[j] - 1) < 0.03)
     assert same.sum() > 50
     assert np.all(np.abs(np.mean(scene.keypoints[0][same] - xy[j[same]], axis=0)) < 0.05)   # no bias left
-    ours = D.opencv_angle([kps[k].angle for k in j[same]])
+    ours = D.wrap(opencv_angle([kps[k].angle for k in j[same]]))
     assert np.mean(np.abs(D.wrap(scene.angles[0][same] - ours)) < np.radians(5)) > 0.5   # ties: several angles per place
     assert np.mean(np.abs(D.wrap(scene.angles[0][same] + ours)) < np.radians(5)) < 0.2
-    assert D.sift_module_convention() in ((1.0, 0.0), (1.0, 0.25), (-1.0, 0.0), (-1.0, 0.25))
 
 
 # SfM quadruplets on the synthetic room ------------------------------------------------------------------
@@ -323,8 +323,8 @@ def test_project_split_keeps_test_sets_out():
 def test_translation_registration():
     img = make_texture(400, seed=5).astype(np.float32)
     shifted = cv2.warpAffine(img, np.float32([[1, 0, 1.5], [0, 1, -0.75]]), (400, 400), flags=cv2.INTER_LINEAR)
-    xy0, _, _, d0 = D.sift_opencv(img, 800)
-    xy1, _, _, d1 = D.sift_opencv(shifted, 800)
+    xy0, _, _, d0 = D.webcam_sift(img, 800)
+    xy1, _, _, d1 = D.webcam_sift(shifted, 800)
     t = D.register_translation(d0, xy0, d1, xy1, 15)
     assert np.allclose(t, [1.5, -0.75], atol=0.15)
 

@@ -32,3 +32,26 @@ def test_strongest_first_and_scores_are_responses():
     assert np.all(np.diff(response) <= 0)
     f = make_extractor("sift", {"max_keypoints": 300})(image)
     assert np.allclose(f.scores, response)
+
+
+def test_upscale_offset_and_angle_sign_against_unbiased_opencv():
+    """sift_detect's keypoints sit UPSCALE_OFFSET_PX (0.25 px) right of and below OpenCV's unbiased
+    ones (precise upscale), with the same angles (sign +1); true_positions removes the offset."""
+    from lift_localizer.features.sift import UPSCALE_OFFSET_PX, opencv_angle, sift_detect, true_positions
+
+    yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
+    x, y = xx - 48.0, yy - 48.0
+    blob = np.exp(-(x ** 2 + y ** 2) / (2 * 9.0 ** 2))
+    image = np.clip(100 + 80 * blob * (1 + y / 9 + 0.5 * x / 9), 0, 255).astype(np.uint8)
+    kps = cv2.SIFT_create(nfeatures=5, enable_precise_upscale=True).detect(image, None)
+    xy, _, angle, _, _ = sift_detect(image.astype(np.float32), 5)
+    assert kps and len(xy)
+    k = max(kps, key=lambda p: p.response)
+    j = int(np.argmin(np.linalg.norm(xy - np.array(k.pt), axis=1)))
+    offset = float(np.round(np.mean(xy[j] - np.array(k.pt)) * 4) / 4)
+    turn = float(np.angle(np.exp(1j * (angle[j] - opencv_angle(k.angle)))))
+    assert (offset, UPSCALE_OFFSET_PX) == (0.25, 0.25) and abs(turn) < 1e-2
+    assert np.allclose(true_positions(xy[j]), k.pt, atol=0.05)
+    # The precise upscale has no offset.
+    xy_p, *_ = sift_detect(image.astype(np.float32), 5, precise_upscale=True)
+    assert np.min(np.linalg.norm(xy_p - np.array(k.pt), axis=1)) < 1e-3

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import hashlib
 import json
 import math
@@ -46,7 +45,9 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
+from ..features.extractors import processed_size
 from ..features.patches import PatchSampler
+from ..features.sift import sift_detect, true_positions
 from ..nets.scale_space import SUPPORT_PER_SCALE
 
 PATCH_SIZE = 128
@@ -115,74 +116,17 @@ def _log(message: str) -> None:
 # Conventions
 
 
-def opencv_angle(degrees) -> np.ndarray:
-    """OpenCV KeyPoint.angle (degrees) → radians in crop_patches' convention, wrapped to [-π, π).
-
-    OpenCV measures the angle in the image's own axes (x right, y DOWN): 90° is the +y direction,
-    i.e. clockwise on screen (an image brighter below its keypoint gives 90°). That is our
-    convention already, so only the unit changes; tests/test_lift_data.py checks it by rotating an
-    image with cv2.rotate.
-    """
-    return wrap(np.radians(np.asarray(degrees, np.float64)))
-
-
 def wrap(angle) -> np.ndarray:
+    """Angles (radians) wrapped to [-π, π), in float64."""
     return (np.asarray(angle, np.float64) + np.pi) % (2 * np.pi) - np.pi
 
 
-def _probe_image(center=(48.0, 48.0)) -> np.ndarray:
-    yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
-    x, y = xx - center[0], yy - center[1]
-    blob = np.exp(-(x ** 2 + y ** 2) / (2 * 9.0 ** 2))
-    return np.clip(100 + 80 * blob * (1 + y / 9 + 0.5 * x / 9), 0, 255).astype(np.uint8)
-
-
-def _opencv_sift(n: int):
-    # OpenCV's default doubles the image without aligning pixel centres: keypoints come out 0.25 px
-    # right and down of where they are; the precise upscale has no such bias.
-    return cv2.SIFT_create(nfeatures=n, enable_precise_upscale=True)
-
-
-@functools.lru_cache(maxsize=1)
-def sift_module_convention() -> tuple[float, float]:
-    """(sign, offset) of features.sift.sift_keypoints (and so of the SIFT maps) against OpenCV's
-    unbiased keypoints: our angle = sign × its angle, true position = its position − offset (pixels
-    of the image SIFT ran on). Found on a probe image, so the data stays right whichever way that
-    module goes (at the time of writing: sign −1, offset 0.25)."""
-    from ..features.sift import sift_keypoints
-
-    image = _probe_image()
-    kps = _opencv_sift(5).detect(image, None)
-    xy, _, angle, _ = sift_keypoints(image.astype(np.float32), 5)
-    if not kps or not len(xy):
-        raise RuntimeError("SIFT found no keypoint on the probe image")
-    k = max(kps, key=lambda p: p.response)
-    j = int(np.argmin(np.linalg.norm(xy - np.array(k.pt), axis=1)))
-    offset = float(np.round(np.mean(xy[j] - np.array(k.pt)) * 4) / 4)
-    ours = float(opencv_angle(k.angle))
-    for sign in (1.0, -1.0):
-        if abs(float(wrap(sign * angle[j] - ours))) < 1e-2:
-            return sign, offset
-    raise RuntimeError(f"features.sift angle {angle[j]:.4f} is neither ± OpenCV's {ours:.4f}")
-
-
-def sift_module_sign() -> float:
-    return sift_module_convention()[0]
-
-
 def unbias_extractor_keypoints(xy: np.ndarray, size: tuple[int, int], extractor_conf: dict) -> np.ndarray:
-    """Keypoints of the project's SIFT extractor (features.extractors) with its position offset removed;
-    the offset is in the pixels of the image SIFT ran on (downscaled to resize_max where larger)."""
-    offset = sift_module_convention()[1]
-    if offset == 0:
-        return xy
+    """Keypoints of the project's SIFT extractor (features.extractors) at their true positions: the
+    upscale offset is in pixels of the image SIFT ran on (shrunk to resize_max where larger)."""
     w, h = size
-    resize_max = extractor_conf.get("resize_max")
-    scale = np.ones(2)
-    if resize_max and max(w, h) > resize_max:
-        s = resize_max / max(w, h)
-        scale = np.array([w / max(1, round(w * s)), h / max(1, round(h * s))])
-    return xy - offset * scale
+    hs, ws = processed_size(h, w, extractor_conf.get("resize_max"))
+    return true_positions(xy, (w / ws, h / hs))
 
 
 def support(sigma) -> np.ndarray:
@@ -279,7 +223,6 @@ def scene_from_frames(name: str, frames: list, conf: dict | None = None, log=_lo
         build_map(frames, Path(tmp) / "map", ("sift",), {"max_keypoints": conf["max_keypoints"]}, source=name, log=log)
         m = load_map(Path(tmp) / "map")
     by_name = {f.name: f for f in frames}
-    sign = sift_module_sign()
     xyz = dict(zip(m.point_ids.tolist(), m.xyz))
     scene = Scene(name, "sfm", [], [], [], [], [], [], [], points=xyz)
     for im in m.images:
@@ -294,7 +237,7 @@ def scene_from_frames(name: str, frames: list, conf: dict | None = None, log=_lo
         scene.keypoints.append(unbias_extractor_keypoints(np.asarray(f.keypoints, np.float64),
                                                           (im.camera.width, im.camera.height), m.meta["features"]))
         scene.sigmas.append(np.asarray(f.scales, np.float64) / 2)
-        scene.angles.append(wrap(sign * np.asarray(f.orientations, np.float64)))
+        scene.angles.append(wrap(f.orientations))
         scene.point_ids.append(pid)
         scene.sizes.append((im.camera.width, im.camera.height))
         scene.cameras.append(im.camera)
@@ -402,7 +345,6 @@ def sfm_scene(name: str, paths: list[Path], conf: dict, log=_log) -> Scene:
     if rec is None:
         raise DataError(f"SfM registered no images ({len(matches)} matched pairs of {len(paths)} images)")
     log(f"{name}: SfM registered {rec.num_reg_images()}/{len(paths)} images, {rec.num_points3D()} points")
-    sign = sift_module_sign()
     scene = Scene(name, "sfm", [], [], [], [], [], [], [],
                   points={int(k): np.asarray(v.xyz) for k, v in rec.points3D.items()})
     for im in sorted(rec.images.values(), key=lambda im: im.image_id):
@@ -423,7 +365,7 @@ def sfm_scene(name: str, paths: list[Path], conf: dict, log=_log) -> Scene:
         scene.keypoints.append(unbias_extractor_keypoints(np.asarray(f.keypoints, np.float64),
                                                           (cams[i].width, cams[i].height), extractor.conf))
         scene.sigmas.append(np.asarray(f.scales, np.float64) / 2)
-        scene.angles.append(wrap(sign * np.asarray(f.orientations, np.float64)))
+        scene.angles.append(wrap(f.orientations))
         scene.point_ids.append(pid)
         scene.sizes.append((cams[i].width, cams[i].height))
         scene.cameras.append(Camera(cams[i].width, cams[i].height, c.calibration_matrix(), _radial(c)))
@@ -477,13 +419,11 @@ def load_bag(name: str, bag: Path, conf: dict, log=_log) -> Scene:
     return scene_from_frames(name, read_frames(bag, pose_topic="/ground_truth/pose"), conf, log=log)
 
 
-def sift_opencv(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV SIFT: xy (N, 2), sigma = size / 2, angle (our convention), descriptors."""
-    kps, desc = _opencv_sift(n).detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
-    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
-    sigma = np.array([k.size for k in kps], np.float64) / 2
-    angle = opencv_angle([k.angle for k in kps]) if kps else np.zeros(0)
-    return xy, sigma, angle, desc if desc is not None else np.zeros((0, 128), np.float32)
+def webcam_sift(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """SIFT of a webcam image at true positions (precise upscale: the same pixel in every image is
+    the same point, so no offset may be left): xy (N, 2), sigma = size / 2, angle, descriptors."""
+    xy, size, angle, _, desc = sift_detect(gray, n, precise_upscale=True)
+    return xy.astype(np.float64), size.astype(np.float64) / 2, wrap(angle), desc
 
 
 def register_translation(desc_ref, xy_ref, desc, xy, min_inliers: int) -> np.ndarray | None:
@@ -528,7 +468,7 @@ def load_webcam(name: str, folder: Path, conf: dict, log=_log) -> Scene:
     shapes = {g.shape for g in grays}
     if len(shapes) != 1:
         raise DataError(f"{folder}: images of different sizes {sorted(shapes)}; not a fixed camera")
-    feats = [sift_opencv(g, conf["max_keypoints"]) for g in tqdm(grays, desc=f"{name}: sift", unit="img",
+    feats = [webcam_sift(g, conf["max_keypoints"]) for g in tqdm(grays, desc=f"{name}: sift", unit="img",
                                                                  file=sys.stderr, disable=None)]
     ref = int(np.argmax([len(f[0]) for f in feats]))
     offsets = {ref: np.zeros(2)}
