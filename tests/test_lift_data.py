@@ -1,4 +1,5 @@
-"""LIFT training quadruplets (training/data.py): geometry, angle convention, file layout."""
+"""LIFT training quadruplets (training/: scenes, quadruplets, homographies, patches, the data file): geometry,
+angle convention, file layout."""
 import json
 import math
 
@@ -15,7 +16,14 @@ from lift_localizer.geometry.camera import Camera
 from lift_localizer.bags.writer import write_bag
 from lift_localizer.mapping.frames import Frame
 from lift_localizer.synthetic import make_texture, room_sequence
-from lift_localizer.training import data as D
+from lift_localizer.training import data
+from lift_localizer.training.homographies import homography_quads, transfer
+from lift_localizer.training.options import SPLITS_FILE, DataError, default_conf, merge_options
+from lift_localizer.training.patches import render
+from lift_localizer.training.quadruplets import Quads, inside, sfm_quads, webcam_quads
+from lift_localizer.training.scenes import scene_from_frames, wrap
+from lift_localizer.training.splits import read_split, select_sources
+from lift_localizer.training.webcams import load_webcam, register_translation, webcam_sift
 
 pytest.importorskip("pycolmap")
 
@@ -44,12 +52,12 @@ def room():
 @pytest.fixture(scope="module")
 def scene(room):
     _, frames = room
-    return D.scene_from_frames("room", frames, {"max_keypoints": 600})
+    return scene_from_frames("room", frames, {"max_keypoints": 600})
 
 
 @pytest.fixture(scope="module")
 def quads(scene):
-    return D.sfm_quads(scene, 300, np.random.default_rng(0), {"max_keypoints": 600})
+    return sfm_quads(scene, 300, np.random.default_rng(0), {"max_keypoints": 600})
 
 
 def raycast(K, T, xy):
@@ -74,7 +82,7 @@ def test_opencv_angle_points_along_y_down():
     yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
     blob = np.exp(-((xx - 48) ** 2 + (yy - 48) ** 2) / (2 * 9.0 ** 2))
     image = np.clip(100 + 80 * blob * (1 + (yy - 48) / 9), 0, 255)
-    xy, sigma, angle, _ = D.webcam_sift(image, 5)
+    xy, sigma, angle, _ = webcam_sift(image, 5)
     k = int(np.argmin(np.linalg.norm(xy - 48, axis=1)))
     assert abs(angle[k] - np.pi / 2) < np.radians(10)
 
@@ -85,16 +93,16 @@ def test_sift_angles_and_patches_follow_a_90_degree_rotation():
     img = make_texture(384, seed=3)[40:340, 20:360].astype(np.float32)
     rot = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
     h = img.shape[0]
-    xy1, s1, a1, _ = D.webcam_sift(img, 400)
-    xy2, s2, a2, _ = D.webcam_sift(rot, 400)
+    xy1, s1, a1, _ = webcam_sift(img, 400)
+    xy2, s2, a2, _ = webcam_sift(rot, 400)
     mapped = np.c_[h - 1 - xy1[:, 1], xy1[:, 0]]            # (x, y) → (H − 1 − y, x)
     d = np.linalg.norm(mapped[:, None] - xy2[None], axis=2)
     j = d.argmin(1)
     same = (d.min(1) < 0.3) & (np.abs(s1 - s2[j]) < 0.05 * s1)
-    diff = D.wrap(a2[j] - a1)[same]
+    diff = wrap(a2[j] - a1)[same]
     assert same.sum() > 50
-    assert np.mean(np.abs(D.wrap(diff - np.pi / 2)) < np.radians(5)) > 0.6     # SIFT has several angles per place
-    assert np.mean(np.abs(D.wrap(diff + np.pi / 2)) < np.radians(5)) < 0.1
+    assert np.mean(np.abs(wrap(diff - np.pi / 2)) < np.radians(5)) > 0.6     # SIFT has several angles per place
+    assert np.mean(np.abs(wrap(diff + np.pi / 2)) < np.radians(5)) < 0.1
     # crop_patches: the same patch at (xy, θ) in the image and (mapped xy, θ + 90°) in the rotated one.
     t1, t2 = torch.from_numpy(img)[None, None], torch.from_numpy(rot)[None, None]
     c = torch.tensor([[150.0, 140.0]])
@@ -122,9 +130,9 @@ def test_map_keypoints_and_orientations_are_converted(scene):
     same = (d.min(1) < 0.1) & (np.abs(scene.sigmas[0] * 2 / np.array([k.size for k in kps])[j] - 1) < 0.03)
     assert same.sum() > 50
     assert np.all(np.abs(np.mean(scene.keypoints[0][same] - xy[j[same]], axis=0)) < 0.05)   # no bias left
-    ours = D.wrap(opencv_angle([kps[k].angle for k in j[same]]))
-    assert np.mean(np.abs(D.wrap(scene.angles[0][same] - ours)) < np.radians(5)) > 0.5   # ties: several angles per place
-    assert np.mean(np.abs(D.wrap(scene.angles[0][same] + ours)) < np.radians(5)) < 0.2
+    ours = wrap(opencv_angle([kps[k].angle for k in j[same]]))
+    assert np.mean(np.abs(wrap(scene.angles[0][same] - ours)) < np.radians(5)) > 0.5   # ties: several angles per place
+    assert np.mean(np.abs(wrap(scene.angles[0][same] + ours)) < np.radians(5)) < 0.2
 
 
 # SfM quadruplets on the synthetic room ------------------------------------------------------------------
@@ -152,26 +160,26 @@ def test_p1_p2_are_one_3d_point_p3_another(scene, quads, room):
     for n, i in enumerate(i3):   # P3 is an observation of its point
         assert np.linalg.norm(project(K, T[i], X3[n:n + 1])[0] - quads.xy[n, 2]) < 2.0
     # Each keypoint's own angle; the cameras do not roll, so the two views' angles mostly agree.
-    assert np.mean(np.abs(D.wrap(quads.angle[:, 0] - quads.angle[:, 1])) < np.radians(20)) > 0.7
+    assert np.mean(np.abs(wrap(quads.angle[:, 0] - quads.angle[:, 1])) < np.radians(20)) > 0.7
     # Many different points.
     assert len(np.unique(quads.point[:, 0])) > 150
 
 
 def test_p4_is_far_from_every_keypoint(scene, quads):
-    conf = D.default_conf
+    conf = default_conf
     for n in range(len(quads)):
         i = quads.image[n, 3]
         xy, s = quads.xy[n, 3], quads.sigma[n, 3]
         d = np.linalg.norm(scene.keypoints[i] - xy, axis=1)
         assert np.all(d >= conf["min_separation_sigmas"] * np.maximum(s, scene.sigmas[i]) - 1e-9)
-        assert D.inside(xy, [s], scene.sizes[i], conf["border_sigmas"])[0]
+        assert inside(xy, [s], scene.sizes[i], conf["border_sigmas"])[0]
         assert np.any(np.isclose(s, np.concatenate(scene.sigmas)))      # a scale some keypoint has
     assert np.all(quads.angle[:, 3] == 0)
 
 
 def test_patches_are_cut_as_inference_cuts_them(scene, quads):
-    quads = D.Quads(*(getattr(quads, k)[:120] for k in ("image", "xy", "sigma", "angle", "point")))
-    patches = D.render(scene, quads)
+    quads = Quads(*(getattr(quads, k)[:120] for k in ("image", "xy", "sigma", "angle", "point")))
+    patches = render(scene, quads)
     assert patches.shape == (120, 4, 128, 128) and patches.dtype == np.uint8
     n = 40
     for k in range(4):
@@ -193,25 +201,25 @@ def test_patches_are_cut_as_inference_cuts_them(scene, quads):
 def test_homography_transfers_position_scale_and_angle():
     a = np.radians(30)
     H = np.array([[1.5 * np.cos(a), -1.5 * np.sin(a), 20], [1.5 * np.sin(a), 1.5 * np.cos(a), -5], [0, 0, 1]])
-    xy, s, t, front = D.transfer(H, np.array([[100.0, 50.0]]), np.array([3.0]), np.array([0.2]))
+    xy, s, t, front = transfer(H, np.array([[100.0, 50.0]]), np.array([3.0]), np.array([0.2]))
     assert front[0] and np.allclose(xy, (H @ [100, 50, 1])[:2]) and np.isclose(s[0], 4.5) and np.isclose(t[0], 0.2 + a)
     # A projective one: the transferred angle is the image of a short step along the keypoint's direction.
     H = np.array([[1.1, 0.2, 3], [-0.1, 0.9, 7], [4e-4, -3e-4, 1]])
     x0, t0 = np.array([[120.0, 80.0]]), np.array([1.0])
     step = x0 + 1e-4 * np.c_[np.cos(t0), np.sin(t0)]
-    _, _, t, _ = D.transfer(H, x0, np.array([2.0]), t0)
-    d = D.transfer(H, step, [2.0], t0)[0] - D.transfer(H, x0, [2.0], t0)[0]
+    _, _, t, _ = transfer(H, x0, np.array([2.0]), t0)
+    d = transfer(H, step, [2.0], t0)[0] - transfer(H, x0, [2.0], t0)[0]
     assert np.isclose(t[0], np.arctan2(d[0, 1], d[0, 0]), atol=1e-5)
 
 
 def test_homography_quads_see_the_same_content(scene):
     conf = {"homography": {"gamma": [1.0, 1.0], "contrast": [1.0, 1.0], "brightness": 0.0, "blur": [0.0, 0.0],
                            "noise": [0.0, 0.0], "perspective": 0.05}}
-    q, warps = D.homography_quads(scene, 120, np.random.default_rng(1), conf)
+    q, warps = homography_quads(scene, 120, np.random.default_rng(1), conf)
     assert len(q) == 120 and len(warps) >= 3
     assert np.all(q.image[:, 1] >= len(scene)) and np.all(q.image[:, 0] < len(scene))
     # Rotated by their angles, the central supports of P1 and P2 agree (upright they would not).
-    patches = torch.from_numpy(D.render(scene, q, warps)).float()
+    patches = torch.from_numpy(render(scene, q, warps)).float()
     c = torch.full((1, 2), 63.5)
 
     def rotated(p, angle):
@@ -235,7 +243,7 @@ def data_root(room, tmp_path_factory):
 
 def test_file_layout_and_attrs(data_root, tmp_path, capsys):
     out = tmp_path / "train.h5"
-    code = D.main(["--output", str(out), "--max-per-source", "60", "--data-root", str(data_root),
+    code = data.main(["--output", str(out), "--max-per-source", "60", "--data-root", str(data_root),
                    "--split-file", str(data_root / "splits.json"), "--max-keypoints", "600"])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
@@ -264,7 +272,7 @@ def test_file_layout_and_attrs(data_root, tmp_path, capsys):
 
 def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
     """Every row of the file holds one quadruplet's four patches, angles and source, whatever the shuffle."""
-    monkeypatch.setattr(D, "WRITE_BLOCK", 128)
+    monkeypatch.setattr(data, "WRITE_BLOCK", 128)
     sizes = (70, 500, 3)
     parts = []
     for k, n in enumerate(sizes):
@@ -277,7 +285,7 @@ def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
         np.save(tmp_path / f"{k}.npy", patches)
         np.save(tmp_path / f"{k}.a.npy", angles)
         parts.append((f"s{k}", tmp_path / f"{k}.npy", tmp_path / f"{k}.a.npy"))
-    D._write(tmp_path / "f.h5", parts, D.default_conf, {"train": [], "test": []}, {}, 0.0)
+    data._write(tmp_path / "f.h5", parts, default_conf, {"train": [], "test": []}, {}, 0.0)
     with h5py.File(tmp_path / "f.h5") as f:
         src = f["source"][:]
         assert np.bincount(src).tolist() == list(sizes) and not np.all(np.diff(src) >= 0)
@@ -294,27 +302,27 @@ def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
 def test_sources_and_clear_errors(data_root, tmp_path):
     conf = {"data_root": str(data_root), "split_file": str(data_root / "splits.json")}
     for token in ("elsewhere", "webcam:elsewhere", "bags/room/query"):
-        with pytest.raises(D.DataError, match="test set"):
-            D.build_dataset(tmp_path / "x.h5", {**conf, "sources": [token]})
-    with pytest.raises(D.DataError, match="unknown source"):
-        D.build_dataset(tmp_path / "x.h5", {**conf, "sources": ["sfm:nothing"]})
-    with pytest.raises(D.DataError, match="every source was skipped"):
-        D.build_dataset(tmp_path / "x.h5", {**conf, "sources": ["absent"]}, log=lambda m: None)
+        with pytest.raises(DataError, match="test set"):
+            data.build_dataset(tmp_path / "x.h5", {**conf, "sources": [token]})
+    with pytest.raises(DataError, match="unknown source"):
+        data.build_dataset(tmp_path / "x.h5", {**conf, "sources": ["sfm:nothing"]})
+    with pytest.raises(DataError, match="every source was skipped"):
+        data.build_dataset(tmp_path / "x.h5", {**conf, "sources": ["absent"]}, log=lambda m: None)
     assert not (tmp_path / "x.h5").exists()
     (data_root / "bad.json").write_text(json.dumps({"lift": {"train": ["raw/a"], "test": ["raw/a/b"]}}))
-    with pytest.raises(D.DataError, match="overlaps"):
-        D.read_split(data_root / "bad.json")
+    with pytest.raises(DataError, match="overlaps"):
+        read_split(data_root / "bad.json")
 
 
 def test_project_split_keeps_test_sets_out():
-    split = D.read_split(D.SPLITS_FILE)
+    split = read_split(SPLITS_FILE)
     assert "raw/webcam/mexico" in split["train"] and "raw/webcam/chamonix" in split["test"]
     assert all(p.endswith("/mapping") for p in split["train"] if p.startswith("bags/"))
     assert {"bags/fox/query", "bags/kitti_seq1/query", "bags/tum_fr3_office/query", "raw/scannet_pairs"} <= set(split["test"])
-    names = [s for e, ss in D.select_sources(split["train"], None) for s in ss]
+    names = [s for e, ss in select_sources(split["train"], None) for s in ss]
     assert "webcam:mexico" in names and "sfm:sacre_coeur" in names and "homography:llff_fern" in names
     assert not any("chamonix" in s or "courbevoie" in s for s in names)
-    assert "netvlad" in json.loads(D.SPLITS_FILE.read_text())
+    assert "netvlad" in json.loads(SPLITS_FILE.read_text())
 
 
 # Webcams ----------------------------------------------------------------------------------------------------
@@ -323,9 +331,9 @@ def test_project_split_keeps_test_sets_out():
 def test_translation_registration():
     img = make_texture(400, seed=5).astype(np.float32)
     shifted = cv2.warpAffine(img, np.float32([[1, 0, 1.5], [0, 1, -0.75]]), (400, 400), flags=cv2.INTER_LINEAR)
-    xy0, _, _, d0 = D.webcam_sift(img, 800)
-    xy1, _, _, d1 = D.webcam_sift(shifted, 800)
-    t = D.register_translation(d0, xy0, d1, xy1, 15)
+    xy0, _, _, d0 = webcam_sift(img, 800)
+    xy1, _, _, d1 = webcam_sift(shifted, 800)
+    t = register_translation(d0, xy0, d1, xy1, 15)
     assert np.allclose(t, [1.5, -0.75], atol=0.15)
 
 
@@ -335,10 +343,10 @@ def test_real_webcam_pairs(tmp_path):
     folder = shared_path("raw", "webcam", "mexico")
     for p in sorted(folder.glob("*.png"))[:6]:
         (tmp_path / p.name).symlink_to(p)
-    conf = D.merge_options(D.default_conf, {"max_keypoints": 1000, "webcam": {"min_repeats": 2}})
-    scene = D.load_webcam("mexico", tmp_path, conf, log=lambda m: None)
+    conf = merge_options(default_conf, {"max_keypoints": 1000, "webcam": {"min_repeats": 2}})
+    scene = load_webcam("mexico", tmp_path, conf, log=lambda m: None)
     assert 4 <= len(scene) <= 6 and np.all(np.abs(scene.offsets) < 3)
-    q = D.webcam_quads(scene, 150, np.random.default_rng(0), conf)
+    q = webcam_quads(scene, 150, np.random.default_rng(0), conf)
     assert len(q) == 150
     a, b = q.image[:, 0], q.image[:, 1]
     assert np.all(a != b) and np.all(q.image[:, 2] == b) and np.all(q.image[:, 3] == b)
@@ -346,7 +354,7 @@ def test_real_webcam_pairs(tmp_path):
     assert np.all(q.sigma[:, 0] == q.sigma[:, 1]) and np.all(q.angle[:, 0] == q.angle[:, 1])
     ref1, ref3 = q.xy[:, 0] - scene.offsets[a], q.xy[:, 2] - scene.offsets[b]
     assert np.all(np.linalg.norm(ref3 - ref1, axis=1) >= 2 * np.maximum(q.sigma[:, 0], q.sigma[:, 2]) - 1e-9)
-    patches = D.render(scene, q)
+    patches = render(scene, q)
     same = np.median([ncc(centre(p[0]), centre(p[1])) for p in patches])
     other = np.median([ncc(centre(p[0]), centre(p[2])) for p in patches])
     assert same > 0.5 and same > other + 0.3
@@ -356,7 +364,7 @@ def test_fine_tuning_data_from_a_users_own_bag(data_root, tmp_path, capsys):
     # No split file, no data root: the user's bag is the training set.
     out = tmp_path / "mine.h5"
     bag = data_root / "bags" / "room" / "mapping"
-    code = D.main(["--output", str(out), "--bag", str(bag), "--max-per-source", "40", "--max-keypoints", "600",
+    code = data.main(["--output", str(out), "--bag", str(bag), "--max-per-source", "40", "--max-keypoints", "600",
                    "--data-root", str(tmp_path / "nowhere"), "--split-file", str(tmp_path / "nosplit.json")])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
@@ -364,5 +372,5 @@ def test_fine_tuning_data_from_a_users_own_bag(data_root, tmp_path, capsys):
         assert json.loads(f.attrs["sources"]) == ["sfm:mapping", "homography:mapping"] and len(f["p1"]) == 60
         split = json.loads(f.attrs["split"])
         assert split["file"] is None and split["train"] == [str(bag.resolve())]
-    assert D.main(["--output", str(out), "--images", str(tmp_path / "absent")]) == 2
+    assert data.main(["--output", str(out), "--images", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err

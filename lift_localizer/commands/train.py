@@ -77,14 +77,16 @@ def add_det_stable(nets) -> None:
 
 
 def held_out_sets(root: Path) -> list[Path]:
-    from ..training.data import SPLITS_FILE, read_split
+    from ..training.options import SPLITS_FILE
+    from ..training.splits import read_split
 
     split = read_split(SPLITS_FILE)
     return [(root / p).resolve() for p in split["test"] + split["excluded"]]
 
 
 def run_det_stable(args: argparse.Namespace) -> int:
-    from ..training.data import DATA_ROOT, IMAGE_SUFFIXES, DataError, list_images
+    from ..training.options import DATA_ROOT, DataError
+    from ..training.scenes import IMAGE_SUFFIXES, list_images
     from ..training.det_stable import split_images, train_det_stable
     from ..weights import WeightsError
 

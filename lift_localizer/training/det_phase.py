@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..nets import ori as ori_module
 from ..nets.det import HALF_WINDOW
 from ..weights import LoadedNetwork
-from .data import PATCH_SIZE as SOURCE
+from .patches import PATCH_SIZE as SOURCE
 from .losses import (
     crop_at,
     det_class_loss,

@@ -48,8 +48,10 @@ from ..nets.scale_space import Level, make_levels, resize_level
 from ..weights import LoadedNetwork, load_network, save_network
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..evaluation.features import repeatability as pair_repeatability
-from .data import DataError, list_images, load_webcam, merge_options
-from .data import default_conf as data_conf
+from .options import DataError, merge_options
+from .options import default_conf as data_conf
+from .scenes import list_images
+from .webcams import load_webcam
 
 default_conf = {
     "epochs": 3,
@@ -383,8 +385,9 @@ def train_det_stable(images: list[Path], output: str | Path, conf: dict | None =
 
 def split_images(data_root: Path, split_file: Path | None = None) -> tuple[list[Path], Path | None]:
     """The split's training photo collections (their images) and its training webcam (the validation)."""
-    from .data import SPLIT_SECTION, classify, read_split
-    from .data import default_conf as dconf
+    from .options import SPLIT_SECTION
+    from .options import default_conf as dconf
+    from .splits import classify, read_split
 
     split = read_split(split_file or dconf["split_file"], SPLIT_SECTION)
     images, webcam = [], None
