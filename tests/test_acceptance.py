@@ -124,7 +124,7 @@ def _posed_scene(pos_std: float, rot_std_deg: float, seed: int = 5):
     disturbed by ``pos_std`` and ``rot_std_deg`` per axis, as a GPS/INS or a motion capture records
     them; the points are triangulated from the recorded poses. Also 16 query views between the map
     images, with their true and recorded poses and what they see."""
-    from lift_localizer.features.lift import Features
+    from lift_localizer.features.types import Features
     from lift_localizer.geometry.camera import Camera
     from lift_localizer.mapping.io import Map, MapImage
     from lift_localizer.synthetic import look_at

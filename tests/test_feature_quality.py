@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_path
 from lift_localizer.evaluation.feature_quality import (pose_auc, read_scannet_pairs, relative_pose_error_deg,
                                                           scannet_scores, symmetric_epipolar_px, top_k)
-from lift_localizer.features.lift import Features
+from lift_localizer.features.types import Features
 
 K0 = np.array([[1163.45, 0.0, 653.626], [0.0, 1164.79, 481.6], [0.0, 0.0, 1.0]])
 K1 = np.array([[1100.0, 0.0, 640.0], [0.0, 1120.0, 470.0], [0.0, 0.0, 1.0]])  # unlike K0, so K0/K1 swaps show

@@ -207,7 +207,7 @@ META_DAMAGE = {
     "repeated image names": (lambda m: m["image_names"].__setitem__(1, m["image_names"][0]), "repeated"),
     "no features name": (lambda m: m["features"].pop("name"), "features has no 'name'"),
     "features name a list": (lambda m: m["features"].update(name=["sift"]), "features.name is an array"),
-    "unknown features": (lambda m: m["features"].update(name="orb"), "unknown features 'orb'"),
+    "unknown features": (lambda m: m["features"].update(name="surf"), "unknown features 'surf'"),
     "resize_max a string": (lambda m: m["features"].update(resize_max="big"), "features.resize_max is the string"),
     "weights a list": (lambda m: m["features"].update(weights=[]), "features.weights is an array"),
     "retrieval a list": (lambda m: m.update(retrieval=[]), "retrieval is an array"),

@@ -215,7 +215,7 @@ def test_messages_round_trip():
     msgs = pytest.importorskip("lift_localizer_msgs.msg", reason="lift_localizer_msgs is not built (make does it)")
     from std_msgs.msg import Header
 
-    from lift_localizer.features.lift import Features
+    from lift_localizer.features.types import Features
     from lift_localizer.ros.messages import features_from_keypoints_msg, keypoints_msg, pose_msg, T_from_transform, transform_msg
 
     rng = np.random.default_rng(1)

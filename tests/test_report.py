@@ -10,7 +10,7 @@ from lift_localizer.evaluation.metrics import summarize
 from lift_localizer.evaluation.plots import cdf_steps, top_view_axes
 from lift_localizer.evaluation.replay import QueryOutcome
 from lift_localizer.evaluation.report import pick_queries, write_report
-from lift_localizer.features.lift import Features
+from lift_localizer.features.types import Features
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.localization.localizer import LocalizationResult
 from lift_localizer.mapping.frames import Frame

@@ -147,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
         from ..mapping.sfm import SfmError, poses_from_sfm
 
         try:
-            sfm_conf = {"max_keypoints": args.max_keypoints,
-                        **({"upright": True} if args.upright and args.features[0] == "lift" else {})}
+            from ..features.extractors import conf_for
+
+            sfm_conf = conf_for(args.features[0], {"max_keypoints": args.max_keypoints,
+                                                   **({"upright": True} if args.upright else {})})
             frames = poses_from_sfm(frames, args.features[0], sfm_conf, log=log)
         except SfmError as e:
             return fail(str(e))

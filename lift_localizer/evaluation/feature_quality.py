@@ -28,7 +28,7 @@ import torch
 
 from ..features.extractors import make_extractor
 from ..images import read_image
-from ..features.lift import Features
+from ..features.types import Features
 from ..features.matching import mutual_nearest_neighbours
 from .features import score_pair
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .lift import Features
+from .types import Features
 
 DATASETS = ("keypoints", "scales", "orientations", "scores", "descriptors")
 FILE_ATTRS = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from ..nets.det import FILTER_SIZE
 from .keypoints import Detections, detect, pad_score_map
 from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable, plan
 from .patches import PatchSampler
+from .types import Features  # noqa: F401 — its home before features/types.py; old imports still work
 from ..nets.scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, resize_level, scales_for
 
 default_conf = {
@@ -85,25 +85,6 @@ def apply_preset(conf: dict, preset: str) -> dict:
     if "max_keypoints" in PRESETS[preset] and "max_keypoints" in conf:
         out["max_keypoints"] = min(int(conf["max_keypoints"]), PRESETS[preset]["max_keypoints"])
     return out
-
-@dataclass
-class Features:
-    """Local features of one image, in original-image pixels.
-
-    keypoints (N, 2) x y; scales (N,) OpenCV keypoint size (2 sigma; the descriptor support is
-    6× it); orientations (N,) radians; scores (N,); descriptors (N, 128) float32.
-    """
-
-    keypoints: np.ndarray
-    scales: np.ndarray
-    orientations: np.ndarray
-    scores: np.ndarray
-    descriptors: np.ndarray
-    image_size: tuple[int, int]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 def unpack(packed: np.ndarray, image_size: tuple[int, int]) -> Features:

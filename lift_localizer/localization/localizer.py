@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..features.extractors import DEFAULT_MAX_KEYPOINTS, make_extractor, processed_size
+from ..features.extractors import DEFAULT_MAX_KEYPOINTS, extractor_class, make_extractor, processed_size
 from ..images import to_gray
-from ..features.lift import Features
+from ..features.types import Features
 from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
 from ..mapping.io import Map, MapError
@@ -146,15 +146,10 @@ class Localizer:
             self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
 
     def _extractor_conf(self) -> dict:
-        conf = {"max_keypoints": self.conf["max_keypoints"], "resize_max": self.map.meta["features"].get("resize_max")}
-        if self.map.features_name == "lift":
-            from ..features.lift import apply_preset
-
-            conf = apply_preset({**conf, "backend": self.conf["backend"], "device": self.conf["device"],
-                                 "precision": self.conf["precision"],
-                                 "upright": bool(self.map.meta["features"].get("upright", False))},
-                                self.conf["preset"])
-        return conf
+        features = self.map.meta["features"]
+        conf = {"max_keypoints": self.conf["max_keypoints"], "resize_max": features.get("resize_max")}
+        # Each extractor adds what it takes from the localizer (LIFT: back end, preset) and the map.
+        return extractor_class(self.map.features_name).query_conf(conf, features, self.conf)
 
     def _retrieval(self):
         method = self.conf["retrieval"]

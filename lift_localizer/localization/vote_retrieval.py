@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..features.extractors import descriptor_size
 from ..mapping.io import Map
 
 
@@ -22,7 +23,7 @@ class VoteRetrieval:
             has3d = im.point3D_ids >= 0
             desc.append(im.features.descriptors[has3d])
             owner.append(np.full(int(has3d.sum()), i))
-        self.desc = torch.from_numpy(np.concatenate(desc).astype(np.float32)) if desc else torch.zeros(0, 128)
+        self.desc = torch.from_numpy(np.concatenate(desc).astype(np.float32)) if desc else torch.zeros(0, descriptor_size(map_.features_name))
         self.owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
         self.num_images = len(map_.images)
 

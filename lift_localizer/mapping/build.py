@@ -17,9 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..features.extractors import DEFAULT_MAX_KEYPOINTS, make_extractor
+from ..features.extractors import DEFAULT_MAX_KEYPOINTS, conf_for, make_extractor
 from ..images import ImageError, to_gray
-from ..features.lift import Features
+from ..features.types import Features
 from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
 from ..features.matching import mutual_nearest_neighbours
 from ..retrieval.index import build_index
@@ -176,8 +176,9 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     frames = usable_frames(frames, log)
     if len(frames) < 2:
         raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
-    extractors = {name: make_extractor(name, {"max_keypoints": conf["max_keypoints"],
-                                              **({"upright": conf["upright"]} if name == "lift" else {})})
+    # Each extractor takes the options it has (only LIFT has ``upright``).
+    extractors = {name: make_extractor(name, conf_for(name, {"max_keypoints": conf["max_keypoints"],
+                                                             "upright": conf["upright"]}))
                   for name in features}
     for ex in extractors.values():
         if ex.untrained_warning:

@@ -29,15 +29,14 @@ import h5py
 import numpy as np
 
 from ..features.io import FILE_ATTRS, write_features
-from ..features.lift import Features
+from ..features.extractors import EXTRACTORS, descriptor_size
+from ..features.types import Features
 from ..geometry.camera import Camera
 from ..retrieval.retriever import MODEL_DIR, check_hdf5
 
 MAP_FORMAT = "lift_localizer map"
 MAP_FORMAT_VERSION = 1
 ALT_DIR = "alt"
-# Descriptor size of each kind of features a map can hold.
-DESCRIPTOR_DIMS = {"lift": 128, "sift": 128}
 # Bounds on what a map's files may make us allocate: far above any map built here, far below memory.
 MAX_META_BYTES = 64 << 20
 MAX_KEYPOINTS = 1 << 17
@@ -301,9 +300,9 @@ def validate_meta(meta: dict, path: Path) -> None:
     names = meta["image_names"]
     if len(set(names)) != len(names) or "" in names:
         raise MapError(f"{path}/map.json: image_names has empty or repeated names")
-    if meta["features"]["name"] not in DESCRIPTOR_DIMS:
+    if meta["features"]["name"] not in EXTRACTORS:
         raise MapError(f"{path}/map.json: unknown features {meta['features']['name']!r} "
-                       f"(this lift_localizer knows {', '.join(DESCRIPTOR_DIMS)})")
+                       f"(this lift_localizer knows {', '.join(EXTRACTORS)})")
     if meta.get("retrieval"):
         _check_retrieval(meta["retrieval"], path)
 
@@ -443,7 +442,7 @@ def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_images(path: Path, meta: dict) -> list[MapImage]:
-    dim = DESCRIPTOR_DIMS[meta["features"]["name"]]
+    dim = descriptor_size(meta["features"]["name"])
     images = []
     with open_hdf5(path, "features.h5") as f:
         budget = _ReadBudget(path / "features.h5")

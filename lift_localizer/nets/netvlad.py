@@ -84,8 +84,16 @@ class NetVLAD(nn.Module):
             self.pca_proj.copy_(proj.float())
 
 
-def pad_batch(descriptors: list[np.ndarray], dim: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variable-length (N_i, D) arrays → (B, N_max, D) tensor and (B, N_max) mask."""
+def pad_batch(descriptors: list[np.ndarray], dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-length (N_i, D) arrays → (B, N_max, D) tensor and (B, N_max) mask.
+
+    ``dim``: D; None: the arrays' own (their second axis; empty ones keep it as (0, D)). Each kind of
+    local features has its own D, so no size is assumed here."""
+    if dim is None:
+        dims = {np.shape(d)[1] for d in descriptors if np.ndim(d) == 2}
+        if len(dims) != 1:
+            raise ValueError(f"pad_batch: cannot tell the descriptor size from arrays of sizes {sorted(dims)}; pass dim")
+        dim = dims.pop()
     n = max((len(d) for d in descriptors), default=0)
     x = torch.zeros(len(descriptors), max(n, 1), dim)
     mask = torch.zeros(len(descriptors), max(n, 1), dtype=torch.bool)

@@ -110,6 +110,7 @@ def keep_model(directory: Path, net: LoadedNetwork) -> str:
 
 
 def model_stem(features_name: str) -> str:
+    """The weights stem a NetVLAD trained on ``features_name`` descriptors is written under."""
     return f"netvlad_{features_name}"
 
 
@@ -122,25 +123,33 @@ def model_ref(net: LoadedNetwork) -> str:
 
 def compatible_model(identity: dict, stem: str | None = None) -> tuple[LoadedNetwork | None, str]:
     """The shipped (or given) NetVLAD for features ``identity`` (map.json's 'features'), or None and why."""
+    from ..features.extractors import extractor_class
+
+    kind = extractor_class(identity["name"])
+    if stem is None and not kind.has_netvlad:
+        return None, f"no NetVLAD is shipped for {identity['name']} descriptors"
+    stem = stem or model_stem(identity["name"])
     try:
-        net = load_network("netvlad", stem or model_stem(identity["name"]))
+        net = load_network("netvlad", stem)
     except WeightsError as e:
         return None, str(e)
     want = net.card.get("features", {})
     if want.get("name") != identity["name"]:
         return None, f"NetVLAD {net.path.name} aggregates {want.get('name')} descriptors, not {identity['name']}"
-    if identity["name"] == "lift" and want.get("desc_sha256") != identity.get("weights", {}).get("desc"):
-        return None, (f"NetVLAD {net.path.name} was trained on descriptors of other DESC weights "
-                      f"({str(want.get('desc_sha256'))[:12]}…); retrain it with `lift-localizer train netvlad`")
+    # Descriptors of a network: a NetVLAD trained on another version of that network's output does not fit.
+    network = kind.retrieval_network
+    if network and want.get(f"{network}_sha256") != identity.get("weights", {}).get(network):
+        return None, (f"NetVLAD {net.path.name} was trained on descriptors of other {network.upper()} weights "
+                      f"({str(want.get(f'{network}_sha256'))[:12]}…); retrain it with `lift-localizer train netvlad`")
     return net, ""
 
 
 @torch.no_grad()
 def global_descriptors(net: LoadedNetwork, descriptors: list[np.ndarray], batch: int = 16) -> np.ndarray:
-    """(M, E) NetVLAD descriptors of M images given their (N_i, 128) local descriptors."""
+    """(M, E) NetVLAD descriptors of M images given their (N_i, D) local descriptors (D: the model's)."""
     out = []
     for i in range(0, len(descriptors), batch):
-        x, mask = pad_batch(descriptors[i:i + batch])
+        x, mask = pad_batch(descriptors[i:i + batch], int(net.module.dim))
         out.append(net.module(x, mask).numpy())
     return np.concatenate(out) if out else np.zeros((0, net.module.out_dim), np.float32)
 

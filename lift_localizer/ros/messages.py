@@ -10,7 +10,7 @@ import array
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 
-from ..features.lift import Features
+from ..features.types import Features
 from ..geometry.pose import matrix_to_quat
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..backends import BACKEND_NAMES, BACKENDS, unavailable
 from ..images import MAX_IMAGE_SIDE
+from ..features.extractors import EXTRACTORS
 from ..features.lift import PRESETS
 from ..localization.localizer import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
@@ -35,7 +36,8 @@ _L = localizer_defaults
 MAX_WARM_UP_SIZES = 4
 PARAMS: tuple[Param, ...] = (
     Param("map_path", "", "map directory written by `lift-localizer build-map`; empty: wait for one", reload=True),
-    Param("features", "", "which of the map's feature sets (lift, sift); empty: the map's own", reload=True),
+    Param("features", "", f"which of the map's feature sets ({', '.join(EXTRACTORS)}); empty: the map's own",
+          choices=("", *EXTRACTORS), reload=True),
     Param("backend", _L["backend"], "where LIFT's networks run", choices=BACKEND_NAMES, reload=True),
     Param("precision", "", "network precision; empty: the back end's default (fp32, TensorRT fp16); int8 needs "
           "TensorRT and a calibration (`lift-localizer export --precision int8`)", choices=("", "fp32", "fp16", "int8"),
