@@ -40,8 +40,6 @@ def poses_from_sfm(frames: list[Frame], features: str = "lift", conf: dict | Non
                    log=print) -> list[Frame]:
     """The frames with T_map_camera from SfM (None where an image could not be registered).
     Frames with a camera keep its intrinsics fixed; others get refined guessed intrinsics."""
-    import pycolmap
-
     quiet_colmap()
     extractor = make_extractor(features, conf)
     usable, feats, cams = [], [], []
@@ -65,20 +63,8 @@ def poses_from_sfm(frames: list[Frame], features: str = "lift", conf: dict | Non
         m = mutual_nearest_neighbours(feats[i].descriptors, feats[j].descriptors, ratio)
         if len(m):
             matches[(i, j)] = m
-    with tempfile.TemporaryDirectory(prefix="lift-sfm-") as tmp:
-        work = Path(tmp)
-        db = work / "database.db"
-        write_database(db, [f.name for f in usable], cams, None, [ft.keypoints for ft in feats], matches,
-                       verified=False, calibrated=known_intrinsics)
-        (work / "pairs.txt").write_text("".join(f"{usable[i].name} {usable[j].name}\n" for i, j in matches))
-        pycolmap.verify_matches(str(db), str(work / "pairs.txt"))
-        options = pycolmap.IncrementalPipelineOptions()
-        options.extract_colors = False
-        options.ba_refine_focal_length = not known_intrinsics
-        options.ba_refine_principal_point = False
-        options.ba_refine_extra_params = not known_intrinsics
-        (work / "sfm").mkdir()
-        models = pycolmap.incremental_mapping(str(db), str(work), str(work / "sfm"), options)
+    models = incremental_sfm([f.name for f in usable], cams, [ft.keypoints for ft in feats], matches,
+                             known_intrinsics=known_intrinsics)
     if not models:
         raise SfmError(f"SfM registered no images ({len(matches)} matched pairs of {n} images)")
     rec = max(models.values(), key=lambda r: r.num_reg_images())
@@ -96,6 +82,60 @@ def poses_from_sfm(frames: list[Frame], features: str = "lift", conf: dict | Non
             cam = Camera(cam.width, cam.height, p.calibration_matrix(), _radial(p))
         out.append(replace(f, T_map_camera=invert(im.cam_from_world().matrix()), camera=cam))
     return out
+
+
+def incremental_sfm(names: list[str], cams: list[Camera], keypoints: list[np.ndarray],
+                    matches: dict[tuple[int, int], np.ndarray], known_intrinsics: bool = False,
+                    seed: int | None = None, simple_radial: bool = False) -> dict:
+    """pycolmap's incremental mapper on our keypoints and matches: its models ({} where it registered
+    nothing). ``known_intrinsics``: the cameras stay fixed, else their focal lengths and distortion are
+    refined. ``seed``: seeded and single-threaded, so the same seed gives the same models.
+    ``simple_radial``: one focal length and one radial term per camera (SIMPLE_RADIAL) instead of the
+    guessed PINHOLE camera."""
+    import pycolmap
+
+    if seed is not None:
+        pycolmap.set_random_seed(seed)
+    with tempfile.TemporaryDirectory(prefix="lift-sfm-") as tmp:
+        work = Path(tmp)
+        db = work / "database.db"
+        write_database(db, names, cams, None, keypoints, matches, verified=False, calibrated=known_intrinsics)
+        if simple_radial:
+            _to_simple_radial(db)
+        (work / "pairs.txt").write_text("".join(f"{names[i]} {names[j]}\n" for i, j in matches))
+        if seed is None:
+            pycolmap.verify_matches(str(db), str(work / "pairs.txt"))
+        else:
+            verify = pycolmap.TwoViewGeometryOptions()
+            verify.ransac.random_seed = seed
+            pycolmap.verify_matches(str(db), str(work / "pairs.txt"), verify)
+        options = pycolmap.IncrementalPipelineOptions()
+        options.extract_colors = False
+        if seed is not None:
+            options.random_seed = seed
+            options.num_threads = 1
+            options.mapper.random_seed = seed
+            options.mapper.num_threads = 1
+        options.ba_refine_focal_length = not known_intrinsics
+        options.ba_refine_principal_point = False
+        options.ba_refine_extra_params = not known_intrinsics
+        (work / "sfm").mkdir()
+        return pycolmap.incremental_mapping(str(db), str(work), str(work / "sfm"), options)
+
+
+def _to_simple_radial(db: Path) -> None:
+    # PINHOLE's two refined focal lengths drift apart on collections of a few photos (fx < 0 seen on
+    # phototourism); SIMPLE_RADIAL has one, and one radial term.
+    import pycolmap
+
+    database = pycolmap.Database.open(str(db))
+    try:
+        for cam in database.read_all_cameras():
+            f0, _, cx, cy = cam.params
+            database.update_camera(pycolmap.Camera(model="SIMPLE_RADIAL", width=cam.width, height=cam.height,
+                                                   params=[f0, cx, cy, 0.0], camera_id=cam.camera_id))
+    finally:
+        database.close()
 
 
 def _radial(camera) -> np.ndarray:

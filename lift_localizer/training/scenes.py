@@ -178,15 +178,16 @@ def load_collection(name: str, folder: Path, conf: dict, log=log_to_stderr) -> S
 
 
 def sfm_scene(name: str, paths: list[Path], conf: dict, log=log_to_stderr) -> Scene:
-    """pycolmap's incremental mapper on SIFT keypoints of ``paths`` (guessed, refined intrinsics),
-    as mapping/sfm.py runs it, keeping the reconstruction: its 3D points and their tracks."""
+    """pycolmap's incremental mapper (mapping/sfm.py's incremental_sfm, seeded, SIMPLE_RADIAL guessed
+    intrinsics refined) on SIFT keypoints of ``paths``, keeping the reconstruction: its 3D points and
+    their tracks, which mapping's poses_from_sfm drops."""
     from ..features.extractors import make_extractor
     from ..images import read_image
     from ..geometry.camera import Camera
     from ..geometry.pose import invert
     from ..geometry.triangulate import quiet_colmap
     from ..features.matching import mutual_nearest_neighbours
-    from ..mapping.sfm import _radial, guess_camera
+    from ..mapping.sfm import _radial, guess_camera, incremental_sfm
 
     quiet_colmap()
     extractor = make_extractor("sift", {"max_keypoints": conf["collection_max_keypoints"]})
@@ -207,7 +208,8 @@ def sfm_scene(name: str, paths: list[Path], conf: dict, log=log_to_stderr) -> Sc
     # stops after a few images of a small collection; then other seeds are tried and the largest kept.
     for attempt in range(int(conf["sfm_attempts"])):
         seed = int(conf["seed"]) + attempt
-        model = _incremental_sfm(names, cams, [f.keypoints for f in feats], matches, seed)
+        models = incremental_sfm(names, cams, [f.keypoints for f in feats], matches, seed=seed, simple_radial=True)
+        model = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D())) if models else None
         if model is not None and (rec is None or (model.num_reg_images(), model.num_points3D())
                                   > (rec.num_reg_images(), rec.num_points3D())):
             rec = model
@@ -242,45 +244,6 @@ def sfm_scene(name: str, paths: list[Path], conf: dict, log=log_to_stderr) -> Sc
         scene.cameras.append(Camera(cams[i].width, cams[i].height, c.calibration_matrix(), _radial(c)))
         scene.poses.append(invert(im.cam_from_world().matrix()))
     return scene
-
-
-def _incremental_sfm(names: list[str], cams: list, keypoints: list[np.ndarray], matches: dict, seed: int):
-    """The largest model of pycolmap's incremental mapper (SIMPLE_RADIAL cameras), or None."""
-    import pycolmap
-
-    from ..geometry.triangulate import write_database
-
-    pycolmap.set_random_seed(seed)
-    with tempfile.TemporaryDirectory(prefix="lift-data-sfm-") as tmp:
-        work = Path(tmp)
-        db = work / "database.db"
-        write_database(db, names, cams, None, keypoints, matches, verified=False, calibrated=False)
-        # One focal length and one radial term per photo (SIMPLE_RADIAL): PINHOLE's two refined focal
-        # lengths drift apart on collections of a few photos (fx < 0 seen on phototourism).
-        database = pycolmap.Database.open(str(db))
-        try:
-            for cam in database.read_all_cameras():
-                f0, _, cx, cy = cam.params
-                database.update_camera(pycolmap.Camera(model="SIMPLE_RADIAL", width=cam.width, height=cam.height,
-                                                       params=[f0, cx, cy, 0.0], camera_id=cam.camera_id))
-        finally:
-            database.close()
-        (work / "pairs.txt").write_text("".join(f"{names[i]} {names[j]}\n" for i, j in matches))
-        verify = pycolmap.TwoViewGeometryOptions()
-        verify.ransac.random_seed = seed
-        pycolmap.verify_matches(str(db), str(work / "pairs.txt"), verify)
-        options = pycolmap.IncrementalPipelineOptions()
-        options.extract_colors = False
-        options.random_seed = seed
-        options.num_threads = 1
-        options.mapper.random_seed = seed
-        options.mapper.num_threads = 1
-        options.ba_refine_focal_length = True
-        options.ba_refine_principal_point = False
-        options.ba_refine_extra_params = True
-        (work / "sfm").mkdir()
-        models = pycolmap.incremental_mapping(str(db), str(work), str(work / "sfm"), options)
-    return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D())) if models else None
 
 
 def load_bag(name: str, bag: Path, conf: dict, log=log_to_stderr) -> Scene:
