@@ -77,7 +77,7 @@ def export_onnx(output: str | Path, networks: dict[str, LoadedNetwork] | None = 
 
 
 class _OneImageNetVLAD(torch.nn.Module):
-    """(N, 128) descriptors of one image → (1, D) global descriptor (no padding mask needed)."""
+    """(N, dim) descriptors of one image → (1, D) global descriptor (no padding mask needed)."""
 
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
@@ -98,8 +98,9 @@ def _export_netvlad(out: Path) -> dict:
         except WeightsError:
             continue
         path = out / f"{name}.onnx"
-        _export(_OneImageNetVLAD(net.module), torch.randn(50, 128), path, "descriptors", "global", {0: "keypoints"})
-        models[name] = {"file": path.name, "inputs": {"descriptors": ["N", "128"]},
+        dim = net.module.dim
+        _export(_OneImageNetVLAD(net.module), torch.randn(50, dim), path, "descriptors", "global", {0: "keypoints"})
+        models[name] = {"file": path.name, "inputs": {"descriptors": ["N", str(dim)]},
                         "outputs": {"global": ["1", str(net.module.out_dim)]}, "weights_sha256": net.sha256,
                         "file_sha256": file_sha256(path)}
     return models

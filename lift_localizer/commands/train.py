@@ -9,7 +9,8 @@ from . import fail, log, positive_int
 
 
 def add(sub) -> None:
-    from ..features.extractors import EXTRACTORS
+    from ..features.extractors import EXTRACTORS, descriptor_size
+    from ..nets.netvlad import INPUT_DIM
 
     p = sub.add_parser("train", help="train networks (desc, ori, det, joint, det-stable, netvlad)",
                        description="Train LIFT's networks in the paper's order (desc, then ori, then det; then "
@@ -26,7 +27,8 @@ def add(sub) -> None:
                     "Rebuild maps afterwards so they hold the new global descriptors.")
     n.add_argument("--maps", nargs="+", required=True, type=Path, metavar="MAP_DIR",
                    help="maps built with known poses (build-map), whose stored local descriptors it trains on")
-    n.add_argument("--features", choices=EXTRACTORS, default="lift",
+    # NetVLAD's architecture aggregates INPUT_DIM-D descriptors: other extractors (ORB's 256 bits) have none.
+    n.add_argument("--features", choices=[f for f in EXTRACTORS if descriptor_size(f) == INPUT_DIM], default="lift",
                    help="the local features NetVLAD aggregates (each map's own, or its alternate of that name)")
     n.add_argument("--output", type=Path, default=None, metavar="STEM",
                    help="weights stem (default: lift_localizer/weights/netvlad_FEATURES)")

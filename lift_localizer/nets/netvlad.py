@@ -21,6 +21,10 @@ from torch import nn
 ARCHITECTURE = "netvlad-k32-d128-pca256-v1"
 
 
+# The local descriptors' size the shipped architecture aggregates (LIFT's DESC and RootSIFT).
+INPUT_DIM = 128
+
+
 class NetVLAD(nn.Module):
     """NetVLAD layer with PCA-whitening.
 
@@ -28,7 +32,7 @@ class NetVLAD(nn.Module):
     bool marking real descriptors (images have different keypoint counts).
     """
 
-    def __init__(self, num_clusters: int = 32, dim: int = 128, out_dim: int = 256) -> None:
+    def __init__(self, num_clusters: int = 32, dim: int = INPUT_DIM, out_dim: int = 256) -> None:
         super().__init__()
         self.num_clusters, self.dim, self.out_dim = num_clusters, dim, out_dim
         self.weight = nn.Parameter(torch.zeros(num_clusters, dim))     # w_k
