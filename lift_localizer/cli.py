@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .commands import Parser, add_lift_options, backend_error, deploy, feature_defaults, localize, maps, replay, train
+from .commands import Parser, add_lift_options, backend_error, benchmarks, deploy, feature_defaults, localize, maps, replay, train
 from .commands import positive_int as _positive_int
-from .evaluation import benchmark, feature_quality, node_benchmark
 from .images import MAX_IMAGE_SIDE
 
 
@@ -136,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add(sub)
     train.add(sub)
     replay.add(sub)
-    node_benchmark.add(sub)
+    benchmarks.add_benchmark_node(sub)
     deploy.add(sub)
-    benchmark.add(sub)
-    feature_quality.add(sub)
+    benchmarks.add_benchmark(sub)
+    benchmarks.add_evaluate_features(sub)
     add_demo(sub)
     return parser
 

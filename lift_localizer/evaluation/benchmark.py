@@ -180,14 +180,6 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
                 "dense_levels_ms": 1000 * float(np.median(dense_runs))}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..commands import Parser
-
-    p = Parser(prog="lift-localizer benchmark", description=__doc__)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..localization.localizer import default_conf
     p.add_argument("--backends", nargs="+", default=None, metavar="NAME",
@@ -275,14 +267,3 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps({"size": [w, h], "preset": args.preset, "peaks_gmacs": peaks,
                                          "device": device_name, "results": results}, indent=1))
     return 0
-
-
-def add(sub) -> None:
-    p = sub.add_parser("benchmark", help="per-stage latency per back end, operation counts, fraction of peak",
-                       description=__doc__)
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -269,22 +269,3 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
-
-
-def add(sub) -> None:
-    p = sub.add_parser("evaluate-features", help="LIFT beside SIFT: repeatability, matching, DESC vs the released one",
-                       description=__doc__)
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data", metavar="DIR",
-                   help="shared data folder with the Webcam and ScanNet test sets (default: ../shared/data beside "
-                        "the repository)")
-    p.add_argument("--det", default=None, metavar="STEM", help="DET weights stem (default: shipped)")
-    p.add_argument("--ori", default=None, metavar="STEM", help="ORI weights stem (default: shipped)")
-    p.add_argument("--desc", default=None, metavar="STEM", help="DESC weights stem (default: shipped)")
-    p.add_argument("--keypoints", type=int, default=1000, metavar="N",
-                   help="keypoints per image (default %(default)s: the top-1000 of the protocol above)")
-    p.add_argument("--images-per-scene", type=int, default=10, metavar="N", help="Webcam images per test scene")
-    p.add_argument("--scannet-resize-max", type=int, default=640, metavar="PX",
-                   help="longer image side for the ScanNet pairs (default 640: SuperGlue's 640x480 protocol; "
-                        "keypoints are scaled back, so K stays the full-resolution one)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON here")
-    p.set_defaults(func=run)
