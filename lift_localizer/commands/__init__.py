@@ -147,7 +147,8 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                    help="map images retrieved")
     g.add_argument("--solver", choices=SOLVERS, default=None,
                    help="PnP solver (default: pycolmap, else poselib, else opencv — the first installed)")
-    g.add_argument("--ransac-threshold", type=positive_float, default=default_conf["ransac_threshold_px"],
+    g.add_argument("--ransac-threshold", dest="ransac_threshold_px", type=positive_float,
+                   default=default_conf["ransac_threshold_px"],
                    metavar="PX", help="RANSAC inlier threshold in pixels")
     g.add_argument("--min-inliers", type=positive_int, default=default_conf["min_inliers"], metavar="N",
                    help="acceptance: fewest PnP inliers")
@@ -165,9 +166,7 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
 
 
 def localizer_conf(args: argparse.Namespace) -> dict:
-    return {"max_keypoints": args.max_keypoints, "top_k": args.top_k, "solver": args.solver,
-            "ransac_threshold_px": args.ransac_threshold, "min_inliers": args.min_inliers,
-            "min_inlier_ratio": args.min_inlier_ratio, "preset": args.preset, "backend": args.backend,
-            "device": args.device, "min_coverage": args.min_coverage or None,
-            "max_rival_ratio": args.max_rival_ratio or None, "covariance_scale": args.covariance_scale,
-            "covariance_decorrelation": args.covariance_decorrelation}
+    """The ``Localizer`` options the command line gives (named as in its ``default_conf``)."""
+    from ..localization.localizer import conf_from
+
+    return conf_from(vars(args))

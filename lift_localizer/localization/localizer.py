@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +65,22 @@ default_conf = {
     "covariance_floor": True,
     "seed": 0,
 }
+
+# Options a user turns off (a bound not tested) or leaves to the default with 0 or "": ROS
+# parameters cannot be None, and the command line says 0 where it means "not tested".
+UNSET_BY_FALSY = ("min_coverage", "max_rival_ratio", "max_position_std", "max_relative_position_std", "precision",
+                  "solver")
+
+
+def conf_from(values: Mapping[str, Any]) -> dict:
+    """The ``default_conf`` options among ``values``, by name: the node's parameters and the command
+    line's options (``vars(args)``) both go through here; 0 or "" in ``UNSET_BY_FALSY`` means None."""
+    conf = {k: values[k] for k in default_conf if k in values}
+    for key in UNSET_BY_FALSY:
+        if key in conf and not conf[key]:
+            conf[key] = None
+    return conf
+
 
 NO_FEATURES = Reason.NO_FEATURES
 NO_RETRIEVAL = Reason.NO_RETRIEVAL

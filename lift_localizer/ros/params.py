@@ -11,6 +11,7 @@ from ..backends import BACKEND_NAMES, BACKENDS, unavailable
 from ..images import MAX_IMAGE_SIDE
 from ..features.extractors import EXTRACTORS
 from ..features.lift import PRESETS
+from ..localization.localizer import conf_from
 from ..localization.localizer import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
 
@@ -122,14 +123,8 @@ def check(name: str, value) -> str | None:
 
 
 def localizer_conf(values: dict) -> dict:
-    """Node parameter values → ``Localizer`` conf."""
-    conf = {k: values[k] for k in ("max_keypoints", "preset", "backend", "device", "top_k", "retrieval", "ratio",
-                                   "ransac_threshold_px", "min_inliers", "min_inlier_ratio", "covariance_scale",
-                                   "covariance_decorrelation", "covariance_floor")}
-    for key in ("max_position_std", "min_coverage", "max_rival_ratio"):
-        conf[key] = values[key] or None
-    conf["precision"] = values["precision"] or None
-    return conf
+    """Node parameter values → ``Localizer`` conf (the parameters are named as its options)."""
+    return conf_from(values)
 
 
 def jump_limits(values: dict) -> JumpLimits:
