@@ -75,3 +75,19 @@ def test_benchmark_reports_every_stage(tmp_path, monkeypatch, capsys):
     d = result["det_conv"]
     assert f"the dense DET module {d['dense_levels_ms']:.1f} ms ({d['dense_levels_ms'] / d['levels_ms']:.1f}×)" in printed
     assert main(["benchmark", "--backends", "tensorrt-fp16", "--repeat", "1"]) == 2
+
+
+def test_compare_sift_times_the_baselines_on_the_same_image(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIFT_LOCALIZER_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--size", "320x240", "--repeat", "2", "--max-keypoints", "200", "--map-images", "50",
+                 "--backends", "torch", "--preset", "fast", "--compare-sift", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    base, result = report["baselines"], report["results"][0]
+    assert set(base) == {"sift", "orb"} and all(b["median_ms"] > 0 and 0 < b["keypoints"] <= 200 for b in base.values())
+    lift_ms = result["stages"]["total"]["median_ms"]
+    for name, b in base.items():
+        assert result["ratio_to"][name] == pytest.approx(lift_ms / b["median_ms"])
+        assert f"{result['ratio_to'][name]:.1f}× {name.upper()}" in printed
+

@@ -194,7 +194,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="LIFT scale space: default (13 levels), fast (9 levels, ≤ 600 keypoints) or paper "
                         "(the paper's 21 levels at 640×480)")
+    p.add_argument("--compare-sift", action="store_true",
+                   help="also time OpenCV SIFT (RootSIFT) and ORB on the same image, same keypoint budget, and print "
+                        "LIFT's extraction time as a ratio of theirs")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every measurement as JSON here")
+
+
+def time_baselines(gray: np.ndarray, max_keypoints: int, repeat: int) -> dict[str, dict]:
+    """OpenCV SIFT and ORB extraction on ``gray`` as the localizer runs them (the registry's extractors,
+    at the image's own size like the LIFT rows): {name: {"median_ms", "p90_ms", "keypoints"}}."""
+    from ..features.extractors import make_extractor
+
+    out = {}
+    for name in ("sift", "orb"):
+        extractor = make_extractor(name, {"max_keypoints": max_keypoints, "resize_max": None})
+        extractor(gray)   # OpenCV's one-off set-up, as the LIFT rows leave out their first run
+        times, n = [], 0
+        for _ in range(repeat):
+            t = time.perf_counter()
+            n = len(extractor(gray))
+            times.append(1000 * (time.perf_counter() - t))
+        out[name] = {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "keypoints": n}
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     for name in chosen:
         conf = apply_preset({"max_keypoints": args.max_keypoints, **candidates[name]}, args.preset)
         results.append(benchmark_backend(name, conf, gray, jpeg, pipeline, args.repeat))
+    baselines = time_baselines(gray, args.max_keypoints, args.repeat) if args.compare_sift else {}
     device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
     print(f"lift-localizer benchmark: {w}×{h}, preset {args.preset}, {args.max_keypoints} keypoints, median of "
           f"{args.repeat}; CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
@@ -263,7 +285,16 @@ def run(args: argparse.Namespace) -> int:
                   f"{d['dense_levels_ms']:.1f} ms ({d['dense_levels_ms'] / d['levels_ms']:.1f}×)")
         elif r.get("det_note"):
             print(f"  DET: {r['det_note']}")
+    if baselines:
+        print(f"\n[baselines, the same image and budget] " + ", ".join(
+            f"{name.upper()} {b['median_ms']:.1f} ms ({b['keypoints']} keypoints)" for name, b in baselines.items()))
+        for r in results:
+            lift_ms = r["stages"]["total"]["median_ms"]
+            r["ratio_to"] = {name: lift_ms / b["median_ms"] for name, b in baselines.items()}
+            print(f"  LIFT extraction on {r['backend']}: {lift_ms:.1f} ms = "
+                  + ", ".join(f"{x:.1f}× {name.upper()}" for name, x in r["ratio_to"].items()))
     if args.json:
         args.json.write_text(json.dumps({"size": [w, h], "preset": args.preset, "peaks_gmacs": peaks,
-                                         "device": device_name, "results": results}, indent=1))
+                                         "device": device_name, "results": results, "baselines": baselines},
+                                        indent=1))
     return 0
