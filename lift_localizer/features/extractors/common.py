@@ -24,18 +24,25 @@ def processed_size(height: int, width: int, resize_max: int | None) -> tuple[int
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-def _resize(gray: np.ndarray, resize_max: int | None) -> tuple[np.ndarray, float]:
+def checked_conf(kind: str, defaults: dict, conf: dict | None) -> dict:
+    """``defaults`` updated by ``conf``; ValueError naming the options ``kind`` does not have."""
+    unknown = set(conf or {}) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {kind} options {sorted(unknown)}")
+    return {**defaults, **(conf or {})}
+
+
+def _resize(gray: np.ndarray, resize_max: int | None) -> np.ndarray:
+    """``gray`` at ``processed_size`` (itself where that is its size)."""
     h, w = gray.shape
     hs, ws = processed_size(h, w, resize_max)
     if (hs, ws) == (h, w):
-        return gray, 1.0
-    s = resize_max / max(h, w)
-    small = cv2.resize(gray, (ws, hs), interpolation=cv2.INTER_AREA)
-    # Pixel centres: x_small = (x + 0.5) * s_x - 0.5, with per-axis ratios from the rounded size.
-    return small, s
+        return gray
+    return cv2.resize(gray, (ws, hs), interpolation=cv2.INTER_AREA)
 
 
 def _rescale(f: Features, gray_shape: tuple[int, int], small_shape: tuple[int, int]) -> Features:
+    # Pixel centres: x = (x_small + 0.5) * s_x - 0.5, with per-axis ratios from the rounded size.
     (h, w), (hs, ws) = gray_shape, small_shape
     sx, sy = w / ws, h / hs
     kp = (f.keypoints + 0.5) * np.array([sx, sy], np.float32) - 0.5

@@ -47,7 +47,7 @@ class LiftExtractor:
                 "upright": bool(self.lift.conf["upright"])}
 
     def __call__(self, gray: np.ndarray) -> Features:
-        small, _ = _resize(gray, self.resize_max)
+        small = _resize(gray, self.resize_max)
         f = self.lift(small)
         return f if small is gray else _rescale(f, gray.shape, small.shape)
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..types import Features
-from .common import DEFAULT_RESIZE_MAX, _rescale, _resize, check_gray
+from .common import DEFAULT_RESIZE_MAX, _rescale, _resize, check_gray, checked_conf
 
 ORB_BITS = 256
 
@@ -43,10 +43,7 @@ class OrbExtractor:
     untrained_warning = None
 
     def __init__(self, conf: dict | None = None) -> None:
-        conf = {**self.default_conf, **(conf or {})}
-        unknown = set(conf) - self.options
-        if unknown:
-            raise ValueError(f"unknown ORB options {sorted(unknown)}")
+        conf = checked_conf("ORB", self.default_conf, conf)
         self.resize_max = conf["resize_max"]
         self.max_keypoints = int(conf["max_keypoints"])
         self.scale_factor = float(conf["scale_factor"])
@@ -72,7 +69,7 @@ class OrbExtractor:
     def __call__(self, gray: np.ndarray) -> Features:
         check_gray(gray, self.name)
         t = time.perf_counter()
-        small, _ = _resize(gray, self.resize_max)
+        small = _resize(gray, self.resize_max)
         image = np.clip(small, 0, 255).astype(np.uint8)
         kps, desc = self.orb.detectAndCompute(image, None)
         kps = list(kps)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..sift import sift_detect
 from ..types import Features
-from .common import DEFAULT_RESIZE_MAX, _rescale, _resize, check_gray
+from .common import DEFAULT_RESIZE_MAX, _rescale, _resize, check_gray, checked_conf
 
 
 class SiftExtractor:
@@ -25,10 +25,7 @@ class SiftExtractor:
     untrained_warning = None
 
     def __init__(self, conf: dict | None = None) -> None:
-        conf = {**self.default_conf, **(conf or {})}
-        unknown = set(conf) - self.options
-        if unknown:
-            raise ValueError(f"unknown SIFT options {sorted(unknown)}")
+        conf = checked_conf("SIFT", self.default_conf, conf)
         self.resize_max = conf["resize_max"]
         self.max_keypoints = int(conf["max_keypoints"])
         self.conf = {"max_keypoints": self.max_keypoints, "resize_max": self.resize_max}
@@ -45,7 +42,7 @@ class SiftExtractor:
     def __call__(self, gray: np.ndarray) -> Features:
         check_gray(gray, self.name)
         t = time.perf_counter()
-        small, _ = _resize(gray, self.resize_max)
+        small = _resize(gray, self.resize_max)
         xy, size, angle, response, desc = sift_detect(small, self.max_keypoints)
         desc = desc.astype(np.float32)
         desc /= np.maximum(desc.sum(1, keepdims=True), 1e-8)
