@@ -7,12 +7,49 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def run_cli(*argv) -> tuple[int, str, str]:
+    """``lift-localizer ARGV`` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from lift_localizer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
         pytest.skip(f"real data not available: {p} is absent (tests that read ../shared/data skip without it)")
     return p
+
+
+# The node tests' keypoint budget: the map of ``room_scene`` and the node they start use it.
+NODE_KEYPOINTS = 300
+
+
+@pytest.fixture(scope="module")
+def room_scene(tmp_path_factory):
+    """A rendered room's mapping bag and LIFT map (ROOT/mapping, ROOT/map, NODE_KEYPOINTS keypoints)
+    and its query views: (ROOT, camera, [(image, T_map_camera)])."""
+    pytest.importorskip("pycolmap")
+    from lift_localizer.bags.writer import write_bag
+    from lift_localizer.geometry.camera import Camera
+    from lift_localizer.mapping.frames import posed_frames
+    from lift_localizer.synthetic import room_sequence
+
+    root = tmp_path_factory.mktemp("room")
+    K, mapping, query = room_sequence(10, 4, image_size=(240, 320))
+    cam = Camera(320, 240, K)
+    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
+    code, _, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map", "--features", "lift",
+                              "--max-keypoints", NODE_KEYPOINTS)
+    assert code == 0, stderr
+    return root, cam, query
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from lift_localizer.features.sift import opencv_angle
 from lift_localizer.nets.scale_space import SUPPORT_PER_SCALE
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.bags.writer import write_bag
-from lift_localizer.mapping.frames import Frame
+from lift_localizer.mapping.frames import posed_frames
 from lift_localizer.synthetic import make_texture, room_sequence
 from lift_localizer.training import data
 from lift_localizer.training.homographies import homography_quads, transfer
@@ -44,8 +44,7 @@ def centre(p):
 def room():
     K, mapping, _ = room_sequence(16, 0, image_size=(240, 320))
     cam = Camera(320, 240, K)
-    frames = [Frame(str(i), cam, T, stamp_ns=10**18 + i * 10**8, loader=lambda im=im: im)
-              for i, (im, T) in enumerate(mapping)]
+    frames = posed_frames(mapping, cam, 10**18)
     return K, frames
 
 

@@ -1,26 +1,17 @@
 """build-map → localize → evaluate through the command line, on bags of the synthetic room."""
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from lift_localizer.cli import main
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.geometry.pose import T_from_tq, pose_error
 from lift_localizer.bags.writer import write_bag
-from lift_localizer.mapping.frames import Frame
+from lift_localizer.mapping.frames import posed_frames
 from lift_localizer.synthetic import room_sequence
 
 pytest.importorskip("pycolmap")
-
-
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +20,9 @@ def bags(tmp_path_factory):
     K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
     cam = Camera(320, 240, K)
 
-    def frames(views, t0):
-        return [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
-                for i, (im, T) in enumerate(views)]
-
-    write_bag(root / "mapping", frames(mapping, 10**18))
-    write_bag(root / "query", frames(query, 2 * 10**18), compressed=True)
-    write_bag(root / "query_no_gt", frames(query, 2 * 10**18), with_poses=False)
+    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
+    write_bag(root / "query", posed_frames(query, cam, 2 * 10**18), compressed=True)
+    write_bag(root / "query_no_gt", posed_frames(query, cam, 2 * 10**18), with_poses=False)
     return root, {2 * 10**18 + i * 10**8: T for i, (_, T) in enumerate(query)}
 
 
@@ -43,7 +30,7 @@ def bags(tmp_path_factory):
 def built(bags, tmp_path_factory):
     root, _ = bags
     out = tmp_path_factory.mktemp("map") / "map"
-    code, stdout, stderr = run("build-map", "--bag", root / "mapping", "--output", out, "--features", "sift", "lift",
+    code, stdout, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", out, "--features", "sift", "lift",
                                "--max-keypoints", "400")
     assert code == 0, stderr
     return out, stdout
@@ -58,7 +45,7 @@ def test_build_map_summary(built):
 def test_localize_writes_tum_poses_without_ground_truth(bags, built, tmp_path):
     root, truth = bags
     poses = tmp_path / "poses.txt"
-    code, stdout, stderr = run("localize", "--map", built[0], "--bag", root / "query_no_gt", "--output", poses)
+    code, stdout, stderr = run_cli("localize", "--map", built[0], "--bag", root / "query_no_gt", "--output", poses)
     assert code == 0, stderr
     assert "localized 3/3" in stdout
     lines = poses.read_text().splitlines()
@@ -75,7 +62,7 @@ def test_localize_writes_tum_poses_without_ground_truth(bags, built, tmp_path):
 
 def test_evaluate_prints_recall_and_writes_report(bags, built, tmp_path):
     root, _ = bags
-    code, stdout, stderr = run("evaluate", "--map", built[0], "--bag", root / "query", "--report", tmp_path / "r",
+    code, stdout, stderr = run_cli("evaluate", "--map", built[0], "--bag", root / "query", "--report", tmp_path / "r",
                                "--json", tmp_path / "s.json")
     assert code == 0, stderr
     assert "[sift]" in stdout and "[lift]" in stdout and "(0.25 m, 2°)" in stdout and "median time" in stdout
@@ -87,25 +74,25 @@ def test_evaluate_prints_recall_and_writes_report(bags, built, tmp_path):
 
 def test_other_feature_set_and_solver(bags, built, tmp_path):
     root, _ = bags
-    code, stdout, _ = run("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",
+    code, stdout, _ = run_cli("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",
                           "--features", "lift", "--solver", "opencv")
     assert code == 0 and "localized 3/3" in stdout
-    code, _, stderr = run("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",
+    code, _, stderr = run_cli("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",
                           "--features", "nope")
     assert code == 2 and "no 'nope' features" in stderr
 
 
 def test_clear_errors(bags, tmp_path):
     root, _ = bags
-    code, _, stderr = run("build-map", "--bag", root / "query_no_gt", "--output", tmp_path / "m")
+    code, _, stderr = run_cli("build-map", "--bag", root / "query_no_gt", "--output", tmp_path / "m")
     assert code == 2 and "no pose topic '/ground_truth/pose'" in stderr and not (tmp_path / "m").exists()
-    code, _, stderr = run("build-map", "--bag", tmp_path / "nothing", "--output", tmp_path / "m")
+    code, _, stderr = run_cli("build-map", "--bag", tmp_path / "nothing", "--output", tmp_path / "m")
     assert code == 2 and "no such bag" in stderr
-    code, _, stderr = run("localize", "--map", tmp_path / "nomap", "--bag", root / "query", "--output", tmp_path / "p")
+    code, _, stderr = run_cli("localize", "--map", tmp_path / "nomap", "--bag", root / "query", "--output", tmp_path / "p")
     assert code == 2 and "no such map directory" in stderr
-    code, _, stderr = run("evaluate", "--map", tmp_path, "--bag", root / "query")
+    code, _, stderr = run_cli("evaluate", "--map", tmp_path, "--bag", root / "query")
     assert code == 2 and "not a map" in stderr
-    code, _, stderr = run("build-map", "--folder", tmp_path, "--output", tmp_path / "m")
+    code, _, stderr = run_cli("build-map", "--folder", tmp_path, "--output", tmp_path / "m")
     assert code == 2 and "no transforms.json" in stderr
 
 
@@ -119,7 +106,7 @@ def test_build_map_from_a_nerf_folder(bags, tmp_path):
         frames.append({"file_path": f"{i}.png", "transform_matrix": (T @ np.diag([1.0, -1, -1, 1])).tolist()})
     (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2],
                                                           "cy": K[1, 2], "w": 320, "h": 240, "frames": frames}))
-    code, stdout, stderr = run("build-map", "--folder", tmp_path, "--output", tmp_path / "map", "--features", "sift")
+    code, stdout, stderr = run_cli("build-map", "--folder", tmp_path, "--output", tmp_path / "map", "--features", "sift")
     assert code == 0, stderr
     assert "[sift] 10 images" in stdout
 
@@ -204,11 +191,11 @@ def test_index_map_interrupted_at_any_step_leaves_a_map_that_loads(built, tmp_pa
 def test_index_map_command_then_localize(bags, built, tmp_path, other_netvlad):
     root, _ = bags
     directory = _copy_map(built, tmp_path / "map")
-    code, stdout, stderr = run("index-map", directory)
+    code, stdout, stderr = run_cli("index-map", directory)
     assert code == 0 and "NetVLAD" in stdout, stderr
     meta = json.loads((directory / "map.json").read_text())["retrieval"]
     assert meta["model_sha256"] == other_netvlad[0].sha256 and set(meta["sha256"]) == {"global.h5", "global.index"}
-    code, stdout, stderr = run("localize", "--map", directory, "--bag", root / "query", "--output", tmp_path / "p.txt")
+    code, stdout, stderr = run_cli("localize", "--map", directory, "--bag", root / "query", "--output", tmp_path / "p.txt")
     assert code == 0 and "localized 3/3" in stdout and "descriptor votes" not in stderr, stderr
 
 
@@ -265,5 +252,5 @@ def test_unusable_global_index_falls_back_to_votes_with_a_note(bags, built, tmp_
     assert localizer.retrieval.name == "vote" and why in localizer.retrieval_note
     with pytest.raises(MapError, match="NetVLAD retrieval unavailable"):
         Localizer(load_map(directory), {"retrieval": "netvlad"})
-    code, stdout, stderr = run("localize", "--map", directory, "--bag", root / "query", "--output", tmp_path / "p.txt")
+    code, stdout, stderr = run_cli("localize", "--map", directory, "--bag", root / "query", "--output", tmp_path / "p.txt")
     assert code == 0 and "localized" in stdout and "note: retrieval by descriptor votes" in stderr and why in stderr

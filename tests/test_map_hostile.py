@@ -1,8 +1,6 @@
 """Maps handed to us by someone else: corrupt or hostile files give one-line errors (or, for the global
 index, descriptor-vote retrieval with a note), never a traceback, an unbounded allocation, or a read
 outside the map directory."""
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -14,11 +12,11 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from lift_localizer.cli import main
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.bags.writer import write_bag
-from lift_localizer.mapping.frames import Frame
+from lift_localizer.mapping.frames import posed_frames
 from lift_localizer.mapping.io import MapError, load_map
 from lift_localizer.synthetic import room_sequence
 
@@ -28,13 +26,6 @@ pytest.importorskip("faiss")
 # What a localize run may use: a regression that allocates what a file states fails instead of
 # taking the machine's memory.
 MEMORY_LIMIT = 2 << 30
-
-
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_limited(*argv, timeout=120):
@@ -56,12 +47,8 @@ def bags(tmp_path_factory):
     K, mapping, query = room_sequence(10, 2, image_size=(240, 320))
     cam = Camera(320, 240, K)
 
-    def frames(views, t0):
-        return [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
-                for i, (im, T) in enumerate(views)]
-
-    write_bag(root / "mapping", frames(mapping, 10**18))
-    write_bag(root / "query", frames(query, 2 * 10**18))
+    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
+    write_bag(root / "query", posed_frames(query, cam, 2 * 10**18))
     return root
 
 
@@ -69,7 +56,7 @@ def bags(tmp_path_factory):
 def built(bags, tmp_path_factory):
     """A SIFT map (fast to build) with NetVLAD retrieval."""
     out = tmp_path_factory.mktemp("map") / "map"
-    code, _, stderr = run("build-map", "--bag", bags / "mapping", "--output", out, "--features", "sift",
+    code, _, stderr = run_cli("build-map", "--bag", bags / "mapping", "--output", out, "--features", "sift",
                           "--max-keypoints", "300")
     assert code == 0, stderr
     return out
@@ -191,7 +178,7 @@ def test_damaged_global_descriptors_fall_back_to_votes(bags, copy, tmp_path, wha
     if what == "64-D":   # and an index that agrees with them
         save_index(build_index(np.eye(10, 64, dtype=np.float32))[0], copy / "global.index")
     record_hashes(copy)
-    code, stdout, stderr = run("localize", "--map", copy, "--bag", bags / "query", "--output", tmp_path / "p.txt")
+    code, stdout, stderr = run_cli("localize", "--map", copy, "--bag", bags / "query", "--output", tmp_path / "p.txt")
     assert code == 0 and "note: retrieval by descriptor votes" in stderr and "global.h5" in stderr, stderr
 
 
@@ -231,9 +218,9 @@ def test_map_json_of_wrong_types_is_a_one_line_map_error(bags, copy, tmp_path, w
         edit_meta(copy, change)
     with pytest.raises(MapError, match="map.json|format"):
         load_map(copy)
-    code, _, stderr = run("localize", "--map", copy, "--bag", bags / "query", "--output", tmp_path / "p.txt")
+    code, _, stderr = run_cli("localize", "--map", copy, "--bag", bags / "query", "--output", tmp_path / "p.txt")
     assert one_line_error(code, stderr) and message in stderr, stderr
-    code, _, stderr = run("evaluate", "--map", copy, "--bag", bags / "query")
+    code, _, stderr = run_cli("evaluate", "--map", copy, "--bag", bags / "query")
     assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
 
 
@@ -248,7 +235,7 @@ def test_symbolic_link_out_of_the_map_is_refused(bags, copy, tmp_path, name):
     (copy / name).symlink_to(outside / "file")
     with pytest.raises(MapError, match="leads outside the map directory"):
         load_map(copy)
-    code, _, stderr = run("localize", "--map", copy, "--bag", bags / "query", "--output", tmp_path / "p.txt")
+    code, _, stderr = run_cli("localize", "--map", copy, "--bag", bags / "query", "--output", tmp_path / "p.txt")
     assert one_line_error(code, stderr) and "leads outside the map directory" in stderr, stderr
 
 
@@ -451,7 +438,7 @@ def test_bad_output_is_found_before_the_build_starts(bags, tmp_path, monkeypatch
     (tmp_path / "folder" / "notes.txt").write_text("mine")
     output = {"existing file": tmp_path / "file", "parent is a file": tmp_path / "file" / "map",
               "folder that is not a map": tmp_path / "folder", "the source": bags}[case]
-    code, _, stderr = run("build-map", "--bag", bags / "mapping", "--output", output)
+    code, _, stderr = run_cli("build-map", "--bag", bags / "mapping", "--output", output)
     assert one_line_error(code, stderr) and "--output" in stderr, stderr
     assert (tmp_path / "folder" / "notes.txt").exists() and (tmp_path / "file").read_text() == "x"
 

@@ -9,15 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import NODE_KEYPOINTS
 from ros_harness import Client, NodeProcess, diagnostics_values, wait_for
 
 from lift_localizer.cli import main
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.geometry.pose import T_from_tq, pose_error
-from lift_localizer.bags.writer import write_bag
-from lift_localizer.mapping.frames import Frame
 from lift_localizer.bags.convert import make_image_fields
-from lift_localizer.synthetic import room_sequence
 
 pytest.importorskip("pycolmap")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -28,21 +26,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 Keypoints = pytest.importorskip("lift_localizer_msgs.msg", reason="lift_localizer_msgs is not built (make does it)").Keypoints
-KEYPOINTS = 300
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("node")
-    K, mapping, query = room_sequence(10, 4, image_size=(240, 320))
-    cam = Camera(320, 240, K)
-    frames = [Frame(str(i), cam, T, stamp_ns=10**18 + i * 10**8, loader=lambda im=im: im)
-              for i, (im, T) in enumerate(mapping)]
-    write_bag(root / "mapping", frames)
-    code = main(["build-map", "--bag", str(root / "mapping"), "--output", str(root / "map"), "--features", "lift",
-                 "--max-keypoints", str(KEYPOINTS)])
-    assert code == 0
-    return root, cam, query
+KEYPOINTS = NODE_KEYPOINTS
 
 
 def camera_info(cam: Camera) -> CameraInfo:
@@ -75,10 +59,10 @@ def set_params(client: Client, **values):
 
 
 @contextmanager
-def started(scene, log: Path, domain_offset: int = 0, client_name: str = "test_client"):
+def started(room_scene, log: Path, domain_offset: int = 0, client_name: str = "test_client"):
     """The node on the scene's map (reliable QoS, images on /cam/...) and a client listening to it:
     (node, client, pubs, poses, keypoints, diagnostics), once the map is loaded and images can flow."""
-    root, cam, query = scene
+    root, cam, query = room_scene
     node = NodeProcess("--params-file", "config/localizer.yaml", "-p", f"map_path:={root / 'map'}",
                        "-p", f"max_keypoints:={KEYPOINTS}", "-p", "qos_reliability:=reliable",
                        "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info",
@@ -100,8 +84,8 @@ def started(scene, log: Path, domain_offset: int = 0, client_name: str = "test_c
 
 
 @pytest.fixture(scope="module")
-def running(scene, tmp_path_factory):
-    with started(scene, tmp_path_factory.mktemp("log") / "node.log") as r:
+def running(room_scene, tmp_path_factory):
+    with started(room_scene, tmp_path_factory.mktemp("log") / "node.log") as r:
         yield r
 
 
@@ -116,17 +100,17 @@ def send_and_wait(running, msg, counter="frames_processed", timeout=60):
     wait_for(lambda: int(diagnostics_values(diagnostics[-1])[counter]) > before, timeout, f"{counter} to grow", node)
 
 
-def test_image_before_camera_info_is_skipped_with_the_reason(running, scene):
+def test_image_before_camera_info_is_skipped_with_the_reason(running, room_scene):
     node, client, pubs, poses, *_ = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     send_and_wait(running, image_msg(query[0][0], 5 * 10**11), "frames_skipped_no_camera_info")
     assert not poses
     wait_for(lambda: "waiting for camera_info on /cam/camera_info" in node.output(), 5, "the log line", node)
 
 
-def test_poses_keypoints_and_diagnostics(running, scene):
+def test_poses_keypoints_and_diagnostics(running, room_scene):
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     pubs["info"].publish(camera_info(cam))
     wait_for(lambda: "camera 320×240" in node.output(), 10, "camera_info to be taken", node)
     # Before any frame of that size: the warm-up the first frame would otherwise pay for.
@@ -165,9 +149,9 @@ def test_poses_keypoints_and_diagnostics(running, scene):
     ({"height": 0, "width": 0, "step": 0, "data": b""}, "empty image"),
     ({"data": b"\x00" * 100}, "image data has 100 bytes"),
 ])
-def test_malformed_images_are_skipped_and_said(running, scene, broken, why):
+def test_malformed_images_are_skipped_and_said(running, room_scene, broken, why):
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     msg = image_msg(query[0][0], 4 * 10**11)
     for k, v in broken.items():
         setattr(msg, k, v)
@@ -183,9 +167,9 @@ def peak_memory_mb(node) -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 
 
-def test_bad_images_are_counted_by_reason_and_logged_once_whatever_their_numbers(running, scene):
+def test_bad_images_are_counted_by_reason_and_logged_once_whatever_their_numbers(running, room_scene):
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     logged = node.output().count("image skipped")
     for n in range(20):
         msg = image_msg(query[0][0], 4 * 10**11 + n)
@@ -203,9 +187,9 @@ def test_bad_images_are_counted_by_reason_and_logged_once_whatever_their_numbers
     ({"width": 20000, "height": 20000}, "larger than max_image_side = 8192"),
     ({"d": [0.01, 0.0, 0.0]}, "'plumb_bob' with 3 coefficients"),
 ])
-def test_camera_info_refusals_say_why_and_allocate_nothing(running, scene, change, why):
+def test_camera_info_refusals_say_why_and_allocate_nothing(running, room_scene, change, why):
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     msg = camera_info(cam)
     for k, v in change.items():
         setattr(msg, k, v)
@@ -222,9 +206,9 @@ def test_camera_info_refusals_say_why_and_allocate_nothing(running, scene, chang
     assert node.alive() and peak_memory_mb(node) < 2000
 
 
-def test_alternating_camera_sizes_warm_up_each_size_once(running, scene):
+def test_alternating_camera_sizes_warm_up_each_size_once(running, room_scene):
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     small = Camera(160, 120, np.diag([cam.K[0, 0] / 2, cam.K[1, 1] / 2, 1.0]) + np.array([[0, 0, 80], [0, 0, 60], [0, 0, 0]]))
     for _ in range(3):
         for c in (small, cam):
@@ -236,7 +220,7 @@ def test_alternating_camera_sizes_warm_up_each_size_once(running, scene):
     assert node.output().count("warmed up at 160×120") == 1, node.output()[-3000:]
 
 
-def test_wrong_size_image_is_refused(running, scene):
+def test_wrong_size_image_is_refused(running, room_scene):
     node, client, pubs, poses, keypoints, diagnostics = running
     send_and_wait(running, image_msg(np.zeros((100, 120, 3), np.uint8), 6 * 10**11), "bad_messages")
     wait_for(lambda: "image is 120×100, camera_info says 320×240" in node.output(), 5, "the reason", node)
@@ -261,9 +245,9 @@ def test_parameters_are_checked_and_refusals_explained(running):
     assert all(r.successful for r in set_params(client, top_k=5, ransac_threshold_px=6.0))
 
 
-def test_a_bad_map_keeps_the_node_up_and_a_good_one_reloads(running, scene, tmp_path):
+def test_a_bad_map_keeps_the_node_up_and_a_good_one_reloads(running, room_scene, tmp_path):
     node, client, pubs, poses, keypoints, diagnostics = running
-    root, cam, query = scene
+    root, cam, query = room_scene
     (bad := tmp_path / "bad").mkdir()
     (bad / "map.json").write_text("{not json")
     (r,) = set_params(client, map_path=str(bad))
@@ -281,12 +265,12 @@ def test_a_bad_map_keeps_the_node_up_and_a_good_one_reloads(running, scene, tmp_
     wait_for(lambda: len(poses) > n, 5, "a pose after the reload", node)
 
 
-def test_tf_map_to_camera_where_tf2_ros_exists(running, scene):
+def test_tf_map_to_camera_where_tf2_ros_exists(running, room_scene):
     pytest.importorskip("tf2_ros", reason="tf2_ros is not on PyPI; this runs on a full ROS 2 install")
     from tf2_msgs.msg import TFMessage
 
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     tfs = client.collect(TFMessage, "/tf")
     pubs["info"].publish(camera_info(cam))
     send_and_wait(running, image_msg(query[0][0], 9 * 10**11))
@@ -294,20 +278,20 @@ def test_tf_map_to_camera_where_tf2_ros_exists(running, scene):
              10, "map→camera on /tf (no odom frame exists)", node)
 
 
-def test_a_pose_jump_in_map_to_odom_is_held_until_a_second_frame_agrees_where_tf2_ros_exists(scene, tmp_path):
+def test_a_pose_jump_in_map_to_odom_is_held_until_a_second_frame_agrees_where_tf2_ros_exists(room_scene, tmp_path):
     tf2_ros = pytest.importorskip("tf2_ros", reason="tf2_ros is not on PyPI; this runs on a full ROS 2 install")
     from tf2_msgs.msg import TFMessage
 
     from lift_localizer.geometry.pose import invert, make_T
     from lift_localizer.ros.messages import T_from_transform, transform_msg
 
-    _, cam, query = scene
+    _, cam, query = room_scene
     # Where odometry started in the map, and the same 2 m away: what odom→camera says (sent on /tf)
     # makes the node's pose imply one or the other as map→odom.
     A = make_T(np.eye(3), [0.3, -0.2, 0.1])
     B = make_T(np.eye(3), [2.3, -0.2, 0.1])
     # A node of its own: odom→camera in TF must not reach the module's `running` node.
-    with started(scene, tmp_path / "node.log", domain_offset=150, client_name="tf_client") as r:
+    with started(room_scene, tmp_path / "node.log", domain_offset=150, client_name="tf_client") as r:
         node, client, pubs, poses, keypoints, diagnostics = r
         tfs = client.collect(TFMessage, "/tf")
         odometry = tf2_ros.TransformBroadcaster(client.node)
@@ -352,9 +336,9 @@ def test_a_pose_jump_in_map_to_odom_is_held_until_a_second_frame_agrees_where_tf
         assert frame(image, T, A, s0 + 3 * 10**8), "after ~/relocalize the next frame is taken on its own"
 
 
-def test_relocalize_lets_through_a_frame_the_rate_limit_would_drop(running, scene):
+def test_relocalize_lets_through_a_frame_the_rate_limit_would_drop(running, room_scene):
     node, client, pubs, poses, keypoints, diagnostics = running
-    _, cam, query = scene
+    _, cam, query = room_scene
     pubs["info"].publish(camera_info(cam))
     assert all(r.successful for r in set_params(client, max_rate_hz=0.01))   # one frame per 100 s
     try:
@@ -383,8 +367,8 @@ def test_relocalize_lets_through_a_frame_the_rate_limit_would_drop(running, scen
         set_params(client, max_rate_hz=0.0)
 
 
-def test_compressed_images(scene, tmp_path):
-    root, cam, query = scene
+def test_compressed_images(room_scene, tmp_path):
+    root, cam, query = room_scene
     node = NodeProcess("-p", f"map_path:={root / 'map'}", "-p", f"max_keypoints:={KEYPOINTS}",
                        "-p", "image_transport:=compressed", "-r", "image:=/cam/image_raw",
                        "-r", "camera_info:=/cam/camera_info", log=tmp_path / "node.log", domain_offset=50)

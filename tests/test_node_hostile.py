@@ -89,12 +89,12 @@ def test_a_frame_ending_after_the_context_is_no_error_and_shutdown_is_idempotent
     node.destroy_node()
 
 
-def test_sigint_during_a_warm_up_stops_cleanly(scene_map, tmp_path):
+def test_sigint_during_a_warm_up_stops_cleanly(room_scene, tmp_path):
     """Ctrl-C while a network runs in the worker: the process must not be finalised under it (which
     aborts it, exit -6, where the stage outlasts a fixed wait: the shutdown now waits for the stage)."""
     from sensor_msgs.msg import CameraInfo
 
-    node = NodeProcess("-p", f"map_path:={scene_map}", "-p", "max_keypoints:=300", "-p", "diagnostics_period_s:=0.1",
+    node = NodeProcess("-p", f"map_path:={room_scene[0] / 'map'}", "-p", "max_keypoints:=300", "-p", "diagnostics_period_s:=0.1",
                        "-p", "qos_reliability:=reliable", log=tmp_path / "node.log", domain_offset=60)
     client = Client("sigint_client", domain_offset=60)
     try:
@@ -120,23 +120,3 @@ def test_sigint_during_a_warm_up_stops_cleanly(scene_map, tmp_path):
     finally:
         client.close()
         node.stop()
-
-
-@pytest.fixture(scope="module")
-def scene_map(tmp_path_factory):
-    pytest.importorskip("pycolmap")
-    from lift_localizer.cli import main
-    from lift_localizer.geometry.camera import Camera
-    from lift_localizer.bags.writer import write_bag
-    from lift_localizer.mapping.frames import Frame
-    from lift_localizer.synthetic import room_sequence
-
-    root = tmp_path_factory.mktemp("hostile")
-    K, mapping, _ = room_sequence(10, 4, image_size=(240, 320))
-    cam = Camera(320, 240, K)
-    frames = [Frame(str(i), cam, T, stamp_ns=10**18 + i * 10**8, loader=lambda im=im: im)
-              for i, (im, T) in enumerate(mapping)]
-    write_bag(root / "mapping", frames)
-    assert main(["build-map", "--bag", str(root / "mapping"), "--output", str(root / "map"), "--features", "lift",
-                 "--max-keypoints", "300"]) == 0
-    return root / "map"

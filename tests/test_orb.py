@@ -1,12 +1,11 @@
 """The ORB extractor's contract, the extractor registry, and ORB through build-map → localize →
 evaluate on bags of the synthetic room."""
-import contextlib
-import io
 import json
 
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from lift_localizer.features.extractors import (EXTRACTORS, OrbExtractor, conf_for, descriptor_size, extractor_class,
                                                 make_extractor)
@@ -115,21 +114,12 @@ def test_registry_lookups():
 # ---------------------------------------------------------------- end to end on the synthetic room
 
 
-def run(*argv):
-    from lift_localizer.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
     pytest.importorskip("pycolmap")
     from lift_localizer.bags.writer import write_bag
     from lift_localizer.geometry.camera import Camera
-    from lift_localizer.mapping.frames import Frame
+    from lift_localizer.mapping.frames import posed_frames
     from lift_localizer.synthetic import room_sequence
 
     root = tmp_path_factory.mktemp("orb")
@@ -138,13 +128,9 @@ def room(tmp_path_factory):
     K, mapping, query = room_sequence(10, 4, image_size=(480, 640))
     cam = Camera(640, 480, K)
 
-    def frames(views, t0):
-        return [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
-                for i, (im, T) in enumerate(views)]
-
-    write_bag(root / "mapping", frames(mapping, 10**18))
-    write_bag(root / "query", frames(query, 2 * 10**18))
-    code, stdout, stderr = run("build-map", "--bag", root / "mapping", "--output", root / "map",
+    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
+    write_bag(root / "query", posed_frames(query, cam, 2 * 10**18))
+    code, stdout, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map",
                                "--features", "orb", "sift", "--max-keypoints", "1000")
     assert code == 0, stderr
     return root, stdout, stderr
@@ -161,12 +147,12 @@ def test_build_map_with_orb_features(room):
 
 def test_localize_and_evaluate_with_orb(room, tmp_path):
     root, _, _ = room
-    code, stdout, stderr = run("localize", "--map", root / "map", "--bag", root / "query",
+    code, stdout, stderr = run_cli("localize", "--map", root / "map", "--bag", root / "query",
                                "--output", tmp_path / "poses.txt", "--features", "orb")
     assert code == 0, stderr
     localized = int(stdout.split("localized ")[1].split("/")[0])
     assert localized >= 3 and len((tmp_path / "poses.txt").read_text().splitlines()) == localized
-    code, stdout, stderr = run("evaluate", "--map", root / "map", "--bag", root / "query", "--json", tmp_path / "s.json")
+    code, stdout, stderr = run_cli("evaluate", "--map", root / "map", "--bag", root / "query", "--json", tmp_path / "s.json")
     assert code == 0, stderr
     assert "[orb]" in stdout and "[sift]" in stdout
     summary = json.loads((tmp_path / "s.json").read_text())

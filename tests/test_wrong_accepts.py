@@ -1,23 +1,14 @@
 """False accepts made visible: accepted poses beyond a bound ("wrong accepted") and the accepted poses
 of another scene's queries ("negatives"), from the metric up to ``evaluate --negatives`` on bags."""
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from lift_localizer.cli import main
 from lift_localizer.evaluation.metrics import WRONG_BOUND, count_wrong, summarize
 
 INF = np.inf
-
-
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 # (translation m, rotation °); inf: not localized
@@ -50,7 +41,7 @@ def test_wrong_accepted_counts_on_made_up_errors():
 def test_wrong_bound_option_is_checked():
     for bad in ("0.02", "a,b", "0,2", "0.02,-1"):
         with pytest.raises(SystemExit):
-            run("evaluate", "--map", "m", "--bag", "b", "--wrong-bound", bad)
+            run_cli("evaluate", "--map", "m", "--bag", "b", "--wrong-bound", bad)
 
 
 def test_report_shows_wrong_and_false_accepts(tmp_path):
@@ -73,22 +64,21 @@ def scenes(tmp_path_factory):
     pytest.importorskip("pycolmap")
     from lift_localizer.geometry.camera import Camera
     from lift_localizer.bags.writer import write_bag
-    from lift_localizer.mapping.frames import Frame
+    from lift_localizer.mapping.frames import posed_frames
     from lift_localizer.synthetic import room_sequence
 
     root = tmp_path_factory.mktemp("scenes")
 
     def frames(K, views, t0):
         cam = Camera(320, 240, K)
-        return [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
-                for i, (im, T) in enumerate(views)]
+        return posed_frames(views, cam, t0)
 
     K, mapping, query = room_sequence(10, 3, image_size=(240, 320), seed=0)
     write_bag(root / "mapping", frames(K, mapping, 10**18))
     write_bag(root / "query", frames(K, query, 2 * 10**18))
     K1, _, other = room_sequence(10, 2, image_size=(240, 320), seed=1)
     write_bag(root / "other_query", frames(K1, other, 2 * 10**18 + 10**17), with_poses=False)
-    code, _, stderr = run("build-map", "--bag", root / "mapping", "--output", root / "map",
+    code, _, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map",
                           "--features", "sift", "lift", "--max-keypoints", "400")
     assert code == 0, stderr
     return root
@@ -98,7 +88,7 @@ def scenes(tmp_path_factory):
 def evaluated(scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
     # the map's own queries among the negatives: accepted there, so a count stuck at 0 would show
-    code, stdout, stderr = run("evaluate", "--map", scenes / "map", "--bag", scenes / "query",
+    code, stdout, stderr = run_cli("evaluate", "--map", scenes / "map", "--bag", scenes / "query",
                                "--negatives", scenes / "other_query", scenes / "query",
                                "--wrong-bound", "0.0001,0.001", "--report", out / "r", "--json", out / "s.json")
     assert code == 0, stderr
@@ -110,7 +100,7 @@ def test_negatives_match_what_localize_accepts(scenes, evaluated, tmp_path):
     assert set(summary) == {"sift", "lift"}
     for name, s in summary.items():
         poses = tmp_path / f"{name}.txt"
-        code, _, stderr = run("localize", "--map", scenes / "map", "--bag", scenes / "other_query",
+        code, _, stderr = run_cli("localize", "--map", scenes / "map", "--bag", scenes / "other_query",
                               "--features", name, "--output", poses)
         assert code == 0, stderr
         accepted_other = len(poses.read_text().splitlines())
@@ -135,7 +125,7 @@ def test_wrong_accepted_printed_for_both_bounds(evaluated):
 
 
 def test_default_bound_printed_once_and_negatives_not_needed(scenes, tmp_path):
-    code, stdout, stderr = run("evaluate", "--map", scenes / "map", "--bag", scenes / "query", "--features", "sift",
+    code, stdout, stderr = run_cli("evaluate", "--map", scenes / "map", "--bag", scenes / "query", "--features", "sift",
                                "--json", tmp_path / "s.json")
     assert code == 0, stderr
     assert stdout.count("wrong accepted:") == 1 and "negatives:" not in stdout

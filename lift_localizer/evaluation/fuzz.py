@@ -113,14 +113,13 @@ def make_scene(root: Path) -> tuple[Path, Path, object, list]:
     """A synthetic room: (map, query bag, camera, query views)."""
     from ..geometry.camera import Camera
     from ..bags.writer import write_bag
-    from ..mapping.frames import Frame
+    from ..mapping.frames import posed_frames
     from ..synthetic import room_sequence
 
     K, mapping, query = room_sequence(10, 4, image_size=(240, 320))
     cam = Camera(320, 240, K)
     for name, views, t0 in (("mapping", mapping, 10**18), ("query", query, 2 * 10**18)):
-        write_bag(root / name, [Frame(str(i), cam, T, stamp_ns=t0 + i * 10**8, loader=lambda im=im: im)
-                                for i, (im, T) in enumerate(views)])
+        write_bag(root / name, posed_frames(views, cam, t0))
     # As a user runs it (a subprocess): the command line sits above this module.
     built = subprocess.run([sys.executable, "-m", "lift_localizer", "build-map", "--bag", str(root / "mapping"),
                             "--output", str(root / "map"), "--features", "lift", "--max-keypoints", "300"],

@@ -39,3 +39,11 @@ class Frame:
     @property
     def stamp_s(self) -> float | None:
         return None if self.stamp_ns is None else self.stamp_ns * 1e-9
+
+
+def posed_frames(views: list[tuple[np.ndarray, np.ndarray]], camera: Camera, t0_ns: int,
+                 step_ns: int = 10**8) -> list[Frame]:
+    """Frames of (image, T_map_camera) views (rendered scenes), named by index and stamped
+    ``t0_ns + i · step_ns``."""
+    return [Frame(str(i), camera, T, stamp_ns=t0_ns + i * step_ns, loader=lambda im=im: im)
+            for i, (im, T) in enumerate(views)]
