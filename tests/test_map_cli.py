@@ -72,6 +72,29 @@ def test_evaluate_prints_recall_and_writes_report(bags, built, tmp_path):
     assert "matches_best_lift.png" in (tmp_path / "r" / "report.html").read_text()
 
 
+def test_evaluate_compares_the_sets_paired_and_with_an_earlier_run(bags, built, tmp_path):
+    root, _ = bags
+    code, stdout, stderr = run_cli("evaluate", "--map", built[0], "--bag", root / "query", "--report", tmp_path / "r",
+                                   "--thresholds", "0.25,2", "0.001,0.1")
+    assert code == 0, stderr
+    assert "sift vs lift, paired on 3 queries" in stdout and "(0.001 m, 0.1°)" in stdout
+    assert "(5 cm, 5°)" not in stdout and "(0.05 m, 5°)" not in stdout  # only the thresholds asked for
+    # the same run again, compared with its own table: every query tied, the interval exactly zero
+    code, stdout, stderr = run_cli("evaluate", "--map", built[0], "--bag", root / "query", "--features", "sift",
+                                   "--compare-with", f"before={tmp_path / 'r' / 'queries_sift.csv'}",
+                                   "--json", tmp_path / "s.json")
+    assert code == 0, stderr
+    paired = json.loads((tmp_path / "s.json").read_text())["sift"]["paired"]
+    assert [p["b"] for p in paired] == ["before"]
+    assert all(r["lost"] == r["won"] == 0 and r["ci95"] == [0.0, 0.0] for r in paired[0]["rows"])
+    assert "scene-scaled thresholds" in stderr + stdout
+    # a table of other queries is refused, not compared
+    other = tmp_path / "other.csv"
+    other.write_text("name,translation_error_m,rotation_error_deg\n1,0.1,1\n")
+    code, _, stderr = run_cli("evaluate", "--map", built[0], "--bag", root / "query", "--compare-with", f"x={other}")
+    assert code == 2 and "no result for 3 of the 3 queries" in stderr
+
+
 def test_other_feature_set_and_solver(bags, built, tmp_path):
     root, _ = bags
     code, stdout, _ = run_cli("localize", "--map", built[0], "--bag", root / "query", "--output", tmp_path / "p.txt",

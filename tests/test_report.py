@@ -124,3 +124,27 @@ def test_top_view_of_a_straight_road_is_seen_from_above():
     circle = np.c_[np.cos(t), 0.01 * t, np.sin(t)]
     axes = top_view_axes(circle, down=np.array([0, 0.9, 0.3]))
     assert np.abs(axes[:, 1]).max() < 0.05
+
+
+def _best_cells(page_text: str) -> list[str]:
+    return re.findall(r'<td class="best">([^<]*)</td>', page_text)
+
+
+@pytest.mark.parametrize("lead, shown", [(1, False), (30, True)])
+def test_a_recall_lead_is_highlighted_only_where_the_paired_interval_shows_it(tmp_path, lead, shown):
+    from lift_localizer.evaluation.paired import compare
+
+    rng = np.random.default_rng(0)
+    n = 40
+    gts = [_pose(0.1 * k) for k in range(n)]
+    outcomes = [_outcome(k, gt, 0.01, rng) for k, gt in enumerate(gts)]
+    err_a = np.tile([0.01, 0.1], (n, 1))
+    err_b = err_a.copy()
+    err_b[:lead] = np.inf  # B misses the first ``lead`` queries
+    a = summarize(err_a, [None] * n, [], thresholds=[(0.05, 5.0)])
+    b = summarize(err_b, [None] * (n - lead) + ["too few inliers"] * lead, [], thresholds=[(0.05, 5.0)])
+    a.paired = [compare(err_a, err_b, [(0.05, 5.0)], "a", "b")]
+    assert a.paired[0].rows[0].verdict == ("better" if shown else "no difference shown")
+    text = write_report(tmp_path, {"a": (a, outcomes), "b": (b, outcomes)}, gts, "made-up").read_text()
+    assert ("100.0 %" in _best_cells(text)) == shown
+    assert f"{lead} / 0 / {n - lead}" in text  # the paired section: won / lost / tied

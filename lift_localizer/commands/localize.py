@@ -48,10 +48,13 @@ def add(sub) -> None:
         "evaluate", help="localize a query bag and compare with its ground truth; report and plots",
         description="Localize the query bag with each feature set the map holds (LIFT and, if built with "
                     "--features lift sift, SIFT beside it), compare with the bag's ground-truth poses and "
-                    "print recall at (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°), (5 cm, 5°), (2 cm, 2°), median "
+                    "print recall at fixed and scene-scaled thresholds (--thresholds), median "
                     "errors, failures, per-stage timings and the accepted poses that are wrong: beyond "
                     "(0.25 m, 5°) and beyond --wrong-bound. --negatives counts the accepted poses of other "
-                    "scenes' queries, all false. --report DIR writes plots and per-query tables.")
+                    "scenes' queries, all false. The first feature set is compared with each other one (and "
+                    "each --compare-with run) query by query: queries won, lost and tied per threshold and a "
+                    "bootstrap 95 % interval of the recall difference; only an interval that excludes zero "
+                    "says one is better. --report DIR writes plots and per-query tables.")
     e.add_argument("--map", required=True, type=Path, metavar="MAP_DIR", help="map directory written by build-map")
     e.add_argument("--bag", required=True, type=Path, metavar="QUERY_BAG",
                    help="rosbag2 folder with the query images and their ground-truth poses")
@@ -64,6 +67,13 @@ def add(sub) -> None:
                    metavar="M,DEG",
                    help="an accepted pose farther than M metres or DEG degrees from the ground truth is "
                         "counted as wrong, besides the fixed (0.25 m, 5°); small-object sets want e.g. 0.02,2")
+    e.add_argument("--thresholds", nargs="+", type=wrong_bound, default=None, metavar="M,DEG",
+                   help="recall thresholds, metres and degrees (default: (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°), "
+                        "(5 cm, 5°), (2 cm, 2°), then three scaled to the scene: 2 %%, 0.8 %% and 0.3 %% of the "
+                        "median depth D of the map's points, with 1.1°, 0.46° and 0.17°)")
+    e.add_argument("--compare-with", nargs="+", type=named_run, default=[], metavar="NAME=CSV",
+                   help="per-query tables of other runs on the same query bag (queries_<features>.csv of "
+                        "an earlier evaluate --report): compared, paired per query, with the first feature set")
     e.add_argument("--negatives", nargs="+", type=Path, default=None, metavar="OTHER_QUERY_BAG",
                    help="query bags of other scenes, localized against the map: every accepted pose is "
                         "counted as false (their ground truth is not read)")
@@ -83,6 +93,14 @@ def wrong_bound(text: str) -> tuple[float, float]:
     if not (m > 0 and deg > 0):
         raise argparse.ArgumentTypeError(f"both bounds must be positive, got {text!r}")
     return m, deg
+
+
+def named_run(text: str) -> tuple[str, Path]:
+    """``NAME=CSV`` → (name, path)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=CSV (e.g. before=report/queries_lift.csv), got {text!r}")
+    return name, Path(path)
 
 
 def _query_frames(args, pose_topic=None, bag=None):
@@ -162,6 +180,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from ..evaluation.evaluate import evaluate, print_results
+    from ..evaluation.report import read_query_errors
     from ..mapping.io import MapError
 
     if (code := backend_error(args.backend)) is not None:
@@ -181,8 +200,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             if error:
                 return fail(error)
     try:
+        runs = {name: read_query_errors(path) for name, path in args.compare_with}
+    except (OSError, ValueError) as e:
+        return fail(str(e))
+    try:
         results = evaluate(args.map, frames, truths, args.features, localizer_conf(args), args.report, log=log,
-                           wrong_bound=args.wrong_bound, negatives=negatives)
+                           wrong_bound=args.wrong_bound, negatives=negatives, thresholds=args.thresholds,
+                           compare_with=runs)
     except (MapError, ValueError) as e:
         return fail(str(e))
     print(f"evaluate: map {args.map}, queries {args.bag}")

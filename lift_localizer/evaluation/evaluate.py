@@ -10,8 +10,10 @@ from ..localization.localizer import Localizer
 from ..mapping.frames import Frame
 from ..mapping.io import list_alternates, load_map, read_meta
 from .metrics import WRONG_BOUND, Summary, errors, nees, summarize
+from .paired import align, compare
 from .replay import QueryOutcome, localize_frames
 from .report import dataset_name, write_report
+from .thresholds import default_thresholds, scaled_thresholds, scene_depth
 
 
 def feature_sets(map_dir: str | Path) -> list[str]:
@@ -22,12 +24,18 @@ def feature_sets(map_dir: str | Path) -> list[str]:
 def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndarray],
              features: list[str] | None = None, conf: dict | None = None, report: str | Path | None = None,
              log=print, wrong_bound: tuple[float, float] = WRONG_BOUND,
-             negatives: dict[str, list[Frame]] | None = None) -> dict[str, tuple[Summary, list[QueryOutcome]]]:
+             negatives: dict[str, list[Frame]] | None = None, thresholds=None,
+             compare_with: dict[str, dict[str, tuple[float, float]]] | None = None,
+             ) -> dict[str, tuple[Summary, list[QueryOutcome]]]:
     """Localize ``frames`` with each feature set and compare with ``truths`` {frame name: T_map_camera}.
 
     Frames without ground truth are not evaluated (they are counted in the log). Accepted poses beyond
     ``WRONG_BOUND`` and beyond ``wrong_bound`` are counted as wrong. ``negatives`` {bag name: frames}:
-    queries of other scenes, localized against the same map, where every accepted pose is false."""
+    queries of other scenes, localized against the same map, where every accepted pose is false.
+    ``thresholds``: (metres, degrees) pairs for recall; default: the fixed ones and three scaled to the
+    scene (``evaluation.thresholds``). The first feature set is compared, paired per query, with each
+    other one and with each run of ``compare_with`` {name: {query name: (metres, degrees) error, inf
+    where not localized}}; the comparisons are in its summary's ``paired``."""
     evaluated = [f for f in frames if f.name in truths]
     if len(evaluated) < len(frames):
         log(f"note: {len(frames) - len(evaluated)} of {len(frames)} query frames have no ground truth; not evaluated")
@@ -37,12 +45,20 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
     results: dict[str, tuple[Summary, list[QueryOutcome]]] = {}
     for name in features or feature_sets(map_dir):
         localizer = Localizer(load_map(map_dir, name), conf)
+        if thresholds is None:  # from the first map only: every set is judged by the same thresholds
+            depth = scene_depth(localizer.map)
+            thresholds = default_thresholds(depth)
+            scaled = scaled_thresholds(depth)
+            if scaled:
+                log(f"scene depth {depth:.3g} m (median over the map's observations): scene-scaled thresholds "
+                    + ", ".join(f"({t:g} m, {r:g}°)" for t, r in scaled))
         if getattr(localizer.extractor, "untrained_warning", None):
             log(localizer.extractor.untrained_warning)
         outcomes = localize_frames(localizer, evaluated, desc=f"localize ({name})")
         err = errors([o.T_map_camera for o in outcomes], gts)
         timings = [o.result.timings for o in outcomes if o.result is not None]
-        summary = summarize(err, [o.reason for o in outcomes], timings, wrong_bounds=(WRONG_BOUND, wrong_bound))
+        summary = summarize(err, [o.reason for o in outcomes], timings, thresholds,
+                            wrong_bounds=(WRONG_BOUND, wrong_bound))
         summary.solver = localizer.solver
         summary.nees = np.array([nees(o.T_map_camera, o.result.covariance, gt) if o.reason is None else np.nan
                                  for o, gt in zip(outcomes, gts)])
@@ -51,6 +67,12 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         if negatives is not None:
             summary.negatives = count_negatives(localizer, negatives, name)
         results[name] = (summary, outcomes)
+    reference, (first, _) = next(iter(results.items()))
+    first.paired = [compare(first.errors, s.errors, thresholds, reference, name)
+                    for name, (s, _) in list(results.items())[1:]]
+    names = [f.name for f in evaluated]
+    first.paired += [compare(first.errors, align(names, run, name), thresholds, reference, name)
+                     for name, run in (compare_with or {}).items()]
     if report:
         write_report(Path(report), results, gts, dataset_name(map_dir), map_dir)
     return results
@@ -95,3 +117,7 @@ def print_results(results: dict[str, tuple[Summary, list[QueryOutcome]]], log=pr
                 f"(right = one of the 2 map images nearest the query)")
         if summary.failures:
             log("  failures: " + ", ".join(f"{k}: {v}" for k, v in summary.failures.items()))
+    for name, (summary, _) in results.items():
+        for comparison in summary.paired:
+            for line in comparison.lines():
+                log(line)

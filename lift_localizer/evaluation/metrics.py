@@ -50,6 +50,8 @@ class Summary:
     negatives: dict | None = None
     # (N,) NEES of each query; NaN where not localized or where no covariance was given
     nees: np.ndarray | None = None
+    # paired comparisons of this set against others on the same queries (evaluation.paired)
+    paired: list = field(default_factory=list)
 
     @property
     def calibration(self) -> dict | None:
@@ -91,7 +93,8 @@ class Summary:
                 "failures": self.failures, "timings_median_s": self.timings_median, "solver": self.solver,
                 "retrieval": self.retrieval,
                 "wrong_accepted": {bound_key(b): k for b, k in self.wrong.items()},
-                "negatives": self.negatives, "covariance_calibration": self.calibration}
+                "negatives": self.negatives, "covariance_calibration": self.calibration,
+                "paired": [c.to_dict() for c in self.paired]}
 
 
 def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.ndarray:

@@ -113,6 +113,33 @@ def _write_csv(path: Path, outcomes: list[QueryOutcome], err: np.ndarray, nees: 
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def read_query_errors(path: str | Path, max_bytes: int = 64 << 20) -> dict[str, tuple[float, float]]:
+    """{query name: (translation m, rotation °)} from a per-query table as ``evaluate --report`` writes
+    it (``name``, ``translation_error_m``, ``rotation_error_deg``; empty = not localized, read as inf)."""
+    import csv
+
+    path = Path(path)
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes >> 20} MB; not a per-query table")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    need = {"name", "translation_error_m", "rotation_error_deg"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{path}: expected a CSV with the columns {', '.join(sorted(need))} "
+                         "(as evaluate --report writes queries_<features>.csv)")
+    out = {}
+    for i, row in enumerate(rows, 2):
+        try:
+            t, r = (float(row[k]) if row[k].strip() else np.inf for k in ("translation_error_m", "rotation_error_deg"))
+        except ValueError:
+            raise ValueError(f"{path}:{i}: not a number: {row['translation_error_m']!r}, "
+                             f"{row['rotation_error_deg']!r}") from None
+        if row["name"] in out:
+            raise ValueError(f"{path}:{i}: query {row['name']!r} listed twice")
+        out[row["name"]] = (t, r) if np.isfinite(t) and np.isfinite(r) else (np.inf, np.inf)
+    return out
+
+
 def write_report(report: Path, results: dict[str, tuple[Summary, list[QueryOutcome]]], gts: list[np.ndarray],
                  dataset: str, map_dir: str | Path | None = None) -> Path:
     """Write the report folder; returns the path of its ``report.html``."""
@@ -214,6 +241,7 @@ def _recall_section(results: dict) -> str:
             for i in np.flatnonzero(v[:, j] == v[:, j].max()):
                 if np.isfinite(v[i, j]) and not (v[:, j] == v[i, j]).all():
                     best[i].add(j + 1)
+        _keep_shown_differences(best, [c for c in first.paired if c.b in summaries], len(thresholds))
     return ("<h2>Recall and median errors</h2>\n"
             '<p class="note">Recall: the fraction of all queries localized within both the position and '
             "the rotation threshold (failures count as misses). Median errors are over the localized queries. "
@@ -222,8 +250,54 @@ def _recall_section(results: dict) -> str:
             "bound in position or rotation. Negatives: queries of other scenes localized against this map; "
             "every one accepted is false. A calibrated covariance holds 95 % of the true poses inside its 95 % "
             "ellipsoid (the 6-D error, position and rotation, normalised by the covariance: NEES ≤ 12.59). "
-            "The best value of a column is highlighted.</p>\n"
+            "The best value of a column is highlighted; in the recall and translation error columns only "
+            "where the paired comparison below shows a difference (a 95 % interval that excludes zero).</p>\n"
             + _table(header, rows, best))
+
+
+def _keep_shown_differences(best: list[set[int]], paired: list, num_thresholds: int) -> None:
+    """Drop the highlight of recall and translation error cells whose lead the paired comparisons of the
+    first set (row 0) do not show: row 0 keeps it where it beats every other set, another row only where
+    it is the one other set and beats row 0."""
+    recall_columns = range(2, 2 + num_thresholds)
+    error_column = 2 + num_thresholds
+
+    def shown(column: int, sign: int) -> bool:
+        if column == error_column:
+            return all(c.error_ratio is not None and (c.error_ratio[2] < 1 if sign > 0 else c.error_ratio[1] > 1)
+                       for c in paired)
+        row = column - 2
+        return all((c.rows[row].low > 0) if sign > 0 else (c.rows[row].high < 0) for c in paired)
+
+    for i, cells in enumerate(best):
+        for column in [c for c in cells if c in recall_columns or c == error_column]:
+            if not paired or len(paired) != len(best) - 1 or (i > 0 and len(best) > 2) \
+                    or not shown(column, 1 if i == 0 else -1):
+                cells.discard(column)
+
+
+def _paired_section(results: dict) -> str:
+    first = next(iter(results.values()))[0]
+    if not first.paired:
+        return ""
+    parts = ["<h2>Paired comparison</h2>\n"
+             '<p class="note">The first feature set against each other one on the same queries. Won: '
+             "queries the first localizes within the threshold and the other not; lost: the reverse. The "
+             "interval is a bootstrap 95 % interval of the recall difference (queries resampled with their "
+             "pair); a difference is shown only where it excludes zero. The error ratio is the geometric "
+             "mean of the first set's translation error over the other's, on the queries both localize.</p>"]
+    for c in first.paired:
+        rows = [[f"({r.threshold[0]:g} m, {r.threshold[1]:g}°)", f"{r.won} / {r.lost} / {r.tied}",
+                 f"{100 * r.difference:+.1f} %", f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}] %", r.verdict]
+                for r in c.rows]
+        if c.error_ratio is not None:
+            g, lo, hi = c.error_ratio
+            rows.append([f"translation error ratio ({c.both_localized} queries)", "", f"×{g:.2f}",
+                         f"[{lo:.2f}, {hi:.2f}]", "smaller" if hi < 1 else "larger" if lo > 1 else
+                         "no difference shown"])
+        parts.append(f"<h3>{html.escape(c.a)} vs {html.escape(c.b)}</h3>\n" + _table(
+            ["threshold", "won / lost / tied", "recall difference", "95 % interval", "verdict"], rows))
+    return "\n".join(parts)
 
 
 def _coverage(c: dict | None) -> str:
@@ -271,7 +345,8 @@ def _html(results: dict, matches: dict, dataset: str, n: int, map_dir) -> str:
              f"{first.solver or '–'}; retrieval {(first.retrieval or {}).get('method', '–')}"
              + (f"; map {map_dir}" if map_dir else "") + f"; written {when}.")
     parts = [f"<h1>Localization report — {html.escape(dataset)}</h1>", f"<p>{html.escape(about)}</p>",
-             _recall_section(results), _failure_section(results), _timing_section(results),
+             _recall_section(results), _paired_section(results), _failure_section(results),
+             _timing_section(results),
              "<h2>Trajectory and error distributions</h2>",
              _figure("trajectory_top_view.png",
                      "Top view of the query positions, equal scale on both axes. Circles: estimated "
