@@ -1,4 +1,5 @@
-"""The ROS 2 node: camera images in, 6-DoF camera poses out. A thin rclpy layer over ``Localizer``.
+"""The ROS 2 node: camera images in, 6-DoF camera poses out. A thin rclpy layer over ``worker.Worker``,
+which loads the map, warms up and localizes each frame without ROS.
 
 Subscribes ``image`` (or ``image/compressed``) and ``camera_info``; publishes ``pose``
 (PoseWithCovarianceStamped), ``keypoints`` (only while someone listens), ``/diagnostics``, and
@@ -8,9 +9,10 @@ already that odom_frame does not lead to: ``transforms.decide_broadcast``); serv
 whatever it jumps). Where TF knows odom→camera, a pose whose map→odom jumps is held until a second
 frame agrees with it (``jump_gate.JumpGate``).
 
-The executor only stores the newest frame; one worker thread decodes, localizes and publishes, so
+The executor only stores the newest frame; one worker thread decodes, localizes and publishes
+(through the node's ``worker.Outlet`` methods), so
 a slow CPU lowers the rate, never the latency. Nothing a message or a parameter carries stops the
-node: each problem is logged once per cause (again at most every ``LOG_REPEAT_S``) and counted.
+node: each problem is logged once per cause (``cause_log.CauseLog``) and counted.
 
     ros2 run lift_localizer lift_localizer_node --ros-args -p map_path:=/path/to/map
 """
@@ -19,8 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import rclpy
@@ -36,17 +37,15 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from ..images import ImageError
 from ..geometry.camera import CameraError, camera_from_camera_info
-from ..reasons import Failure, Reason, reason_of
+from ..reasons import Failure, Reason
 from . import messages
-from ..bags.convert import CONVERTER, decode_image
-from .frame_gate import FrameGate
-from .frame_slot import FrameSlot
-from .jump_gate import JumpGate, Verdict
+from ..bags.convert import CONVERTER
+from .cause_log import CauseLog
 from .node_stats import NodeStats
-from .params import BY_NAME, MAX_WARM_UP_SIZES, PARAMS, check, jump_limits, localizer_conf
+from .params import BY_NAME, PARAMS, check
 from .transforms import decide_broadcast, known_frames, tf_parents
+from .worker import Odom, Worker
 
 try:
     from lift_localizer_msgs.msg import Keypoints
@@ -58,30 +57,15 @@ try:
 except ImportError:   # not on PyPI; present on every full ROS 2 install
     tf2_ros = None
 
-LOG_REPEAT_S = 30.0
 # How long to wait for odom→camera at the image stamp where odometry runs but is behind the image.
 ODOM_WAIT_S = 0.05
-# Parameters that change what a map→odom means (another map, other frames) or whether one was
-# compared at all: the jump gate's reference is meaningless after them.
-CLEARS_JUMP_GATE = frozenset({"map_path", "map_frame", "odom_frame", "camera_frame", "jump_gate"})
-
-
-class Odom(NamedTuple):
-    """What TF says of odom→camera at an image stamp."""
-    T_odom_camera: np.ndarray | None
-    # child → parent, where the lookup failed and TF's tree was read to find out why (else None).
-    parents: dict[str, str] | None = None
-    # odom is in TF but not at this stamp: why no transform may be broadcast for this frame.
-    missing: str | None = None
-
-
 def _guarded(callback):
     """An executor callback that logs and counts what it raises instead of ending ``spin``."""
     def run(self, *args):
         try:
             return callback(self, *args)
         except Exception as e:   # noqa: BLE001 — one bad message must not end the node
-            self._internal_error(f"in {callback.__name__}", e)
+            self.work.internal_error(f"in {callback.__name__}", e)
     return run
 
 
@@ -101,22 +85,13 @@ class LocalizerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("lift_localizer", **kwargs)
         self.stats = NodeStats()
-        self._logged: dict[str, float] = {}
-        self._logged_once: set[str] = set()
+        self.log = CauseLog(self.get_logger())
         self.params = self._declare_parameters()
+        self.work = Worker(self.params, self, self.log, self.stats, self.resolve_topic_name("camera_info"))
+        self.gate, self.jump_gate, self.slot = self.work.gate, self.work.jump_gate, self.work.slot
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        self._lock = threading.Lock()
-        self._camera = None
         self._camera_msg = None
-        self._localizer = None
-        self._warmed: set[tuple[int, int]] = set()   # (width, height) the loaded localizer was warmed up at
         self._destroyed = False
-        self._reload = threading.Event()
-        self._reload.set()
-        self.gate = FrameGate()
-        self.jump_gate = JumpGate()
-        self.slot = FrameSlot()
 
         p = self.params
         qos = QoSProfile(depth=p["qos_depth"], history=HistoryPolicy.KEEP_LAST,
@@ -151,7 +126,7 @@ class LocalizerNode(Node):
         self.get_logger().info(f"images on {image_topic} "
                                f"({p['qos_reliability']}, depth {p['qos_depth']}), conversion by {CONVERTER}")
 
-        self._worker = threading.Thread(target=self._work, name="lift_localizer_worker", daemon=True)
+        self._worker = threading.Thread(target=self.work.run, name="lift_localizer_worker", daemon=True)
         self._worker.start()
 
     # --- parameters -------------------------------------------------------------------------
@@ -180,16 +155,7 @@ class LocalizerNode(Node):
             if reason is not None:
                 self.get_logger().warning(f"refused: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
-        with self._lock:
-            for param in params:
-                self.params[param.name] = param.value
-            if any(q.name in CLEARS_JUMP_GATE for q in params):
-                self.jump_gate.clear()
-            if any(BY_NAME[q.name].reload for q in params):
-                self._reload.set()
-            elif self._localizer is not None:
-                self._localizer.conf.update(localizer_conf(self.params))
-        self.slot.wake()
+        self.work.set_params({param.name: param.value for param in params})
         return SetParametersResult(successful=True)
 
     # --- callbacks (executor thread: store and return) ----------------------------------------
@@ -208,11 +174,11 @@ class LocalizerNode(Node):
         except (CameraError, ValueError, TypeError) as e:
             failure = Failure(Reason.BAD_CAMERA_INFO, str(e))
             self.stats.failure(failure, counter="bad")
-            self._log_cause(Reason.BAD_CAMERA_INFO, f"{failure}; the last accepted camera_info stays in use"
-                            if self._camera is not None else str(failure))
+            self.log.cause(Reason.BAD_CAMERA_INFO, f"{failure}; the last accepted camera_info stays in use"
+                           if self.work.camera is not None else str(failure))
             return
-        with self._lock:
-            self._camera, self._camera_msg = camera, msg
+        self.work.set_camera(camera)
+        self._camera_msg = msg
         self.get_logger().info(f"camera {camera.width}×{camera.height}, fx {camera.K[0, 0]:.1f}")
 
     @_guarded
@@ -230,157 +196,53 @@ class LocalizerNode(Node):
         response.message = self.gate.relocalize() + ("; the jump gate forgot its last map→odom, so the next pose "
                                                      "is published whatever it jumps")
         response.success = True
-        if self._localizer is None:
+        if self.work.localizer is None:
             response.message += f" (no map is loaded yet: {self.stats.map_status})"
         self.get_logger().info("relocalize requested: the next image is localized at once")
         return response
 
-    # --- worker thread ---------------------------------------------------------------------
-    def _work(self) -> None:
-        """Until the slot closes; each stage ends before the next looks at ``slot.closed``, so that
-        shutdown waits for at most one stage and never finalises Python under a running network."""
-        while not self.slot.closed:
-            try:
-                if self._reload.is_set():
-                    self._load_map()
-                if not self.slot.closed:
-                    self._warm_up()
-                item = self.slot.take(timeout=0.5)
-                if item is not None and not self.slot.closed:
-                    self._process(*item)
-            except Exception as e:   # noqa: BLE001 — nothing may end the worker: the node would serve no frame again
-                if self.slot.closed or not self.context.ok():
-                    return   # shutting down: the context may be gone under a publish
-                self._internal_error("in the worker", e)
+    # --- the worker's state, and its outlet (worker thread) -----------------------------------
+    # The localizer and camera the worker uses, and its warm-up stage: tests put fakes in.
+    @property
+    def _localizer(self):
+        return self.work.localizer
 
-    def _internal_error(self, where: str, e: Exception) -> None:
-        failure = Failure(Reason.INTERNAL_ERROR, f"{where}: {type(e).__name__}: {e}")
-        self.stats.failure(failure, counter="bad")
-        self._log_cause(f"internal {where} {type(e).__name__}", f"skipped after an {failure}", error=True)
+    @_localizer.setter
+    def _localizer(self, localizer) -> None:
+        self.work.localizer = localizer
 
-    def _load_map(self) -> None:
-        from ..localization.localizer import Localizer
-        from ..mapping.io import MapError, load_map
+    @property
+    def _camera(self):
+        return self.work.camera
 
-        self._reload.clear()
-        self._warmed = set()   # a new localizer (or none) has not been warmed up
-        with self._lock:
-            values = dict(self.params)
-        path = values["map_path"]
-        if not path:
-            self._localizer = None
-            self.stats.set_map(False, "no map: set the map_path parameter")
-            self._log_cause(Reason.NO_MAP, "no map: set the map_path parameter", error=True)
-            return
-        self.stats.set_map(False, f"loading {path}")
-        t = time.perf_counter()
-        try:
-            localizer = Localizer(load_map(Path(path).expanduser(), values["features"] or None),
-                                  localizer_conf(values))
-        except Exception as e:   # noqa: BLE001 — a map, whatever is wrong with it, must not end the worker
-            why = str(e) if isinstance(e, (MapError, OSError)) else f"{type(e).__name__}: {e}"
-            self._localizer = None
-            self.stats.set_map(False, f"map not loaded: {why}")
-            self._log_cause(Reason.NO_MAP, f"map not loaded (fix map_path or the map; the node retries on a "
-                                           f"parameter change): {why}", error=True)
-            return
-        self._localizer = localizer
-        m = localizer.map
-        retrieval = type(localizer.retrieval).__name__ + (f" ({localizer.retrieval_note})" if localizer.retrieval_note else "")
-        status = f"{m.path}: {len(m.images)} images, {len(m.point_ids)} points, {m.features_name} features"
-        self.stats.set_map(True, status)
-        self.get_logger().info(f"map loaded in {time.perf_counter() - t:.1f} s: {status}; retrieval {retrieval}")
+    @_camera.setter
+    def _camera(self, camera) -> None:
+        self.work.set_camera(camera)
 
-    def _warm_up(self) -> None:
-        """Once per map and camera size, before the frames: the first frame would pay for it otherwise."""
-        with self._lock:
-            camera, localizer, wanted = self._camera, self._localizer, self.params["warm_up"]
-        if not wanted or camera is None or localizer is None:
-            return
-        key = (camera.width, camera.height)
-        if key in self._warmed:
-            return
-        size = f"{camera.width}×{camera.height}"
-        if len(self._warmed) >= MAX_WARM_UP_SIZES:
-            self._log_once("warm-up sizes", f"camera_info changed size {len(self._warmed)} times: {size} and later "
-                           "sizes are not warmed up (their first frame pays for the set-up)")
-            return
-        self._warmed.add(key)
-        self.stats.set_warm_up(f"running at {size}")
-        try:
-            seconds = localizer.warm_up(camera)
-        except Exception as e:   # noqa: BLE001 — the frames still run (and say what fails); only the head start is lost
-            self.stats.set_warm_up(f"failed at {size}: {type(e).__name__}: {e}")
-            self._log_cause("warm-up", f"warm-up at {size} failed: {type(e).__name__}: {e}", error=True)
-            return
-        self.stats.set_warm_up(f"{size} in {seconds:.2f} s")
-        self.get_logger().info(f"warmed up at {size} in {seconds:.2f} s")
+    @property
+    def _warm_up(self) -> Callable[[], None]:
+        return self.work.warm_up
+
+    @_warm_up.setter
+    def _warm_up(self, stage: Callable[[], None]) -> None:
+        self.work.warm_up = stage
 
     def _process(self, msg, compressed: bool, received: float, ticket: int) -> None:
-        t0 = time.perf_counter()
-        try:
-            image = decode_image(msg, compressed, self.params["max_image_side"])
-        except ImageError as e:
-            failure = Failure(Reason.BAD_IMAGE, str(e))
-            self.stats.failure(failure, counter="bad")
-            self._log_cause(Reason.BAD_IMAGE, f"image skipped: {failure}")
-            return
-        decode_s = time.perf_counter() - t0
-        with self._lock:
-            camera, localizer = self._camera, self._localizer
-        if localizer is None:
-            self.stats.failure(Failure(Reason.NO_MAP, self.stats.map_status), counter="skipped_no_map")
-            return
-        if camera is None:
-            self.stats.failure(Failure(Reason.NO_CAMERA_INFO, "none received yet"), counter="skipped_no_camera_info")
-            self._log_cause(Reason.NO_CAMERA_INFO, f"waiting for camera_info on "
-                            f"{self.resolve_topic_name('camera_info')}; images are skipped until it arrives")
-            return
-        if image.shape[:2] != (camera.height, camera.width):
-            failure = Failure(Reason.IMAGE_SIZE, f"image is {image.shape[1]}×{image.shape[0]}, "
-                                                 f"camera_info says {camera.width}×{camera.height}")
-            self.stats.failure(failure, counter="bad")
-            self._log_cause(Reason.IMAGE_SIZE, f"image skipped: {failure}")
-            return
-        relocalize = self.gate.starting(ticket)
-        features = localizer.extract(image, camera)
-        if self.slot.closed:
-            return
-        result = localizer.localize_features(features, camera)
-        if self.slot.closed:
-            return
-        self.stats.count("processed")
-        header = msg.header
-        if self.keypoints_pub is not None and self.keypoints_pub.get_subscription_count() > 0 and result.features:
-            self.keypoints_pub.publish(messages.keypoints_msg(result.features, header, Keypoints))
-        if result.success:
-            odom = self._odom(header) if self.params["jump_gate"] else None
-            if odom is None or self._passes_jump_gate(result.T_map_camera, odom, header.stamp):
-                out = type(header)(stamp=header.stamp, frame_id=self.params["map_frame"])
-                self.pose_pub.publish(messages.pose_msg(result.T_map_camera, result.covariance, out))
-                self.stats.count("localized")
-                self._broadcast(result.T_map_camera, header, odom)
-        else:
-            self.stats.failure(result.reason)
-            self._log_cause(reason_of(result.reason), f"not localized: {result.reason}")
-        if relocalize:
-            self.get_logger().info(f"relocalized: {'ok' if result.success else result.reason}")
-        timings = {"decode": decode_s, **result.timings, "total": time.perf_counter() - t0}
-        self.stats.processed(timings, time.monotonic() - received)
+        """One frame as the worker thread handles it."""
+        self.work.process(msg, compressed, received, ticket)
 
-    def _passes_jump_gate(self, T_map_camera: np.ndarray, odom: Odom, stamp) -> bool:
-        """Whether the pose may be published; frames without odom→camera are not gated."""
-        if odom.T_odom_camera is None:
-            return True
-        decision = self.jump_gate.offer(T_map_camera, odom.T_odom_camera, stamp.sec + 1e-9 * stamp.nanosec,
-                                        jump_limits(self.params))
-        if decision.verdict is Verdict.HOLD:
-            self._log_cause("jump held", f"pose not published: {decision.reason}")
-        elif decision.verdict is Verdict.CONFIRM:
-            self._log_cause("jump confirmed", f"pose jump published: {decision.reason}")
-        return decision.publish
+    def context_ok(self) -> bool:
+        return self.context.ok()
 
-    def _odom(self, header) -> Odom:
+    def publish_keypoints(self, features, header) -> None:
+        if self.keypoints_pub is not None and self.keypoints_pub.get_subscription_count() > 0:
+            self.keypoints_pub.publish(messages.keypoints_msg(features, header, Keypoints))
+
+    def publish_pose(self, T_map_camera: np.ndarray, covariance: np.ndarray, header) -> None:
+        out = type(header)(stamp=header.stamp, frame_id=self.params["map_frame"])
+        self.pose_pub.publish(messages.pose_msg(T_map_camera, covariance, out))
+
+    def odom_at(self, header) -> Odom:
         p = self.params
         camera_frame = p["camera_frame"] or header.frame_id
         if self.lookup_odom_camera is None or not p["odom_frame"] or not camera_frame:
@@ -408,26 +270,26 @@ class LocalizerNode(Node):
             raise LookupError(str(e)) from e
         return messages.T_from_transform(tf.transform)
 
-    def _broadcast(self, T_map_camera: np.ndarray, header, odom: Odom | None) -> None:
-        """``odom``: what ``_odom`` said for this frame, where the jump gate asked already."""
+    def broadcast(self, T_map_camera: np.ndarray, header, odom: Odom | None) -> None:
+        """``odom``: what ``odom_at`` said for this frame, where the jump gate asked already."""
         p = self.params
         if self.tf_broadcaster is None or not p["publish_tf"]:
             return
         camera_frame = p["camera_frame"] or header.frame_id
         if not camera_frame:
-            self._log_cause("no camera frame", "no TF: the image has no frame_id and camera_frame is empty")
+            self.log.cause("no camera frame", "no TF: the image has no frame_id and camera_frame is empty")
             return
-        T_odom_camera, parents, missing = odom if odom is not None else self._odom(header)
+        T_odom_camera, parents, missing = odom if odom is not None else self.odom_at(header)
         if missing:
             # odom exists but not at this stamp: a map→camera now would give the camera two parents.
-            self._log_cause("odom lookup", f"no TF this frame: {missing}")
+            self.log.cause("odom lookup", f"no TF this frame: {missing}")
             return
         if T_odom_camera is None and parents is None:
             parents = tf_parents(self.tf_buffer)
         transform, why_not = decide_broadcast(T_map_camera, T_odom_camera, p["map_frame"], p["odom_frame"],
                                               camera_frame, parents or {})
         if transform is None:
-            self._log_once(f"tf: {why_not}", why_not)
+            self.log.once(f"tf: {why_not}", why_not)
             return
         parent, child, T = transform
         self.tf_broadcaster.sendTransform(messages.transform_msg(T, parent, child, header.stamp))
@@ -442,24 +304,6 @@ class LocalizerNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(msg)
-
-    def _log_cause(self, cause: str, text: str, error: bool = False) -> None:
-        """Log once per cause, then again at most every LOG_REPEAT_S seconds."""
-        now = time.monotonic()
-        if now - self._logged.get(cause, -np.inf) < LOG_REPEAT_S:
-            return
-        self._logged[cause] = now
-        # rclpy fixes a call site's severity at its first call: one site per severity.
-        if error:
-            self.get_logger().error(text)
-        else:
-            self.get_logger().warning(text)
-
-    def _log_once(self, cause: str, text: str) -> None:
-        """A warning about a set-up the user must change: repeating it every frame would add nothing."""
-        if cause not in self._logged_once:
-            self._logged_once.add(cause)
-            self.get_logger().warning(text)
 
     def destroy_node(self) -> None:
         """Stop the worker after its current stage, then destroy the node; calling it again does nothing."""
