@@ -134,7 +134,7 @@ def add_bag_topics(p: argparse.ArgumentParser, with_pose: bool) -> None:
 
 
 def localizer_options(p: argparse.ArgumentParser) -> None:
-    from ..features.lift import PRESETS
+    from ..nets.presets import PRESETS
     from ..localization.absolute_pose import SOLVERS
     from ..localization.localizer import default_conf
 

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..features.lift import PRESETS, Lift
+from ..features.lift import Lift
+from ..nets.presets import PRESETS
 from ..synthetic import demo_views, make_texture
 
 DENSE = ("det", "ori", "desc")
@@ -220,7 +221,7 @@ def time_baselines(gray: np.ndarray, max_keypoints: int, repeat: int) -> dict[st
 
 def run(args: argparse.Namespace) -> int:
     from ..backends import BACKENDS
-    from ..features.lift import apply_preset
+    from ..nets.presets import apply_preset
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     view = demo_views(make_texture(), image_size=(h, w))[0].image

@@ -43,7 +43,8 @@ from ..nets.det_separable import (
     separable_responses_torch,
 )
 from ..nets.layers import ghh
-from ..features.lift import PRESETS, Lift, load_networks
+from ..features.lift import Lift, load_networks
+from ..nets.presets import PRESETS
 from ..nets.scale_space import make_levels, resize_level
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..features.lift import PRESETS, Lift, apply_preset
+from ..features.lift import Lift
+from ..nets.presets import PRESETS, apply_preset
 from ..nets.scale_space import SUPPORT_PER_SCALE, make_levels
 from .benchmark import count_macs
 

@@ -17,7 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..features.keypoints import detect, select_static
-from ..features.lift import PRESETS, Lift, apply_preset
+from ..features.lift import Lift
+from ..nets.presets import PRESETS, apply_preset
 from ..features.lift_graph import plan
 from ..features.patches import PatchSampler
 from ..synthetic import demo_views, make_texture

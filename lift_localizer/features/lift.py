@@ -22,7 +22,9 @@ from .keypoints import Detections, detect, pad_score_map
 from .lift_graph import GRAPH_BACKENDS, CudaGraphLift, graphable, plan
 from .patches import PatchSampler
 from .types import Features  # noqa: F401 — its home before features/types.py; old imports still work
-from ..nets.scale_space import DEFAULT_LEVELS, PAPER_LEVELS, SUPPORT_PER_SCALE, Level, make_levels, resize_level, scales_for
+# PRESETS and apply_preset with Lift, for the extractors that set LIFT up by preset.
+from ..nets.presets import DEFAULT_LEVELS, PRESETS, apply_preset  # noqa: F401
+from ..nets.scale_space import SUPPORT_PER_SCALE, Level, make_levels, resize_level, scales_for
 
 default_conf = {
     "max_keypoints": 1000,
@@ -65,26 +67,6 @@ default_conf = {
     # Weights: names in lift_localizer/weights or path stems, per network.
     "weights": dict(LIFT_WEIGHTS),
 }
-
-
-# Named settings. "fast" for the CPU: 3 levels per octave, 9 levels instead of 13, and at most 600
-# keypoints (ORI and DESC cost per keypoint). `lift-localizer evaluate --preset fast` measures what it costs.
-PRESETS: dict[str, dict] = {
-    "default": {},
-    "fast": {"levels_per_octave": 3, "extra_octave_below": 0, "max_keypoints": 600},
-    # The paper's 21 levels at 640×480 (scale_space.PAPER_LEVELS), for comparisons with LIFT.
-    "paper": dict(PAPER_LEVELS),
-}
-
-
-def apply_preset(conf: dict, preset: str) -> dict:
-    """``conf`` with a preset's settings; a preset's keypoint budget is a cap, not a floor."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} ({', '.join(PRESETS)})")
-    out = {**conf, **PRESETS[preset]}
-    if "max_keypoints" in PRESETS[preset] and "max_keypoints" in conf:
-        out["max_keypoints"] = min(int(conf["max_keypoints"]), PRESETS[preset]["max_keypoints"])
-    return out
 
 
 def unpack(packed: np.ndarray, image_size: tuple[int, int]) -> Features:

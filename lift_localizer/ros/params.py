@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..backends import BACKEND_NAMES, BACKENDS, unavailable
 from ..images import MAX_IMAGE_SIDE
 from ..features.extractors import EXTRACTORS
-from ..features.lift import PRESETS
+from ..nets.presets import PRESETS
 from ..localization.localizer import conf_from
 from ..localization.localizer import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
