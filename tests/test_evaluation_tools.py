@@ -1,0 +1,43 @@
+"""tools/split_bag.py (a mapping bag into a map half and a held-out half, byte for byte) and
+tools/baseline_table.py (a reference pipeline's log as a per-query table)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+from split_bag import split  # noqa: E402
+
+from lift_localizer.bags.reader import read_frames  # noqa: E402
+from lift_localizer.bags.writer import write_bag  # noqa: E402
+from lift_localizer.geometry.camera import Camera  # noqa: E402
+from lift_localizer.mapping.frames import Frame  # noqa: E402
+
+
+def test_every_other_posed_image_is_held_out_with_its_pose_and_camera(tmp_path):
+    cam = Camera(40, 30, np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]]))
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(7):
+        T = np.eye(4)
+        T[0, 3] = k
+        image = rng.integers(0, 255, (30, 40), dtype=np.uint8)
+        frames.append(Frame(str(10**9 * (k + 1)), cam, T, 10**9 * (k + 1), loader=lambda im=image: im))
+    write_bag(tmp_path / "bag", frames)
+    assert split(tmp_path / "bag", tmp_path / "out", stride=2) == (4, 3)
+    for half, expected in (("mapping", frames[0::2]), ("query", frames[1::2])):
+        got = read_frames(tmp_path / "out" / half, pose_topic="/ground_truth/pose")
+        assert [f.stamp_ns for f in got] == [f.stamp_ns for f in expected]
+        for g, e in zip(got, expected):
+            assert np.array_equal(g.image(), e.image()) and np.allclose(g.T_map_camera, e.T_map_camera)
+            assert np.allclose(g.camera.K, cam.K)
+
+
+def test_baseline_rows_are_read_in_order_with_failures_as_inf():
+    from baseline_table import query_rows
+
+    log = ("== set [sift 4000]\nmap: ...\n  q    kp top-k (matches)                  2D3D   inl        dt      dR\n"
+           "  0  4000 3(120) 1(80)                  150    90    0.0100   0.268\n"
+           "  1   812 2(3)                             3     0       inf     inf\n"
+           "summary set [sift]: localized 1/2\n  5 not a row\n")
+    assert query_rows(log) == [(0.01, 0.268), (float("inf"), float("inf"))]
