@@ -41,3 +41,28 @@ def test_baseline_rows_are_read_in_order_with_failures_as_inf():
            "  1   812 2(3)                             3     0       inf     inf\n"
            "summary set [sift]: localized 1/2\n  5 not a row\n")
     assert query_rows(log) == [(0.01, 0.268), (float("inf"), float("inf"))]
+
+
+def test_pooled_comparison_adds_the_queries_of_every_report(tmp_path, capsys, monkeypatch):
+    import json
+
+    import pooled_comparison
+
+    for name, depth, lift_rows, sift_rows in (
+            ("near", 0.5, ["1,0.001,0.1", "2,0.001,0.1"], ["1,0.001,0.1", "2,,"]),
+            ("far", 50.0, ["1,0.1,0.1", "2,0.1,0.1", "3,9,9"], ["1,0.1,0.1", "2,0.5,0.1", "3,0.1,0.1"])):
+        report = tmp_path / name
+        report.mkdir()
+        t = f"{0.02 * depth:g}m_1.1deg"
+        (report / "summary.json").write_text(json.dumps({"lift": {"scene_thresholds": [t]}}))
+        for features, rows in (("lift", lift_rows), ("sift", sift_rows)):
+            (report / f"queries_{features}.csv").write_text(
+                "name,translation_error_m,rotation_error_deg\n" + "\n".join(rows) + "\n")
+    monkeypatch.setattr(sys, "argv", ["pooled_comparison.py", "--reports", str(tmp_path / "near"),
+                                      str(tmp_path / "far"), "--a", "lift", "--b", "sift"])
+    assert pooled_comparison.main() == 0
+    out = capsys.readouterr().out
+    # near: lift localizes query 2 and sift not; far: both within 1 m on queries 1 and 2, sift alone on 3
+    assert "near (2 queries): (0.01 m, 1.1°) 1/0/1" in out
+    assert "far (3 queries): (1 m, 1.1°) 0/1/2" in out
+    assert "pooled over 5 queries of 2 reports" in out and "1 / 1 / 3" in out

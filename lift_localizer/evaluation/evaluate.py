@@ -42,6 +42,7 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
     if not evaluated:
         raise ValueError("no query frame has a ground-truth pose")
     gts = [truths[f.name] for f in evaluated]
+    scaled: tuple = ()
     results: dict[str, tuple[Summary, list[QueryOutcome]]] = {}
     for name in features or feature_sets(map_dir):
         localizer = Localizer(load_map(map_dir, name), conf)
@@ -60,6 +61,7 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         summary = summarize(err, [o.reason for o in outcomes], timings, thresholds,
                             wrong_bounds=(WRONG_BOUND, wrong_bound))
         summary.solver = localizer.solver
+        summary.scene_thresholds = tuple(t for t in scaled if t in thresholds)
         summary.nees = np.array([nees(o.T_map_camera, o.result.covariance, gt) if o.reason is None else np.nan
                                  for o, gt in zip(outcomes, gts)])
         summary.retrieval = {"method": localizer.retrieval.name,

@@ -52,6 +52,9 @@ class Summary:
     nees: np.ndarray | None = None
     # paired comparisons of this set against others on the same queries (evaluation.paired)
     paired: list = field(default_factory=list)
+    # the thresholds scaled to the scene (evaluation.thresholds), with the same fractions on every
+    # scene, so that queries of several scenes can be pooled; empty where none were computed
+    scene_thresholds: tuple = ()
 
     @property
     def calibration(self) -> dict | None:
@@ -94,7 +97,8 @@ class Summary:
                 "retrieval": self.retrieval,
                 "wrong_accepted": {bound_key(b): k for b, k in self.wrong.items()},
                 "negatives": self.negatives, "covariance_calibration": self.calibration,
-                "paired": [c.to_dict() for c in self.paired]}
+                "paired": [c.to_dict() for c in self.paired],
+                "scene_thresholds": [bound_key(b) for b in self.scene_thresholds]}
 
 
 def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.ndarray:

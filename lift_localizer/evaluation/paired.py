@@ -91,29 +91,48 @@ def bootstrap_mean_interval(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES
     return float(low), float(high)
 
 
+def paired_row(hit_a: np.ndarray, hit_b: np.ndarray, threshold: tuple[float, float],
+               samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> PairedRow:
+    """The row of one threshold from each query's success (N,) under A and under B."""
+    hit_a, hit_b = np.asarray(hit_a, bool), np.asarray(hit_b, bool)
+    low, high = bootstrap_mean_interval(hit_a.astype(float) - hit_b, samples, seed)
+    return PairedRow(threshold, int(np.sum(hit_a & ~hit_b)), int(np.sum(hit_b & ~hit_a)), int(np.sum(hit_a == hit_b)),
+                     float(hit_a.mean()) if len(hit_a) else 0.0, float(hit_b.mean()) if len(hit_b) else 0.0,
+                     low, high)
+
+
+def error_ratio(t_a: np.ndarray, t_b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
+                seed: int = 0) -> tuple[tuple[float, float, float] | None, int]:
+    """Geometric mean of t_a / t_b (translation errors of the same queries) over the queries both
+    localize, with its bootstrap 95 % interval; and how many queries that is."""
+    both = np.isfinite(t_a) & np.isfinite(t_b)
+    if not both.any():
+        return None, 0
+    logs = np.log(np.maximum(t_a[both], ERROR_FLOOR_M) / np.maximum(t_b[both], ERROR_FLOOR_M))
+    low, high = bootstrap_mean_interval(logs, samples, seed)
+    return (float(np.exp(logs.mean())), float(np.exp(low)), float(np.exp(high))), int(both.sum())
+
+
+def as_errors(err: np.ndarray) -> np.ndarray:
+    """(N, 2) float errors, NaN read as not localized (inf)."""
+    err = np.asarray(err, float).reshape(-1, 2)
+    return np.where(np.isnan(err), np.inf, err)
+
+
+def hits(err: np.ndarray, threshold: tuple[float, float]) -> np.ndarray:
+    return (err[:, 0] <= threshold[0]) & (err[:, 1] <= threshold[1])
+
+
 def compare(err_a: np.ndarray, err_b: np.ndarray, thresholds, a: str = "A", b: str = "B",
             samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> PairedComparison:
     """Compare (N, 2) translation (m) and rotation (°) errors of the same N queries, in the same order;
     inf (or NaN) where a query was not localized."""
-    err_a, err_b = (np.asarray(e, float).reshape(-1, 2) for e in (err_a, err_b))
-    err_a, err_b = (np.where(np.isnan(e), np.inf, e) for e in (err_a, err_b))
+    err_a, err_b = as_errors(err_a), as_errors(err_b)
     if err_a.shape != err_b.shape:
         raise ValueError(f"paired comparison needs the same queries: {len(err_a)} against {len(err_b)}")
-    rows = []
-    for t, r in thresholds:
-        hit_a = (err_a[:, 0] <= t) & (err_a[:, 1] <= r)
-        hit_b = (err_b[:, 0] <= t) & (err_b[:, 1] <= r)
-        low, high = bootstrap_mean_interval(hit_a.astype(float) - hit_b, samples, seed)
-        rows.append(PairedRow((t, r), int(np.sum(hit_a & ~hit_b)), int(np.sum(hit_b & ~hit_a)),
-                              int(np.sum(hit_a == hit_b)), float(hit_a.mean()) if len(hit_a) else 0.0,
-                              float(hit_b.mean()) if len(hit_b) else 0.0, low, high))
-    both = np.isfinite(err_a[:, 0]) & np.isfinite(err_b[:, 0])
-    ratio = None
-    if both.any():
-        logs = np.log(np.maximum(err_a[both, 0], ERROR_FLOOR_M) / np.maximum(err_b[both, 0], ERROR_FLOOR_M))
-        low, high = bootstrap_mean_interval(logs, samples, seed)
-        ratio = (float(np.exp(logs.mean())), float(np.exp(low)), float(np.exp(high)))
-    return PairedComparison(a, b, len(err_a), rows, int(both.sum()), ratio)
+    rows = [paired_row(hits(err_a, t), hits(err_b, t), tuple(t), samples, seed) for t in thresholds]
+    ratio, both = error_ratio(err_a[:, 0], err_b[:, 0], samples, seed)
+    return PairedComparison(a, b, len(err_a), rows, both, ratio)
 
 
 def align(names_a: list[str], errors_b: dict[str, tuple[float, float]], b: str = "B") -> np.ndarray:
