@@ -71,7 +71,7 @@ def test_different_queries_are_refused():
 
 
 def test_scaled_thresholds_judge_an_object_in_millimetres():
-    assert scaled_thresholds(0.65) == ((0.013, 1.1), (0.0052, 0.46), (0.002, 0.17))
+    assert scaled_thresholds(0.65) == ((0.0052, 0.46), (0.002, 0.17), (0.00065, 0.057))
     assert scaled_thresholds(float("nan")) == ()
 
 

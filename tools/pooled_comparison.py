@@ -1,8 +1,8 @@
 """Pool paired comparisons over several scenes, at the thresholds scaled to each scene.
 
 One development set holds 5 to 48 queries: a feature set rarely leads on one by a margin whose
-interval excludes zero. The scene-scaled thresholds of ``evaluate`` (2 %, 0.8 % and 0.3 % of the
-scene's depth, with 1.1°, 0.46° and 0.17°) mean the same on every scene, so queries of all scenes
+interval excludes zero. The scene-scaled thresholds of ``evaluate`` (0.8 %, 0.3 % and 0.1 % of the
+scene's depth, with 0.46°, 0.17° and 0.057°) mean the same on every scene, so queries of all scenes
 can be pooled: per fraction, queries won / lost / tied and a bootstrap 95 % interval of the pooled
 recall difference; and the translation error ratio over every query both localize.
 

@@ -69,8 +69,8 @@ def add(sub) -> None:
                         "counted as wrong, besides the fixed (0.25 m, 5°); small-object sets want e.g. 0.02,2")
     e.add_argument("--thresholds", nargs="+", type=wrong_bound, default=None, metavar="M,DEG",
                    help="recall thresholds, metres and degrees (default: (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°), "
-                        "(5 cm, 5°), (2 cm, 2°), then three scaled to the scene: 2 %%, 0.8 %% and 0.3 %% of the "
-                        "median depth D of the map's points, with 1.1°, 0.46° and 0.17°)")
+                        "(5 cm, 5°), (2 cm, 2°), then three scaled to the scene: 0.8 %%, 0.3 %% and 0.1 %% of the "
+                        "median depth D of the map's points, with 0.46°, 0.17° and 0.057°)")
     e.add_argument("--compare-with", nargs="+", type=named_run, default=[], metavar="NAME=CSV",
                    help="per-query tables of other runs on the same query bag (queries_<features>.csv of "
                         "an earlier evaluate --report): compared, paired per query, with the first feature set")

@@ -43,6 +43,7 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         raise ValueError("no query frame has a ground-truth pose")
     gts = [truths[f.name] for f in evaluated]
     scaled: tuple = ()
+    depth = float("nan")
     results: dict[str, tuple[Summary, list[QueryOutcome]]] = {}
     for name in features or feature_sets(map_dir):
         localizer = Localizer(load_map(map_dir, name), conf)
@@ -62,6 +63,7 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
                             wrong_bounds=(WRONG_BOUND, wrong_bound))
         summary.solver = localizer.solver
         summary.scene_thresholds = tuple(t for t in scaled if t in thresholds)
+        summary.scene_depth = depth
         summary.nees = np.array([nees(o.T_map_camera, o.result.covariance, gt) if o.reason is None else np.nan
                                  for o, gt in zip(outcomes, gts)])
         summary.retrieval = {"method": localizer.retrieval.name,

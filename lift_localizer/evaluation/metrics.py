@@ -55,6 +55,7 @@ class Summary:
     # the thresholds scaled to the scene (evaluation.thresholds), with the same fractions on every
     # scene, so that queries of several scenes can be pooled; empty where none were computed
     scene_thresholds: tuple = ()
+    scene_depth: float = float("nan")   # metres: what they are scaled by
 
     @property
     def calibration(self) -> dict | None:
@@ -98,7 +99,8 @@ class Summary:
                 "wrong_accepted": {bound_key(b): k for b, k in self.wrong.items()},
                 "negatives": self.negatives, "covariance_calibration": self.calibration,
                 "paired": [c.to_dict() for c in self.paired],
-                "scene_thresholds": [bound_key(b) for b in self.scene_thresholds]}
+                "scene_thresholds": [bound_key(b) for b in self.scene_thresholds],
+                "scene_depth_m": self.scene_depth if np.isfinite(self.scene_depth) else None}
 
 
 def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.ndarray:
