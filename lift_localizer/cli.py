@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .commands import Parser, add_lift_options, backend_error, benchmarks, deploy, feature_defaults, localize, maps, replay, train
+from .commands import initial_weights, training_data
 from .commands import positive_int as _positive_int
 from .images import MAX_IMAGE_SIDE
 
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_index(sub)
     localize.add(sub)
     train.add(sub)
+    training_data.add(sub)
+    initial_weights.add(sub)
     replay.add(sub)
     benchmarks.add_benchmark_node(sub)
     deploy.add(sub)

@@ -1,6 +1,8 @@
 """The packed scale space (features/atlas.py): layout, neighbour sampling, one DET pass, and what it
 saves: the fixed-shape NMS costs the same few operations whatever the number of levels."""
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +115,8 @@ def test_fixed_shape_nms_costs_a_constant_number_of_operations(extra_octave_belo
 
 
 def test_op_count_command_compares_staged_and_fixed_shape(capsys):
-    from lift_localizer.evaluation.op_count import main
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from op_count import main
 
     gray = demo_views(make_texture(), image_size=(240, 320))[2].image.astype(np.float32)
     counts = count_stages(Lift({"backend": "torch", "det_conv": None, "max_keypoints": 200}), gray)

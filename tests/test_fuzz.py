@@ -1,9 +1,14 @@
-"""The hostile-input script: it reports what each input did, and it can fail."""
+"""The hostile-input script (tools/fuzz.py): it reports what each input did, and it can fail."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from lift_localizer.evaluation import fuzz
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+from fuzz import main  # noqa: E402
 
 pytest.importorskip("pycolmap")
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
@@ -11,7 +16,7 @@ pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 
 def test_cli_inputs_are_handled_and_tabled(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    code = fuzz.main(["--only", "cli", "--match", "bomb|NaN 3D|4 header bytes|storage file truncated|working directory",
+    code = main(["--only", "cli", "--match", "bomb|NaN 3D|4 header bytes|storage file truncated|working directory",
                       "--json", str(out)])
     rows = json.loads(out.read_text())
     text = capsys.readouterr().out
@@ -29,7 +34,7 @@ def test_cli_inputs_are_handled_and_tabled(tmp_path, capsys):
 def test_node_inputs_are_handled_and_a_bound_can_fail(tmp_path, capsys):
     out = tmp_path / "rows.json"
     # 100 MB is below any node's resident memory: every row must then say it failed.
-    code = fuzz.main(["--only", "node", "--match", "300 distinct|plumb_bob|features\\.h5 truncated",
+    code = main(["--only", "node", "--match", "300 distinct|plumb_bob|features\\.h5 truncated",
                       "--max-memory-mb", "100", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert code == 1 and len(rows) == 3 and not any(r["ok"] for r in rows)

@@ -14,6 +14,7 @@ from lift_localizer.features.sift import opencv_angle
 from lift_localizer.nets.scale_space import SUPPORT_PER_SCALE
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.bags.writer import write_bag
+from lift_localizer.cli import main as cli
 from lift_localizer.mapping.frames import posed_frames
 from lift_localizer.synthetic import make_texture, room_sequence
 from lift_localizer.training import data
@@ -242,7 +243,7 @@ def data_root(room, tmp_path_factory):
 
 def test_file_layout_and_attrs(data_root, tmp_path, capsys):
     out = tmp_path / "train.h5"
-    code = data.main(["--output", str(out), "--max-per-source", "60", "--data-root", str(data_root),
+    code = cli(["training-data", "--output", str(out), "--max-per-source", "60", "--data-root", str(data_root),
                    "--split-file", str(data_root / "splits.json"), "--max-keypoints", "600"])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
@@ -363,7 +364,7 @@ def test_fine_tuning_data_from_a_users_own_bag(data_root, tmp_path, capsys):
     # No split file, no data root: the user's bag is the training set.
     out = tmp_path / "mine.h5"
     bag = data_root / "bags" / "room" / "mapping"
-    code = data.main(["--output", str(out), "--bag", str(bag), "--max-per-source", "40", "--max-keypoints", "600",
+    code = cli(["training-data", "--output", str(out), "--bag", str(bag), "--max-per-source", "40", "--max-keypoints", "600",
                    "--data-root", str(tmp_path / "nowhere"), "--split-file", str(tmp_path / "nosplit.json")])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
@@ -371,5 +372,5 @@ def test_fine_tuning_data_from_a_users_own_bag(data_root, tmp_path, capsys):
         assert json.loads(f.attrs["sources"]) == ["sfm:mapping", "homography:mapping"] and len(f["p1"]) == 60
         split = json.loads(f.attrs["split"])
         assert split["file"] is None and split["train"] == [str(bag.resolve())]
-    assert data.main(["--output", str(out), "--images", str(tmp_path / "absent")]) == 2
+    assert cli(["training-data", "--output", str(out), "--images", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err

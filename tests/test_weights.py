@@ -9,7 +9,8 @@ from lift_localizer.features.lift import Lift
 from safetensors.torch import load_file
 
 from lift_localizer.weights import WEIGHTS_DIR, WeightsError, load_network, tensors_sha256
-from lift_localizer.weights.initial import ShippedWeightsError, main as initial_main, write_initial
+from lift_localizer.cli import main as cli
+from lift_localizer.weights.initial import ShippedWeightsError, write_initial
 
 
 @pytest.fixture()
@@ -77,7 +78,7 @@ def recorded_saves(monkeypatch):
 
 def test_initial_command_writes_where_told(tmp_path, capsys):
     before = _shipped_files()
-    initial_main(["--output", str(tmp_path / "start")])
+    assert cli(["initial-weights", "--output", str(tmp_path / "start")]) == 0
     assert sorted(p.name for p in (tmp_path / "start").iterdir()) == sorted(
         f"{k}.{ext}" for k in ("det", "ori", "desc") for ext in ("json", "safetensors"))
     assert load_network("det", tmp_path / "start" / "det").trained is False
@@ -86,22 +87,21 @@ def test_initial_command_writes_where_told(tmp_path, capsys):
 
 def test_initial_command_has_no_default_folder(recorded_saves, capsys):
     with pytest.raises(SystemExit) as e:
-        initial_main([])
+        cli(["initial-weights"])
     assert e.value.code == 2 and "--output" in capsys.readouterr().err
     assert recorded_saves == []
 
 
 def test_initial_command_refuses_the_shipped_folder(recorded_saves, monkeypatch, capsys):
     for spelling in (WEIGHTS_DIR, WEIGHTS_DIR / ".." / WEIGHTS_DIR.name):
-        with pytest.raises(SystemExit) as e:
-            initial_main(["--output", str(spelling)])
-        assert e.value.code == 2 and "--overwrite-shipped" in capsys.readouterr().err
+        assert cli(["initial-weights", "--output", str(spelling)]) == 2
+        assert "--overwrite-shipped" in capsys.readouterr().err
     monkeypatch.chdir(WEIGHTS_DIR)
     with pytest.raises(ShippedWeightsError):
         write_initial(Path("."))
     assert recorded_saves == []
     # Asked for explicitly, it writes there.
-    initial_main(["--output", str(WEIGHTS_DIR), "--overwrite-shipped"])
+    assert cli(["initial-weights", "--output", str(WEIGHTS_DIR), "--overwrite-shipped"]) == 0
     assert recorded_saves == [WEIGHTS_DIR / k for k in ("det", "ori", "desc")]
 
 

@@ -24,6 +24,6 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_parity.py tests/test_lift_graph.py tests/test_matching.py \
     2>&1 | tee "$OUT/parity.txt"
 for preset in default paper; do
-    "$PY" -m lift_localizer.evaluation.benchmark --preset "$preset" --repeat "$REPEAT" --json "$OUT/benchmark_$preset.json" \
+    "$PY" -m lift_localizer benchmark --preset "$preset" --repeat "$REPEAT" --json "$OUT/benchmark_$preset.json" \
         --backends torch-cuda torch-cuda-fp16 torch-cuda-fp16-staged 2>&1 | tee "$OUT/benchmark_$preset.txt"
 done

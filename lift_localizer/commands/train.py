@@ -158,10 +158,10 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
               "use them as --det/--ori/--desc or copy them into lift_localizer/weights/)." if joint
               else "Writes OUTPUT.safetensors and its card.")
     summary, description = text
-    q = nets.add_parser(phase, help=summary, description=description + " Data: `python -m "
-                        "lift_localizer.training.data --output DATA.h5`. " + writes)
+    q = nets.add_parser(phase, help=summary, description=description + " Data: `lift-localizer "
+                        "training-data --output DATA.h5`. " + writes)
     q.add_argument("--data", required=True, type=Path, metavar="DATA.h5",
-                   help="training data written by lift_localizer.training.data")
+                   help="training data written by `lift-localizer training-data`")
     q.add_argument("--output", required=True, type=Path, metavar="DIR" if joint else "STEM",
                    help="folder for the three networks' weights" if joint
                    else "weights stem (e.g. lift_localizer/weights/" + phase + ")")

@@ -1,6 +1,6 @@
 """Measure the cheaper DET convolutions against the dense one (nets/det_separable.py).
 
-    python -m lift_localizer.evaluation.det_approx [--image PATH] [--repeat 3] [--weights STEM ...]
+    python tools/det_approx.py [--image PATH] [--repeat 3] [--weights STEM ...]
 
 At 640×480 over the paper's 21 levels (``--preset``):
 
@@ -18,10 +18,7 @@ At 640×480 over the paper's 21 levels (``--preset``):
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,7 +30,6 @@ from ..nets.det_separable import (
     FftResponses,
     GhhPlan,
     choose_rank,
-    default_probes,
     dense_responses,
     filter2d_responses,
     merge_duplicates,
@@ -43,8 +39,7 @@ from ..nets.det_separable import (
     separable_responses_torch,
 )
 from ..nets.layers import ghh
-from ..features.lift import Lift, load_networks
-from ..nets.presets import PRESETS
+from ..features.lift import Lift
 from ..nets.scale_space import make_levels, resize_level
 
 
@@ -85,7 +80,7 @@ def filter_sets(shipped: DET, extra: dict[str, DET], seed: int = 0) -> dict[str,
     return sets
 
 
-def _level_inputs(gray: np.ndarray, networks, levels_conf: dict) -> tuple[list, list[torch.Tensor]]:
+def level_inputs(gray: np.ndarray, networks, levels_conf: dict) -> tuple[list, list[torch.Tensor]]:
     """The levels for the image's size, and the normalised, resized level images."""
     h, w = gray.shape
     lift = Lift({"backend": "torch", "det_conv": None, **levels_conf}, networks=networks)
@@ -245,82 +240,3 @@ def load_gray(path: str | None, size=(640, 480)) -> np.ndarray:
 
         img = demo_views(make_texture(), image_size=(size[1], size[0]))[0].image.astype(np.uint8)
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _print_timing(title: str, rows: list[dict], width: int) -> None:
-    """A timing table: variant, ms, ratio to the dense DET, and what runs where rows say."""
-    notes = any("note" in r for r in rows)
-    print(f"\nTime of DET over all levels {title}")
-    print(f"  {'variant':{width}s} {'ms':>8s} {'× dense':>8s}" + ("  what runs" if notes else ""))
-    for r in rows:
-        print(f"  {r['variant']:{width}s} {r['ms']:8.1f} {r['ratio_to_dense']:8.3f}" + (f"  {r['note']}" if notes else ""))
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", default=None, help="grey image (resized to 640×480); default: a synthetic view")
-    p.add_argument("--weights", nargs="*", default=[], help="extra DET weights (path stems with a JSON card)")
-    p.add_argument("--ranks", default="1,2,3,4,5,6,8")
-    p.add_argument("--distinct", default="16,3", help="distinct-filter counts to time")
-    p.add_argument("--tolerances", default="0.003,0.01,0.03", help="for the accuracy table's rank choices")
-    p.add_argument("--tolerance", type=float, default=0.003, help="for the per-set timing")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--max-keypoints", type=int, default=1000)
-    p.add_argument("--preset", choices=tuple(PRESETS), default="paper", help="scale-space levels (default: the paper's 21)")
-    p.add_argument("--skip-timing", action="store_true")
-    p.add_argument("--skip-accuracy", action="store_true")
-    p.add_argument("--threads", type=int, default=None,
-                   help="PyTorch and OpenCV threads (default: as they are). On a machine that other jobs keep "
-                        "busy, use 1: every multi-threaded op then waits for a time slice (~8 ms here)")
-    p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
-    from ..weights import load_network
-
-    networks = load_networks()
-    probes = default_probes(networks["det"].mean, networks["det"].std)
-    gray = load_gray(args.image)
-    levels_conf = {k: v for k, v in PRESETS[args.preset].items() if k != "max_keypoints"}
-    levels, inputs = _level_inputs(gray, networks, levels_conf)
-    ranks = [int(r) for r in args.ranks.split(",")]
-    print(f"DET at {gray.shape[1]}×{gray.shape[0]}, {len(levels)} levels ({args.preset}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, OpenCV {cv2.__version__}")
-    out: dict = {"levels": len(levels), "image": args.image}
-    extra = {Path(s).name: load_network("det", s).module.eval() for s in args.weights}
-    sets = filter_sets(networks["det"].module.eval(), extra)
-    tolerances = [float(t) for t in args.tolerances.split(",")]
-    if not args.skip_timing:
-        rows = timing_table(inputs, [int(u) for u in args.distinct.split(",")], ranks, args.repeat)
-        out["timing"] = rows
-        _print_timing(f"by route (16 filters holding U distinct ones), median of {args.repeat} interleaved runs",
-                      rows, 44)
-        rows = set_timing(inputs, sets, args.tolerance, args.repeat, probes)
-        out["set_timing"] = rows
-        _print_timing(f"per filter set (det_tolerance {args.tolerance:g}), median of {args.repeat} interleaved runs",
-                      rows, 62)
-    if not args.skip_accuracy:
-        rows = accuracy_table(gray, sets, ranks, inputs, args.max_keypoints, tolerances, networks, probes,
-                              levels_conf)
-        out["accuracy"] = rows
-        print("\nAccuracy: score-map error (max |Δ| ÷ range, worst level; probe = the rank picker's synthetic probes),"
-              f"\nshare of the exact top-{args.max_keypoints} keypoints found within 0.5 px (and at the same scale)")
-        for name in sets:
-            sub = [r for r in rows if r["set"] == name]
-            print(f"\n  [{name}] {sub[0]['distinct']} distinct filters, {sub[0]['keypoints']} keypoints")
-            print(f"  {'rank':>5s} {'terms':>6s} {'score err':>10s} {'probe err':>10s} {'kp 0.5px':>9s} {'+scale':>7s}")
-            for r in sub:
-                fmt = lambda v, f: "-" if v is None else format(v, f)
-                print(f"  {r['rank']!s:>5s} {fmt(r['terms'], 'd'):>6s} {r['score_error']:10.2e} "
-                      f"{fmt(r['probe_error'], '.2e'):>10s} {r['kp_within_0.5px']:9.3f} "
-                      f"{fmt(r['kp_within_0.5px_same_scale'], '.3f'):>7s}")
-            for t, why in sub[-1]["chosen"].items():
-                print(f"  det_tolerance {t:g}: {why}")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

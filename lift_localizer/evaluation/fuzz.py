@@ -1,6 +1,6 @@
 """Hostile input, thrown at the node and the command line; a table of what each did.
 
-    python -m lift_localizer.evaluation.fuzz [--only node|cli] [--json OUT.json]
+    python tools/fuzz.py [--only node|cli] [--json OUT.json]
 
 Builds a small synthetic map and its bags, then:
 - **node**: starts ``lift_localizer_node`` (a subprocess, a private ROS domain) and publishes bad
@@ -16,7 +16,6 @@ stayed under ``--max-memory-mb`` (2000). Exit code 1 when any did not.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,7 +28,7 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -517,37 +516,24 @@ def print_table(rows: list[Outcome]) -> None:
           f"under the bound" + (f"; FAILED: {', '.join(r.case for r in bad)}" if bad else ""))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.fuzz", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--only", choices=("node", "cli"), default=None, help="one half only (default: both)")
-    p.add_argument("--match", type=re.compile, default=None, metavar="REGEX",
-                   help="only the inputs whose name matches (default: all)")
-    p.add_argument("--max-memory-mb", type=float, default=MAX_MEMORY_MB, help="peak resident memory allowed")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    p.add_argument("--keep", type=Path, default=None, help="build the crafted files here and keep them")
-    args = p.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="lift_fuzz_")) if args.keep is None else args.keep
+def run_cases(only: str | None = None, match: re.Pattern | None = None, max_mb: float = MAX_MEMORY_MB,
+              keep: Path | None = None) -> list[Outcome]:
+    """The outcome of every input of one half (``only``: "node" or "cli"; None: both) whose name
+    ``match`` finds (None: all), the crafted files built in a temporary folder, or in ``keep`` and kept."""
+    root = Path(tempfile.mkdtemp(prefix="lift_fuzz_")) if keep is None else keep
     root.mkdir(parents=True, exist_ok=True)
     try:
         good_map, query, cam, views = make_scene(root)
         rows = []
 
         def wanted(case: str) -> bool:
-            return args.match is None or args.match.search(case) is not None
+            return match is None or match.search(case) is not None
 
-        if args.only in (None, "cli"):
-            rows += cli_cases(root, good_map, query, args.max_memory_mb, wanted)
-        if args.only in (None, "node"):
-            rows += node_cases(root, good_map, cam, views, args.max_memory_mb, wanted)
+        if only in (None, "cli"):
+            rows += cli_cases(root, good_map, query, max_mb, wanted)
+        if only in (None, "node"):
+            rows += node_cases(root, good_map, cam, views, max_mb, wanted)
+        return rows
     finally:
-        if args.keep is None:
+        if keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    print_table(rows)
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
-    return 0 if all(r.ok for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

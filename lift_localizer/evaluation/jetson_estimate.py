@@ -1,6 +1,6 @@
 """Jetson Orin estimate of LIFT's network stages from their operation counts (an estimate, not a Jetson measurement).
 
-    python -m lift_localizer.evaluation.jetson_estimate [--size 640x480] [--keypoints 1000] [--preset default]
+    python tools/jetson_estimate.py [--size 640x480] [--keypoints 1000] [--preset default]
 
 Per stage a roofline: time = max(MACs / (efficiency x FP16 tensor peak), bytes / memory bandwidth),
 bytes being every layer's input and output read or written once in FP16 (TensorRT fuses little of
@@ -18,14 +18,13 @@ in FP32 as PyTorch runs them (``op_count.CountOps``). Matching and PnP are not e
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from dataclasses import dataclass
 
 import torch
 
 from ..features.lift import Lift
-from ..nets.presets import PRESETS, apply_preset
+from ..nets.presets import apply_preset
 from ..nets.scale_space import SUPPORT_PER_SCALE, make_levels
 from .benchmark import count_macs
 
@@ -140,44 +139,3 @@ def estimate(work: dict[str, dict[str, float]], device: Device, efficiency: dict
                   "bound": "compute" if compute >= memory else "memory"}
     out["networks"] = {"ms": sum(v["ms"] for v in out.values())}
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.jetson_estimate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="640x480")
-    p.add_argument("--keypoints", type=int, default=1000)
-    p.add_argument("--preset", choices=tuple(PRESETS), default="default")
-    args = p.parse_args(argv)
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    work = network_work(h, w, args.keypoints, args.preset)
-    glue = glue_work(h, w, args.keypoints, args.preset)
-    print(f"LIFT networks at {w}x{h}, preset {args.preset} ({work['det']['levels']} DET levels), {args.keypoints} "
-          f"keypoints; FP16; efficiency assumed (fraction of the tensor peak): "
-          + ", ".join(f"{k.upper()} {v:g}" for k, v in EFFICIENCY.items()))
-    for k, v in work.items():
-        print(f"  {k.upper():5s} {v['macs'] / 1e9:7.2f} GMAC  {v['bytes'] / 1e6:8.1f} MB moved")
-    for device in DEVICES:
-        est = estimate(work, device)
-        print(f"\n{device.name}: {device.tensor_fp16_tmacs:.1f} TMAC/s FP16 dense, {device.bandwidth_gbs:g} GB/s "
-              f"({device.source})")
-        for k in ("det", "ori", "desc"):
-            e = est[k]
-            print(f"  {k.upper():5s} {e['ms']:6.2f} ms  ({e['bound']}-bound: compute {e['compute_ms']:.2f} ms, "
-                  f"memory {e['memory_ms']:.2f} ms)")
-        print(f"  networks {est['networks']['ms']:.1f} ms, {1000 / est['networks']['ms']:.0f} frames/s before NMS, "
-              "patches, matching and PnP")
-        steps = estimate_glue(glue, device)
-        print("  between the networks (" + ", ".join(
-            f"{k} {glue[k]['kernels']:.0f} kernels, {glue[k]['bytes'] / 1e6:.0f} MB: {steps[k]['ms']:.2f} ms"
-            for k in ("pack", "nms", "crops")) + f"; {KERNEL_US:g} µs a kernel assumed)")
-        total = est["networks"]["ms"] + steps["steps"]["ms"]
-        print(f"  LIFT {total:.1f} ms, {1000 / total:.0f} frames/s before matching and PnP")
-        slow = estimate(work, device, PYTORCH_H100)
-        print(f"  at the fractions of peak PyTorch reached on the H100 (pessimistic): networks {slow['networks']['ms']:.0f} ms ("
-              + ", ".join(f"{k.upper()} {slow[k]['ms']:.1f}" for k in ("det", "ori", "desc")) + ")")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

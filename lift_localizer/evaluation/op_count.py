@@ -4,11 +4,10 @@ arithmetic, set the time of LIFT's small kernels (docs/benchmarks.md, H100 table
 dispatch hook, so it needs no GPU; views (slice, select, unsqueeze) count too, and are shown
 apart: on a GPU they launch nothing.
 
-    python -m lift_localizer.evaluation.op_count [--preset default|fast|paper] [--size 640x480] [--batch-size N]
+    python tools/op_count.py [--preset default|fast|paper] [--size 640x480] [--batch-size N]
 """
 from __future__ import annotations
 
-import argparse
 import collections
 
 import numpy as np
@@ -18,10 +17,8 @@ from torch.utils._pytree import tree_leaves
 
 from ..features.keypoints import detect, select_static
 from ..features.lift import Lift
-from ..nets.presets import PRESETS, apply_preset
 from ..features.lift_graph import plan
 from ..features.patches import PatchSampler
-from ..synthetic import demo_views, make_texture
 
 
 class CountOps(TorchDispatchMode):
@@ -86,31 +83,3 @@ def count_stages(lift: Lift, gray: np.ndarray, what: str = "total") -> dict[str,
     for counts in out.values():
         counts["total"] = sum(counts.values())
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.op_count", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=tuple(PRESETS), default="default")
-    p.add_argument("--size", default="640x480")
-    p.add_argument("--max-keypoints", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=1024, help="ORI/DESC patches per call (1024: CUDA's default)")
-    args = p.parse_args(argv)
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    gray = demo_views(make_texture(), image_size=(h, w))[2].image.astype(np.float32)
-    # The dense DET module, as on a GPU (the CPU's exact route has other operations).
-    lift = Lift(apply_preset({"max_keypoints": args.max_keypoints, "backend": "torch", "det_conv": None,
-                              "batch_size": args.batch_size}, args.preset))
-    counts, kernels, written = (count_stages(lift, gray, what) for what in ("total", "kernels", "bytes_written"))
-    print(f"PyTorch operations per frame, {w}×{h}, preset {args.preset} ({len(lift.levels_for(h, w))} levels), "
-          f"{args.max_keypoints} keypoints, ORI/DESC batches of {lift.conf['batch_size']}; "
-          "all operations (those that compute, not views), MB they write")
-    print(f"  {'stage':20s} {'staged':>20s} {'fixed-shape':>20s}")
-    for stage in counts["staged"]:
-        cells = [f"{counts[k][stage]} ({kernels[k][stage]}), {written[k][stage] / 1e6:.0f} MB" for k in ("staged", "fixed-shape")]
-        print(f"  {stage:20s} {cells[0]:>20s} {cells[1]:>20s}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """DESC against the descriptor network released with LIFT, on real image pairs.
 
-    python -m lift_localizer.evaluation.reference_desc [--data ../shared/data] [--images-per-scene 10]
+    python tools/reference_desc.py [--data ../shared/data] [--images-per-scene 10]
 
 Uses the EPFL Webcam scenes (fixed cameras across days and seasons: the same pixel is the same
 point in every image). Every descriptor is computed at the same OpenCV SIFT keypoints, with
@@ -16,14 +16,13 @@ The reference weights are academic-licence: read here, never shipped, never used
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..nets.desc import DESC, load_reference
+from ..nets.desc import DESC
 from ..images import read_image
 from ..features.patches import PatchSampler
 from ..nets.scale_space import SUPPORT_PER_SCALE
@@ -95,35 +94,3 @@ def detected_keypoint_matching(images: list[np.ndarray], net: DESC, mean: float,
             t[1] += len(m)
             t[2] += 1
     return {k: (v[0], v[1], v[2]) for k, v in totals.items()}
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
-    p.add_argument("--images-per-scene", type=int, default=10)
-    p.add_argument("--keypoints", type=int, default=1000)
-    args = p.parse_args(argv)
-    net, mean, std = load_reference(args.data / REFERENCE)
-    webcam = args.data / "raw" / "webcam"
-    same: dict[str, list[float]] = {}
-    detected: dict[str, list[int]] = {}
-    for scene in sorted(d.name for d in webcam.iterdir() if d.is_dir()):
-        images = scene_images(webcam, scene, args.images_per_scene)
-        for k, v in same_keypoint_accuracy(images, net, mean, std, args.keypoints // 2).items():
-            same.setdefault(k, []).append(v)
-        for k, (c, m, n) in detected_keypoint_matching(images, net, mean, std, args.keypoints).items():
-            t = detected.setdefault(k, [0, 0, 0])
-            t[0] += c
-            t[1] += m
-            t[2] += n
-        print(f"{scene}: {len(images)} images", flush=True)
-    print(f"same keypoints ({args.keypoints // 2} per scene), nearest-neighbour accuracy, mean over scenes:")
-    for k, v in same.items():
-        print(f"  {k:15s} {np.mean(v):.3f}")
-    print(f"detected SIFT keypoints ({args.keypoints} per image), mutual NN, correct within 5 px:")
-    for k, (c, m, n) in detected.items():
-        print(f"  {k:15s} precision {c / max(m, 1):.3f}  correct per pair {c / max(n, 1):6.1f}  ({n} pairs)")
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,7 @@ DET is ``GHH(conv2d(x, W, b))`` with F = 16 filters of k × k = 25 × 25 taps. W
    each, where trained-like banks are 10–60 % off: measured, the separable form is chosen only for
    banks of very few, nearly separable distinct filters.
 
-Measurements, costs and keypoint agreement: ``python -m lift_localizer.evaluation.det_approx``.
+Measurements, costs and keypoint agreement: ``python tools/det_approx.py``.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ DEFAULT_TOLERANCE = 0.003
 
 # Costs of one DET pass (21 levels at 640×480) by route, as a fraction of PyTorch's dense 16-filter
 # convolution + GHH (today's DET), for U distinct filters and P separable terms. CPU: measured here
-# with `python -m lift_localizer.evaluation.det_approx --threads 1` (interleaved medians; with 2 threads
+# with `python tools/det_approx.py --threads 1` (interleaved medians; with 2 threads
 # on a shared 2-core machine every multi-threaded op waits ~8 ms for a time slice): dense + GHH
 # plan 0.95 for any U (PyTorch's cost does not fall with the filter count); torch.fft 0.051 (U = 1),
 # 0.154 (3), 1.45 (16); cv2.sepFilter2D 0.029 per term; PyTorch's vertical + depthwise pair 0.25 for

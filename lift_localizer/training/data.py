@@ -6,7 +6,7 @@ builder with the known poses; photo collections: pycolmap's incremental SfM on t
 keypoints of fixed webcams that are re-detected under many illuminations (the same pixel is the
 same 3D point, as TILDE used), and keypoints moved by random homographies with photometric changes.
 
-    python -m lift_localizer.training.data --output DATA.h5 [--max-per-source N] [--sources ...]
+    lift-localizer training-data --output DATA.h5 [--max-per-source N] [--sources ...]
     summary = build_dataset("DATA.h5", {"max_per_source": 2000})
 
 DATA.h5 (one row per quadruplet, rows of all sources shuffled together):
@@ -24,7 +24,6 @@ Which sets may be trained on is read from splits.json, section "lift"; test sets
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -171,53 +170,3 @@ def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: fl
                      f"(support = {SUPPORT_PER_SCALE:g} sigma, sigma = OpenCV size / 2)",
         })
         f.attrs["patch_size"] = PATCH_SIZE
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m lift_localizer.training.data",
-        description="Build LIFT's training quadruplets (P1, P2: one point in two images; P3: another point; "
-                    "P4: no keypoint) from SfM maps of the training sets of splits.json [lift], fixed webcams and "
-                    "random homographies with photometric changes, into one HDF5 file.")
-    p.add_argument("--output", "-o", required=True, type=Path, metavar="DATA.h5")
-    p.add_argument("--max-per-source", type=int, default=default_conf["max_per_source"],
-                   help="quadruplets per source at most (homography sources: half) (default %(default)s)")
-    p.add_argument("--sources", nargs="+", default=None,
-                   help="sources to build: names (sfm:fox, webcam:mexico, homography:llff_fern), kinds (sfm, webcam, "
-                        "homography) or set names (fox); default: all training sets of the split")
-    p.add_argument("--data-root", type=Path, default=Path(default_conf["data_root"]),
-                   help="the shared data folder (default %(default)s)")
-    p.add_argument("--split-file", type=Path, default=Path(default_conf["split_file"]))
-    p.add_argument("--bag", action="append", default=[], type=Path, metavar="BAG",
-                   help="fine-tuning on your own data: a posed rosbag2 (image, camera_info, pose topics as "
-                        "build-map reads them); repeatable; replaces the split's sets")
-    p.add_argument("--images", action="append", default=[], type=Path, metavar="DIR",
-                   help="fine-tuning: a folder of photos of one place (pycolmap SfM finds the points); repeatable")
-    p.add_argument("--webcam", action="append", default=[], type=Path, metavar="DIR",
-                   help="fine-tuning: a folder of one fixed camera's images under changing light; repeatable")
-    p.add_argument("--max-keypoints", type=int, default=default_conf["max_keypoints"])
-    p.add_argument("--seed", type=int, default=default_conf["seed"])
-    p.add_argument("--compression", choices=("lzf", "gzip", "none"), default=default_conf["compression"])
-    args = p.parse_args(argv)
-    if args.max_per_source <= 0 or args.max_keypoints <= 0:
-        p.error("--max-per-source and --max-keypoints must be positive")
-    conf = {"max_per_source": args.max_per_source, "sources": args.sources, "data_root": str(args.data_root),
-            "split_file": str(args.split_file), "max_keypoints": args.max_keypoints, "seed": args.seed,
-            "compression": args.compression,
-            "user_sets": [("bag", str(b)) for b in args.bag] + [("collection", str(d)) for d in args.images] +
-                         [("webcam", str(d)) for d in args.webcam]}
-    try:
-        summary = build_dataset(args.output, conf)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for name, n in summary["counts"].items():
-        print(f"{name:32s} {n:7d}")
-    for name, why in summary["skipped"].items():
-        print(f"{name:32s} skipped: {why}")
-    print(f"{summary['total']} quadruplets in {summary['seconds']:.0f} s → {summary['output']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

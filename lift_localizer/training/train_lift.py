@@ -6,7 +6,7 @@ both fixed; optionally all three together on the global cost (``joint``).
     lift-localizer train det   --data DATA.h5 --output STEM [--ori ORI_STEM] [--desc DESC_STEM]
     lift-localizer train joint --data DATA.h5 --output DIR [--det D] [--ori O] [--desc D] [--lr 1e-4]
 
-DATA.h5 is made by ``python -m lift_localizer.training.data`` (training/data.py): quadruplets of
+DATA.h5 is made by ``lift-localizer training-data`` (training/data.py): quadruplets of
 upright 128×128 patches covering twice the descriptor support, with the SfM keypoint angles.
 DESC sees each patch's centre rotated by its SfM angle; ORI sees the upright centre, predicts an
 angle, and DESC (fixed) sees the centre rotated by it — the loss pulls the two views of a point
@@ -94,7 +94,7 @@ class Quadruplets:
                 raise ValueError(f"patches are {self.file['p1'].shape[1:]}, expected {SOURCE}×{SOURCE}")
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{self.path}: not a LIFT training file ({e}); build one with "
-                             f"`python -m lift_localizer.training.data`") from None
+                             f"`lift-localizer training-data`") from None
         self.sources = self.file.attrs.get("sources", "[]")
         rng = np.random.default_rng(conf["seed"])
         # Validation: a fixed random 5 %, the same whatever the chunking.

@@ -1,6 +1,6 @@
 """Writes the untrained starting weights (the points training starts from) into a folder of your choice.
 
-    python -m lift_localizer.weights.initial --output DIR [--seed N]
+    lift-localizer initial-weights --output DIR [--seed N]
 
 Deterministic: the same files (and hashes) on every run. The cards say ``trained: false``. The
 package's own folder holds the trained weights that maps and NetVLAD are tied to by hash, so it is
@@ -8,7 +8,6 @@ refused unless ``--overwrite-shipped`` says that replacing them is meant.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -62,23 +61,3 @@ def write_initial(output: Path, seed: int = 0, overwrite_shipped: bool = False) 
             **common, "initialisation": f"random (PyTorch default initialisation, seed {seed})",
             "input": {"mean": PATCH_MEAN, "std": PATCH_STD}}),
     ]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder to write into")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite-shipped", action="store_true",
-                        help=f"allow --output to be the package's weights folder ({WEIGHTS_DIR}), replacing the "
-                             "trained weights that ship there")
-    args = parser.parse_args(argv)
-    try:
-        paths = write_initial(args.output, args.seed, args.overwrite_shipped)
-    except ShippedWeightsError as e:
-        parser.error(str(e))
-    for p in paths:
-        print(p)
-
-
-if __name__ == "__main__":
-    main()
