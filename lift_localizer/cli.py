@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .commands import Parser, add_lift_options, backend_error, benchmarks, deploy, feature_defaults, localize, maps, replay, train
+from .commands import Parser, add_lift_options, add_room_options, backend_error, benchmark_scale, benchmarks, deploy, feature_defaults, localize, maps, replay, train
 from .commands import initial_weights, training_data
 from .commands import positive_int as _positive_int
 from .images import MAX_IMAGE_SIDE
@@ -110,12 +110,7 @@ def add_demo(sub) -> None:
                         "room, whose views are small and which should run in about a minute on 2 cores)")
     p.add_argument("--features", nargs="+", choices=EXTRACTORS, default=["lift", "sift"],
                    help="feature sets, each with its own map, compared side by side")
-    p.add_argument("--mapping-views", type=_positive_int, default=12, metavar="N",
-                   help="synthetic room: views the map is built from")
-    p.add_argument("--query-views", type=_positive_int, default=6, metavar="N",
-                   help="synthetic room: views localized against the map")
-    p.add_argument("--width", type=_positive_int, default=480, help="synthetic room: image width in pixels")
-    p.add_argument("--height", type=_positive_int, default=360, help="synthetic room: image height in pixels")
+    add_room_options(p)
     p.set_defaults(func=run_demo)
 
 
@@ -141,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmarks.add_benchmark_node(sub)
     deploy.add(sub)
     benchmarks.add_benchmark(sub)
+    benchmark_scale.add(sub)
     benchmarks.add_evaluate_features(sub)
     add_demo(sub)
     return parser

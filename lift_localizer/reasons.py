@@ -22,6 +22,7 @@ class Reason(str, Enum):
     CLUSTERED = "inliers cover too little of the image"
     RIVAL = "a rival pose is nearly as well supported"
     UNCERTAIN = "pose too uncertain"
+    BAD_MAP_IMAGE = "unreadable map image"
     # Before an image reaches the localizer (the node's, and a bag's frames).
     BAD_IMAGE = "unreadable image"
     IMAGE_SIZE = "image size differs from camera_info"

@@ -373,7 +373,7 @@ def test_expanding_datasets_are_refused(copy):
                 f[name].create_dataset(key, shape=(n,), dtype=np.float32 if key != "point3D_ids" else np.int64,
                                        compression="gzip", fillvalue=-1 if key == "point3D_ids" else 0)
     with pytest.raises(MapError, match="larger than the file could hold"):
-        load_map(copy)
+        load_map(copy).observations(0)   # an image's datasets are read when it is first asked for
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])

@@ -92,6 +92,16 @@ def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypo
                    help="torch device of the torch back end (and of auto's choice): cpu, cuda or cuda:N")
 
 
+def add_room_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The synthetic room's views and image size (``synthetic.room_sequence``), as the demo renders it."""
+    p.add_argument("--mapping-views", type=positive_int, default=12, metavar="N",
+                   help="synthetic room: views the map is built from")
+    p.add_argument("--query-views", type=positive_int, default=6, metavar="N",
+                   help="synthetic room: views localized against the map")
+    p.add_argument("--width", type=positive_int, default=480, help="synthetic room: image width in pixels")
+    p.add_argument("--height", type=positive_int, default=360, help="synthetic room: image height in pixels")
+
+
 def backend_error(name: str) -> int | None:
     """Exit code 2 with the reason when back end ``name`` cannot run here, else None."""
     from ..backends import unavailable
@@ -145,6 +155,9 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                         "or paper (the paper's 21 levels at 640×480)")
     g.add_argument("--top-k", type=positive_int, default=default_conf["top_k"], metavar="K",
                    help="map images retrieved")
+    g.add_argument("--map-cache-images", type=positive_int, default=default_conf["map_cache_images"], metavar="N",
+                   help="map images whose keypoints with 3D points stay in memory; the others are read from the map "
+                        "when retrieved")
     g.add_argument("--solver", choices=SOLVERS, default=None,
                    help="PnP solver (default: pycolmap, else poselib, else opencv — the first installed)")
     g.add_argument("--ransac-threshold", dest="ransac_threshold_px", type=positive_float,

@@ -20,6 +20,7 @@ from ..images import to_gray
 from ..features.types import Features
 from ..geometry.camera import Camera
 from ..synthetic import warm_up_image
+from ..mapping.image_cache import DEFAULT_CACHE_IMAGES
 from ..mapping.io import Map, MapError
 from .absolute_pose import calibrate_covariance, default_solver, estimate_pose
 from .map_accuracy import map_accuracy
@@ -64,6 +65,9 @@ default_conf = {
     "covariance_decorrelation": 0.0,
     "covariance_floor": True,
     "seed": 0,
+    # Map images whose keypoints with 3D points stay in memory (the least recently retrieved are
+    # dropped and read again from the map when retrieved); maps up to this size are read once.
+    "map_cache_images": DEFAULT_CACHE_IMAGES,
 }
 
 # Options a user turns off (a bound not tested) or leaves to the default with 0 or "": ROS
@@ -82,10 +86,19 @@ def conf_from(values: Mapping[str, Any]) -> dict:
     return conf
 
 
+def query_extractor_conf(features: dict, conf: dict) -> dict:
+    """The options of the extractor that describes queries for a map whose map.json 'features' is
+    ``features``, under localizer options ``conf`` (complete, as ``Localizer.conf``)."""
+    base = {"max_keypoints": conf["max_keypoints"], "resize_max": features.get("resize_max")}
+    # Each extractor adds what it takes from the localizer (LIFT: back end, preset) and the map.
+    return extractor_class(features["name"]).query_conf(base, features, conf)
+
+
 NO_FEATURES = Reason.NO_FEATURES
 NO_RETRIEVAL = Reason.NO_RETRIEVAL
 TOO_FEW_MATCHES = Reason.TOO_FEW_MATCHES
 PNP_FAILED = Reason.PNP_FAILED
+BAD_MAP_IMAGE = Reason.BAD_MAP_IMAGE
 # Map images whose descriptors a localizer on a GPU keeps there (~0.5 MB each: 256 MB at most).
 MAX_ON_DEVICE = 512
 
@@ -116,7 +129,7 @@ class LocalizationResult:
 def covisibility_clusters(map_: Map, ranked: np.ndarray, min_shared: int) -> list[np.ndarray]:
     """Split ranked map image indices into groups connected by shared 3D points, in the order of
     each group's best-ranked image (hloc's covisibility clustering, on the retrieved set only)."""
-    points = [set(map_.images[i].point3D_ids[map_.images[i].point3D_ids >= 0].tolist()) for i in ranked]
+    points = [set(map_.observations(i).point3D_ids.tolist()) for i in ranked]
     parent = list(range(len(ranked)))
 
     def root(a: int) -> int:
@@ -151,22 +164,16 @@ class Localizer:
         self._check_features()
         self.retrieval = self._retrieval()
         self.names = [im.name for im in map_.images]
+        map_.cache.resize(conf["map_cache_images"])
         self.accuracy = map_accuracy(map_) if conf["covariance_floor"] else None
-        self._with3d = []
         # Where LIFT runs on a GPU, matching runs there too (on an H100 the CPU's took 16 ms a frame).
         device = torch.device(conf["device"])
         self._match_device = device if device.type == "cuda" else None
         # The most recently retrieved map images' descriptors, at most MAX_ON_DEVICE (~0.5 MB each).
         self._on_device: OrderedDict[int, torch.Tensor] = OrderedDict()
-        for im in map_.images:
-            idx = np.flatnonzero(im.point3D_ids >= 0)
-            self._with3d.append((idx, im.features.descriptors[idx], im.point3D_ids[idx]))
 
     def _extractor_conf(self) -> dict:
-        features = self.map.meta["features"]
-        conf = {"max_keypoints": self.conf["max_keypoints"], "resize_max": features.get("resize_max")}
-        # Each extractor adds what it takes from the localizer (LIFT: back end, preset) and the map.
-        return extractor_class(self.map.features_name).query_conf(conf, features, self.conf)
+        return query_extractor_conf(self.map.meta["features"], self.conf)
 
     def _retrieval(self):
         method = self.conf["retrieval"]
@@ -203,7 +210,8 @@ class Localizer:
         device = self._match_device
         query = q.descriptors if device is None else torch.as_tensor(q.descriptors, device=device)
         for i in images:
-            idx, desc, ids = self._with3d[i]
+            seen = self.map.observations(i)
+            desc, ids = seen.descriptors, seen.point3D_ids
             if device is not None:
                 desc = self._descriptors_on_device(i, desc, device)
             m = mutual_nearest_neighbours(query, desc, self.conf["ratio"], device)
@@ -228,6 +236,9 @@ class Localizer:
     def cluster_results(self, q: Features, camera: Camera, timings: dict[str, float]) -> Iterator[LocalizationResult]:
         """One result per covisibility cluster of the retrieved map images, best-ranked first, each
         with its evidence and its acceptance decision; ``timings`` accumulates match and pnp."""
+        # A parameter changed at run time (the node's map_cache_images) applies from this query on.
+        if self.map.cache.capacity != self.conf["map_cache_images"]:
+            self.map.cache.resize(self.conf["map_cache_images"])
         t = time.perf_counter()
         ranked, _ = self.retrieval.top_k(q.descriptors, self.conf["top_k"])
         timings["retrieve"] = time.perf_counter() - t
@@ -274,11 +285,16 @@ class Localizer:
         if len(q) == 0:
             return LocalizationResult(False, Failure(NO_FEATURES), features=q, timings=timings)
         best: LocalizationResult | None = None
-        for result in self.cluster_results(q, camera, timings):
-            if best is None or result.num_inliers > best.num_inliers:
-                best = result
-            if result.success:
-                break
+        try:
+            for result in self.cluster_results(q, camera, timings):
+                if best is None or result.num_inliers > best.num_inliers:
+                    best = result
+                if result.success:
+                    break
+        except MapError as e:
+            # A map image whose features are corrupt is found when it is first read: this query
+            # fails with the reason, and the map's other images still serve the next ones.
+            return LocalizationResult(False, Failure(BAD_MAP_IMAGE, str(e)), features=q, timings=timings)
         if best is None:
             return LocalizationResult(False, Failure(NO_RETRIEVAL), features=q, timings=timings)
         best.features, best.timings = q, timings

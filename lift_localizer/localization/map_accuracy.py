@@ -33,6 +33,10 @@ MIN_POINTS = 12
 CHI2_1DOF_MEDIAN = 0.4549
 # Left-out images whose errors make a pose's local floor: the nearest few, not one (one error is noise).
 NEAREST = 3
+# Up to this many map images every one triangulates the points; above, only the NEIGHBOURS nearest
+# each left-out image do, so that loading a large map reads ~MAX_IMAGES × NEIGHBOURS images.
+ALL_IMAGES_UP_TO = 400
+NEIGHBOURS = 6
 
 
 @dataclass
@@ -59,17 +63,30 @@ def _per_block(per_axis: np.ndarray) -> np.ndarray:
     return np.repeat([max(per_axis[:3].mean(), 0.0), max(per_axis[3:].mean(), 0.0)], 3)
 
 
-def _observations(map_: Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (image index, point row, undistorted pixel) of the map's tracks."""
+def _observations(map_: Map, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (image index, point row, undistorted pixel) of ``images``' tracks."""
     img, pid, xy = [], [], []
-    for i, im in enumerate(map_.images):
-        sel = np.flatnonzero(im.point3D_ids >= 0)
-        img.append(np.full(len(sel), i))
-        pid.append(im.point3D_ids[sel])
-        xy.append(im.camera.undistort_points(im.features.keypoints[sel]).astype(np.float64).reshape(-1, 2))
+    for i in images:
+        im, seen = map_.images[i], map_.observations(i)
+        img.append(np.full(len(seen.point3D_ids), i))
+        pid.append(seen.point3D_ids)
+        xy.append(im.camera.undistort_points(seen.keypoints).astype(np.float64).reshape(-1, 2))
     if not img:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2))
     return np.concatenate(img), np.concatenate(pid), np.concatenate(xy)
+
+
+def _triangulating(map_: Map, left_out: np.ndarray) -> np.ndarray:
+    """The images whose observations triangulate the left-out images' points: all of them up to
+    ALL_IMAGES_UP_TO, else each left-out image and the NEIGHBOURS images whose cameras are nearest
+    it (a large map is not read whole when it is loaded)."""
+    n = len(map_.images)
+    if n <= ALL_IMAGES_UP_TO:
+        return np.arange(n)
+    centres = np.array([im.T_map_camera[:3, 3] for im in map_.images])
+    near = [np.argsort(np.linalg.norm(centres - centres[i], axis=1), kind="stable")[:NEIGHBOURS + 1]
+            for i in left_out]
+    return np.unique(np.concatenate([left_out, *near]))
 
 
 def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.0) -> np.ndarray:
@@ -81,11 +98,14 @@ def pose_floor(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.
 def map_accuracy(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 4.0) -> MapAccuracy:
     """The map's floor and the left-out images' errors (see the module's docstring)."""
     none = MapAccuracy(np.zeros(6), np.zeros((0, 3)), np.zeros((0, 6)))
-    img, pid, xy = _observations(map_)
+    n = len(map_.images)
+    left_out = np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(int))
+    img, pid, xy = _observations(map_, _triangulating(map_, left_out))
     if len(img) == 0:
         return none
     _, point = np.unique(pid, return_inverse=True)
-    P = np.array([im.camera.K @ invert(im.T_map_camera)[:3] for im in map_.images])[img]
+    read, which = np.unique(img, return_inverse=True)
+    P = np.array([map_.images[i].camera.K @ invert(map_.images[i].T_map_camera)[:3] for i in read])[which]
     # Linear triangulation, rows normalised so that near and far views weigh alike; each point's
     # normal matrix is a sum over its observations, so leaving one image out is a subtraction.
     rows = np.stack([xy[:, :1] * P[:, 2] - P[:, 0], xy[:, 1:] * P[:, 2] - P[:, 1]], 1)
@@ -95,8 +115,7 @@ def map_accuracy(map_: Map, max_images: int = MAX_IMAGES, threshold_px: float = 
     np.add.at(normal, point, outer)
     views = np.bincount(point)
     errors, model, centres = [], [], []
-    n = len(map_.images)
-    for i in np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(int)):
+    for i in left_out:
         mine = np.flatnonzero((img == i) & (views[point] >= 3))
         if len(mine) < MIN_POINTS:
             continue

@@ -19,10 +19,12 @@ class VoteRetrieval:
 
     def __init__(self, map_: Map) -> None:
         desc, owner = [], []
-        for i, im in enumerate(map_.images):
-            has3d = im.point3D_ids >= 0
-            desc.append(im.features.descriptors[has3d])
-            owner.append(np.full(int(has3d.sum()), i))
+        # Every map image's descriptors, once: votes need them all (not through the map's cache,
+        # which they would only churn).
+        for i in range(len(map_.images)):
+            seen = map_.read_observations(i)
+            desc.append(seen.descriptors)
+            owner.append(np.full(len(seen.point3D_ids), i))
         self.desc = torch.from_numpy(np.concatenate(desc).astype(np.float32)) if desc else torch.zeros(0, descriptor_size(map_.features_name))
         self.owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
         self.num_images = len(map_.images)

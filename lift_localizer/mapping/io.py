@@ -20,10 +20,12 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -33,6 +35,7 @@ from ..features.extractors import EXTRACTORS, descriptor_size
 from ..features.types import Features
 from ..geometry.camera import Camera
 from ..retrieval.retriever import MODEL_DIR, check_hdf5
+from .image_cache import DEFAULT_CACHE_IMAGES, ImageCache, Observations
 
 MAP_FORMAT = "lift_localizer map"
 MAP_FORMAT_VERSION = 1
@@ -47,40 +50,92 @@ class MapError(ValueError):
     """A map directory that cannot be used; the message names the directory and the problem."""
 
 
-@dataclass
 class MapImage:
-    name: str
-    camera: Camera
-    T_map_camera: np.ndarray
-    features: Features
-    point3D_ids: np.ndarray
+    """One map image: its name, camera and pose, always in memory; its features and 3D point ids
+    either given (a map being built) or read from the map's ``features.h5`` each time they are asked
+    for (a loaded map). Localization reads an image's keypoints through ``Map.observations``."""
+
+    __slots__ = ("name", "camera", "T_map_camera", "_features", "_point3D_ids", "_store")
+
+    def __init__(self, name: str, camera: Camera, T_map_camera: np.ndarray, features: Features | None = None,
+                 point3D_ids: np.ndarray | None = None, store: _FeatureStore | None = None) -> None:
+        self.name, self.camera, self.T_map_camera = name, camera, T_map_camera
+        self._features, self._point3D_ids, self._store = features, point3D_ids, store
+
+    @property
+    def features(self) -> Features:
+        return self._features if self._store is None else self._store.features(self.name)
+
+    @property
+    def point3D_ids(self) -> np.ndarray:
+        return self._point3D_ids if self._store is None else self._store.point3D_ids(self.name)
+
+    def __repr__(self) -> str:
+        return f"MapImage({self.name!r})"
 
 
-@dataclass
 class Map:
-    """A loaded map: images with features and 3D point ids, and the 3D points."""
+    """A loaded map: every image's name, camera and pose, the 3D points, and each image's keypoints
+    with 3D points read on demand through a bounded cache (``observations``, ``cache``)."""
 
-    path: Path
-    meta: dict
-    images: list[MapImage]
-    point_ids: np.ndarray
-    xyz: np.ndarray
-    _index: dict[int, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._index = {int(p): i for i, p in enumerate(self.point_ids)}
+    def __init__(self, path: Path | None, meta: dict, images: list[MapImage], point_ids: np.ndarray,
+                 xyz: np.ndarray, cache_images: int = DEFAULT_CACHE_IMAGES) -> None:
+        self.path, self.meta, self.images = path, meta, images
+        self.point_ids, self.xyz = np.asarray(point_ids, np.int64), xyz
+        # Rows by binary search, not a dict: a building's map holds tens of millions of points. The
+        # map writer stores them sorted, and then no permutation is kept.
+        if np.all(np.diff(self.point_ids) > 0):
+            self._order, self._sorted_ids = None, self.point_ids
+        else:
+            self._order = np.argsort(self.point_ids, kind="stable")
+            self._sorted_ids = self.point_ids[self._order]
+        self.cache = ImageCache(self.read_observations, cache_images)
 
     @property
     def features_name(self) -> str:
         return self.meta["features"]["name"]
 
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) point ids → (N,) rows of ``xyz`` and (N,) whether the map has the point."""
+        ids = np.asarray(ids, np.int64)
+        if not len(self._sorted_ids):
+            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+        return (pos if self._order is None else self._order[pos]), self._sorted_ids[pos] == ids
+
     def points_xyz(self, ids: np.ndarray) -> np.ndarray:
         """(N,) point ids → (N, 3) coordinates."""
-        rows = np.fromiter((self._index[int(i)] for i in ids), np.int64, len(ids))
+        rows, known = self.rows(ids)
+        if not known.all():
+            raise KeyError(f"3D point {int(np.asarray(ids)[~known][0])} is not in the map")
         return self.xyz[rows]
+
+    def observations(self, i: int) -> Observations:
+        """Image i's keypoints that have a 3D point, their descriptors and point ids, through the
+        cache; MapError where the image's features are corrupt (found when it is first read)."""
+        return self.cache.get(i)
+
+    def read_observations(self, i: int) -> Observations:
+        """As ``observations``, read from the file without going through the cache."""
+        im = self.images[i]
+        if im._store is not None:
+            return im._store.observations(im.name)
+        has = np.flatnonzero(im.point3D_ids >= 0)
+        return Observations(im.features.keypoints[has], im.features.descriptors[has], im.point3D_ids[has])
 
     def alternates(self) -> list[str]:
         return list_alternates(self.path)
+
+    def close(self) -> None:
+        """Close the features file (a loaded map keeps it open to read images on demand)."""
+        if self.images and self.images[0]._store is not None:   # one store serves every image
+            self.images[0]._store.close()
+
+    def __enter__(self) -> Map:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def list_alternates(path: str | Path) -> list[str]:
@@ -210,10 +265,11 @@ def _owner_alive(suffix: str) -> bool:
     return True
 
 
-def write_map(directory: Path, meta: dict, images: list[MapImage], point_ids: np.ndarray, xyz: np.ndarray,
+def write_map(directory: Path, meta: dict, images: Iterable[MapImage], point_ids: np.ndarray, xyz: np.ndarray,
               errors: np.ndarray, track_lengths: np.ndarray, reconstruction=None) -> None:
     """Write a map into an (empty, usually temporary) directory. ValueError where a 3D point is not
-    finite: the loader refuses such a map, so it is never written."""
+    finite: the loader refuses such a map, so it is never written. ``images`` is iterated once, so a
+    generator writes a map larger than memory."""
     xyz = np.asarray(xyz, np.float64).reshape(-1, 3)
     if not np.isfinite(xyz).all():
         raise ValueError(f"{int((~np.isfinite(xyz).all(1)).sum())} 3D point(s) with non-finite coordinates; "
@@ -226,19 +282,20 @@ def write_map(directory: Path, meta: dict, images: list[MapImage], point_ids: np
         for k, v in FILE_ATTRS.items():
             f.attrs[k] = v
         f.attrs["features"] = json.dumps(meta["features"])
+        names = []
         for im in images:
             write_features(f, im.name, im.features, {
                 "camera": json.dumps(im.camera.to_dict()),
                 "T_map_camera": np.asarray(im.T_map_camera, np.float64),
             })
             f[im.name].create_dataset("point3D_ids", data=np.asarray(im.point3D_ids, np.int64))
+            names.append(im.name)
     with h5py.File(directory / "points.h5", "w") as f:
         f.create_dataset("ids", data=np.asarray(point_ids, np.int64))
         f.create_dataset("xyz", data=xyz)
         f.create_dataset("error", data=np.asarray(errors, np.float64))
         f.create_dataset("track_length", data=np.asarray(track_lengths, np.int64))
-    meta = {"format": MAP_FORMAT, "format_version": MAP_FORMAT_VERSION, **meta,
-            "image_names": [im.name for im in images]}
+    meta = {"format": MAP_FORMAT, "format_version": MAP_FORMAT_VERSION, **meta, "image_names": names}
     (directory / "map.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -398,25 +455,31 @@ def resolve(path: str | Path, features: str | None = None) -> Path:
                    f"build it with `lift-localizer build-map --features {' '.join(sorted({*have, features}))}`")
 
 
-def load_map(path: str | Path, features: str | None = None) -> Map:
-    """Load a map directory (or its alternate with other features). Raises MapError."""
+def load_map(path: str | Path, features: str | None = None, cache_images: int = DEFAULT_CACHE_IMAGES) -> Map:
+    """Load a map directory (or its alternate with other features). Raises MapError.
+
+    What every query needs is read now: map.json, the 3D points, and each image's camera and pose.
+    An image's keypoints and descriptors are read, checked the same way, when localization first
+    asks for them (``Map.observations``), and kept for the ``cache_images`` images asked for last."""
     recover_replaced(path)
     path = resolve(path, features)
     meta = read_meta(path)
     check_links(path)
     try:
         ids, xyz = _read_points(path)
-        images = _read_images(path, meta)
+        store = _FeatureStore(path, meta)
+        try:
+            images = store.images(meta["image_names"])
+        except BaseException:
+            store.close()
+            raise
     except MapError:
         raise
     except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:   # h5py's, for a corrupt file
         raise MapError(f"{path}: corrupt or incomplete map ({type(e).__name__}: {e})") from None
-    known = set(ids.tolist())
-    for im in images:
-        used = im.point3D_ids[im.point3D_ids >= 0]
-        if not known.issuperset(used.tolist()):
-            raise MapError(f"{path}: image {im.name!r} refers to 3D points the map does not have")
-    return Map(path, _resolved_model(meta, path), images, ids, xyz)
+    m = Map(path, _resolved_model(meta, path), images, ids, xyz, cache_images)
+    store.known = lambda used: bool(m.rows(used)[1].all())
+    return m
 
 
 def _resolved_model(meta: dict, path: Path) -> dict:
@@ -434,45 +497,121 @@ def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
         n = _dataset(f, "ids", (None,), "iu", path).shape[0]
         ids = np.asarray(_dataset(f, "ids", (n,), "iu", path), np.int64)
         xyz = np.asarray(_dataset(f, "xyz", (n, 3), "f", path), np.float64)
-    if len(np.unique(ids)) != len(ids):
+    # The writer stores them increasing: no sort of millions of ids is needed to find repeats then.
+    if not np.all(np.diff(ids) > 0) and len(np.unique(ids)) != len(ids):
         raise MapError(f"{path}/points.h5: repeated point ids")
     if not np.isfinite(xyz).all():
         raise MapError(f"{path}/points.h5: {int((~np.isfinite(xyz).all(1)).sum())} 3D point(s) are not finite")
     return ids, xyz
 
 
-def _read_images(path: Path, meta: dict) -> list[MapImage]:
-    dim = descriptor_size(meta["features"]["name"])
-    images = []
-    with open_hdf5(path, "features.h5") as f:
-        budget = _ReadBudget(path / "features.h5")
-        for name in meta["image_names"]:
-            g = f.get(name)
-            if not isinstance(g, h5py.Group):
-                raise MapError(f"{path}/features.h5: no features for image {name!r}")
-            images.append(_read_image(g, name, dim, budget, path))
-    return images
+_FEATURE_KEYS = ("keypoints", "scales", "orientations", "scores", "descriptors")
 
 
-def _read_image(g: h5py.Group, name: str, dim: int, budget: _ReadBudget, path: Path) -> MapImage:
-    where = f"{path}/features.h5, image {name!r}"
-    n = _dataset(g, "keypoints", (None, 2), "f", where).shape[0]
-    if n > MAX_KEYPOINTS:
-        raise MapError(f"{where}: {n} keypoints; a map image holds at most {MAX_KEYPOINTS}")
-    shapes = {"keypoints": (n, 2), "scales": (n,), "orientations": (n,), "scores": (n,), "descriptors": (n, dim)}
-    arrays = [np.asarray(budget.read(_dataset(g, k, shape, "f", where)), np.float32) for k, shape in shapes.items()]
-    point_ids = np.asarray(budget.read(_dataset(g, "point3D_ids", (n,), "iu", where)), np.int64)
-    if not all(np.isfinite(a).all() for a in arrays):
-        raise MapError(f"{where}: keypoints or descriptors that are not finite")
-    T = np.asarray(g.attrs["T_map_camera"], np.float64)
-    if T.shape not in ((4, 4), (16,)) or not np.isfinite(T).all():
-        raise MapError(f"{where}: T_map_camera is not a finite 4×4 matrix")
-    size = np.asarray(g.attrs["image_size"])
-    if size.shape != (2,) or size.dtype.kind not in "iu":
-        raise MapError(f"{where}: image_size is not (height, width)")
-    camera = Camera.from_dict(json.loads(_text(g.attrs["camera"])))
-    return MapImage(name, camera, T.reshape(4, 4), Features(*arrays, image_size=tuple(int(v) for v in size)),
-                    point_ids)
+class _FeatureStore:
+    """A loaded map's features.h5, kept open: image records (camera, pose) read at load, an image's
+    datasets read when asked, each time after the checks ``load_map`` always made — only hard links
+    on the way to the image's group and its datasets, every shape and type before reading, the read
+    budget, finite values, point ids the map has."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = path
+        self.dim = descriptor_size(meta["features"]["name"])
+        # Which point ids the map has; set by load_map once the points are indexed.
+        self.known: Callable[[np.ndarray], bool] = lambda used: True
+        # Walking every object of the file (check_hdf5) would take seconds at 10 000 images, so each
+        # image's path and members are checked as they are read instead.
+        self.file = _open(path, "features.h5")
+        self.budget = _ReadBudget(path / "features.h5")
+        self._cameras: dict[str, Camera] = {}
+
+    def close(self) -> None:
+        self.file.close()
+
+    def images(self, names: list[str]) -> list[MapImage]:
+        return [self._record(name) for name in names]
+
+    def _record(self, name: str) -> MapImage:
+        where = f"{self.path}/features.h5, image {name!r}"
+        g = self._group(name, where, members=False)
+        T = np.asarray(g.attrs["T_map_camera"], np.float64)
+        if T.shape not in ((4, 4), (16,)) or not np.isfinite(T).all():
+            raise MapError(f"{where}: T_map_camera is not a finite 4×4 matrix")
+        self._image_size(g, where)
+        text = _text(g.attrs["camera"])
+        camera = self._cameras.get(text)
+        if camera is None:   # most maps have one camera: parse its text once
+            camera = self._cameras.setdefault(text, Camera.from_dict(json.loads(text)))
+        return MapImage(name, camera, T.reshape(4, 4), store=self)
+
+    def _group(self, name: str, where: str, members: bool = True) -> h5py.Group:
+        """The image's group, reached through hard links only, and with ``members`` its members hard
+        links and its datasets stored inside the file (MapError otherwise): reading a map file must
+        never open another file. Its attributes need no more than the path's check."""
+        node = self.file
+        for part in [p for p in name.split("/") if p]:
+            link = node.get(part, getlink=True)
+            if link is None:
+                raise MapError(f"{self.path}/features.h5: no features for image {name!r}")
+            if not isinstance(link, h5py.HardLink):
+                raise MapError(f"{where}: {part} is a {type(link).__name__}; refused")
+            node = node[part]
+        if not isinstance(node, h5py.Group) or node is self.file:
+            raise MapError(f"{self.path}/features.h5: no features for image {name!r}")
+        for key in node if members else ():
+            link = node.get(key, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise MapError(f"{where}: {key} is a {type(link).__name__}; refused")
+            obj = node[key]
+            if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                raise MapError(f"{where}: {key} stores its data outside the file; refused")
+        return node
+
+    @staticmethod
+    def _image_size(g: h5py.Group, where: str) -> tuple[int, int]:
+        size = np.asarray(g.attrs["image_size"])
+        if size.shape != (2,) or size.dtype.kind not in "iu":
+            raise MapError(f"{where}: image_size is not (height, width)")
+        return int(size[0]), int(size[1])
+
+    def _read(self, name: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], h5py.Group, str]:
+        """The image's datasets ``keys`` (and point3D_ids), every dataset's shape checked first."""
+        where = f"{self.path}/features.h5, image {name!r}"
+        try:
+            g = self._group(name, where)
+            n = _dataset(g, "keypoints", (None, 2), "f", where).shape[0]
+            if n > MAX_KEYPOINTS:
+                raise MapError(f"{where}: {n} keypoints; a map image holds at most {MAX_KEYPOINTS}")
+            shapes = {"keypoints": (n, 2), "scales": (n,), "orientations": (n,), "scores": (n,),
+                      "descriptors": (n, self.dim)}
+            datasets = {k: _dataset(g, k, shape, "f", where) for k, shape in shapes.items()}
+            datasets["point3D_ids"] = _dataset(g, "point3D_ids", (n,), "iu", where)
+            wanted = {k: datasets[k] for k in (*keys, "point3D_ids")}
+            self.budget.charge(name, wanted)
+            arrays = {k: np.asarray(d[()], np.int64 if k == "point3D_ids" else np.float32) for k, d in wanted.items()}
+        except MapError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:   # h5py's, for a corrupt file
+            raise MapError(f"{where}: corrupt ({type(e).__name__}: {e})") from None
+        if not all(np.isfinite(a).all() for k, a in arrays.items() if k != "point3D_ids"):
+            raise MapError(f"{where}: keypoints or descriptors that are not finite")
+        used = arrays["point3D_ids"][arrays["point3D_ids"] >= 0]
+        if not self.known(used):
+            raise MapError(f"{self.path}: image {name!r} refers to 3D points the map does not have")
+        return arrays, g, where
+
+    def observations(self, name: str) -> Observations:
+        arrays, _, _ = self._read(name, ("keypoints", "descriptors"))
+        has = np.flatnonzero(arrays["point3D_ids"] >= 0)
+        return Observations(np.ascontiguousarray(arrays["keypoints"][has]),
+                            np.ascontiguousarray(arrays["descriptors"][has]), arrays["point3D_ids"][has])
+
+    def features(self, name: str) -> Features:
+        arrays, g, where = self._read(name, _FEATURE_KEYS)
+        return Features(*(arrays[k] for k in _FEATURE_KEYS), image_size=self._image_size(g, where))
+
+    def point3D_ids(self, name: str) -> np.ndarray:
+        return self._read(name, ())[0]["point3D_ids"]
 
 
 def _text(value: object) -> str:
@@ -496,19 +635,33 @@ def _dataset(group: h5py.Group, key: str, shape: tuple, kinds: str, where: objec
 
 
 class _ReadBudget:
-    """Reads datasets while their declared sizes add up to no more than a bound on the file's
-    size: the map's own files are uncompressed, and a compressed or sparse file that expands far
-    beyond its size is refused before it is read."""
+    """Reads datasets while the declared sizes of those read add up to no more than a bound on the
+    file's size: the map's own files are uncompressed, and a compressed or sparse file that expands
+    far beyond its size is refused before it is read. A dataset read again (an image back in the
+    cache after it was dropped) is counted once."""
 
     def __init__(self, file: Path) -> None:
         self.file = file
         self.left = EXPANSION * file.stat().st_size + (1 << 20)
+        self._charged: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
 
-    def read(self, d: h5py.Dataset) -> np.ndarray:
-        self.left -= d.size * d.dtype.itemsize
-        if self.left < 0:
-            raise MapError(f"{self.file}: its datasets are larger than the file could hold; refused")
-        return d[()]
+    def charge(self, image: str, datasets: dict[str, h5py.Dataset]) -> None:
+        with self._lock:
+            for key, d in datasets.items():
+                if (image, key) not in self._charged:
+                    self.left -= d.size * d.dtype.itemsize
+                    self._charged.add((image, key))
+            if self.left < 0:
+                raise MapError(f"{self.file}: its datasets are larger than the file could hold; refused")
+
+
+def _open(path: Path, name: str) -> h5py.File:
+    file = inside_map(path, name)
+    try:
+        return h5py.File(file, "r")
+    except OSError as e:
+        raise MapError(f"{path}: corrupt or incomplete map ({name} unreadable or missing: {e})") from None
 
 
 @contextmanager
@@ -516,10 +669,7 @@ def open_hdf5(path: Path, name: str) -> Iterator[h5py.File]:
     """A map's HDF5 file, read-only, once it is known to hold no links to other files and no
     datasets stored outside it (MapError otherwise)."""
     file = inside_map(path, name)
-    try:
-        f = h5py.File(file, "r")
-    except OSError as e:
-        raise MapError(f"{path}: corrupt or incomplete map ({name} unreadable or missing: {e})") from None
+    f = _open(path, name)
     with f:
         try:
             check_hdf5(f)

@@ -48,6 +48,8 @@ PARAMS: tuple[Param, ...] = (
     Param("preset", _L["preset"], "LIFT scale space: default (13 levels), fast (9 levels, ≤ 600 keypoints) or "
           "paper (the paper's 21 levels at 640×480)", choices=tuple(PRESETS), reload=True),
     Param("top_k", _L["top_k"], "map images retrieved per image", low=1, high=100),
+    Param("map_cache_images", _L["map_cache_images"], "map images whose keypoints with 3D points stay in memory; "
+          "the others are read from the map when retrieved (~0.4 MB each at 2000 keypoints)", low=1, high=10_000_000),
     Param("retrieval", _L["retrieval"], "auto: NetVLAD when the map has it, else descriptor votes",
           choices=("auto", "netvlad", "vote"), reload=True),
     Param("ratio", _L["ratio"], "ratio test of the 2D-3D matching (1: off)", low=0.1, high=1.0),
