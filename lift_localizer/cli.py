@@ -43,7 +43,8 @@ def run_extract(args: argparse.Namespace) -> int:
     if (code := backend_error(args.backend)) is not None:
         return code
     try:
-        extractor = Lift({"max_keypoints": args.max_keypoints, "backend": args.backend, "device": args.device})
+        extractor = Lift({"max_keypoints": args.max_keypoints, "backend": args.backend, "device": args.device,
+                          "precision": args.precision})
     except (WeightsError, ValueError, RuntimeError) as e:
         print(f"error: cannot set up LIFT: {e}", file=sys.stderr)
         return 2

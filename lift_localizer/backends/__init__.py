@@ -68,7 +68,8 @@ class SplitBackend:
 def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
                  model_dir: str | None = None, precision: str | None = None, det_conv: str | None = None,
                  det_tolerance: float | None = None):
-    """``precision`` None: the back end's default (fp32 for torch and onnx, fp16 for tensorrt).
+    """``precision`` None: the back end's default (fp32 for torch and onnx, fp16 for tensorrt);
+    ``int8`` on the CPU (onnx, or auto): ORI and DESC quantised on ONNX Runtime (backends/onnx_int8.py).
     ``auto``: TensorRT on a GPU where it exists (torch, with a RuntimeWarning saying why, where its
     engines cannot be made; torch also where ``det_conv`` names a route, which only torch runs),
     torch on other GPUs, and on the CPU torch for DET with ONNX Runtime for ORI and DESC where
@@ -92,9 +93,12 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
                                   "error instead of falling back)", RuntimeWarning, stacklevel=2)
             name = "torch"
         elif "onnx" in BACKENDS:
+            # DET stays in float32 on torch whatever the precision: int8 is ORI's and DESC's.
             return SplitBackend(make_backend("torch", networks, device, batch_size, det_conv=det_conv,
                                              det_tolerance=det_tolerance),
-                                make_backend("onnx", networks, device, batch_size, model_dir))
+                                make_backend("onnx", networks, device, batch_size, model_dir, precision))
+        elif precision == "int8":
+            raise BackendUnavailable(f"precision int8 on the CPU runs ORI and DESC on ONNX Runtime: {unavailable('onnx')}")
         else:
             name = "torch"
     if det_conv == "auto":
@@ -110,7 +114,8 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
     if name == "onnx":
         from .onnx_backend import OnnxBackend
 
-        return OnnxBackend(networks, device=device, batch_size=batch_size, model_dir=model_dir)
+        return OnnxBackend(networks, device=device, batch_size=batch_size, model_dir=model_dir,
+                           precision=precision or "fp32")
     if name == "tensorrt":
         return _tensorrt(networks, model_dir, precision)
     raise ValueError(f"unknown back end {name!r}: choose one of {', '.join(BACKEND_NAMES)}")

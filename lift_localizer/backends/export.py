@@ -126,16 +126,21 @@ def changed_models(directory: str | Path, manifest: dict, kinds: tuple[str, ...]
     return problems
 
 
+def read_json(path: Path, what: str, remedy: str, missing: str) -> object:
+    """The JSON in ``path``; ValueError "PATH: not WHAT (why); REMEDY" where it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not {what} ({missing}); {remedy}") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not {what} ({e}); {remedy}") from None
+
+
 def read_manifest(directory: str | Path) -> dict:
     """The manifest of an export directory; ValueError naming the problem if it is not one."""
     path = Path(directory) / "manifest.json"
     export = f"run `lift-localizer export --output {directory}`"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not an export manifest (no manifest.json there); {export}") from None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not an export manifest ({e}); {export}") from None
+    manifest = read_json(path, "an export manifest", export, "no manifest.json there")
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         version = manifest.get("format") if isinstance(manifest, dict) else None
         raise ValueError(f"{path}: manifest format {version}, this version reads {MANIFEST_FORMAT}")

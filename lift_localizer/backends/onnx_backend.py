@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,17 @@ def _check_weights(directory: Path, manifest: dict, networks: dict[str, LoadedNe
 
 
 def _export_atomically(directory: Path, networks: dict[str, LoadedNetwork], replace: bool = False) -> dict:
-    """Export into a fresh folder and rename it into place: a process that starts at the same time
-    (the node beside a test, two nodes) never reads half-written models. ``replace``: a folder
-    already there is moved aside first (and removed)."""
+    return write_atomically(directory, lambda tmp: export_onnx(tmp, networks, netvlad=False), replace)
+
+
+def write_atomically(directory: Path, write: Callable[[Path], dict], replace: bool = False) -> dict:
+    """``write`` (models and manifest.json; returns the manifest) into a fresh folder, renamed into
+    place: a process that starts at the same time (the node beside a test, two nodes) never reads
+    half-written models. ``replace``: a folder already there is moved aside first (and removed)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        manifest = export_onnx(tmp, networks, netvlad=False)
+        manifest = write(tmp)
         if replace and directory.exists():
             aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
             os.rename(directory, aside / "export")
@@ -81,14 +86,29 @@ def _export_atomically(directory: Path, networks: dict[str, LoadedNetwork], repl
     return manifest
 
 
+PRECISIONS = ("fp32", "int8")
+
+
 class OnnxBackend:
     name = "onnx"
 
     def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
-                 model_dir: str | Path | None = None, threads: int | None = None) -> None:
+                 model_dir: str | Path | None = None, threads: int | None = None, precision: str = "fp32") -> None:
+        """``precision`` int8: ORI and DESC quantised (backends/onnx_int8.py), DET in float32; CPU only."""
         import onnxruntime as ort
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: the onnx back end runs {' or '.join(PRECISIONS)}")
+        if precision == "int8" and str(device).startswith("cuda"):
+            raise ValueError("precision int8 on the onnx back end runs on the CPU (INT8 on a GPU: the tensorrt back end)")
         directory, manifest = ensure_export(networks, model_dir)
+        files = {kind: directory / manifest["models"][kind]["file"] for kind in KINDS}
+        if precision == "int8":
+            from .onnx_int8 import KINDS as INT8_KINDS, ensure_int8
+
+            int8_dir, int8_manifest = ensure_int8(networks, model_dir)
+            files.update({kind: int8_dir / int8_manifest["models"][kind]["file"] for kind in INT8_KINDS})
+        self.precision = precision
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Same thread count as torch, so back ends compare on equal terms.
@@ -102,8 +122,8 @@ class OnnxBackend:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ValueError("the onnx back end on cuda needs onnxruntime-gpu (CUDAExecutionProvider)")
             providers.insert(0, "CUDAExecutionProvider")
-        self.sessions = {kind: ort.InferenceSession(str(directory / manifest["models"][kind]["file"]), options,
-                                                    providers=providers) for kind in ("det", "ori", "desc")}
+        self.sessions = {kind: ort.InferenceSession(str(path), options, providers=providers)
+                         for kind, path in files.items()}
         self.batch_size = batch_size
         self.device = torch.device("cpu")
 

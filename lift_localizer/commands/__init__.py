@@ -74,11 +74,11 @@ def feature_defaults() -> dict:
     localizer's (the node's too), so that maps, extracted features and queries agree unless told."""
     from ..localization.localizer import default_conf
 
-    return {k: default_conf[k] for k in ("max_keypoints", "backend", "device")}
+    return {k: default_conf[k] for k in ("max_keypoints", "backend", "device", "precision")}
 
 
 def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypoints_help: str) -> None:
-    """--max-keypoints, --backend and --device, with the defaults of ``feature_defaults``."""
+    """--max-keypoints, --backend, --device and --precision, with the defaults of ``feature_defaults``."""
     from ..backends import BACKEND_NAMES
 
     defaults = feature_defaults()
@@ -90,6 +90,15 @@ def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypo
                         "else torch), torch, onnx (needs onnxruntime) or tensorrt (needs TensorRT and a CUDA GPU)")
     p.add_argument("--device", default=defaults["device"],
                    help="torch device of the torch back end (and of auto's choice): cpu, cuda or cuda:N")
+    add_precision_option(p, defaults["precision"])
+
+
+def add_precision_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = None) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help="LIFT's network precision (default: the back end's own, fp32; TensorRT fp16): int8 on the "
+                        "CPU (auto, onnx) runs ORI and DESC quantised on ONNX Runtime, DET in fp32; fp16 and int8 "
+                        "on a GPU need TensorRT (int8 also a calibration, `lift-localizer export --precision int8`) "
+                        "or, fp16, torch on CUDA")
 
 
 def add_room_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -100,6 +109,10 @@ def add_room_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
                    help="synthetic room: views localized against the map")
     p.add_argument("--width", type=positive_int, default=480, help="synthetic room: image width in pixels")
     p.add_argument("--height", type=positive_int, default=360, help="synthetic room: image height in pixels")
+
+
+# The precisions a user can name; which back end runs which is checked where it is made (backends.make_backend).
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def backend_error(name: str) -> int | None:

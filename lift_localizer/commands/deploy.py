@@ -26,7 +26,9 @@ def add(sub) -> None:
     p.add_argument("--backend", choices=EXPORT_BACKENDS, default="onnx",
                    help="onnx: the ONNX models only; tensorrt: also build the TensorRT engines now "
                         "(needs TensorRT and a CUDA GPU)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="precision of the TensorRT engines")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                   help="precision of the TensorRT engines; int8 with --backend onnx: also ORI and DESC quantised "
+                        "for ONNX Runtime on the CPU, into DIR/int8 (from the calibration tables shipped with the weights)")
     p.add_argument("--calibration-images", type=Path, default=None, metavar="IMAGES",
                    help="INT8 only: a folder (searched recursively) or file of images to calibrate on")
     p.add_argument("--max-images", type=positive_int, default=100, metavar="N",
@@ -55,6 +57,8 @@ def run_export(args: argparse.Namespace) -> int:
     for name, m in manifest["models"].items():
         log(f"{name}: {args.output / m['file']} (weights {m['weights_sha256'][:12]}…)")
     log(f"manifest: {args.output / 'manifest.json'} (opset {manifest['opset']})")
+    if args.backend == "onnx" and args.precision == "int8":
+        return _export_int8(args.output, manifest)
     if args.backend != "tensorrt":
         return 0
     from ..backends import tensorrt_backend as trtb
@@ -79,4 +83,23 @@ def run_export(args: argparse.Namespace) -> int:
             log(f"engine: {path}")
     except (trtb.TensorRTError, ValueError, OSError) as e:
         return fail(str(e))
+    return 0
+
+
+def _export_int8(output: Path, manifest: dict) -> int:
+    from ..backends import unavailable
+    from ..backends.onnx_backend import write_atomically
+    from ..backends.onnx_int8 import INT8_DIR, write_int8
+    from ..weights import load_networks
+
+    if (why := unavailable("onnx")) is not None:
+        return fail(f"INT8 for ONNX Runtime: {why}")
+    networks = load_networks()
+    try:
+        int8 = write_atomically(output / INT8_DIR, lambda tmp: write_int8(tmp, output, manifest, networks),
+                                replace=(output / INT8_DIR).exists())
+    except (OSError, ValueError) as e:
+        return fail(f"INT8 export failed: {e}")
+    for name, m in int8["models"].items():
+        log(f"{name} int8: {output / INT8_DIR / m['file']} ({m['quant_format']}, {', '.join(m['quantized_nodes'])})")
     return 0

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import add_bag_topics, fail, log, positive_int
+from . import add_bag_topics, add_precision_option, fail, log, positive_int
 
 
 def add(sub) -> None:
@@ -40,6 +40,7 @@ def add(sub) -> None:
     p.add_argument("--upright", action="store_true",
                    help="LIFT without ORI (every keypoint upright): better for cameras that do not roll; "
                         "localization against the map follows it")
+    add_precision_option(p)
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
     p.add_argument("--sfm", action="store_true",
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             from ..features.extractors import conf_for
 
-            sfm_conf = conf_for(args.features[0], {"max_keypoints": args.max_keypoints,
+            sfm_conf = conf_for(args.features[0], {"max_keypoints": args.max_keypoints, "precision": args.precision,
                                                    **({"upright": True} if args.upright else {})})
             frames = poses_from_sfm(frames, args.features[0], sfm_conf, log=log)
         except SfmError as e:
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
                             {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours,
-                             "upright": args.upright},
+                             "upright": args.upright, "precision": args.precision},
                             source=str(args.bag or args.folder), log=log)
     except (MapBuildError, ValueError) as e:
         return fail(f"no map written: {e}")

@@ -232,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
     if "onnx" in BACKENDS:
         candidates["onnx"] = {"backend": "onnx"}
         candidates["auto"] = {"backend": "auto"}
+        # ORI and DESC quantised (backends/onnx_int8.py), DET as in fp32.
+        candidates["onnx-int8"] = {"backend": "onnx", "precision": "int8"}
+        candidates["auto-int8"] = {"backend": "auto", "precision": "int8"}
     if torch.cuda.is_available():
         # LIFT as one CUDA graph (the default on CUDA), and stage by stage for the per-stage rows.
         candidates["torch-cuda"] = {"backend": "torch", "device": "cuda"}

@@ -34,6 +34,8 @@ default_conf = {
     "max_keypoints": DEFAULT_MAX_KEYPOINTS,
     # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
     "upright": False,
+    # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
+    "precision": None,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
     "num_neighbours": 8,
     "max_view_angle_deg": 75.0,
@@ -178,7 +180,7 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
         raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
     # Each extractor takes the options it has (only LIFT has ``upright``).
     extractors = {name: make_extractor(name, conf_for(name, {"max_keypoints": conf["max_keypoints"],
-                                                             "upright": conf["upright"]}))
+                                                             "upright": conf["upright"], "precision": conf["precision"]}))
                   for name in features}
     for ex in extractors.values():
         if ex.untrained_warning:
