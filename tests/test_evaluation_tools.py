@@ -65,4 +65,4 @@ def test_pooled_comparison_adds_the_queries_of_every_report(tmp_path, capsys, mo
     # near: lift localizes query 2 and sift not; far: both within 1 m on queries 1 and 2, sift alone on 3
     assert "near (2 queries): (0.01 m, 1.1°) 1/0/1" in out
     assert "far (3 queries): (1 m, 1.1°) 0/1/2" in out
-    assert "pooled over 5 queries of 2 reports" in out and "1 / 1 / 3" in out
+    assert "pooled over 5 queries of 2 reports" in out and "(0.8 % of D, 1.1°): 1 / 1 / 3" in out

@@ -24,6 +24,7 @@ import numpy as np
 
 from lift_localizer.evaluation.paired import align, error_ratio, hits, paired_row
 from lift_localizer.evaluation.report import read_query_errors
+from lift_localizer.evaluation.thresholds import SCENE_FRACTIONS
 
 
 def parse_bound(key: str) -> tuple[float, float]:
@@ -57,11 +58,13 @@ def main() -> int:
         ap.error(f"{len(a.reports)} reports but {len(tables)} tables")
     b_name = a.b or "B"
     per_fraction: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    degrees: list[float] = []
     t_a, t_b = [], []
     print(f"{a.a} vs {b_name}: per report, queries won / lost / tied at each scene-scaled threshold")
     for report, table in zip(a.reports, tables):
         err_a, err_b, scaled = load(report, a.a, table)
         per_fraction += [[] for _ in range(len(scaled) - len(per_fraction))]
+        degrees += [t[1] for t in scaled[len(degrees):]]
         cells = []
         for k, t in enumerate(scaled):
             ha, hb = hits(err_a, t), hits(err_b, t)
@@ -74,7 +77,7 @@ def main() -> int:
           "(recall difference and its bootstrap 95 % interval):")
     for k, pairs in enumerate(per_fraction):
         row = paired_row(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]), (k, k))
-        print(f"  threshold {k + 1} of the scene-scaled ones: {row.won} / {row.lost} / {row.tied}   "
+        print(f"  ({100 * SCENE_FRACTIONS[k]:g} % of D, {degrees[k]:g}°): {row.won} / {row.lost} / {row.tied}   "
               f"{100 * row.difference:+.1f} % [{100 * row.low:+.1f}, {100 * row.high:+.1f}]   {row.verdict}")
     ratio, both = error_ratio(np.concatenate(t_a), np.concatenate(t_b))
     if ratio is not None:
