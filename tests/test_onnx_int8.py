@@ -1,4 +1,4 @@
-"""INT8 ORI and DESC on ONNX Runtime: made from the shipped tables, cached and checked like the FP32
+"""INT8 DESC on ONNX Runtime: made from the shipped tables, cached and checked like the FP32
 export, close to FP32, and reached from the command line's --precision."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytest.importorskip("onnx", reason="onnx is not installed")
 from lift_localizer.backends import make_backend  # noqa: E402
 from lift_localizer.backends.export import changed_models  # noqa: E402
 from lift_localizer.backends.onnx_backend import cache_dir  # noqa: E402
-from lift_localizer.backends.onnx_int8 import INT8_DIR, KINDS, ensure_int8, read_table, table_path  # noqa: E402
+from lift_localizer.backends.onnx_int8 import CALIBRATED, INT8_DIR, KINDS, ensure_int8, read_table, table_path  # noqa: E402
 from lift_localizer.features.patches import PatchSampler  # noqa: E402
 from lift_localizer.synthetic import demo_views, make_texture  # noqa: E402
 from lift_localizer.weights import load_networks  # noqa: E402
@@ -90,11 +90,12 @@ def test_a_changed_cached_int8_model_is_made_again(cache, caplog):
 def test_int8_made_with_other_settings_is_made_again(cache, caplog):
     networks, directory = cache
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["models"]["ori"]["quant_format"] = "QDQ"
+    manifest["models"]["desc"]["quant_format"] = "QDQ"
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with caplog.at_level("WARNING"):
         _, manifest = ensure_int8(networks)
-    assert "ori: made from another quant_format" in caplog.text and manifest["models"]["ori"]["quant_format"] == "QOperator"
+    assert "desc: made from another quant_format" in caplog.text
+    assert manifest["models"]["desc"]["quant_format"] == "QOperator"
 
 
 def test_a_changed_model_dir_is_refused(made, tmp_path):
@@ -102,9 +103,9 @@ def test_a_changed_model_dir_is_refused(made, tmp_path):
     mine = tmp_path / "mine"
     shutil.copytree(directory.parent, mine)
     assert ensure_int8(networks, mine)[0] == mine / INT8_DIR
-    data = (mine / INT8_DIR / "ori.int8.onnx").read_bytes()
-    (mine / INT8_DIR / "ori.int8.onnx").write_bytes(data[:-8] + bytes(8))
-    with pytest.raises(ValueError, match="ori.int8.onnx differs from the file exported.*--precision int8"):
+    data = (mine / INT8_DIR / "desc.int8.onnx").read_bytes()
+    (mine / INT8_DIR / "desc.int8.onnx").write_bytes(data[:-8] + bytes(8))
+    with pytest.raises(ValueError, match="desc.int8.onnx differs from the file exported.*--precision int8"):
         ensure_int8(networks, mine)
     shutil.rmtree(mine / INT8_DIR)
     with pytest.raises(ValueError, match="not an export manifest.*--precision int8"):
@@ -113,7 +114,7 @@ def test_a_changed_model_dir_is_refused(made, tmp_path):
 
 def test_tables_are_for_the_shipped_weights_and_refused_for_others(tmp_path):
     networks = load_networks()
-    for kind in KINDS:
+    for kind in CALIBRATED:
         path, table = read_table(networks[kind])
         assert path == table_path(networks[kind]) and table["patches"] >= 1024 and "mexico" in table["source"]
     # Weights elsewhere without a table, and a table recorded with other weights.
@@ -141,6 +142,8 @@ def test_int8_desc_agrees_with_fp32(made):
         fp32 = make_backend("onnx", networks)
         int8 = make_backend("auto", networks, precision="int8")
     assert int8.patch_backend.precision == "int8" and int8.det_backend.name == "torch"
+    # ORI stays FP32 (onnx_int8.KINDS): the same angles as the FP32 back end.
+    np.testing.assert_array_equal(int8.ori(synthetic_patches(64)).numpy(), fp32.ori(synthetic_patches(64)).numpy())
     patches = synthetic_patches()
     a, b = fp32.desc(patches).numpy(), int8.desc(patches).numpy()
     rel = np.linalg.norm(b - a, axis=1) / np.linalg.norm(a, axis=1)
@@ -206,3 +209,15 @@ def test_extract_and_build_map_take_precision(monkeypatch, tmp_path):
                                       "--precision", "int8", "--features", "lift", "sift"])
     assert run_build_map(args) == 2
     assert made["lift"]["precision"] == "int8" and "precision" not in made["sift"]
+
+
+def test_export_writes_the_int8_models_a_model_dir_runs(tmp_path, capsys):
+    from lift_localizer.cli import main
+
+    assert main(["export", "--output", str(tmp_path / "dir"), "--precision", "int8", "--no-netvlad"]) == 0
+    assert "desc int8:" in capsys.readouterr().err
+    networks = load_networks()
+    directory, manifest = ensure_int8(networks, tmp_path / "dir")
+    assert directory == tmp_path / "dir" / INT8_DIR and sorted(manifest["models"]) == sorted(KINDS)
+    backend = make_backend("onnx", networks, model_dir=str(tmp_path / "dir"), precision="int8")
+    assert backend.sessions["desc"]._model_path == str(directory / "desc.int8.onnx")

@@ -69,7 +69,7 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
                  model_dir: str | None = None, precision: str | None = None, det_conv: str | None = None,
                  det_tolerance: float | None = None):
     """``precision`` None: the back end's default (fp32 for torch and onnx, fp16 for tensorrt);
-    ``int8`` on the CPU (onnx, or auto): ORI and DESC quantised on ONNX Runtime (backends/onnx_int8.py).
+    ``int8`` on the CPU (onnx, or auto): DESC quantised on ONNX Runtime (backends/onnx_int8.py).
     ``auto``: TensorRT on a GPU where it exists (torch, with a RuntimeWarning saying why, where its
     engines cannot be made; torch also where ``det_conv`` names a route, which only torch runs),
     torch on other GPUs, and on the CPU torch for DET with ONNX Runtime for ORI and DESC where
@@ -93,12 +93,12 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
                                   "error instead of falling back)", RuntimeWarning, stacklevel=2)
             name = "torch"
         elif "onnx" in BACKENDS:
-            # DET stays in float32 on torch whatever the precision: int8 is ORI's and DESC's.
+            # DET stays in float32 on torch whatever the precision: int8 is DESC's.
             return SplitBackend(make_backend("torch", networks, device, batch_size, det_conv=det_conv,
                                              det_tolerance=det_tolerance),
                                 make_backend("onnx", networks, device, batch_size, model_dir, precision))
         elif precision == "int8":
-            raise BackendUnavailable(f"precision int8 on the CPU runs ORI and DESC on ONNX Runtime: {unavailable('onnx')}")
+            raise BackendUnavailable(f"precision int8 on the CPU runs DESC on ONNX Runtime: {unavailable('onnx')}")
         else:
             name = "torch"
     if det_conv == "auto":

@@ -94,7 +94,7 @@ class OnnxBackend:
 
     def __init__(self, networks: dict[str, LoadedNetwork], device: str = "cpu", batch_size: int = 256,
                  model_dir: str | Path | None = None, threads: int | None = None, precision: str = "fp32") -> None:
-        """``precision`` int8: ORI and DESC quantised (backends/onnx_int8.py), DET in float32; CPU only."""
+        """``precision`` int8: DESC quantised (backends/onnx_int8.py), DET and ORI in float32; CPU only."""
         import onnxruntime as ort
 
         if precision not in PRECISIONS:

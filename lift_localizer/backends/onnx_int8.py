@@ -1,7 +1,7 @@
-"""INT8 ORI and DESC for ONNX Runtime on the CPU: static quantisation (``onnxruntime.quantization.
+"""INT8 DESC for ONNX Runtime on the CPU: static quantisation (``onnxruntime.quantization.
 quantize_static``) of the FP32 export, from a calibration table shipped beside the weights.
 
-    directory, manifest = ensure_int8(networks)       # <FP32 export>/int8/{ori,desc}.int8.onnx
+    directory, manifest = ensure_int8(networks)       # <FP32 export>/int8/desc.int8.onnx
     write_table(fp32_model, batches, network, path)   # the table: activation ranges on real patches
 
 The table (``<weights stem>.int8.json``, e.g. weights/desc.int8.json) holds ONNX Runtime's own
@@ -14,7 +14,10 @@ where a cached one changed and refused where a ``model_dir``'s changed.
 
 What is quantised, measured (docs/benchmarks.md, ``python -m lift_localizer.evaluation.int8_onnx``):
 only the convolutions whose inputs have many channels, DESC's conv2 and conv3 (45.8 of its 51.1
-MMAC per patch) and ORI's conv2 and conv3. Quantising DESC's conv1 (one input channel) as well
+MMAC per patch). ORI has a table and an INT8 model too (its conv2 and conv3), measured beside
+DESC, but ``precision: int8`` runs ORI in FP32: its INT8 model is no faster (0.7–1.3× FP32 over
+thread counts and batch sizes) and turns its angles (1.3° at the 95th percentile), which cost
+queries on kitti_seq1 at (5 cm, 5°) that INT8 DESC alone does not. Quantising DESC's conv1 (one input channel) as well
 made DESC slower than FP32: the dequantisation of its 58×58×32 output, the Tanh that no longer
 fuses into the convolution and the layout transposes cost more than its INT8 convolution saves.
 Weights per output channel (``per_channel``), activations asymmetric uint8 with int8 weights
@@ -37,7 +40,10 @@ from .export import changed_models, read_json, read_manifest
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ori", "desc")
+# The networks with a calibration table (``training/int8_tables.py``), quantised and measured by
+# ``evaluation/int8_onnx.py``; and the one ``precision: int8`` runs quantised (see above).
+CALIBRATED = ("ori", "desc")
+KINDS = ("desc",)
 INT8_DIR = "int8"
 TABLE_FORMAT = 1
 # The convolutions quantised per network (their names in the classic exporter's graphs); see above.
@@ -183,7 +189,7 @@ def _stale(directory: Path, fp32_dir: Path, fp32_manifest: dict, networks: dict[
 
 
 def ensure_int8(networks: dict[str, LoadedNetwork], model_dir: str | Path | None = None) -> tuple[Path, dict]:
-    """The folder of INT8 ORI and DESC beside the FP32 export (``ensure_export``) and its manifest:
+    """The folder of the INT8 models of ``KINDS`` beside the FP32 export (``ensure_export``) and its manifest:
     made now where it is missing in the cache, made again (with a warning) where a cached one
     changed or was made from other weights, tables or settings; refused (ValueError) in a ``model_dir``."""
     from .onnx_backend import ensure_export, write_atomically

@@ -96,7 +96,7 @@ def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypo
 def add_precision_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help="LIFT's network precision (default: the back end's own, fp32; TensorRT fp16): int8 on the "
-                        "CPU (auto, onnx) runs ORI and DESC quantised on ONNX Runtime, DET in fp32; fp16 and int8 "
+                        "CPU (auto, onnx) runs DESC quantised on ONNX Runtime, DET and ORI in fp32; fp16 and int8 "
                         "on a GPU need TensorRT (int8 also a calibration, `lift-localizer export --precision int8`) "
                         "or, fp16, torch on CUDA")
 

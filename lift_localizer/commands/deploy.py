@@ -27,7 +27,7 @@ def add(sub) -> None:
                    help="onnx: the ONNX models only; tensorrt: also build the TensorRT engines now "
                         "(needs TensorRT and a CUDA GPU)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                   help="precision of the TensorRT engines; int8 with --backend onnx: also ORI and DESC quantised "
+                   help="precision of the TensorRT engines; int8 with --backend onnx: also DESC quantised "
                         "for ONNX Runtime on the CPU, into DIR/int8 (from the calibration tables shipped with the weights)")
     p.add_argument("--calibration-images", type=Path, default=None, metavar="IMAGES",
                    help="INT8 only: a folder (searched recursively) or file of images to calibrate on")

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     if "onnx" in BACKENDS:
         candidates["onnx"] = {"backend": "onnx"}
         candidates["auto"] = {"backend": "auto"}
-        # ORI and DESC quantised (backends/onnx_int8.py), DET as in fp32.
+        # DESC quantised (backends/onnx_int8.py), DET and ORI as in fp32.
         candidates["onnx-int8"] = {"backend": "onnx", "precision": "int8"}
         candidates["auto-int8"] = {"backend": "auto", "precision": "int8"}
     if torch.cuda.is_available():

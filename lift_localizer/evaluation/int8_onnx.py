@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "raw" / "webcam" / "chamonix"
 
@@ -68,9 +67,10 @@ def matches_kept(images: list[Path], pairs: int, max_keypoints: int) -> dict:
             "kept": kept, "kept_fraction": kept / max(counts32, 1)}
 
 
-def _on_numpy(backend) -> dict:
-    """A back end's ORI and DESC on numpy arrays."""
-    return {kind: (lambda x, f=getattr(backend, kind): f(torch.from_numpy(x)).numpy()) for kind in ("ori", "desc")}
+def _on_session(path: Path):
+    """A model as a function of (N, 1, 64, 64) patches, run in batches of 256 as the back end does."""
+    session = _session(path, threads=0)
+    return lambda x: np.concatenate([session.run(None, {"patches": x[i:i + 256]})[0] for i in range(0, len(x), 256)])
 
 
 def _session(path: Path, threads: int):
@@ -97,10 +97,9 @@ def time_models(models: dict[str, Path], patches: np.ndarray, threads: int, batc
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends import make_backend
     from ..backends.int8_calibration import calibration_batches, image_paths
     from ..backends.onnx_backend import ensure_export
-    from ..backends.onnx_int8 import KINDS, QUANT_FORMAT, QUANT_FORMATS, quantize_from_table
+    from ..backends.onnx_int8 import CALIBRATED, KINDS, QUANT_FORMAT, QUANT_FORMATS, quantize_from_table
     from ..features.extractors import reference_lift
     from ..weights import load_networks
 
@@ -110,33 +109,35 @@ def run(args: argparse.Namespace) -> int:
         return 2
     networks = load_networks()
     data = calibration_batches(images, patch_batch=256, max_patches=args.patches, reference=reference_lift, seed=1)
-    patches = {k: np.concatenate(data.batches[k]) for k in KINDS}
-    backends = {p: make_backend("onnx", networks, precision=p) for p in ("fp32", "int8")}
-    agree = network_agreement(*(_on_numpy(backends[p]) for p in ("fp32", "int8")), patches)
-    print(f"{args.images.name}, {len(data.images)} images; INT8 against FP32 on real keypoint patches:")
-    o, d = agree["ori"], agree["desc"]
-    print(f"  ORI  {o['patches']} patches: angle error median {o['angle_median_deg']:.2f}°, p95 "
-          f"{o['angle_p95_deg']:.2f}°, max {o['angle_max_deg']:.1f}°")
-    print(f"  DESC {d['patches']} patches: relative L2 error median {d['rel_l2_median']:.4f}, p95 {d['rel_l2_p95']:.4f}, "
-          f"max {d['rel_l2_max']:.4f}; own FP32 descriptor nearest {100 * d['self_nn']:.2f} %")
-    m = matches_kept(images, args.pairs, args.max_keypoints)
-    print(f"  LIFT (auto), {m['pairs']} image pairs, {args.max_keypoints} keypoints: FP32 {m['fp32_matches']} mutual-NN "
-          f"matches, INT8 {m['int8_matches']}; {m['kept']} of FP32's kept ({100 * m['kept_fraction']:.1f} %)")
+    patches = {k: np.concatenate(data.batches[k]) for k in CALIBRATED}
     directory, manifest = ensure_export(networks)
-    print(f"speed, ms per 1024 patches (fastest of {args.rounds} interleaved runs), FP32 / INT8 = ×:")
     with tempfile.TemporaryDirectory(prefix="lift-int8-") as tmp:
-        for kind in KINDS:
-            fp32 = directory / manifest["models"][kind]["file"]
-            models = {"fp32": fp32}
+        models = {}
+        for kind in CALIBRATED:
+            models[kind] = {"fp32": directory / manifest["models"][kind]["file"]}
             for fmt in QUANT_FORMATS:
-                models[fmt] = Path(tmp) / f"{kind}.{fmt}.onnx"
-                quantize_from_table(fp32, models[fmt], networks[kind], fmt)
+                models[kind][fmt] = Path(tmp) / f"{kind}.{fmt}.onnx"
+                quantize_from_table(models[kind]["fp32"], models[kind][fmt], networks[kind], fmt)
+        agree = network_agreement(*({k: _on_session(models[k][p]) for k in CALIBRATED} for p in ("fp32", QUANT_FORMAT)),
+                                  patches)
+        print(f"{args.images.name}, {len(data.images)} images; INT8 ({QUANT_FORMAT}) against FP32 on real keypoint patches:")
+        o, d = agree["ori"], agree["desc"]
+        print(f"  ORI  {o['patches']} patches: angle error median {o['angle_median_deg']:.2f}°, p95 "
+              f"{o['angle_p95_deg']:.2f}°, max {o['angle_max_deg']:.1f}°")
+        print(f"  DESC {d['patches']} patches: relative L2 error median {d['rel_l2_median']:.4f}, p95 "
+              f"{d['rel_l2_p95']:.4f}, max {d['rel_l2_max']:.4f}; own FP32 descriptor nearest {100 * d['self_nn']:.2f} %")
+        m = matches_kept(images, args.pairs, args.max_keypoints)
+        print(f"  LIFT (auto, precision int8: {', '.join(k.upper() for k in KINDS)} in INT8), {m['pairs']} image pairs, "
+              f"{args.max_keypoints} keypoints: FP32 {m['fp32_matches']} mutual-NN matches, INT8 {m['int8_matches']}; "
+              f"{m['kept']} of FP32's kept ({100 * m['kept_fraction']:.1f} %)")
+        print(f"speed, ms per 1024 patches (fastest of {args.rounds} interleaved runs), FP32 / INT8 = ×:")
+        for kind in CALIBRATED:
             for threads in args.threads:
                 for batch in args.batches:
-                    t = time_models(models, patches[kind][:1024], threads, batch, args.rounds)
+                    t = time_models(models[kind], patches[kind][:1024], threads, batch, args.rounds)
                     print(f"  {kind:4s} threads {threads} batch {batch:4d}: fp32 {t['fp32']:6.1f}  " + "  ".join(
-                        f"{fmt} {t[fmt]:6.1f} (×{t['fp32'] / t[fmt]:.2f})" for fmt in QUANT_FORMATS))
-    print(f"(the back end runs {QUANT_FORMAT})")
+                            f"{fmt} {t[fmt]:6.1f} (×{t['fp32'] / t[fmt]:.2f})" for fmt in QUANT_FORMATS))
+    print(f"(precision int8 runs {', '.join(k.upper() for k in KINDS)} in {QUANT_FORMAT})")
     return 0
 
 

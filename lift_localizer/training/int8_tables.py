@@ -41,7 +41,7 @@ def record_tables(images: Path, weights: dict[str, str], max_images: int = 40) -
     """Write ``<stem>.int8.json`` for ORI and DESC from patches of ``images``; their paths."""
     from ..backends.int8_calibration import calibration_batches
     from ..backends.onnx_backend import ensure_export
-    from ..backends.onnx_int8 import KINDS, table_path, write_table
+    from ..backends.onnx_int8 import CALIBRATED, table_path, write_table
     from ..features.extractors import reference_lift
     from ..weights import LIFT_WEIGHTS, load_networks
 
@@ -54,7 +54,7 @@ def record_tables(images: Path, weights: dict[str, str], max_images: int = 40) -
     print(f"calibration data: {data.summary()}", file=sys.stderr)
     source = f"{images.name}: {len(data.images)} images"
     written = {}
-    for kind in KINDS:
+    for kind in CALIBRATED:
         path = table_path(networks[kind])
         write_table(directory / manifest["models"][kind]["file"], data.batches[kind], networks[kind], path, source)
         written[kind] = path
