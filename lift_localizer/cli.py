@@ -92,7 +92,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub) -> None:
-    from .demo import SYNTHETIC_MAX_KEYPOINTS
+    from .synthetic import SYNTHETIC_MAX_KEYPOINTS
     from .features.extractors import EXTRACTORS
 
     p = sub.add_parser("demo", help="build a map and localize against it, LIFT beside SIFT; print the errors",

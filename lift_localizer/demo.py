@@ -22,11 +22,7 @@ from .evaluation.evaluate import evaluate, print_results
 from .geometry.camera import Camera
 from .mapping.build import build_map
 from .mapping.frames import Frame
-from .synthetic import room_sequence
-
-# The synthetic room's budget, half the commands' (feature_defaults): its views are small (480×360 by
-# default) and the demo is meant to run in about a minute on 2 cores (README).
-SYNTHETIC_MAX_KEYPOINTS = 1000
+from .synthetic import SYNTHETIC_MAX_KEYPOINTS, room_sequence
 
 
 def synthetic_frames(out: Path, num_mapping: int, num_query: int, image_size: tuple[int, int]):

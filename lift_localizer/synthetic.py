@@ -285,6 +285,11 @@ def look_at(position: np.ndarray, target: np.ndarray, down: np.ndarray | None = 
     return T
 
 
+# The room's keypoint budget in the demo, half the commands' (commands.feature_defaults): its views are
+# small (480×360 by default) and the demo is meant to run in about a minute on 2 cores (README).
+SYNTHETIC_MAX_KEYPOINTS = 1000
+
+
 def room_sequence(num_mapping: int = 12, num_query: int = 6, radius: float = 0.8,
                   image_size: tuple[int, int] = (360, 480), seed: int = 0):
     """A posed sequence inside ``room()``: mapping cameras on a circle looking outwards at evenly

@@ -38,10 +38,5 @@ def test_help_imports_no_ros(help_all):
     assert "rclpy" not in help_all["imported"]
 
 
-# strict: once the parsers read nothing from a module that imports torch, this passes and the mark must go.
-@pytest.mark.xfail(strict=True, reason="parsers read defaults and choices from modules that import torch at their "
-                   "top: localization/localizer.py (default_conf), features/extractors/lift.py (EXTRACTORS), "
-                   "backends/ through weights/ (BACKEND_NAMES; tensorrt_backend's PRECISIONS), "
-                   "evaluation/benchmark.py, evaluation/feature_quality.py, training/det_stable.py, nets/netvlad.py")
 def test_help_imports_no_torch(help_all):
     assert "torch" not in help_all["imported"]

@@ -93,7 +93,8 @@ def test_orb_refuses_bad_input_and_options():
 @pytest.mark.parametrize("name", list(EXTRACTORS))
 def test_every_registered_extractor_gives_its_declared_descriptors(name):
     cls = extractor_class(name)
-    assert cls.name == name and set(cls.default_conf) <= cls.options
+    # The registry knows the size without importing the class: it must be the class's own.
+    assert cls.name == name and set(cls.default_conf) <= cls.options and cls.descriptor_size == descriptor_size(name)
     ex = make_extractor(name, {"max_keypoints": 200})
     f = ex(texture(160))
     assert isinstance(f, Features) and 0 < len(f) <= 200

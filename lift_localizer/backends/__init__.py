@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from typing import TYPE_CHECKING
 
-from ..weights import LoadedNetwork
+from .names import BACKEND_NAMES, EXPORT_BACKENDS  # noqa: F401 — re-exported: the names live there, torch-free
 
-
-# Every back end, installed here or not: the one list the command line's --backend and the node's
-# `backend` parameter offer, so that one that cannot run here is refused with the reason
-# (``unavailable``) instead of missing from the choices.
-BACKEND_NAMES = ("auto", "torch", "onnx", "tensorrt")
-# The back ends that run exported models (`lift-localizer export --backend`).
-EXPORT_BACKENDS = ("onnx", "tensorrt")
+if TYPE_CHECKING:  # annotations only: importing weights imports torch, which naming a back end must not
+    from ..weights import LoadedNetwork
 
 
 class BackendUnavailable(ValueError):
@@ -50,7 +46,14 @@ def available_backends() -> tuple[str, ...]:
     return tuple(name for name in BACKEND_NAMES if unavailable(name) is None)
 
 
-BACKENDS = available_backends()
+def __getattr__(name: str) -> tuple[str, ...]:
+    # BACKENDS, the back ends that can run here, is worked out on first use and kept: trying
+    # TensorRT imports torch and trying onnx imports onnxruntime, which naming a back end must not.
+    if name == "BACKENDS":
+        if name not in globals():
+            globals()[name] = available_backends()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SplitBackend:
@@ -82,7 +85,7 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
         raise BackendUnavailable(why)
     if name == "auto":
         if not on_cpu:
-            if "tensorrt" in BACKENDS and det_conv in (None, "auto"):
+            if "tensorrt" in __getattr__("BACKENDS") and det_conv in (None, "auto"):
                 try:
                     return _tensorrt(networks, model_dir, precision)
                 except (RuntimeError, ValueError, OSError, ImportError) as e:
@@ -92,7 +95,7 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
                                   f"runs on the torch back end on {device} instead (backend tensorrt raises this "
                                   "error instead of falling back)", RuntimeWarning, stacklevel=2)
             name = "torch"
-        elif "onnx" in BACKENDS:
+        elif "onnx" in __getattr__("BACKENDS"):
             # DET stays in float32 on torch whatever the precision: int8 is DESC's.
             return SplitBackend(make_backend("torch", networks, device, batch_size, det_conv=det_conv,
                                              det_tolerance=det_tolerance),

@@ -44,11 +44,11 @@ from . import cuda_memory
 from .tensorrt_runtime import TensorRTError, available, write_atomic
 from .export import read_manifest
 from ..weights import file_sha256
+from .names import ENGINE_PRECISIONS as PRECISIONS
 
 log = logging.getLogger(__name__)
 
 NETWORKS = ("det", "ori", "desc")
-PRECISIONS = ("fp16", "fp32", "int8")
 PATCH_SHAPE = (1, 64, 64)
 DET_MARGIN = 24  # DET's 25×25 convolution without padding: output = input - 24 per side
 # Bumped when the build settings below change, so that engines built with the old ones are not reused.

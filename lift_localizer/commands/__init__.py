@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import re
 import sys
 import textwrap
+from pathlib import Path
+
+from ..backends.names import BACKEND_NAMES, PRECISIONS
 
 # Descriptions often are module docstrings, written for Sphinx: help shows their code as `x`.
 _REST = re.compile(r"``(.+?)``|:[a-z]+(?::[a-z]+)?:`~?(.+?)`", re.S)
@@ -14,6 +19,13 @@ _BULLET = re.compile(r"^\s*[-*] ")
 def plain(text: str) -> str:
     """``x`` and :role:`x` (reST) as `x`."""
     return _REST.sub(lambda m: f"`{m.group(1) or m.group(2)}`", text)
+
+
+def module_doc(module: str) -> str | None:
+    """The docstring of ``module`` (a command's description), read from its source without running it:
+    the modules that measure and train import torch, which a command's --help must not."""
+    spec = importlib.util.find_spec(module)
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")), clean=False)
 
 
 def _shown(default: object) -> str:
@@ -72,15 +84,13 @@ class Parser(argparse.ArgumentParser):
 def feature_defaults() -> dict:
     """The keypoint budget, back end and torch device that every command defaults to: the
     localizer's (the node's too), so that maps, extracted features and queries agree unless told."""
-    from ..localization.localizer import default_conf
+    from ..localization.options import default_conf
 
     return {k: default_conf[k] for k in ("max_keypoints", "backend", "device", "precision")}
 
 
 def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypoints_help: str) -> None:
     """--max-keypoints, --backend, --device and --precision, with the defaults of ``feature_defaults``."""
-    from ..backends import BACKEND_NAMES
-
     defaults = feature_defaults()
     p.add_argument("--max-keypoints", type=positive_int, default=defaults["max_keypoints"], metavar="N",
                    help=keypoints_help)
@@ -109,10 +119,6 @@ def add_room_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
                    help="synthetic room: views localized against the map")
     p.add_argument("--width", type=positive_int, default=480, help="synthetic room: image width in pixels")
     p.add_argument("--height", type=positive_int, default=360, help="synthetic room: image height in pixels")
-
-
-# The precisions a user can name; which back end runs which is checked where it is made (backends.make_backend).
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def backend_error(name: str) -> int | None:
@@ -159,7 +165,7 @@ def add_bag_topics(p: argparse.ArgumentParser, with_pose: bool) -> None:
 def localizer_options(p: argparse.ArgumentParser) -> None:
     from ..nets.presets import PRESETS
     from ..localization.absolute_pose import SOLVERS
-    from ..localization.localizer import default_conf
+    from ..localization.options import default_conf
 
     g = p.add_argument_group("localization")
     add_lift_options(g, "query keypoint budget")
@@ -193,6 +199,6 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
 
 def localizer_conf(args: argparse.Namespace) -> dict:
     """The ``Localizer`` options the command line gives (named as in its ``default_conf``)."""
-    from ..localization.localizer import conf_from
+    from ..localization.options import conf_from
 
     return conf_from(vars(args))

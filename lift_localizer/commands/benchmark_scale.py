@@ -1,14 +1,16 @@
 """The parser of ``benchmark-scale``; the measurement lives in ``evaluation/benchmark_scale.py``."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from . import add_bag_topics, add_room_options, localizer_options, positive_int
+from . import add_bag_topics, add_room_options, localizer_options, module_doc, positive_int
 
 
 def add(sub) -> None:
-    from ..evaluation.benchmark_scale import __doc__ as doc, run
     from ..features.extractors import EXTRACTORS
+
+    doc = module_doc("lift_localizer.evaluation.benchmark_scale")
 
     p = sub.add_parser("benchmark-scale", help="map load time, memory, query latency and recall at 1000 to 100 000 "
                                                "map images", description=doc)
@@ -36,3 +38,10 @@ def add(sub) -> None:
     add_bag_topics(p, with_pose=True)
     # None: the room's budget (the demo's) without --map, the commands' with it.
     p.set_defaults(func=run, max_keypoints=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    # The measurement imports torch (through the map and retrieval): only when the command runs.
+    from ..evaluation.benchmark_scale import run as measure
+
+    return measure(args)

@@ -1,19 +1,26 @@
 """The parsers of ``benchmark``, ``benchmark-node`` and ``evaluate-features``; what they measure
-lives in ``evaluation/`` and is imported when the command runs its parser's set-up."""
+lives in ``evaluation/`` and imports torch, so it is imported only when the command runs."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from . import add_bag_topics, positive_float, positive_int
+from . import add_bag_topics, module_doc, positive_float, positive_int
 
 
 def add_benchmark(sub) -> None:
-    from ..evaluation.benchmark import __doc__ as doc, add_arguments, run
+    from ..evaluation.benchmark_options import add_arguments
 
     p = sub.add_parser("benchmark", help="per-stage latency per back end, operation counts, fraction of peak",
-                       description=doc)
+                       description=module_doc("lift_localizer.evaluation.benchmark"))
     add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_benchmark)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from ..evaluation.benchmark import run
+
+    return run(args)
 
 
 def add_benchmark_node(sub) -> None:
@@ -45,10 +52,8 @@ def add_benchmark_node(sub) -> None:
 
 
 def add_evaluate_features(sub) -> None:
-    from ..evaluation.feature_quality import __doc__ as doc, run
-
     p = sub.add_parser("evaluate-features", help="LIFT beside SIFT: repeatability, matching, DESC vs the released one",
-                       description=doc)
+                       description=module_doc("lift_localizer.evaluation.feature_quality"))
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data", metavar="DIR",
                    help="shared data folder with the Webcam and ScanNet test sets (default: ../shared/data beside "
                         "the repository)")
@@ -62,4 +67,10 @@ def add_evaluate_features(sub) -> None:
                    help="longer image side for the ScanNet pairs (default 640: SuperGlue's 640x480 protocol; "
                         "keypoints are scaled back, so K stays the full-resolution one)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON here")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_evaluate_features)
+
+
+def run_evaluate_features(args: argparse.Namespace) -> int:
+    from ..evaluation.feature_quality import run
+
+    return run(args)

@@ -8,8 +8,7 @@ from . import fail, log, positive_int
 
 
 def add(sub) -> None:
-    from ..backends import EXPORT_BACKENDS
-    from ..backends.tensorrt_backend import PRECISIONS
+    from ..backends.names import ENGINE_PRECISIONS, EXPORT_BACKENDS
 
     p = sub.add_parser(
         "export", help="ONNX models of DET, ORI, DESC and NetVLAD with a manifest (and TensorRT engines)",
@@ -26,7 +25,7 @@ def add(sub) -> None:
     p.add_argument("--backend", choices=EXPORT_BACKENDS, default="onnx",
                    help="onnx: the ONNX models only; tensorrt: also build the TensorRT engines now "
                         "(needs TensorRT and a CUDA GPU)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+    p.add_argument("--precision", choices=ENGINE_PRECISIONS, default="fp16",
                    help="precision of the TensorRT engines; int8 with --backend onnx: also DESC quantised "
                         "for ONNX Runtime on the CPU, into DIR/int8 (from the calibration tables shipped with the weights)")
     p.add_argument("--calibration-images", type=Path, default=None, metavar="IMAGES",

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from . import fail
 
 
 def add(sub) -> None:
-    from ..weights import WEIGHTS_DIR
+    # Where the package's weights folder is, asked of the import system: importing it imports torch.
+    weights_dir = Path(importlib.util.find_spec("lift_localizer.weights").origin).resolve().parent
 
     p = sub.add_parser(
         "initial-weights", help="write the untrained starting weights that training starts from",
@@ -20,7 +22,7 @@ def add(sub) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisations (ORI, DESC)")
     p.add_argument("--overwrite-shipped", action="store_true",
-                   help=f"allow --output to be the package's weights folder ({WEIGHTS_DIR}), replacing the "
+                   help=f"allow --output to be the package's weights folder ({weights_dir}), replacing the "
                         "trained weights that ship there")
     p.set_defaults(func=run)
 

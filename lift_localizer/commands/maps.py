@@ -11,7 +11,7 @@ from . import add_bag_topics, add_precision_option, fail, log, positive_int
 
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
-    from ..mapping.build import default_conf
+    from ..mapping.options import default_conf
 
     p = sub.add_parser(
         "build-map", help="build a map from posed images (rosbag2, COLMAP, TUM, KITTI, NeRF)",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import fail, log, positive_int
+from . import fail, log, module_doc, positive_int
 
 
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS, descriptor_size
-    from ..nets.netvlad import INPUT_DIM
+    from ..nets.settings import NETVLAD_INPUT_DIM
 
     p = sub.add_parser("train", help="train networks (desc, ori, det, joint, det-stable, netvlad)",
                        description="Train LIFT's networks in the paper's order (desc, then ori, then det; then "
@@ -27,8 +27,8 @@ def add(sub) -> None:
                     "Rebuild maps afterwards so they hold the new global descriptors.")
     n.add_argument("--maps", nargs="+", required=True, type=Path, metavar="MAP_DIR",
                    help="maps built with known poses (build-map), whose stored local descriptors it trains on")
-    # NetVLAD's architecture aggregates INPUT_DIM-D descriptors: other extractors (ORB's 256 bits) have none.
-    n.add_argument("--features", choices=[f for f in EXTRACTORS if descriptor_size(f) == INPUT_DIM], default="lift",
+    # NetVLAD's architecture aggregates NETVLAD_INPUT_DIM-D descriptors: other extractors (ORB's 256 bits) have none.
+    n.add_argument("--features", choices=[f for f in EXTRACTORS if descriptor_size(f) == NETVLAD_INPUT_DIM], default="lift",
                    help="the local features NetVLAD aggregates (each map's own, or its alternate of that name)")
     n.add_argument("--output", type=Path, default=None, metavar="STEM",
                    help="weights stem (default: lift_localizer/weights/netvlad_FEATURES)")
@@ -47,9 +47,9 @@ def add(sub) -> None:
 
 
 def add_det_stable(nets) -> None:
-    from ..training.det_stable import __doc__ as text
-    from ..training.det_stable import default_conf
+    from ..training.det_stable_conf import default_conf
 
+    text = module_doc("lift_localizer.training.det_stable")
     q = nets.add_parser("det-stable", help="DET ranking illumination-stable keypoints first (TILDE's principle; "
                         "the shipped DET)", description=text)
     q.add_argument("--output", required=True, type=Path, metavar="STEM",

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..features.extractors import DEFAULT_MAX_KEYPOINTS, conf_for, make_extractor
+from ..features.extractors import conf_for, make_extractor
 from ..images import ImageError, to_gray
 from ..features.types import Features
 from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
@@ -28,23 +28,7 @@ from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatibl
 from ..weights import paths_for
 from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
-
-default_conf = {
-    # The queries' budget: a map holds as many keypoints per image as the images localized against it.
-    "max_keypoints": DEFAULT_MAX_KEYPOINTS,
-    # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
-    "upright": False,
-    # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
-    "precision": None,
-    # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
-    "num_neighbours": 8,
-    "max_view_angle_deg": 75.0,
-    "ratio": 0.9,
-    # Matches farther than this (Sampson distance, pixels) from the epipolar lines of the known poses are dropped.
-    "epipolar_threshold_px": 4.0,
-    "min_pair_matches": 8,
-    "keep_two_view_tracks": True,
-}
+from .options import default_conf
 
 
 class MapBuildError(ValueError):

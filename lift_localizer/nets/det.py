@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .layers import ghh
+from .settings import START_SIGMA_FACTOR  # noqa: F401 — re-exported: DET's untrained start
 
 ARCHITECTURE = "lift-det-v1"
 FILTER_SIZE = 25
@@ -19,10 +20,6 @@ NUM_MAX = 4
 # Half the width of LIFT's 48-pixel detector input: the scale space resizes the image for scale s
 # by HALF_WINDOW / (12 s), LIFT's 23.5 / (12 s) (see scale_space.py).
 HALF_WINDOW = (48 - 1) / 2.0
-# The untrained start (weights/initial.py) and DET training's default start (training/det_stable.py):
-# |LoG| of this × the keypoint scale. 1.1 was chosen on the validation webcam (mexico): repeatability
-# 0.593 → 0.610 and matching precision 0.554 → 0.558 from 1.0, while 1.2 and more lowered precision.
-START_SIGMA_FACTOR = 1.1
 
 
 class DET(nn.Module):

@@ -17,12 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .settings import NETVLAD_INPUT_DIM as INPUT_DIM
 
 ARCHITECTURE = "netvlad-k32-d128-pca256-v1"
-
-
-# The local descriptors' size the shipped architecture aggregates (LIFT's DESC and RootSIFT).
-INPUT_DIM = 128
 
 
 class NetVLAD(nn.Module):

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from .det import HALF_WINDOW
 # The level sets are plain data in the torch-free presets.py, which parsers read without torch.
 from .presets import DEFAULT_LEVELS, PAPER_LEVELS  # noqa: F401
-
-SUPPORT_PER_SCALE = 12.0  # descriptor support (full width) in pixels per unit of scale
+from .settings import SUPPORT_PER_SCALE
 
 
 def paper_scales(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backends import BACKEND_NAMES, BACKENDS, unavailable
+from .. import backends
+from ..backends import BACKEND_NAMES, unavailable
 from ..images import MAX_IMAGE_SIDE
 from ..features.extractors import EXTRACTORS
 from ..nets.presets import PRESETS
-from ..localization.localizer import conf_from
-from ..localization.localizer import default_conf as localizer_defaults
+from ..localization.options import conf_from
+from ..localization.options import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
 
 
@@ -117,7 +118,8 @@ def check(name: str, value) -> str | None:
         return f"{name} must be a string, not {value!r}"
     if p.choices and value not in p.choices:
         return f"{name} = {value!r}: choose one of {', '.join(p.choices)}"
-    if name == "backend" and value not in BACKENDS:
+    # backends.BACKENDS is worked out on first use (it imports onnxruntime, TensorRT and torch).
+    if name == "backend" and value not in backends.BACKENDS:
         return f"backend {value!r} is not available here: {unavailable(value)}"
     if name == "device" and not (value == "cpu" or value.startswith("cuda")):
         return f"device {value!r}: use cpu or cuda[:N]"

@@ -6,7 +6,7 @@ import math
 import sys
 from pathlib import Path
 
-from ..nets.scale_space import SUPPORT_PER_SCALE
+from ..nets.settings import SUPPORT_PER_SCALE
 
 SPLITS_FILE = Path(__file__).with_name("splits.json")
 SPLIT_SECTION = "lift"

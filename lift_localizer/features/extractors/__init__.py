@@ -21,34 +21,58 @@ of the package asks of it, instead of comparing names:
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 from .common import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE_MAX, _rescale, _resize, processed_size
-from .lift import LiftExtractor, reference_lift
-from .orb import OrbExtractor
-from .sift import SiftExtractor
 
 __all__ = ["DEFAULT_MAX_KEYPOINTS", "DEFAULT_RESIZE_MAX", "EXTRACTORS", "LiftExtractor", "OrbExtractor",
            "SiftExtractor", "conf_for", "descriptor_size", "extractor_class", "make_extractor", "processed_size",
            "reference_lift", "_rescale", "_resize"]
 
-# The registry: name → class. A new extractor is a module beside these and one line here.
-EXTRACTORS: dict[str, type] = {
-    "lift": LiftExtractor,
-    "sift": SiftExtractor,
-    "orb": OrbExtractor,
+
+@dataclass(frozen=True)
+class Registered:
+    """An extractor as the registry knows it before its class is imported (LIFT's imports torch,
+    which the command line's choices must not): where the class is, and its descriptor size."""
+    module: str             # the module beside this one that defines the class
+    class_name: str
+    descriptor_size: int    # the class's own, checked against it by tests/test_orb.py
+
+
+# The registry: name → where its class is. A new extractor is a module beside these and one line here.
+EXTRACTORS: dict[str, Registered] = {
+    "lift": Registered("lift", "LiftExtractor", 128),
+    "sift": Registered("sift", "SiftExtractor", 128),
+    "orb": Registered("orb", "OrbExtractor", 256),
 }
+# Names the package offers from here whose modules import only when asked for.
+_LAZY = {"LiftExtractor": "lift", "reference_lift": "lift", "SiftExtractor": "sift", "OrbExtractor": "orb"}
 
 
-def extractor_class(name: str) -> type:
-    """The registered class of features ``name``; ValueError naming the known ones otherwise."""
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _registered(name: str) -> Registered:
     try:
         return EXTRACTORS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown features {name!r}; choose from {', '.join(EXTRACTORS)}") from None
 
 
+def extractor_class(name: str) -> type:
+    """The registered class of features ``name`` (its module imported now); ValueError naming the
+    known ones otherwise."""
+    entry = _registered(name)
+    return getattr(importlib.import_module(f".{entry.module}", __name__), entry.class_name)
+
+
 def descriptor_size(name: str) -> int:
-    """D of the (N, D) descriptors of features ``name``."""
-    return int(extractor_class(name).descriptor_size)
+    """D of the (N, D) descriptors of features ``name``, without importing its class."""
+    return _registered(name).descriptor_size
 
 
 def conf_for(name: str, conf: dict) -> dict:

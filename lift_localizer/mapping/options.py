@@ -1,0 +1,23 @@
+"""Map building's options and their defaults, as plain data: no torch, so that ``build-map``'s
+parser reads them (and ``lift-localizer --help`` runs) without importing it. ``build.build_map``
+takes a dict of these."""
+from __future__ import annotations
+
+from ..features.extractors import DEFAULT_MAX_KEYPOINTS
+
+default_conf = {
+    # The queries' budget: a map holds as many keypoints per image as the images localized against it.
+    "max_keypoints": DEFAULT_MAX_KEYPOINTS,
+    # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
+    "upright": False,
+    # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
+    "precision": None,
+    # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
+    "num_neighbours": 8,
+    "max_view_angle_deg": 75.0,
+    "ratio": 0.9,
+    # Matches farther than this (Sampson distance, pixels) from the epipolar lines of the known poses are dropped.
+    "epipolar_threshold_px": 4.0,
+    "min_pair_matches": 8,
+    "keep_two_view_tracks": True,
+}
