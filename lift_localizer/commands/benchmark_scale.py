@@ -27,6 +27,8 @@ def add(sub) -> None:
                    help="queries localized per size (the real ones in turn); the recall counts each real one once")
     p.add_argument("--descriptor-noise", type=float, default=0.5, metavar="F",
                    help="each copy's descriptors are moved by F × their length in a random direction")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="threads of the measured process (torch, faiss, BLAS); 0: as many as they choose")
     p.add_argument("--seed", type=int, default=0, help="seed of the copies' transforms and noise")
     p.add_argument("--work", type=Path, default=None, metavar="DIR",
                    help="where the maps are written (one at a time, removed after their measurement; default: the "

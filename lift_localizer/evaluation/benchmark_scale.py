@@ -9,13 +9,16 @@ poses and points), written with the normal map writer, and measured in a process
 that sizes do not share memory: the time ``load_map`` and the ``Localizer`` take, the resident
 memory after loading and after the queries, the median time of retrieval + matching + PnP per query
 (the queries' features are extracted once, beforehand), and the recall at (0.25 m, 2°) of the real
-queries against their ground truth. The resident memory includes the extractor's networks, loaded
+queries against their ground truth. The time per query is given as wall time and as the process's
+CPU time (all its threads); ``--threads`` bounds the thread pools of the measured process (torch,
+faiss, BLAS), so that the sizes compare without other work on the machine deciding the result. The resident memory includes the extractor's networks, loaded
 before the map as a node has them; ``rss_mb_before_load`` is that part.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,19 +128,21 @@ def measure(map_dir: Path, queries: Path, conf: dict, num_queries: int) -> dict:
         cams = [Camera.from_dict(json.loads(f[n].attrs["camera"])) for n in names]
         truths = [np.asarray(f[n].attrs["T_map_camera"]) for n in names]
     feats = [read_features(queries, n) for n in names]
-    latencies, correct = [], []
+    latencies, cpu, correct = [], [], []
     for k in range(num_queries):
         j = k % len(names)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = localizer.localize_features(feats[j], cams[j])
         latencies.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         if k < len(names):
             dt, dr = pose_error(result.T_map_camera, truths[j]) if result.success else (np.inf, np.inf)
             correct.append(dt <= RECALL_M and dr <= RECALL_DEG)
     return {"images": len(m.images), "points": len(m.point_ids), "load_s": load_s,
             "rss_mb_before_load": rss_before, "rss_mb_loaded": rss_loaded, "rss_mb_after_queries": resident_mb(),
             "cache_images": len(m.cache), "cache_mb": m.cache.nbytes / 1e6,
-            "latency_ms_median": 1000 * float(np.median(latencies)), "queries": num_queries,
+            "latency_ms_median": 1000 * float(np.median(latencies)), "cpu_ms_median": 1000 * float(np.median(cpu)),
+            "queries": num_queries,
             "recall_0.25m_2deg": float(np.mean(correct)) if correct else float("nan"),
             "retrieval": localizer.retrieval.name}
 
@@ -147,8 +152,11 @@ def _child(spec: dict) -> dict:
     code = ("import json, sys\nfrom lift_localizer.evaluation.benchmark_scale import measure\nfrom pathlib import Path\n"
             "s = json.loads(sys.argv[1])\n"
             "print(json.dumps(measure(Path(s['map']), Path(s['queries']), s['conf'], s['num_queries'])))")
+    env = dict(os.environ)
+    if spec.get("threads"):   # torch's, faiss's and BLAS's thread pools
+        env.update(OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
     p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                       timeout=CHILD_TIMEOUT_S)
+                       timeout=CHILD_TIMEOUT_S, env=env)
     if p.returncode != 0 or not p.stdout.strip():
         raise RuntimeError(f"the measurement of {spec['map']} failed (exit {p.returncode}):\n{p.stderr.strip()[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -197,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             ReplicatedMap(base, size, args.descriptor_noise, args.seed).write(directory, log)
             written_s, disk = time.perf_counter() - t, _disk_mb(directory)
             row = _child({"map": str(directory), "queries": str(work / QUERIES_FILE), "conf": conf,
-                          "num_queries": args.queries})
+                          "num_queries": args.queries, "threads": args.threads})
             row.update(write_s=written_s, disk_mb=disk)
             shutil.rmtree(directory, ignore_errors=True)
             rows.append(row)
@@ -205,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'images':>8} {'points':>10} {'load s':>7} {'RSS MB loaded':>14} {'after queries':>14} "
-          f"{'cache MB':>9} {'latency ms':>11} {'× first':>8} {'recall':>7}")
+          f"{'cache MB':>9} {'latency ms':>11} {'× first':>8} {'CPU ms':>7} {'× first':>8} {'recall':>7}")
     for row in rows:
         print(_line(row, rows[0]))
     if args.json:
@@ -216,4 +224,5 @@ def run(args: argparse.Namespace) -> int:
 def _line(row: dict, first: dict) -> str:
     return (f"{row['images']:>8} {row['points']:>10} {row['load_s']:>7.2f} {row['rss_mb_loaded']:>14.0f} "
             f"{row['rss_mb_after_queries']:>14.0f} {row['cache_mb']:>9.0f} {row['latency_ms_median']:>11.1f} "
-            f"{row['latency_ms_median'] / first['latency_ms_median']:>8.2f} {row['recall_0.25m_2deg']:>7.2f}")
+            f"{row['latency_ms_median'] / first['latency_ms_median']:>8.2f} {row['cpu_ms_median']:>7.1f} "
+            f"{row['cpu_ms_median'] / first['cpu_ms_median']:>8.2f} {row['recall_0.25m_2deg']:>7.2f}")
