@@ -73,11 +73,12 @@ def main() -> int:
         t_a.append(err_a[:, 0])
         t_b.append(err_b[:, 0])
         print(f"  {report.name} ({len(err_a)} queries): " + "   ".join(cells))
-    print(f"pooled over {sum(len(t) for t in t_a)} queries of {len(a.reports)} reports "
-          "(recall difference and its bootstrap 95 % interval):")
+    print(f"pooled over {sum(len(t) for t in t_a)} queries of {len(a.reports)} reports (won / lost / tied, both "
+          "recalls, their difference and its bootstrap 95 % interval):")
     for k, pairs in enumerate(per_fraction):
         row = paired_row(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]), (k, k))
         print(f"  ({100 * SCENE_FRACTIONS[k]:g} % of D, {degrees[k]:g}°): {row.won} / {row.lost} / {row.tied}   "
+              f"{row.recall_a:.3f} vs {row.recall_b:.3f}   "
               f"{100 * row.difference:+.1f} % [{100 * row.low:+.1f}, {100 * row.high:+.1f}]   {row.verdict}")
     ratio, both = error_ratio(np.concatenate(t_a), np.concatenate(t_b))
     if ratio is not None:

@@ -55,12 +55,12 @@ class PairedComparison:
     error_ratio: tuple[float, float, float] | None
 
     def lines(self) -> list[str]:
-        out = [f"{self.a} vs {self.b}, paired on {self.num_queries} queries (won / lost / tied, recall "
-               f"difference and its bootstrap 95 % interval):"]
+        out = [f"{self.a} vs {self.b}, paired on {self.num_queries} queries (won / lost / tied, both recalls, "
+               f"their difference and its bootstrap 95 % interval):"]
         for r in self.rows:
             t, d = r.threshold, r.difference
-            out.append(f"  ({t[0]:g} m, {t[1]:g}°): {r.won} / {r.lost} / {r.tied}   "
-                       f"{100 * d:+.1f} % [{100 * r.low:+.1f}, {100 * r.high:+.1f}]   {r.verdict}")
+            out.append(f"  ({t[0]:g} m, {t[1]:g}°): {r.won} / {r.lost} / {r.tied}   {r.recall_a:.3f} vs "
+                       f"{r.recall_b:.3f}   {100 * d:+.1f} % [{100 * r.low:+.1f}, {100 * r.high:+.1f}]   {r.verdict}")
         if self.error_ratio is not None:
             g, lo, hi = self.error_ratio
             out.append(f"  translation error {self.a} / {self.b}: ×{g:.2f} [{lo:.2f}, {hi:.2f}] "
