@@ -13,16 +13,17 @@ renamed into place), checked on every load against the hashes its manifest recor
 where a cached one changed and refused where a ``model_dir``'s changed.
 
 What is quantised, measured (docs/benchmarks.md, ``python -m lift_localizer.evaluation.int8_onnx``):
-only the convolutions whose inputs have many channels, DESC's conv2 and conv3 (45.8 of its 51.1
+only the convolutions whose inputs have many channels, DESC's conv2 and conv3 (45.7 of its 51.0
 MMAC per patch). ORI has a table and an INT8 model too (its conv2 and conv3), measured beside
-DESC, but ``precision: int8`` runs ORI in FP32: its INT8 model is no faster (0.7–1.3× FP32 over
+DESC, but ``precision: int8`` runs ORI in FP32: its INT8 model is no faster (0.74–1.08× FP32 over
 thread counts and batch sizes) and turns its angles (1.3° at the 95th percentile), which cost
-queries on kitti_seq1 at (5 cm, 5°) that INT8 DESC alone does not. Quantising DESC's conv1 (one input channel) as well
-made DESC slower than FP32: the dequantisation of its 58×58×32 output, the Tanh that no longer
-fuses into the convolution and the layout transposes cost more than its INT8 convolution saves.
-Weights per output channel (``per_channel``), activations asymmetric uint8 with int8 weights
-(ONNX Runtime's recommendation for x86 with VNNI), QOperator format (QLinearConv), which ran
-faster than QDQ here.
+queries on kitti_seq1 at (5 cm, 5°) that INT8 DESC alone does not. DESC's conv1 (one input
+channel) stays in float: quantised, the dequantisation of its 58×58×32 output, the Tanh that no
+longer fuses into the convolution and the layout transposes cost more than its INT8 convolution
+saves. Weights per output channel (``per_channel``), activations asymmetric uint8 with int8
+weights (ONNX Runtime's recommendation for x86 with VNNI), QOperator format (QLinearConv in the
+graph as written; QDQ, which relies on ONNX Runtime fusing its Q/DQ pairs, runs DESC at the same
+speed within noise).
 """
 from __future__ import annotations
 
