@@ -41,8 +41,9 @@ PARAMS: tuple[Param, ...] = (
     Param("features", "", f"which of the map's feature sets ({', '.join(EXTRACTORS)}); empty: the map's own",
           choices=("", *EXTRACTORS), reload=True),
     Param("backend", _L["backend"], "where LIFT's networks run", choices=BACKEND_NAMES, reload=True),
-    Param("precision", "", "network precision; empty: the back end's default (fp32, TensorRT fp16); int8 needs "
-          "TensorRT and a calibration (`lift-localizer export --precision int8`)", choices=("", "fp32", "fp16", "int8"),
+    Param("precision", "", "network precision; empty: the back end's default (fp32, TensorRT fp16); int8: on the "
+          "CPU DESC quantised on ONNX Runtime, on a GPU TensorRT with a calibration (`lift-localizer export "
+          "--precision int8`)", choices=("", "fp32", "fp16", "int8"),
           reload=True),
     Param("device", _L["device"], "torch device for the torch back end (cpu, cuda, cuda:1, …)", reload=True),
     Param("max_keypoints", _L["max_keypoints"], "keypoint budget per image", low=50, high=20000, reload=True),
