@@ -82,7 +82,7 @@ def test_lift_with_onnx_back_end_gives_the_same_features(exported, tmp_path, mon
 
 
 def test_export_of_other_weights_is_refused(exported, tmp_path):
-    from lift_localizer.backends.onnx_backend import ensure_export
+    from lift_localizer.backends.onnx_cache import ensure_export
 
     out, manifest, networks = exported
     bad = json.loads((out / "manifest.json").read_text())
@@ -99,7 +99,7 @@ def test_changed_export_is_exported_again_in_the_cache_and_refused_elsewhere(exp
     import shutil
 
     from lift_localizer.backends.export import changed_models
-    from lift_localizer.backends.onnx_backend import cache_dir, ensure_export
+    from lift_localizer.backends.onnx_cache import cache_dir, ensure_export
 
     out, _, networks = exported
     monkeypatch.setenv("LIFT_LOCALIZER_CACHE", str(tmp_path / "cache"))

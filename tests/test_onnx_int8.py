@@ -14,7 +14,7 @@ pytest.importorskip("onnx", reason="onnx is not installed")
 
 from lift_localizer.backends import make_backend  # noqa: E402
 from lift_localizer.backends.export import changed_models  # noqa: E402
-from lift_localizer.backends.onnx_backend import cache_dir  # noqa: E402
+from lift_localizer.backends.onnx_cache import cache_dir  # noqa: E402
 from lift_localizer.backends.onnx_int8 import CALIBRATED, INT8_DIR, KINDS, ensure_int8, read_table, table_path  # noqa: E402
 from lift_localizer.features.patches import PatchSampler  # noqa: E402
 from lift_localizer.synthetic import demo_views, make_texture  # noqa: E402

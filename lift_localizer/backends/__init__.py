@@ -125,7 +125,7 @@ def make_backend(name: str, networks: dict[str, LoadedNetwork], device: str = "c
 
 
 def _tensorrt(networks: dict[str, LoadedNetwork], model_dir: str | None, precision: str | None):
-    from .onnx_backend import ensure_export
+    from .onnx_cache import ensure_export
     from .tensorrt_backend import TensorRTBackend, available as tensorrt_available
 
     ok, why = tensorrt_available()

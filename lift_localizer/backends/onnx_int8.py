@@ -6,13 +6,13 @@ quantize_static``) of the FP32 export, from a calibration table shipped beside t
 
 The table (``<weights stem>.int8.json``, e.g. weights/desc.int8.json) holds ONNX Runtime's own
 calibration cache (MinMax activation ranges of every tensor of the FP32 graph) recorded on keypoint
-patches of the Webcam training scene (``python -m lift_localizer.training.int8_tables``), and the
+patches of the Webcam training scene (``python tools/int8_tables.py``), and the
 hash of the weights it was recorded with. Quantising from it needs no images, so the INT8 models
 are made on first use like the FP32 export: into ``<export>/int8`` (written to a fresh folder and
 renamed into place), checked on every load against the hashes its manifest records, made again
 where a cached one changed and refused where a ``model_dir``'s changed.
 
-What is quantised, measured (docs/benchmarks.md, ``python -m lift_localizer.evaluation.int8_onnx``):
+What is quantised, measured (docs/benchmarks.md, ``python tools/int8_onnx.py``):
 only the convolutions whose inputs have many channels, DESC's conv2 and conv3 (45.7 of its 51.0
 MMAC per patch). ORI has a table and an INT8 model too (its conv2 and conv3), measured beside
 DESC, but ``precision: int8`` runs ORI in FP32: its INT8 model is no faster (0.74–1.08× FP32 over
@@ -38,6 +38,7 @@ import numpy as np
 
 from ..weights import LoadedNetwork, file_sha256
 from .export import changed_models, read_json, read_manifest
+from .onnx_cache import ensure_export, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _check_quantized(path: Path, kind: str) -> None:
     if have != len(QUANTIZED_NODES[kind]):
         raise ValueError(f"{kind}: {have} of the {len(QUANTIZED_NODES[kind])} convolutions were quantised: the "
                          "calibration table does not name this export's tensors; record a table again "
-                         "(python -m lift_localizer.training.int8_tables)")
+                         "(python tools/int8_tables.py)")
 
 
 def write_table(fp32_model: str | Path, batches: Iterable[np.ndarray], network: LoadedNetwork,
@@ -134,7 +135,7 @@ def write_table(fp32_model: str | Path, batches: Iterable[np.ndarray], network: 
 def read_table(network: LoadedNetwork) -> tuple[Path, dict]:
     """The calibration table of ``network`` and its path; ValueError naming the problem."""
     path = table_path(network)
-    make = "record one with `python -m lift_localizer.training.int8_tables`"
+    make = "record one with `python tools/int8_tables.py`"
     table = read_json(path, f"an INT8 calibration table of {network.kind}", make, "none for these weights")
     if not isinstance(table, dict) or table.get("table_format") != TABLE_FORMAT or not isinstance(table.get("ranges"), dict):
         raise ValueError(f"INT8 {network.kind}: {path} is not a calibration table of format {TABLE_FORMAT}; {make}")
@@ -193,8 +194,6 @@ def ensure_int8(networks: dict[str, LoadedNetwork], model_dir: str | Path | None
     """The folder of the INT8 models of ``KINDS`` beside the FP32 export (``ensure_export``) and its manifest:
     made now where it is missing in the cache, made again (with a warning) where a cached one
     changed or was made from other weights, tables or settings; refused (ValueError) in a ``model_dir``."""
-    from .onnx_backend import ensure_export, write_atomically
-
     fp32_dir, fp32_manifest = ensure_export(networks, model_dir)
     directory = fp32_dir / INT8_DIR
     problems = _stale(directory, fp32_dir, fp32_manifest, networks)

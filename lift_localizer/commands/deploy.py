@@ -87,7 +87,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export_int8(output: Path, manifest: dict) -> int:
     from ..backends import unavailable
-    from ..backends.onnx_backend import write_atomically
+    from ..backends.onnx_cache import write_atomically
     from ..backends.onnx_int8 import INT8_DIR, write_int8
     from ..weights import load_networks
 

@@ -1,6 +1,6 @@
 """INT8 ORI and DESC on ONNX Runtime (backends/onnx_int8.py) against FP32: agreement and speed.
 
-    python -m lift_localizer.evaluation.int8_onnx [--images DIR] [--pairs N]
+    python tools/int8_onnx.py [--images DIR] [--pairs N]
 
 - Networks, on real keypoint patches of ``--images`` (the patches the localizer's LIFT feeds its
   back end, ``calibration_batches``): ORI's angle error, DESC's relative L2 error and how often a
@@ -98,7 +98,7 @@ def time_models(models: dict[str, Path], patches: np.ndarray, threads: int, batc
 
 def run(args: argparse.Namespace) -> int:
     from ..backends.int8_calibration import calibration_batches, image_paths
-    from ..backends.onnx_backend import ensure_export
+    from ..backends.onnx_cache import ensure_export
     from ..backends.onnx_int8 import CALIBRATED, KINDS, QUANT_FORMAT, QUANT_FORMATS, quantize_from_table
     from ..features.extractors import reference_lift
     from ..weights import load_networks
@@ -139,20 +139,3 @@ def run(args: argparse.Namespace) -> int:
                             f"{fmt} {t[fmt]:6.1f} (×{t['fp32'] / t[fmt]:.2f})" for fmt in QUANT_FORMATS))
     print(f"(precision int8 runs {', '.join(k.upper() for k in KINDS)} in {QUANT_FORMAT})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lift_localizer.evaluation.int8_onnx", description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, metavar="DIR", help="default: %(default)s")
-    p.add_argument("--max-images", type=int, default=20, metavar="N", help="patches from at most N images")
-    p.add_argument("--patches", type=int, default=2048, metavar="N", help="patches per network (default %(default)s)")
-    p.add_argument("--pairs", type=int, default=5, metavar="N", help="consecutive image pairs matched")
-    p.add_argument("--max-keypoints", type=int, default=1000, metavar="N")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], metavar="T", help="intra-op threads")
-    p.add_argument("--batches", type=int, nargs="+", default=[256], metavar="B", help="patch batch sizes")
-    p.add_argument("--rounds", type=int, default=5, metavar="R")
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
