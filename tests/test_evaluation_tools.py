@@ -66,3 +66,13 @@ def test_pooled_comparison_adds_the_queries_of_every_report(tmp_path, capsys, mo
     assert "near (2 queries): (0.01 m, 1.1°) 1/0/1" in out
     assert "far (3 queries): (1 m, 1.1°) 0/1/2" in out
     assert "pooled over 5 queries of 2 reports" in out and "(0.8 % of D, 1.1°): 1 / 1 / 3" in out
+
+
+def test_reprojection_by_size_is_zero_for_keypoints_on_their_points(room_scene):
+    from reprojection_by_size import errors_by_size
+
+    root, _, _ = room_scene
+    e = errors_by_size(str(root / "map"), None)
+    assert len(e) > 100
+    # the map's points are triangulated from these keypoints: they reproject within a pixel or two
+    assert np.median(e[:, 1]) < 0.5 and np.all(e[:, 0] > 0)
