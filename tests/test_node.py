@@ -140,6 +140,9 @@ def test_poses_keypoints_and_diagnostics(running, room_scene):
     values = diagnostics_values(diagnostics[-1])
     for key in ("frames_in", "frames_dropped", "last_failure", "extract_ms_median", "pnp_ms_median", "latency_ms_p90"):
         assert key in values
+    # the map's image cache: the 10-image room is held whole, and what it holds is counted
+    held, capacity = (int(v) for v in values["map_cache_images"].split("/"))
+    assert 0 < held <= 10 and capacity >= 10 and float(values["map_cache_mb"]) > 0
     assert float(values["extract_ms_median"]) > 0 and diagnostics[-1].status[0].level == b"\x00"
 
 

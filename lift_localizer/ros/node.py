@@ -297,7 +297,9 @@ class LocalizerNode(Node):
     # --- diagnostics and logging ------------------------------------------------------------
     @_guarded
     def _publish_diagnostics(self) -> None:
-        level, message, values = self.stats.report(self.slot.dropped, self.jump_gate.counts)
+        localizer = self.work.localizer
+        cache = getattr(getattr(localizer, "map", None), "cache", None)
+        level, message, values = self.stats.report(self.slot.dropped, self.jump_gate.counts, cache)
         status = DiagnosticStatus(level=bytes([level]), name="lift_localizer: localization", message=message,
                                   hardware_id=self.get_fully_qualified_name(),
                                   values=[KeyValue(key=k, value=v) for k, v in values])

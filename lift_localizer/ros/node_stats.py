@@ -53,8 +53,10 @@ class NodeStats:
                     self._timings[stage].append(timings[stage])
             self._latency.append(latency_s)
 
-    def report(self, dropped: int, jumps: Mapping[str, int] | None = None) -> tuple[int, str, list[tuple[str, str]]]:
-        """(level, message, key/value pairs); ``jumps``: the jump gate's counts (``JumpGate.counts``)."""
+    def report(self, dropped: int, jumps: Mapping[str, int] | None = None,
+               cache=None) -> tuple[int, str, list[tuple[str, str]]]:
+        """(level, message, key/value pairs); ``jumps``: the jump gate's counts (``JumpGate.counts``);
+        ``cache``: the loaded map's image cache (``mapping.image_cache.ImageCache``), if any."""
         jumps = jumps or {}
         with self._lock:
             c = self.counts
@@ -65,6 +67,10 @@ class NodeStats:
                       ("frames_skipped_no_camera_info", c["skipped_no_camera_info"]),
                       ("bad_messages", c["bad"]), ("last_failure", self.last_failure or "none")]
             values += [(f"jump_{k}", n) for k, n in jumps.items()]
+            if cache is not None:
+                values += [("map_cache_images", f"{len(cache)}/{cache.capacity}"),
+                           ("map_cache_mb", f"{cache.nbytes / 1e6:.1f}"),
+                           ("map_cache_hits", cache.hits), ("map_cache_misses", cache.misses)]
             values += [(f"failures: {r.value}", n) for r, n in self.reasons.most_common()]
             for stage, times in self._timings.items():
                 if times:
