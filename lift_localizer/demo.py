@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
         what = (f"synthetic room rendered by the project: {len(mapping)} mapping and {len(queries)} query "
                 f"views at {size[1]}x{size[0]} (images in {out / 'images'}, bags in {out / 'bags'})")
     if args.max_keypoints is None:
-        from .commands import feature_defaults
+        from .localization.options import default_conf
 
-        args.max_keypoints = feature_defaults()["max_keypoints"] if args.bag else SYNTHETIC_MAX_KEYPOINTS
+        args.max_keypoints = default_conf["max_keypoints"] if args.bag else SYNTHETIC_MAX_KEYPOINTS
     print(f"demo: {what}; features {' and '.join(args.features)}, up to {args.max_keypoints} keypoints")
     map_dir = out / "map"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731

@@ -23,8 +23,8 @@ LAYERS = (
     ("ros",),
     ("evaluation",),
     ("training",),
-    ("commands",),
     ("demo",),
+    ("commands",),
     ("cli", "__main__"),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

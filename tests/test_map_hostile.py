@@ -430,9 +430,9 @@ def test_a_killed_builds_leftovers_are_removed_at_the_next_build(tmp_path):
 
 @pytest.mark.parametrize("case", ["existing file", "parent is a file", "folder that is not a map", "the source"])
 def test_bad_output_is_found_before_the_build_starts(bags, tmp_path, monkeypatch, case):
-    import lift_localizer.commands.maps as maps
+    import lift_localizer.commands.build_map as build_map
 
-    monkeypatch.setattr(maps, "load_frames", lambda *a, **k: pytest.fail("the build started"))
+    monkeypatch.setattr(build_map, "load_frames", lambda *a, **k: pytest.fail("the build started"))
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "notes.txt").write_text("mine")

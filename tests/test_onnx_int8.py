@@ -192,7 +192,7 @@ def test_extract_and_build_map_take_precision(monkeypatch, tmp_path):
                         lambda self, conf=None, networks=None: seen.append(conf) or (_ for _ in ()).throw(ValueError("stop")))
     assert main(["extract", str(tmp_path / "x.png"), "-o", str(tmp_path / "f.h5"), "--precision", "int8"]) == 2
     assert seen[-1]["precision"] == "int8"
-    from lift_localizer.commands.maps import run as run_build_map
+    from lift_localizer.commands.build_map import run_build_map
     from lift_localizer.mapping import build
 
     made = {}
@@ -202,7 +202,7 @@ def test_extract_and_build_map_take_precision(monkeypatch, tmp_path):
         if len(made) == 2:
             raise ValueError("stop")
 
-    monkeypatch.setattr("lift_localizer.commands.maps.load_frames", lambda args, with_poses: ([1, 2], None))
+    monkeypatch.setattr("lift_localizer.commands.build_map.load_frames", lambda args, with_poses: ([1, 2], None))
     monkeypatch.setattr(build, "usable_frames", lambda frames, log: frames)
     monkeypatch.setattr(build, "make_extractor", extractor)
     args = build_parser().parse_args(["build-map", "--bag", str(tmp_path), "-o", str(tmp_path / "m"),

@@ -162,6 +162,18 @@ def add_bag_topics(p: argparse.ArgumentParser, with_pose: bool) -> None:
                        help="PoseStamped of T_map_camera per image (default %(default)s)")
 
 
+def query_frames(args: argparse.Namespace, pose_topic: str | None = None, bag: Path | None = None):
+    """The frames of ``bag`` (default --bag) on --image-topic and --camera-info-topic, with poses only
+    from ``pose_topic``; errors come back as (None, message)."""
+    from ..bags.reader import BagError, read_frames
+
+    try:
+        return read_frames(bag or args.bag, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+                           pose_topic=pose_topic), None
+    except (BagError, OSError, ValueError) as e:
+        return None, str(e)
+
+
 def localizer_options(p: argparse.ArgumentParser) -> None:
     from ..nets.presets import PRESETS
     from ..localization.absolute_pose import SOLVERS

@@ -39,10 +39,10 @@ def add(sub) -> None:
     localizer_options(p)
     add_bag_topics(p, with_pose=True)
     # None: the room's budget (the demo's) without --map, the commands' with it.
-    p.set_defaults(func=run, max_keypoints=None)
+    p.set_defaults(func=run_benchmark_scale, max_keypoints=None)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_benchmark_scale(args: argparse.Namespace) -> int:
     # The measurement imports torch (through the map and retrieval): only when the command runs.
     from ..evaluation.benchmark_scale import run as measure
 

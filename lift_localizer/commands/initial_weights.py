@@ -24,10 +24,10 @@ def add(sub) -> None:
     p.add_argument("--overwrite-shipped", action="store_true",
                    help=f"allow --output to be the package's weights folder ({weights_dir}), replacing the "
                         "trained weights that ship there")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_initial_weights)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_initial_weights(args: argparse.Namespace) -> int:
     from ..weights.initial import ShippedWeightsError, write_initial
 
     try:

@@ -38,10 +38,10 @@ def add(sub) -> None:
     p.add_argument("--seed", type=int, default=default_conf["seed"], help="random seed")
     p.add_argument("--compression", choices=("lzf", "gzip", "none"), default=default_conf["compression"],
                    help="HDF5 compression of the patches")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_training_data)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_training_data(args: argparse.Namespace) -> int:
     from ..training.data import build_dataset
     from ..training.options import DataError
 

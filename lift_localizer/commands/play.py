@@ -1,18 +1,16 @@
-"""``lift-localizer play`` and ``record``: rosbag2 bags on and off live ROS 2 topics (rclpy, rosbags).
+"""``lift-localizer play``: a rosbag2 bag's messages published on their live ROS 2 topics (rclpy, rosbags).
 
-rclpy is imported only when one of these commands runs, so the rest of the CLI works without ROS.
+rclpy is imported only when the command runs, so the rest of the CLI works without ROS.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from . import fail, log, positive_float
+from .record import print_record, record_request, ros_missing, stop_on_signals
 
 
 def non_negative_float(text: str) -> float:
@@ -61,67 +59,6 @@ def add(sub) -> None:
     g.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="(default %(default)s)")
     p.set_defaults(func=run_play)
 
-    r = sub.add_parser(
-        "record", help="record topics into a rosbag2 bag (like ros2 bag record)",
-        description="Subscribe to the topics (each once a publisher of it appears, with its QoS) and write "
-                    "what arrives to a new rosbag2 bag until Ctrl-C, SIGTERM or --duration. Types come from "
-                    "the graph, or as TOPIC=pkg/msg/Type. The bag is written under a hidden .NAME.partial "
-                    "folder and renamed when complete.")
-    r.add_argument("output", type=Path, metavar="OUTPUT_BAG", help="bag folder to create (must not exist)")
-    r.add_argument("--topics", nargs="+", required=True, metavar="TOPIC[=TYPE]",
-                   help="topics to record, each with its type (pkg/msg/Type) where the graph may not know it yet")
-    r.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds")
-    r.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="(default %(default)s)")
-    r.set_defaults(func=run_record)
-
-
-@contextmanager
-def _stop_on_signals():
-    """An Event set by Ctrl-C or SIGTERM, so that both end with a finished bag and a summary; a
-    second one exits at once (a recording then stays under its .partial name)."""
-    stop = threading.Event()
-
-    def handle(signum, _frame) -> None:
-        if stop.is_set():
-            log("interrupted again: exiting without finishing")
-            os._exit(128 + signum)
-        stop.set()
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _ros_missing() -> str | None:
-    try:
-        import rclpy  # noqa: F401
-    except ImportError as e:
-        return f"this command needs rclpy (a ROS 2 install, or the ros-rclpy wheels): {e}"
-    return None
-
-
-def _record_request(output: Path, specs: list[str], storage: str):
-    from ..ros.bag_recorder import RecordRequest, parse_topics
-
-    topics, types = parse_topics(specs)
-    return RecordRequest(output, topics, types, storage)
-
-
-def _print_record(result) -> None:
-    total = sum(result.counts.values())
-    print(f"recorded {total} messages in {result.wall_s:.1f} s -> {result.output}")
-    for topic, msgtype in result.types.items():
-        print(f"  {topic}  {msgtype}  {result.counts[topic]}")
-    for topic, why in result.skipped.items():
-        log(f"not recorded: {topic}: {why}")
-    if result.absent:
-        log(f"note: no publisher appeared on {', '.join(result.absent)}")
-    if result.unseen:
-        log(f"note: no message arrived on {', '.join(result.unseen)}")
-
 
 def run_play(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -130,13 +67,13 @@ def run_play(args: argparse.Namespace) -> int:
     from ..ros.bag_player import BagPlayer, PlayOptions, run
     from ..ros.bag_recorder import RecordError
 
-    if (missing := _ros_missing()) is not None:
+    if (missing := ros_missing()) is not None:
         return fail(missing)
     if (args.record_out is None) != (args.record_topics is None):
         return fail("--record-out and --record-topics go together")
     options = PlayOptions(rate=args.rate, loop=args.loop, topics=args.topics, start_delay=args.start_delay,
                           wait_for=args.wait_for_subscribers, qos=args.qos, convert=args.convert)
-    record = None if args.record_out is None else _record_request(args.record_out, args.record_topics, args.storage)
+    record = None if args.record_out is None else record_request(args.record_out, args.record_topics, args.storage)
     try:
         player = BagPlayer(args.bag, options)
     except BagError as e:
@@ -145,7 +82,7 @@ def run_play(args: argparse.Namespace) -> int:
         for topic, why in player.result.skipped.items():
             log(f"warning: not playing {topic}: {why}")
         bar = tqdm(total=None if args.loop else player.total, desc="play", unit="msg", file=sys.stderr, disable=None)
-        with _stop_on_signals() as stop, bar:
+        with stop_on_signals() as stop, bar:
             result, recorded = run(player, stop, record, args.record_grace, bar)
     except (BagError, RecordError, OSError) as e:
         return fail(str(e))
@@ -162,26 +99,11 @@ def run_play(args: argparse.Namespace) -> int:
     if result.unacked:
         log(f"warning: a reliable subscriber had not acknowledged every message of {', '.join(result.unacked)}")
     if recorded is not None:
-        _print_record(recorded)
+        print_record(recorded)
     if result.teardown_stuck:
         # The stuck DDS thread holds locks that the interpreter's exit (Fast DDS's static
         # destructors) would wait on again: leave now, the bag and any recording being complete.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    return 0
-
-
-def run_record(args: argparse.Namespace) -> int:
-    from ..ros.bag_recorder import RecordError, record
-
-    if (missing := _ros_missing()) is not None:
-        return fail(missing)
-    request = _record_request(args.output, args.topics, args.storage)
-    try:
-        with _stop_on_signals() as stop:
-            result = record(request, stop, args.duration)
-    except (RecordError, OSError) as e:
-        return fail(str(e))
-    _print_record(result)
     return 0

@@ -46,34 +46,7 @@ def add(sub) -> None:
     p.add_argument("--sfm", action="store_true",
                    help="ignore/lack poses: reconstruct them with pycolmap's incremental mapper from our "
                         "features first (the map's scale is then arbitrary)")
-    p.set_defaults(func=run)
-
-
-def add_index(sub) -> None:
-    p = sub.add_parser("index-map", help="(re)compute a map's NetVLAD descriptors and faiss index",
-                       description="Compute NetVLAD global descriptors from the features stored in the map (and "
-                                   "in its alternates) with the shipped NetVLAD for those features, and write "
-                                   "global.h5 and the faiss index; run it after training a new NetVLAD "
-                                   "instead of rebuilding the map. An interruption leaves the map with its "
-                                   "old index or the new one, never a mix (map.json names the files and "
-                                   "their hashes, and is replaced only once they are complete).")
-    p.add_argument("map", type=Path, metavar="MAP_DIR", help="map directory written by build-map")
-    p.set_defaults(func=run_index)
-
-
-def run_index(args: argparse.Namespace) -> int:
-    from ..mapping.build import index_map
-    from ..mapping.io import MapError, list_alternates, resolve
-
-    try:
-        dirs = [args.map, *(resolve(args.map, name) for name in list_alternates(args.map))]
-        for d in dirs:
-            meta = index_map(d, log=log)
-            if meta:
-                print(f"{d}: NetVLAD ({meta['model']}), {meta['index']} index of {meta['dim']}-D descriptors")
-    except (MapError, ValueError, OSError) as e:
-        return fail(str(e))
-    return 0
+    p.set_defaults(func=run_build_map)
 
 
 def load_frames(args: argparse.Namespace, with_poses: bool):
@@ -135,7 +108,7 @@ def _unwritable(parent: Path, output: Path) -> str | None:
     return None
 
 
-def run(args: argparse.Namespace) -> int:
+def run_build_map(args: argparse.Namespace) -> int:
     from ..mapping.build import MapBuildError, build_map
 
     problem = output_problem(args.output, args.bag or args.folder)
