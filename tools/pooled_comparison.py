@@ -22,21 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lift_localizer.evaluation.paired import align, error_ratio, hits, paired_row
+from lift_localizer.evaluation.metrics import parse_bound_key, within
+from lift_localizer.evaluation.paired import align, error_ratio, paired_row
 from lift_localizer.evaluation.report import read_query_errors
 from lift_localizer.evaluation.thresholds import SCENE_FRACTIONS
-
-
-def parse_bound(key: str) -> tuple[float, float]:
-    """``0.044m_1.1deg`` → (0.044, 1.1)."""
-    m, deg = key.split("m_")
-    return float(m), float(deg.removesuffix("deg"))
 
 
 def load(report: Path, a: str, b_table: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
     """A's and B's errors (N, 2) on A's queries, in A's order, and the report's scene thresholds."""
     summary = json.loads((report / "summary.json").read_text())
-    scaled = [parse_bound(k) for k in summary[a].get("scene_thresholds", [])]
+    scaled = [parse_bound_key(k) for k in summary[a].get("scene_thresholds", [])]
     if not scaled:
         raise SystemExit(f"{report}: no scene-scaled thresholds in summary.json (evaluate with the default thresholds)")
     run_a = read_query_errors(report / f"queries_{a}.csv")
@@ -67,7 +62,7 @@ def main() -> int:
         degrees += [t[1] for t in scaled[len(degrees):]]
         cells = []
         for k, t in enumerate(scaled):
-            ha, hb = hits(err_a, t), hits(err_b, t)
+            ha, hb = within(err_a, t), within(err_b, t)
             per_fraction[k].append((ha, hb))
             cells.append(f"({t[0]:g} m, {t[1]:g}°) {int(np.sum(ha & ~hb))}/{int(np.sum(hb & ~ha))}/{int(np.sum(ha == hb))}")
         t_a.append(err_a[:, 0])

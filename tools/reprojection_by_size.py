@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from lift_localizer.localization.absolute_pose import reprojection_residuals
 from lift_localizer.mapping.io import MapError, load_map
 
 
@@ -25,12 +26,9 @@ def errors_by_size(map_dir: str, features: str | None) -> np.ndarray:
         has = ids >= 0
         if not has.any():
             continue
-        T = np.linalg.inv(im.T_map_camera)
-        X = scene.points_xyz(ids[has]) @ T[:3, :3].T + T[:3, 3]
-        uv = X @ im.camera.K.T
-        uv = uv[:, :2] / uv[:, 2:]
         kp = im.camera.undistort_points(f.keypoints[has])
-        rows.append(np.c_[f.scales[has], np.linalg.norm(uv - kp, axis=1)])
+        residuals = reprojection_residuals(im.T_map_camera, im.camera.K, kp, scene.points_xyz(ids[has]))
+        rows.append(np.c_[f.scales[has], np.linalg.norm(residuals, axis=1)])
     return np.concatenate(rows) if rows else np.zeros((0, 2))
 
 

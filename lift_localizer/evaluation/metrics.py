@@ -24,6 +24,18 @@ def bound_key(bound: tuple[float, float]) -> str:
     return f"{bound[0]:g}m_{bound[1]:g}deg"
 
 
+def parse_bound_key(key: str) -> tuple[float, float]:
+    """``bound_key``'s text back to (metres, degrees): ``0.044m_1.1deg`` → (0.044, 1.1)."""
+    m, deg = key.split("m_")
+    return float(m), float(deg.removesuffix("deg"))
+
+
+def within(err: np.ndarray, bound: tuple[float, float]) -> np.ndarray:
+    """(N,) whether each (translation, rotation°) error of ``err`` (N, 2) is within both bounds
+    (failures, inf, never are)."""
+    return (err[:, 0] <= bound[0]) & (err[:, 1] <= bound[1])
+
+
 def count_wrong(err: np.ndarray, bound: tuple[float, float] = WRONG_BOUND) -> int:
     """Accepted poses (finite error) beyond the translation or the rotation bound; failures are not wrong."""
     err = np.asarray(err, float).reshape(-1, 2)
@@ -131,7 +143,7 @@ def summarize(err: np.ndarray, reasons: list[str | None], timings: list[dict[str
               thresholds=THRESHOLDS, wrong_bounds: tuple[tuple[float, float], ...] = (WRONG_BOUND,)) -> Summary:
     n = len(err)
     ok = np.isfinite(err[:, 0])
-    recall = {(t, r): float(np.mean((err[:, 0] <= t) & (err[:, 1] <= r))) if n else 0.0 for t, r in thresholds}
+    recall = {(t, r): float(np.mean(within(err, (t, r)))) if n else 0.0 for t, r in thresholds}
     stages: dict[str, list[float]] = {}
     for tm in timings:
         for k, v in tm.items():

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.pose import T_from_tq, pose_error
-from .metrics import THRESHOLDS
+from .metrics import THRESHOLDS, within
 
 
 def _header_stamp_ns(cdr: bytes) -> int:
@@ -82,7 +82,7 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> str | None:
 
 
 def _recall_row(err: np.ndarray) -> str:
-    return "  ".join(f"({t:g} m,{r:g}°) {np.mean((err[:, 0] <= t) & (err[:, 1] <= r)):.3f}" for t, r in THRESHOLDS)
+    return "  ".join(f"({t:g} m,{r:g}°) {np.mean(within(err, (t, r))):.3f}" for t, r in THRESHOLDS)
 
 
 def run(args) -> int:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metrics import within
+
 BOOTSTRAP_SAMPLES = 10000
 # Translation errors below this are equal: a ratio of two sub-micrometre errors is numerical noise.
 ERROR_FLOOR_M = 1e-6
@@ -119,10 +121,6 @@ def as_errors(err: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(err), np.inf, err)
 
 
-def hits(err: np.ndarray, threshold: tuple[float, float]) -> np.ndarray:
-    return (err[:, 0] <= threshold[0]) & (err[:, 1] <= threshold[1])
-
-
 def compare(err_a: np.ndarray, err_b: np.ndarray, thresholds, a: str = "A", b: str = "B",
             samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> PairedComparison:
     """Compare (N, 2) translation (m) and rotation (°) errors of the same N queries, in the same order;
@@ -130,7 +128,7 @@ def compare(err_a: np.ndarray, err_b: np.ndarray, thresholds, a: str = "A", b: s
     err_a, err_b = as_errors(err_a), as_errors(err_b)
     if err_a.shape != err_b.shape:
         raise ValueError(f"paired comparison needs the same queries: {len(err_a)} against {len(err_b)}")
-    rows = [paired_row(hits(err_a, t), hits(err_b, t), tuple(t), samples, seed) for t in thresholds]
+    rows = [paired_row(within(err_a, t), within(err_b, t), tuple(t), samples, seed) for t in thresholds]
     ratio, both = error_ratio(err_a[:, 0], err_b[:, 0], samples, seed)
     return PairedComparison(a, b, len(err_a), rows, both, ratio)
 

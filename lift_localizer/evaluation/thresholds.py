@@ -26,7 +26,8 @@ def scene_depth(scene: Map) -> float:
     """Median depth of the map's observations (point in a map image's camera frame); NaN if none."""
     depths = []
     for im in scene.images:
-        ids = im.point3D_ids[im.point3D_ids >= 0]
+        ids = im.point3D_ids   # read from the map's file at each access: once here
+        ids = ids[ids >= 0]
         if len(ids) == 0:
             continue
         T_camera_map = np.linalg.inv(im.T_map_camera)
