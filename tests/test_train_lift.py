@@ -282,3 +282,32 @@ def test_cli_joint_starts_from_the_given_weights(quadruplets, tmp_path):
     assert card["training"]["init_sha256"]["ori"] == load_network("ori", tmp_path / "start" / "ori").sha256
     assert card["training"]["init_weights"]["desc"] is None and card["training"]["lr"] == 1e-4
     assert card["training"]["hard_negatives"] is False
+
+
+def test_thin_desc_distilled_from_a_teacher(quadruplets, tmp_path):
+    from lift_localizer.training.losses import distillation_loss
+
+    conf = {"epochs": 2, "batch_size": _whole_split(quadruplets), "val_fraction": 0.2, "chunk": 64,
+            "architecture": "thin", "teacher": "desc", "lr": 3e-3}
+    card = train_phase("desc", quadruplets, tmp_path / "thin", conf, log=lambda *a: None)
+    teacher = load_network("desc")
+    thin = load_network("desc", tmp_path / "thin")
+    assert thin.card["architecture"] == "lift-desc-thin-v1" and thin.module.conv1.out_channels == 16
+    assert card["distilled_from_sha256"] == teacher.sha256 == card["training"]["teacher_sha256"]
+    # It learned towards the teacher: closer to its descriptors than a fresh thin network from the same seed.
+    from lift_localizer.weights import build_module
+
+    torch.manual_seed(0)
+    fresh = build_module("desc", "lift-desc-thin-v1").eval()
+    with h5py.File(quadruplets) as f:
+        p = torch.from_numpy(f["p1"][:].astype(np.float32))[:, None]
+    x = (centre_crops(p, None) - teacher.mean) / teacher.std
+    with torch.no_grad():
+        t = teacher.module(x)
+        assert distillation_loss(thin.module(x), t) < 0.9 * distillation_loss(fresh(x), t)
+    assert "val_teacher_nn_accuracy" in card["quality"]["held_out_after"]
+
+
+def test_architecture_and_teacher_only_for_desc(quadruplets, tmp_path):
+    with pytest.raises(ValueError, match="desc phase"):
+        train_phase("ori", quadruplets, tmp_path / "o", {"epochs": 1, "teacher": "desc"}, log=lambda *a: None)

@@ -137,3 +137,27 @@ def test_missing_or_corrupt_card(copy):
     (copy / "det.json").write_text("{not json")
     with pytest.raises(WeightsError, match="not a valid JSON card"):
         load_network("det", copy / "det")
+
+
+def test_a_desc_variant_saves_and_loads_with_its_architecture(tmp_path):
+    import torch
+
+    from lift_localizer.weights import build_module, save_network, shipped_stem
+
+    torch.manual_seed(0)
+    thin = build_module("desc", "lift-desc-thin-v1")
+    save_network("desc", thin, tmp_path / "thin", {"trained": False, "input": {"mean": 110.0, "std": 60.0}})
+    loaded = load_network("desc", tmp_path / "thin")
+    assert loaded.card["architecture"] == "lift-desc-thin-v1" and loaded.module.conv2.out_channels == 32
+    x = torch.randn(3, 1, 64, 64)
+    assert torch.equal(loaded.module(x), thin(x)) and loaded.module(x).shape == (3, 128)
+    # The card names the architecture: thin tensors under the full architecture's name do not fit.
+    card = json.loads((tmp_path / "thin.json").read_text())
+    card["architecture"] = "lift-desc-v1"
+    (tmp_path / "thin.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="tensors do not fit"):
+        load_network("desc", tmp_path / "thin")
+    # Shipped weights are found by the hash a map records; others are not.
+    assert shipped_stem("desc", load_network("desc").sha256) == "desc"
+    assert shipped_stem("desc", loaded.sha256) is None
+    assert shipped_stem("ori", load_network("desc").sha256) is None

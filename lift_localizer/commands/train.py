@@ -186,6 +186,15 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
     if phase == "desc":
         q.add_argument("--upright", action="store_true",
                        help="train on upright patches (for a pipeline whose ORI is untrained or off)")
+        q.add_argument("--architecture", choices=("full", "thin"), default=None,
+                       help="train a DESC of this architecture from scratch instead of fine-tuning --init: full "
+                            "(the paper's, 51 MMAC per patch) or thin (16 and 32 channels, 15 MMAC); "
+                            "use it with --teacher")
+        q.add_argument("--teacher", default=None, metavar="STEM",
+                       help="distil from these DESC weights (e.g. desc, the shipped one): the loss adds "
+                            "the squared distance to the teacher's descriptors of the same patches")
+        q.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
+                       help="weight of the distillation term (default %(default)s)")
     else:
         q.add_argument("--desc", default=None, metavar="STEM", help="DESC weights stem (default: the shipped desc)")
     if phase in ("det", "joint"):
@@ -231,7 +240,8 @@ def run_lift_phase(args: argparse.Namespace) -> int:
     if args.phase in ("desc", "joint"):
         conf["hard_negatives"] = not args.no_hard_negatives
     if args.phase == "desc":
-        conf["upright"] = args.upright
+        conf.update(upright=args.upright, architecture=args.architecture, teacher=args.teacher,
+                    distill_weight=args.distill_weight)
     if args.phase in ("det", "joint"):
         conf["class_weight"] = args.class_weight
     if args.phase == "ori":

@@ -3,6 +3,10 @@
 conv 7×7×32, tanh, L2-pool 2, subtractive normalisation, conv 6×6×64, tanh, L2-pool 3,
 subtractive normalisation, conv 5×5×128, tanh, L2-pool 4. Descriptors are compared with the L2
 distance, unnormalised, as in the original.
+
+A thinner variant (``lift-desc-thin-v1``: 16 and 32 channels in the first two convolutions, 15
+instead of 51 MMAC per patch) is trained by distillation from the full one, so that its
+descriptors live in the same space (``lift-localizer train desc --architecture thin``).
 """
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from torch import nn
 from .layers import l2_pool, subtractive_normalization
 
 ARCHITECTURE = "lift-desc-v1"
+# Channels of the first two convolutions, per architecture (the third always gives 128).
+WIDTHS = {"lift-desc-v1": (32, 64), "lift-desc-thin-v1": (16, 32)}
+# Short names for the command line.
+ARCHITECTURE_NAMES = {"full": "lift-desc-v1", "thin": "lift-desc-thin-v1"}
 PATCH_SIZE = 64
 DIM = 128
 
@@ -30,11 +38,15 @@ def gaussian_kernel(size: int = 5, sigma: float = 1.25) -> torch.Tensor:
 class DESC(nn.Module):
     """Input (N, 1, 64, 64) normalised patches; output (N, 128)."""
 
-    def __init__(self) -> None:
+    def __init__(self, architecture: str = ARCHITECTURE) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 7)
-        self.conv2 = nn.Conv2d(32, 64, 6)
-        self.conv3 = nn.Conv2d(64, 128, 5)
+        if architecture not in WIDTHS:
+            raise ValueError(f"unknown DESC architecture {architecture!r} ({', '.join(WIDTHS)})")
+        self.architecture = architecture
+        c1, c2 = WIDTHS[architecture]
+        self.conv1 = nn.Conv2d(1, c1, 7)
+        self.conv2 = nn.Conv2d(c1, c2, 6)
+        self.conv3 = nn.Conv2d(c2, DIM, 5)
         # The subtractive-normalisation kernels are weights of the model (the released network
         # stores its own), so they live in the state dict.
         self.register_buffer("norm1", gaussian_kernel())

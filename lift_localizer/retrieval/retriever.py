@@ -138,7 +138,8 @@ def compatible_model(identity: dict, stem: str | None = None) -> tuple[LoadedNet
         return None, f"NetVLAD {net.path.name} aggregates {want.get('name')} descriptors, not {identity['name']}"
     # Descriptors of a network: a NetVLAD trained on another version of that network's output does not fit.
     network = kind.retrieval_network
-    if network and want.get(f"{network}_sha256") != identity.get("weights", {}).get(network):
+    spaces = (identity.get("weights", {}).get(network), identity.get("distilled_from", {}).get(network))
+    if network and want.get(f"{network}_sha256") not in spaces:
         return None, (f"NetVLAD {net.path.name} was trained on descriptors of other {network.upper()} weights "
                       f"({str(want.get(f'{network}_sha256'))[:12]}…); retrain it with `lift-localizer train netvlad`")
     return net, ""

@@ -67,6 +67,20 @@ def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min(0)
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared L2 distance between a student's descriptors and its teacher's of the same patches.
+
+    Args:
+        student: (N, D) descriptors.
+        teacher: (N, D) descriptors of the same N patches (no gradient needed).
+    Returns:
+        () scalar.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} descriptors differ in shape")
+    return (student - teacher).pow(2).sum(1).mean()
+
+
 def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: float = DESC_MARGIN,
               hard_negatives: bool = True) -> torch.Tensor:
     """LIFT's descriptor loss: pull views of one point together, push other points past a margin.

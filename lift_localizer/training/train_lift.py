@@ -52,6 +52,13 @@ default_conf = {
     "hard_negatives": True,
     # DESC on upright patches (angles ignored), for a pipeline whose ORI is untrained or turned off.
     "upright": False,
+    # DESC only: train a network of this architecture (nets/desc.py WIDTHS; None: that of the weights
+    # it starts from) from scratch, distilled from the DESC weights ``teacher`` (a stem): the loss adds
+    # distill_weight · ‖d − d_teacher‖², which keeps its descriptors in the teacher's space, so that the
+    # NetVLAD trained on the teacher's descriptors aggregates them too.
+    "architecture": None,
+    "teacher": None,
+    "distill_weight": 1.0,
     # ORI only: epochs of regressing the SfM keypoints' SIFT angles before the paper's pair loss
     # (see losses.angle_regression_loss for why); they come before ``epochs`` of the pair loss.
     "pretrain_epochs": 0,
@@ -159,10 +166,18 @@ def _desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, conf: dict)
     return desc_loss(d1, d2, d3, **kwargs)
 
 
-def desc_step(desc: LoadedNetwork, batch: dict, conf: dict) -> torch.Tensor:
-    d = [desc.module(_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc))
-         for k in (1, 2, 3)]
-    return _desc_loss(*d, conf)
+def desc_step(desc: LoadedNetwork, batch: dict, conf: dict, teacher: LoadedNetwork | None = None) -> torch.Tensor:
+    from .losses import distillation_loss
+
+    crops = [_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc)
+             for k in (1, 2, 3)]
+    d = [desc.module(c) for c in crops]
+    loss = _desc_loss(*d, conf)
+    if teacher is None:
+        return loss
+    with torch.no_grad():
+        t = [teacher.module(c) for c in crops]
+    return loss + conf["distill_weight"] * distillation_loss(torch.cat(d), torch.cat(t))
 
 
 def joint_loss(terms: dict[str, torch.Tensor], conf: dict) -> torch.Tensor:
@@ -203,7 +218,7 @@ def _objective(phase: str, epoch: int, conf: dict) -> str:
 
 def train_step(phase: str, objective: str, nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> torch.Tensor:
     if phase == "desc":
-        return desc_step(nets["desc"], batch, conf)
+        return desc_step(nets["desc"], batch, conf, nets.get("teacher"))
     if phase == "det":
         return det_loss(det_terms(nets, batch, conf), conf)
     if phase == "joint":
@@ -229,8 +244,14 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
     else:
         a, d = _oriented_views(nets, batch)
         a1, a2, d1, d2 = *a.chunk(2), *d.chunk(2)
-    loss = desc_step(desc, batch, conf) if phase == "desc" else ori_step(nets, batch)
+    loss = desc_step(desc, batch, conf, nets.get("teacher")) if phase == "desc" else ori_step(nets, batch)
     out = {"val_loss": float(loss), "val_nn_accuracy": nn_accuracy(d1, d2), "val_points": len(d1)}
+    if phase == "desc" and "teacher" in nets:
+        teacher = nets["teacher"]
+        t1 = teacher.module(_normalise(centre_crops(batch["p1"], a1), desc))
+        t2 = teacher.module(_normalise(centre_crops(batch["p2"], a2), desc))
+        out["val_teacher_nn_accuracy"] = nn_accuracy(t1, t2)
+        out["val_relative_distance_to_teacher"] = round(float(((d1 - t1).norm(dim=1) / t1.norm(dim=1)).median()), 4)
     if phase == "ori":
         # How far ORI is from the SIFT angles (the warm start's target), in degrees.
         err = torch.remainder(torch.cat([a1 - batch["angle1"], a2 - batch["angle2"]]) + math.pi, 2 * math.pi) - math.pi
@@ -277,6 +298,27 @@ def _networks(phase: str, weights: dict[str, str | Path | None]) -> dict[str, Lo
     return nets
 
 
+def _distillation(nets: dict[str, LoadedNetwork], conf: dict) -> None:
+    """DESC phase: a fresh network of ``conf['architecture']`` (where it differs from the starting
+    weights') and the fixed teacher ``conf['teacher']``, both in ``nets``."""
+    from ..nets.desc import ARCHITECTURE_NAMES
+    from ..weights import architecture_of, build_module
+
+    start = nets["desc"]
+    wanted = ARCHITECTURE_NAMES.get(conf["architecture"], conf["architecture"])
+    if wanted and wanted != architecture_of("desc", start.module):
+        # Weights of another shape cannot be fine-tuned: the new network starts from the seed, and
+        # takes the starting weights' input normalisation (the patches it sees are the teacher's).
+        card = {"input": dict(start.card["input"]), "trained": False}
+        nets["desc"] = LoadedNetwork("desc", build_module("desc", wanted), card, start.path)
+    if conf["teacher"]:
+        teacher = _fixed(load_network("desc", conf["teacher"]))
+        if (teacher.mean, teacher.std) != (nets["desc"].mean, nets["desc"].std):
+            raise ValueError(f"teacher {conf['teacher']} normalises its patches with mean {teacher.mean}, std "
+                             f"{teacher.std}; the trained DESC with {nets['desc'].mean}, {nets['desc'].std}")
+        nets["teacher"] = teacher
+
+
 def _trainable(phase: str, nets: dict[str, LoadedNetwork]) -> torch.nn.Module:
     if phase != "joint":
         return nets[phase].module
@@ -302,7 +344,7 @@ def _training_record(phase: str, nets: dict[str, LoadedNetwork], weights: dict, 
                 "trained_with_sha256": others}
     return {"init_weights": str(weights[phase]) if weights[phase] else None,
             **{f"{k}_{field}": (nets[k].path.name if field == "weights" else nets[k].sha256)
-               for k in ORDER if k != phase and k in nets for field in ("weights", "sha256")}}
+               for k in (*ORDER, "teacher") if k != phase and k in nets for field in ("weights", "sha256")}}
 
 
 def _save(phase: str, output: str | Path, nets: dict[str, LoadedNetwork], weights: dict, data: Quadruplets,
@@ -319,6 +361,9 @@ def _save(phase: str, output: str | Path, nets: dict[str, LoadedNetwork], weight
             "quality": quality,
             "seed": conf["seed"],
         }
+        if kind == "desc" and "teacher" in nets:
+            # Descriptors in the teacher's space: what a NetVLAD trained on the teacher's accepts.
+            cards[kind]["distilled_from_sha256"] = nets["teacher"].sha256
         if kind == "det":
             cards[kind]["score_threshold"] = det_score_threshold(nets, data, conf)
             cards[kind]["score_threshold_note"] = (
@@ -355,6 +400,10 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     if phase != "joint":
         weights[phase] = init_weights
     nets = _networks(phase, weights)
+    if phase == "desc":
+        _distillation(nets, conf)
+    elif conf["architecture"] or conf["teacher"]:
+        raise ValueError("architecture and teacher are options of the desc phase")
     net = _trainable(phase, nets)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=conf["lr"])

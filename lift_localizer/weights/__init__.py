@@ -28,6 +28,19 @@ NETWORKS: dict[str, tuple[type[nn.Module], str]] = {
     "desc": (desc.DESC, desc.ARCHITECTURE),
     "netvlad": (netvlad.NetVLAD, netvlad.ARCHITECTURE),
 }
+# Networks with more than one architecture: the card names it and the class is built with it.
+VARIANTS: dict[str, tuple[str, ...]] = {"desc": tuple(desc.WIDTHS)}
+
+
+def architecture_of(kind: str, module: nn.Module) -> str:
+    """The architecture ``module`` implements (a variant's own, else the kind's only one)."""
+    return getattr(module, "architecture", NETWORKS[kind][1]) if kind in VARIANTS else NETWORKS[kind][1]
+
+
+def build_module(kind: str, architecture: str | None = None) -> nn.Module:
+    """An untrained network of ``kind`` in ``architecture`` (None: the kind's default)."""
+    cls = NETWORKS[kind][0]
+    return cls(architecture) if kind in VARIANTS and architecture else cls()
 
 
 class WeightsError(RuntimeError):
@@ -99,7 +112,7 @@ def save_network(kind: str, module: nn.Module, stem: str | Path, card: dict) -> 
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(weights_path))
-    full = {"card_format": CARD_FORMAT, "network": kind, "architecture": NETWORKS[kind][1], **card,
+    full = {"card_format": CARD_FORMAT, "network": kind, "architecture": architecture_of(kind, module), **card,
             "tensors_sha256": tensors_sha256(state)}
     card_path.write_text(json.dumps(full, indent=2) + "\n")
     return weights_path
@@ -109,7 +122,7 @@ def load_network(kind: str, stem: str | Path | None = None) -> LoadedNetwork:
     """Load network ``kind`` ('det', 'ori', 'desc') from ``stem`` (default: the shipped weights)."""
     if kind not in NETWORKS:
         raise WeightsError(f"unknown network {kind!r}; expected one of {sorted(NETWORKS)}")
-    cls, architecture = NETWORKS[kind]
+    architectures = VARIANTS.get(kind, (NETWORKS[kind][1],))
     weights_path, card_path = paths_for(stem if stem is not None else kind)
     try:
         card = json.loads(card_path.read_text())
@@ -122,8 +135,9 @@ def load_network(kind: str, stem: str | Path | None = None) -> LoadedNetwork:
         problems.append(f"card format {card.get('card_format')!r}, this code reads {CARD_FORMAT}")
     if card.get("network") != kind:
         problems.append(f"card is for network {card.get('network')!r}, not {kind!r}")
-    if card.get("architecture") != architecture:
-        problems.append(f"architecture {card.get('architecture')!r}, this code implements {architecture!r}")
+    architecture = card.get("architecture")
+    if architecture not in architectures:
+        problems.append(f"architecture {architecture!r}, this code implements {' or '.join(map(repr, architectures))}")
     if not isinstance(card.get("input"), dict) or not {"mean", "std"} <= set(card["input"]):
         problems.append("card lacks the input normalisation ('input': {'mean', 'std'})")
     if problems:
@@ -138,7 +152,7 @@ def load_network(kind: str, stem: str | Path | None = None) -> LoadedNetwork:
     if digest != card.get("tensors_sha256"):
         raise WeightsError(f"{weights_path}: tensors' sha256 {digest[:12]}… does not match its card "
                            f"({str(card.get('tensors_sha256'))[:12]}…); the file or the card was changed")
-    module = cls()
+    module = build_module(kind, architecture)
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:
@@ -166,6 +180,19 @@ def untrained_summary(networks: dict[str, LoadedNetwork]) -> str | None:
 
 # The shipped LIFT networks, by kind.
 LIFT_WEIGHTS = {"det": "det", "ori": "ori", "desc": "desc"}
+
+
+def shipped_stem(kind: str, sha256: str) -> str | None:
+    """The name of the shipped weights of network ``kind`` whose tensors hash to ``sha256`` (as a
+    map records them), or None: how localization finds the weights a map was built with."""
+    for card_path in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(card, dict) and card.get("network") == kind and card.get("tensors_sha256") == sha256:
+            return card_path.stem
+    return None
 
 
 def load_networks(weights: dict[str, str] | None = None) -> dict[str, LoadedNetwork]:

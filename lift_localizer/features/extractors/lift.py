@@ -37,14 +37,28 @@ class LiftExtractor:
     def query_conf(conf: dict, features: dict, localizer: dict) -> dict:
         """A localizer's extractor options: ``conf`` (budget, working size) with its back end, device,
         precision and preset, and the map's upright choice (``features``: map.json's record)."""
+        from ...weights import shipped_stem
+
+        # The shipped weights the map was built with (e.g. the thin DESC); others stay as configured,
+        # and a map of weights not loaded is refused by the localizer.
+        weights = dict(conf.get("weights") or {})
+        for kind, sha in (features.get("weights") or {}).items():
+            if kind not in weights and (stem := shipped_stem(kind, sha)):
+                weights[kind] = stem
         return apply_preset({**conf, "backend": localizer["backend"], "device": localizer["device"],
-                             "precision": localizer["precision"], "upright": bool(features.get("upright", False))},
-                            localizer["preset"])
+                             "precision": localizer["precision"], "upright": bool(features.get("upright", False)),
+                             "weights": weights}, localizer["preset"])
 
     def identity(self) -> dict:
-        return {"name": self.name, "weights": {k: n.sha256 for k, n in self.lift.networks.items()},
-                "max_keypoints": int(self.lift.conf["max_keypoints"]), "resize_max": self.resize_max,
-                "upright": bool(self.lift.conf["upright"])}
+        out = {"name": self.name, "weights": {k: n.sha256 for k, n in self.lift.networks.items()},
+               "max_keypoints": int(self.lift.conf["max_keypoints"]), "resize_max": self.resize_max,
+               "upright": bool(self.lift.conf["upright"])}
+        # A DESC distilled from another describes in its teacher's space (a NetVLAD of the teacher fits).
+        teachers = {k: n.card["distilled_from_sha256"] for k, n in self.lift.networks.items()
+                    if n.card.get("distilled_from_sha256")}
+        if teachers:
+            out["distilled_from"] = teachers
+        return out
 
     def __call__(self, gray: np.ndarray) -> Features:
         small = _resize(gray, self.resize_max)

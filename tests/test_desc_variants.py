@@ -1,0 +1,53 @@
+"""A DESC of another architecture (the thin one) as a map's descriptor: localization finds the
+shipped weights the map was built with, and a DESC distilled from the NetVLAD's DESC keeps it."""
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+import lift_localizer.weights as weights
+from lift_localizer.features.extractors.lift import LiftExtractor
+from lift_localizer.retrieval.retriever import compatible_model
+from lift_localizer.weights import build_module, load_network, save_network
+
+LOCALIZER = {"backend": "torch", "device": "cpu", "precision": None, "preset": "default"}
+
+
+def _shipped_with_thin(tmp_path, monkeypatch, distilled_from: str | None):
+    for p in list(weights.WEIGHTS_DIR.glob("*.safetensors")) + list(weights.WEIGHTS_DIR.glob("*.json")):
+        shutil.copy(p, tmp_path)
+    torch.manual_seed(0)
+    card = {"trained": True, "input": dict(load_network("desc").card["input"])}
+    if distilled_from:
+        card["distilled_from_sha256"] = distilled_from
+    save_network("desc", build_module("desc", "lift-desc-thin-v1"), tmp_path / "desc_thin", card)
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    return load_network("desc", "desc_thin")
+
+
+def test_queries_use_the_shipped_weights_the_map_was_built_with(tmp_path, monkeypatch):
+    thin = _shipped_with_thin(tmp_path, monkeypatch, None)
+    shipped = {k: load_network(k).sha256 for k in ("det", "ori")}
+    features = {"name": "lift", "weights": {**shipped, "desc": thin.sha256}}
+    conf = LiftExtractor.query_conf({"max_keypoints": 100}, features, LOCALIZER)
+    assert conf["weights"] == {"det": "det", "ori": "ori", "desc": "desc_thin"}
+    extractor = LiftExtractor(conf)
+    assert extractor.identity()["weights"] == features["weights"]
+    # Weights that are not shipped are not guessed: the localizer refuses the map as before.
+    features["weights"]["desc"] = "0" * 64
+    assert "desc" not in LiftExtractor.query_conf({"max_keypoints": 100}, features, LOCALIZER)["weights"]
+
+
+def test_netvlad_of_the_teacher_fits_a_distilled_desc_only(tmp_path, monkeypatch):
+    teacher = load_network("desc").sha256
+    for distilled_from, fits in ((teacher, True), (None, False)):
+        monkeypatch.undo()
+        (tmp_path / str(fits)).mkdir()
+        thin = _shipped_with_thin(tmp_path / str(fits), monkeypatch, distilled_from)
+        identity = LiftExtractor({"weights": {"desc": "desc_thin"}, "backend": "torch"}).identity()
+        assert identity["weights"]["desc"] == thin.sha256
+        net, why = compatible_model(identity)
+        assert (net is not None) == fits, why
+        if not fits:
+            assert "retrain it" in why
