@@ -153,7 +153,7 @@ class FakeLocalizer:
     def extract(self, image, camera):
         return None
 
-    def localize_features(self, features, camera):
+    def localize_features(self, features, camera, prior=None):
         from lift_localizer.localization.localizer import LocalizationResult
 
         return LocalizationResult(True, None, T_map_camera=self.T_map_camera.copy(), covariance=np.eye(6) * 1e-4)

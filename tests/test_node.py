@@ -339,6 +339,37 @@ def test_a_pose_jump_in_map_to_odom_is_held_until_a_second_frame_agrees_where_tf
         assert frame(image, T, A, s0 + 3 * 10**8), "after ~/relocalize the next frame is taken on its own"
 
 
+def test_initialpose_limits_retrieval_to_an_area_and_other_frames_are_refused(running, room_scene):
+    node, client, pubs, poses, keypoints, diagnostics = running
+    _, cam, query = room_scene
+    pubs["info"].publish(camera_info(cam))
+    initial = client.publisher(PoseWithCovarianceStamped, "/initialpose")
+    wait_for(lambda: initial.get_subscription_count() > 0, 20, "the node's initialpose subscription", node)
+    assert all(r.successful for r in set_params(client, retrieval_radius_m=50.0))
+    try:
+        msg = PoseWithCovarianceStamped()
+        msg.header.frame_id = "odom"
+        initial.publish(msg)
+        wait_for(lambda: "initialpose refused: its frame is 'odom', not the map frame 'map'" in node.output(), 10,
+                 "the refusal", node)
+        image, T = query[2]
+        msg.header.frame_id = "map"
+        msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = (float(v) for v in T[:3, 3])
+        initial.publish(msg)
+        wait_for(lambda: "prior from initialpose" in node.output(), 10, "the initialpose to be taken", node)
+        send_and_wait(running, image_msg(image, 13 * 10**11))
+        values = diagnostics_values(diagnostics[-1])
+        assert values["retrieval_area"].startswith("limited: 10 of 10 map images within 50 m") \
+            and values["retrieval_area"].endswith("(initialpose)"), values["retrieval_area"]
+        assert values["initial_poses"] == "1" and values["initial_poses_refused"] == "1"
+        # A 50 m radius holds the whole room: the frame localizes, and its pose is the next prior.
+        send_and_wait(running, image_msg(image, 13 * 10**11 + 10**8))
+        wait_for(lambda: diagnostics_values(diagnostics[-1])["retrieval_area"].endswith("(the last accepted pose)"),
+                 5, "the last pose as the prior", node)
+    finally:
+        set_params(client, retrieval_radius_m=0.0)
+
+
 def test_relocalize_lets_through_a_frame_the_rate_limit_would_drop(running, room_scene):
     node, client, pubs, poses, keypoints, diagnostics = running
     _, cam, query = room_scene

@@ -62,7 +62,7 @@ class FakeLocalizer:
         self.on_extract()
         return "features"
 
-    def localize_features(self, features, camera) -> LocalizationResult:
+    def localize_features(self, features, camera, prior=None) -> LocalizationResult:
         self.localized += 1
         return LocalizationResult(True, None, T_map_camera=np.eye(4), covariance=np.eye(6) * 1e-4)
 

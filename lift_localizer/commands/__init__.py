@@ -143,6 +143,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -186,6 +193,11 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                         "or paper (the paper's 21 levels at 640×480)")
     g.add_argument("--top-k", type=positive_int, default=default_conf["top_k"], metavar="K",
                    help="map images retrieved")
+    g.add_argument("--retrieval-radius", dest="retrieval_radius_m", type=non_negative_float,
+                   default=default_conf["retrieval_radius_m"], metavar="M",
+                   help="retrieve only from the map images whose camera centre lies within M map units of the "
+                        "previous accepted pose in the sequence (the whole map for the first query, after "
+                        "repeated failures or where none lies within M); 0: always the whole map")
     g.add_argument("--map-cache-images", type=positive_int, default=default_conf["map_cache_images"], metavar="N",
                    help="map images whose keypoints with 3D points stay in memory; the others are read from the map "
                         "when retrieved")

@@ -28,7 +28,7 @@ def run_localize(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from ..evaluation.metrics import reason_key
-    from ..evaluation.replay import localize_frames, write_tum
+    from ..evaluation.replay import area_counts, localize_frames, write_tum
     from ..localization.localizer import Localizer
     from ..mapping.io import MapError, load_map
 
@@ -49,6 +49,8 @@ def run_localize(args: argparse.Namespace) -> int:
     written = write_tum(args.output, outcomes)
     failures = Counter(reason_key(o.reason) for o in outcomes if o.reason)
     print(f"localized {written}/{len(outcomes)} images -> {args.output}")
+    if localizer.conf["retrieval_radius_m"] > 0:
+        log("retrieval: " + ", ".join(f"{mode}: {n}" for mode, n in area_counts(outcomes).items()))
     if failures:
         log(f"failed: {sum(failures.values())} image(s): " + ", ".join(f"{k}: {v}" for k, v in failures.items()))
     return 0

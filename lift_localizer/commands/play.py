@@ -9,15 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import fail, log, positive_float
+from . import fail, log, non_negative_float, positive_float
 from .record import print_record, record_request, ros_missing, stop_on_signals
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
 
 
 def add(sub) -> None:

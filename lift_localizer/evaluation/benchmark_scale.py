@@ -9,7 +9,13 @@ poses and points), written with the normal map writer, and measured in a process
 that sizes do not share memory: the time ``load_map`` and the ``Localizer`` take, the resident
 memory after loading and after the queries, the median time of retrieval + matching + PnP per query
 (the queries' features are extracted once, beforehand), and the recall at (0.25 m, 2°) of the real
-queries against their ground truth. The time per query is given as wall time and as the process's
+queries against their ground truth. With ``--retrieval-radius M`` each size is measured twice, on the
+same map: retrieval from the whole map, then from the map images within M of the previous accepted
+pose (``localization.prior``; the copies are the look-alike places far away that it leaves out). The
+real queries are localized in turn, over and over: each return from the last to the first is a jump
+that a radius covering the motion between frames does not cover, so it costs the failures after
+which the prior is dropped (``prior_max_failures``) and a cold start; ``localized`` counts the
+accepted poses over all the queries, ``area`` the queries by how retrieval chose its map images. The time per query is given as wall time and as the process's
 CPU time (all its threads); ``--threads`` bounds the thread pools of the measured process (torch,
 faiss, BLAS), so that the sizes compare without other work on the machine deciding the result. The resident memory includes the extractor's networks, loaded
 before the map as a node has them; ``rss_mb_before_load`` is that part.
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -32,6 +39,7 @@ import numpy as np
 from ..features.io import read_features, write_features
 from ..geometry.camera import Camera
 from ..geometry.pose import pose_error
+from ..localization.prior import PosePrior
 from .scale_map import ReplicatedMap, read_base
 
 # Recall threshold of the table (the long-term visual localization benchmark's finest).
@@ -128,13 +136,18 @@ def measure(map_dir: Path, queries: Path, conf: dict, num_queries: int) -> dict:
         cams = [Camera.from_dict(json.loads(f[n].attrs["camera"])) for n in names]
         truths = [np.asarray(f[n].attrs["T_map_camera"]) for n in names]
     feats = [read_features(queries, n) for n in names]
-    latencies, cpu, correct = [], [], []
+    latencies, cpu, retrieve, correct = [], [], [], []
+    prior, areas, localized = PosePrior(timeout_s=0.0), Counter(), 0   # the stored queries have no stamps
     for k in range(num_queries):
         j = k % len(names)
         t, c = time.perf_counter(), time.process_time()
-        result = localizer.localize_features(feats[j], cams[j])
+        result = localizer.localize_features(feats[j], cams[j], prior.take(None)[0])
         latencies.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
+        prior.update(result, None)
+        localized += result.success
+        retrieve.append(result.timings.get("retrieve", np.nan))
+        areas[result.area.mode if result.area else "none"] += 1
         if k < len(names):
             dt, dr = pose_error(result.T_map_camera, truths[j]) if result.success else (np.inf, np.inf)
             correct.append(dt <= RECALL_M and dr <= RECALL_DEG)
@@ -142,7 +155,9 @@ def measure(map_dir: Path, queries: Path, conf: dict, num_queries: int) -> dict:
             "rss_mb_before_load": rss_before, "rss_mb_loaded": rss_loaded, "rss_mb_after_queries": resident_mb(),
             "cache_images": len(m.cache), "cache_mb": m.cache.nbytes / 1e6,
             "latency_ms_median": 1000 * float(np.median(latencies)), "cpu_ms_median": 1000 * float(np.median(cpu)),
-            "queries": num_queries,
+            "retrieve_ms_median": 1000 * float(np.nanmedian(retrieve)), "queries": num_queries,
+            "retrieval_radius_m": float(localizer.conf["retrieval_radius_m"]), "area": dict(areas),
+            "localized": localized,
             "recall_0.25m_2deg": float(np.mean(correct)) if correct else float("nan"),
             "retrieval": localizer.retrieval.name}
 
@@ -204,16 +219,21 @@ def run(args: argparse.Namespace) -> int:
             t = time.perf_counter()
             ReplicatedMap(base, size, args.descriptor_noise, args.seed).write(directory, log)
             written_s, disk = time.perf_counter() - t, _disk_mb(directory)
-            row = _child({"map": str(directory), "queries": str(work / QUERIES_FILE), "conf": conf,
-                          "num_queries": args.queries, "threads": args.threads})
-            row.update(write_s=written_s, disk_mb=disk)
+            # With a radius, the whole map first: the pair compares on one map.
+            radii = [0.0, conf["retrieval_radius_m"]] if conf.get("retrieval_radius_m") else [0.0]
+            for radius in radii:
+                row = _child({"map": str(directory), "queries": str(work / QUERIES_FILE),
+                              "conf": {**conf, "retrieval_radius_m": radius},
+                              "num_queries": args.queries, "threads": args.threads})
+                row.update(write_s=written_s, disk_mb=disk)
+                rows.append(row)
+                log(_line(row, rows[0]))
             shutil.rmtree(directory, ignore_errors=True)
-            rows.append(row)
-            log(_line(row, rows[0]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'images':>8} {'points':>10} {'load s':>7} {'RSS MB loaded':>14} {'after queries':>14} "
-          f"{'cache MB':>9} {'latency ms':>11} {'× first':>8} {'CPU ms':>7} {'× first':>8} {'recall':>7}")
+          f"{'cache MB':>9} {'latency ms':>11} {'× first':>8} {'CPU ms':>7} {'× first':>8} {'recall':>7} "
+          f"{'radius':>7} {'retrieve ms':>12}")
     for row in rows:
         print(_line(row, rows[0]))
     if args.json:
@@ -225,4 +245,5 @@ def _line(row: dict, first: dict) -> str:
     return (f"{row['images']:>8} {row['points']:>10} {row['load_s']:>7.2f} {row['rss_mb_loaded']:>14.0f} "
             f"{row['rss_mb_after_queries']:>14.0f} {row['cache_mb']:>9.0f} {row['latency_ms_median']:>11.1f} "
             f"{row['latency_ms_median'] / first['latency_ms_median']:>8.2f} {row['cpu_ms_median']:>7.1f} "
-            f"{row['cpu_ms_median'] / first['cpu_ms_median']:>8.2f} {row['recall_0.25m_2deg']:>7.2f}")
+            f"{row['cpu_ms_median'] / first['cpu_ms_median']:>8.2f} {row['recall_0.25m_2deg']:>7.2f} "
+            f"{row['retrieval_radius_m']:>7g} {row['retrieve_ms_median']:>12.2f}")

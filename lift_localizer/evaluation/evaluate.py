@@ -11,7 +11,7 @@ from ..mapping.frames import Frame
 from ..mapping.io import list_alternates, load_map, read_meta
 from .metrics import WRONG_BOUND, Summary, errors, nees, summarize
 from .paired import align, compare
-from .replay import QueryOutcome, localize_frames
+from .replay import QueryOutcome, area_counts, localize_frames
 from .report import dataset_name, write_report
 from .thresholds import default_thresholds, scaled_thresholds, scene_depth
 
@@ -68,6 +68,8 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
                                  for o, gt in zip(outcomes, gts)])
         summary.retrieval = {"method": localizer.retrieval.name,
                              **retrieval_recall(localizer, outcomes, gts)}
+        if localizer.conf["retrieval_radius_m"] > 0:
+            summary.retrieval.update(radius_m=localizer.conf["retrieval_radius_m"], area=area_counts(outcomes))
         if negatives is not None:
             summary.negatives = count_negatives(localizer, negatives, name)
         results[name] = (summary, outcomes)
@@ -119,6 +121,9 @@ def print_results(results: dict[str, tuple[Summary, list[QueryOutcome]]], log=pr
             r = summary.retrieval
             log(f"  retrieval ({r['method']}): recall@1 {r['recall@1']:.3f}  recall@5 {r['recall@5']:.3f} "
                 f"(right = one of the 2 map images nearest the query)")
+            if "area" in r:
+                log(f"  retrieval area (radius {r['radius_m']:g} m around the previous accepted pose): "
+                    + ", ".join(f"{mode}: {n}" for mode, n in r["area"].items()))
         if summary.failures:
             log("  failures: " + ", ".join(f"{k}: {v}" for k, v in summary.failures.items()))
     for name, (summary, _) in results.items():

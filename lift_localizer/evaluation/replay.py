@@ -12,6 +12,7 @@ from ..images import ImageError
 from ..reasons import Failure, Reason
 from ..geometry.pose import matrix_to_quat
 from ..localization.localizer import LocalizationResult, Localizer
+from ..localization.prior import PosePrior
 from ..mapping.frames import Frame
 
 
@@ -27,8 +28,11 @@ class QueryOutcome:
 
 
 def localize_frames(localizer: Localizer, frames: list[Frame], desc: str = "localize") -> list[QueryOutcome]:
-    """Localize every frame; frames that cannot be read or have no camera are failures with a reason."""
+    """Localize every frame, in order; frames that cannot be read or have no camera are failures with
+    a reason. The last accepted pose is each frame's prior (``localization.prior``), which limits its
+    retrieval where the localizer's ``retrieval_radius_m`` is set."""
     out = []
+    prior = PosePrior()
     bar = tqdm(frames, desc=desc, unit="img", file=sys.stderr, disable=None)
     for frame in bar:
         if frame.camera is None or frame.error:
@@ -39,14 +43,26 @@ def localize_frames(localizer: Localizer, frames: list[Frame], desc: str = "loca
         except ImageError as e:
             out.append(QueryOutcome(frame, None, Failure(Reason.BAD_IMAGE, str(e))))
             continue
+        stamp_s = None if frame.stamp_ns is None else frame.stamp_ns * 1e-9
         try:
-            result = localizer(image, frame.camera)
+            result = localizer(image, frame.camera, prior.take(stamp_s)[0])
         except (ImageError, ValueError) as e:
             out.append(QueryOutcome(frame, None, Failure(Reason.BAD_IMAGE, str(e))))
             continue
+        prior.update(result, stamp_s)
         out.append(QueryOutcome(frame, result, result.reason if not result.success else None))
         bar.set_postfix(localized=sum(o.reason is None for o in out))
     return out
+
+
+def area_counts(outcomes: list[QueryOutcome]) -> dict[str, int]:
+    """How many queries retrieved from an area around their prior, and how many from the whole map
+    and why (``retrieval.area`` modes)."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.result is not None and o.result.area is not None:
+            counts[o.result.area.mode] = counts.get(o.result.area.mode, 0) + 1
+    return counts
 
 
 def tum_line(stamp_ns: int, T: np.ndarray) -> str:

@@ -27,6 +27,7 @@ from .acceptance import (CLUSTERED, LOW_INLIER_RATIO, RIVAL, TOO_FEW_INLIERS, UN
                          PoseEvidence, inlier_refusal, pose_evidence, refusal)
 from ..features.matching import mutual_nearest_neighbours
 from ..reasons import Failure, Reason
+from ..retrieval.area import OFF, AreaIndex, AreaUse
 from ..retrieval.retriever import GlobalIndexError, NetVLADRetrieval, compatible_model
 from .vote_retrieval import VoteRetrieval
 from .options import UNSET_BY_FALSY, conf_from, default_conf  # noqa: F401 — the first two re-exported
@@ -66,6 +67,9 @@ class LocalizationResult:
     timings: dict[str, float] = field(default_factory=dict)
     # What supports the pose (acceptance.PoseEvidence); None where PnP found none.
     evidence: PoseEvidence | None = None
+    # Which map images retrieval chose from (the whole map, or an area around a prior); None where
+    # the query ended before retrieval.
+    area: AreaUse | None = None
 
     @property
     def inlier_ratio(self) -> float:
@@ -117,6 +121,7 @@ class Localizer:
         self._match_device = device if device.type == "cuda" else None
         # The most recently retrieved map images' descriptors, at most MAX_ON_DEVICE (~0.5 MB each).
         self._on_device: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._area: AreaIndex | None = None   # built when a radius is first set
 
     def _extractor_conf(self) -> dict:
         return query_extractor_conf(self.map.meta["features"], self.conf)
@@ -179,15 +184,27 @@ class Localizer:
                 self._on_device.popitem(last=False)
         return self._on_device[i]
 
-    def cluster_results(self, q: Features, camera: Camera, timings: dict[str, float]) -> Iterator[LocalizationResult]:
+    def retrieval_area(self, prior: np.ndarray | None) -> AreaUse:
+        """The map images a query with ``prior`` (a position in the map frame, or None) retrieves
+        from, under the option ``retrieval_radius_m`` (which the node may change at run time)."""
+        radius = float(self.conf["retrieval_radius_m"])
+        if radius <= 0:
+            return AreaUse(OFF, None, 0.0, len(self.names))
+        if self._area is None:
+            self._area = AreaIndex(np.array([im.T_map_camera[:3, 3] for im in self.map.images]).reshape(-1, 3))
+        return self._area.candidates(prior, radius)
+
+    def cluster_results(self, q: Features, camera: Camera, timings: dict[str, float],
+                        area: AreaUse | None = None) -> Iterator[LocalizationResult]:
         """One result per covisibility cluster of the retrieved map images, best-ranked first, each
-        with its evidence and its acceptance decision; ``timings`` accumulates match and pnp."""
+        with its evidence and its acceptance decision; ``timings`` accumulates match and pnp.
+        ``area``: the map images to retrieve from (``retrieval_area``; None: the whole map)."""
         # A parameter changed at run time (the node's map_cache_images) applies from this query on.
         if self.map.cache.capacity != self.conf["map_cache_images"]:
             self.map.cache.resize(self.conf["map_cache_images"])
         t = time.perf_counter()
-        ranked, _ = self.retrieval.top_k(q.descriptors, self.conf["top_k"])
-        timings["retrieve"] = time.perf_counter() - t
+        ranked, _ = self.retrieval.top_k(q.descriptors, self.conf["top_k"], area.ids if area else None)
+        timings["retrieve"] = timings.get("retrieve", 0.0) + time.perf_counter() - t
         if len(ranked) == 0:
             return
         xy_undist = camera.undistort_points(q.keypoints)
@@ -226,13 +243,19 @@ class Localizer:
                 est.num_inliers if est else 0, len(kp_idx), retrieved=retrieved, match_keypoints=kp_idx,
                 match_xyz=xyz, inliers=est.inliers if est else None, evidence=evidence)
 
-    def localize_features(self, q: Features, camera: Camera) -> LocalizationResult:
+    def localize_features(self, q: Features, camera: Camera, prior: np.ndarray | None = None) -> LocalizationResult:
+        """Localize a query's features. ``prior``: where the camera is believed to be (a position
+        in the map frame); with the option ``retrieval_radius_m`` set, only the map images within
+        that radius of it are retrieved from (the whole map where none is, or without a prior)."""
         timings = dict(q.timings) if q.timings else {}
         if len(q) == 0:
             return LocalizationResult(False, Failure(NO_FEATURES), features=q, timings=timings)
+        t = time.perf_counter()
+        area = self.retrieval_area(prior)
+        timings["retrieve"] = time.perf_counter() - t
         best: LocalizationResult | None = None
         try:
-            for result in self.cluster_results(q, camera, timings):
+            for result in self.cluster_results(q, camera, timings, area):
                 if best is None or result.num_inliers > best.num_inliers:
                     best = result
                 if result.success:
@@ -240,10 +263,10 @@ class Localizer:
         except MapError as e:
             # A map image whose features are corrupt is found when it is first read: this query
             # fails with the reason, and the map's other images still serve the next ones.
-            return LocalizationResult(False, Failure(BAD_MAP_IMAGE, str(e)), features=q, timings=timings)
+            return LocalizationResult(False, Failure(BAD_MAP_IMAGE, str(e)), features=q, timings=timings, area=area)
         if best is None:
-            return LocalizationResult(False, Failure(NO_RETRIEVAL), features=q, timings=timings)
-        best.features, best.timings = q, timings
+            return LocalizationResult(False, Failure(NO_RETRIEVAL), features=q, timings=timings, area=area)
+        best.features, best.timings, best.area = q, timings, area
         return best
 
     def warm_up(self, camera: Camera) -> float:
@@ -271,6 +294,7 @@ class Localizer:
         q.timings = {"extract": time.perf_counter() - t}
         return q
 
-    def __call__(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
-        """Localize an image (any layout ``to_gray`` accepts) taken by ``camera``."""
-        return self.localize_features(self.extract(image, camera), camera)
+    def __call__(self, image: np.ndarray, camera: Camera, prior: np.ndarray | None = None) -> LocalizationResult:
+        """Localize an image (any layout ``to_gray`` accepts) taken by ``camera``; ``prior``: see
+        ``localize_features``."""
+        return self.localize_features(self.extract(image, camera), camera, prior)

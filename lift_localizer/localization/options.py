@@ -20,6 +20,9 @@ default_conf = {
     # LIFT scale-space preset (features.lift.PRESETS): "fast" trades some recall for speed on a CPU.
     "preset": "default",
     "top_k": 10,
+    # Map images whose camera centre lies within this distance (map units) of a prior position are the
+    # only ones retrieved from, where a query has a prior; 0: always the whole map.
+    "retrieval_radius_m": 0.0,
     # "auto": NetVLAD + faiss when the map has them, else descriptor votes; or force one.
     "retrieval": "auto",
     "ratio": 0.9,
@@ -47,6 +50,12 @@ default_conf = {
     # dropped and read again from the map when retrieved); maps up to this size are read once.
     "map_cache_images": DEFAULT_CACHE_IMAGES,
 }
+
+# When a prior stops limiting retrieval (``prior.PosePrior``): older than this many seconds of image
+# stamps, or after this many area-limited queries in a row have failed; the next query then searches
+# the whole map (a cold start).
+PRIOR_TIMEOUT_S = 10.0
+PRIOR_MAX_FAILURES = 3
 
 # Options a user turns off (a bound not tested) or leaves to the default with 0 or "": ROS
 # parameters cannot be None, and the command line says 0 where it means "not tested".

@@ -29,23 +29,29 @@ class VoteRetrieval:
         self.owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
         self.num_images = len(map_.images)
 
-    def top_k(self, descriptors: np.ndarray, k: int, min_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of the k best map images and their vote counts, best first. Images with fewer
-        than ``min_fraction`` of the best image's votes are left out: their nearest neighbours are
-        mostly chance, and their matches would only add outliers to PnP."""
-        if len(self.desc) == 0 or len(descriptors) == 0:
+    def top_k(self, descriptors: np.ndarray, k: int, candidates: np.ndarray | None = None,
+              min_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the k best map images and their vote counts, best first; only ``candidates``
+        (map image indices) vote where given. Images with fewer than ``min_fraction`` of the best
+        image's votes are left out: their nearest neighbours are mostly chance, and their matches
+        would only add outliers to PnP."""
+        desc, owner = self.desc, self.owner
+        if candidates is not None:
+            keep = np.isin(owner, candidates)
+            desc, owner = desc[torch.from_numpy(keep)], owner[keep]
+        if len(desc) == 0 or len(descriptors) == 0:
             return np.zeros(0, np.int64), np.zeros(0)
         q = torch.from_numpy(np.asarray(descriptors, np.float32))
         # In chunks, so that a large map never needs a (N_query × N_map) matrix in memory at once.
         best = torch.full((len(q),), float("inf"))
         nn_t = torch.zeros(len(q), dtype=torch.long)
-        for start in range(0, len(self.desc), self.CHUNK):
-            d = torch.cdist(q[None], self.desc[None, start:start + self.CHUNK])[0]
+        for start in range(0, len(desc), self.CHUNK):
+            d = torch.cdist(q[None], desc[None, start:start + self.CHUNK])[0]
             value, index = d.min(1)
             better = value < best
             best[better], nn_t[better] = value[better], index[better] + start
         nn = nn_t.numpy()
-        votes = np.bincount(self.owner[nn], minlength=self.num_images).astype(np.float64)
+        votes = np.bincount(owner[nn], minlength=self.num_images).astype(np.float64)
         order = np.argsort(-votes, kind="stable")[:k]
         order = order[votes[order] >= max(min_fraction * votes[order[0]], 1)]
         return order, votes[order]

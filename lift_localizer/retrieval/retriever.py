@@ -238,9 +238,27 @@ class NetVLADRetrieval:
     def describe(self, descriptors: np.ndarray) -> np.ndarray:
         return global_descriptors(self.net, [descriptors])[0]
 
-    def top_k(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top_k(self, descriptors: np.ndarray, k: int,
+              candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best map images and their scores, best first; among ``candidates`` (map image
+        indices) only where given, scored exactly against their stored global descriptors."""
         if len(descriptors) == 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        scores, ids = search(self.index, self.describe(descriptors)[None], k)
+        query = self.describe(descriptors)
+        if candidates is not None:
+            ids = np.asarray(candidates, np.int64)
+            # Flat and HNSW-flat indices keep the vectors themselves: no second copy of them is held.
+            scores = self.index.reconstruct_batch(ids) @ query
+            return best_of(ids, scores, k)
+        scores, ids = search(self.index, query[None], k)
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), scores[0][keep]
+
+
+def best_of(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` highest-scoring of ``ids`` and their scores, best first (ties by index, stably)."""
+    if len(ids) > k:
+        keep = np.argpartition(-scores, k - 1)[:k]
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))
+    return ids[order], scores[order]

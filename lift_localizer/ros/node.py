@@ -1,7 +1,8 @@
 """The ROS 2 node: camera images in, 6-DoF camera poses out. A thin rclpy layer over ``worker.Worker``,
 which loads the map, warms up and localizes each frame without ROS.
 
-Subscribes ``image`` (or ``image/compressed``) and ``camera_info``; publishes ``pose``
+Subscribes ``image`` (or ``image/compressed``), ``camera_info`` and ``initialpose`` (a prior that
+limits retrieval where ``retrieval_radius_m`` is set, ``worker.Worker.initial_pose``); publishes ``pose``
 (PoseWithCovarianceStamped), ``keypoints`` (only while someone listens), ``/diagnostics``, and
 TF map→odom or map→camera where tf2_ros is installed (nothing where the camera frame has a parent
 already that odom_frame does not lead to: ``transforms.decide_broadcast``); serves ``relocalize``
@@ -103,6 +104,8 @@ class LocalizerNode(Node):
         self.create_subscription(CompressedImage if compressed else Image, image_topic,
                                  lambda msg: self._on_image(msg, compressed), qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
+        # RViz's 2D Pose Estimate and nav2 publish it (reliable, depth 10 matches both).
+        self.create_subscription(PoseWithCovarianceStamped, "initialpose", self._on_initial_pose, 10)
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
         self.keypoints_pub = self.create_publisher(Keypoints, "keypoints", 10) if Keypoints else None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -190,6 +193,11 @@ class LocalizerNode(Node):
             self.stats.count("skipped_rate")
             return
         self.slot.put((msg, compressed, now, ticket))
+
+    @_guarded
+    def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        p = msg.pose.pose.position
+        self.work.initial_pose(msg.header.frame_id, np.array([p.x, p.y, p.z]))
 
     def _on_relocalize(self, request, response):
         self.jump_gate.clear()

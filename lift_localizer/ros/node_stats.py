@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from ..reasons import Reason, reason_of
+from ..retrieval.area import LIMITED, OFF
 
 OK, WARN, ERROR = 0, 1, 2
 STAGES = ("decode", "extract", "retrieve", "match", "pnp", "total")
@@ -24,6 +25,7 @@ class NodeStats:
         self.map_status = "no map loaded"
         self.map_ok = False
         self.warm_up = "not yet"
+        self.area = "no image localized yet"
         self._timings = {s: deque(maxlen=window) for s in STAGES}
         self._latency = deque(maxlen=window)
 
@@ -46,6 +48,16 @@ class NodeStats:
         with self._lock:
             self.warm_up = status
 
+    def retrieval_area(self, area, prior: str) -> None:
+        """How the last image's retrieval chose its map images (a ``retrieval.area.AreaUse``, or None
+        where it ended before retrieval) and ``prior``: where its prior came from, or why it had none."""
+        if area is None:
+            return
+        with self._lock:
+            self.area = area.describe(prior if area.mode != OFF else "")
+            if area.mode != OFF:
+                self.counts["area_limited" if area.mode == LIMITED else "whole_map"] += 1
+
     def processed(self, timings: dict[str, float], latency_s: float) -> None:
         with self._lock:
             for stage in STAGES:
@@ -65,7 +77,10 @@ class NodeStats:
                       ("frames_localized", c["localized"]), ("frames_failed", c["failed"]),
                       ("frames_skipped_no_map", c["skipped_no_map"]),
                       ("frames_skipped_no_camera_info", c["skipped_no_camera_info"]),
-                      ("bad_messages", c["bad"]), ("last_failure", self.last_failure or "none")]
+                      ("bad_messages", c["bad"]), ("last_failure", self.last_failure or "none"),
+                      ("retrieval_area", self.area), ("frames_area_limited", c["area_limited"]),
+                      ("frames_whole_map", c["whole_map"]), ("initial_poses", c["initial_pose"]),
+                      ("initial_poses_refused", c["initial_pose_refused"])]
             values += [(f"jump_{k}", n) for k, n in jumps.items()]
             if cache is not None:
                 values += [("map_cache_images", f"{len(cache)}/{cache.capacity}"),

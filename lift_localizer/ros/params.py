@@ -12,7 +12,7 @@ from ..backends import BACKEND_NAMES, unavailable
 from ..images import MAX_IMAGE_SIDE
 from ..features.extractors import EXTRACTORS
 from ..nets.presets import PRESETS
-from ..localization.options import conf_from
+from ..localization.options import PRIOR_MAX_FAILURES, PRIOR_TIMEOUT_S, conf_from
 from ..localization.options import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
 
@@ -50,6 +50,14 @@ PARAMS: tuple[Param, ...] = (
     Param("preset", _L["preset"], "LIFT scale space: default (13 levels), fast (9 levels, ≤ 600 keypoints) or "
           "paper (the paper's 21 levels at 640×480)", choices=tuple(PRESETS), reload=True),
     Param("top_k", _L["top_k"], "map images retrieved per image", low=1, high=100),
+    Param("retrieval_radius_m", _L["retrieval_radius_m"], "retrieve only from map images whose camera centre lies "
+          "within this distance (map units) of the prior: the last published pose, or a pose on `initialpose` "
+          "(map frame); the whole map without a prior or where none lies within it; 0: always the whole map",
+          low=0.0, high=1e9),
+    Param("prior_timeout_s", PRIOR_TIMEOUT_S, "a prior older than this (image stamps) is dropped and the next "
+          "image searches the whole map (a cold start); 0: never too old", low=0.0, high=1e9),
+    Param("prior_max_failures", PRIOR_MAX_FAILURES, "after this many area-limited images in a row are not "
+          "localized, the prior is dropped (a cold start); 0: never", low=0, high=1000000),
     Param("map_cache_images", _L["map_cache_images"], "map images whose keypoints with 3D points stay in memory; "
           "the others are read from the map when retrieved (~0.4 MB each at 2000 keypoints)", low=1, high=10_000_000),
     Param("retrieval", _L["retrieval"], "auto: NetVLAD when the map has it, else descriptor votes",

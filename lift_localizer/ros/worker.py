@@ -17,6 +17,7 @@ import numpy as np
 
 from ..bags.convert import decode_image
 from ..images import ImageError
+from ..localization.prior import PosePrior
 from ..reasons import Failure, Reason, reason_of
 from .cause_log import CauseLog
 from .frame_gate import FrameGate
@@ -28,6 +29,8 @@ from .params import BY_NAME, MAX_WARM_UP_SIZES, jump_limits, localizer_conf
 # Parameters that change what a map→odom means (another map, other frames) or whether one was
 # compared at all: the jump gate's reference is meaningless after them.
 CLEARS_JUMP_GATE = frozenset({"map_path", "map_frame", "odom_frame", "camera_frame", "jump_gate"})
+# Parameters after which the prior (the last pose, or an initialpose) is of another map.
+CLEARS_PRIOR = frozenset({"map_path"})
 # How long a ``take`` waits for a frame before the loop looks at the map and the warm-up again.
 TAKE_TIMEOUT_S = 0.5
 
@@ -78,6 +81,9 @@ class Worker:
         self.gate = FrameGate()
         self.jump_gate = JumpGate()
         self.slot = FrameSlot()
+        # Where retrieval is limited to (retrieval_radius_m): the last published pose or an initialpose.
+        self.prior = PosePrior()
+        self._prior_generation = 0   # counts prior changes, so a frame's outcome never replaces a newer prior
 
     # --- from the node's callbacks (executor thread) ---------------------------------------
     def set_params(self, changes: dict[str, Any]) -> None:
@@ -86,11 +92,48 @@ class Worker:
             self.params.update(changes)
             if CLEARS_JUMP_GATE & changes.keys():
                 self.jump_gate.clear()
+            if CLEARS_PRIOR & changes.keys():
+                self._set_prior(None, None, "the map changed")
             if any(BY_NAME[name].reload for name in changes):
                 self.reload.set()
             elif self.localizer is not None:
                 self.localizer.conf.update(localizer_conf(self.params))
         self.slot.wake()
+
+    def initial_pose(self, frame_id: str, position: np.ndarray) -> str | None:
+        """A pose given on ``initialpose`` (RViz's 2D Pose Estimate, nav2): its position becomes the prior
+        that limits retrieval, and the jump gate forgets its last map→odom (the next pose may be far from
+        it). The prior ages from the next image's stamp, not the message's: RViz stamps with its own
+        clock, which need not be the camera's (a bag replayed without sim time). Returns why it is
+        refused, or None."""
+        map_frame = self.params["map_frame"]
+        position = np.asarray(position, np.float64)
+        if frame_id.lstrip("/") != map_frame:
+            why = f"initialpose refused: its frame is {frame_id!r}, not the map frame {map_frame!r} (map_frame)"
+        elif position.shape != (3,) or not np.all(np.isfinite(position)):
+            why = f"initialpose refused: position {position.tolist()} is not finite"
+        else:
+            with self.lock:
+                self._set_prior(position, None, "initialpose")
+                self.jump_gate.clear()
+            self.stats.count("initial_pose")
+            where = ", ".join(f"{v:.2f}" for v in position)
+            radius = self.params["retrieval_radius_m"]
+            self.log.info(f"prior from initialpose: ({where}) in {map_frame}; " +
+                          (f"retrieval limited to {radius:g} m around it" if radius > 0 else
+                           "retrieval_radius_m is 0, so retrieval still searches the whole map"))
+            return None
+        self.stats.count("initial_pose_refused")
+        self.log.cause("initialpose refused", why)
+        return why
+
+    def _set_prior(self, position: np.ndarray | None, stamp_s: float | None, source: str) -> None:
+        """Under ``lock``: a new prior, or none (``source`` then says why)."""
+        if position is None:
+            self.prior.clear(source)
+        else:
+            self.prior.set(position, stamp_s, source)
+        self._prior_generation += 1
 
     def set_camera(self, camera) -> None:
         with self.lock:
@@ -210,20 +253,33 @@ class Worker:
         features = localizer.extract(image, camera)
         if self.slot.closed:
             return
-        result = localizer.localize_features(features, camera)
+        header = msg.header
+        stamp_s = header.stamp.sec + 1e-9 * header.stamp.nanosec
+        with self.lock:
+            self.prior.timeout_s = self.params["prior_timeout_s"]
+            self.prior.max_failures = self.params["prior_max_failures"]
+            position, prior_source = self.prior.take(stamp_s)
+            generation = self._prior_generation
+        result = localizer.localize_features(features, camera, prior=position)
         if self.slot.closed:
             return
+        self.stats.retrieval_area(result.area, prior_source)
         self.stats.count("processed")
-        header = msg.header
         if result.features:
             self.outlet.publish_keypoints(result.features, header)
+        published = False
         if result.success:
             odom = self.outlet.odom_at(header) if self.params["jump_gate"] else None
             if odom is None or self._passes_jump_gate(result.T_map_camera, odom, header.stamp):
                 self.outlet.publish_pose(result.T_map_camera, result.covariance, header)
                 self.stats.count("localized")
                 self.outlet.broadcast(result.T_map_camera, header, odom)
-        else:
+                published = True
+        with self.lock:
+            # An initialpose (or a map change) while this frame ran wins over its outcome.
+            if generation == self._prior_generation:
+                self.prior.update(result, stamp_s, accepted=published)
+        if not result.success:
             self.stats.failure(result.reason)
             self.log.cause(reason_of(result.reason), f"not localized: {result.reason}")
         if relocalize:
