@@ -20,7 +20,7 @@ def walk(parser):
 
 helps = [p.format_help() for p in walk(build_parser())]
 print(json.dumps({"helps": len(helps), "usage": sum(h.startswith("usage: lift-localizer") for h in helps),
-                  "imported": sorted({m.split(".")[0] for m in sys.modules} & {"torch", "rclpy"})}))
+                  "imported": sorted({m.split(".")[0] for m in sys.modules} & {"torch", "rclpy", "ray"})}))
 """
 
 
@@ -40,3 +40,8 @@ def test_help_imports_no_ros(help_all):
 
 def test_help_imports_no_torch(help_all):
     assert "torch" not in help_all["imported"]
+
+
+def test_help_imports_no_ray(help_all):
+    # Ray is build-map --ray's optional dependency, imported when a build asks for it.
+    assert "ray" not in help_all["imported"]

@@ -193,7 +193,7 @@ def test_extract_and_build_map_take_precision(monkeypatch, tmp_path):
     assert main(["extract", str(tmp_path / "x.png"), "-o", str(tmp_path / "f.h5"), "--precision", "int8"]) == 2
     assert seen[-1]["precision"] == "int8"
     from lift_localizer.commands.build_map import run_build_map
-    from lift_localizer.mapping import build
+    from lift_localizer.mapping import build, pairs
 
     made = {}
 
@@ -204,7 +204,7 @@ def test_extract_and_build_map_take_precision(monkeypatch, tmp_path):
 
     monkeypatch.setattr("lift_localizer.commands.build_map.load_frames", lambda args, with_poses: ([1, 2], None))
     monkeypatch.setattr(build, "usable_frames", lambda frames, log: frames)
-    monkeypatch.setattr(build, "make_extractor", extractor)
+    monkeypatch.setattr(pairs, "make_extractor", extractor)   # ExtractorSet builds the map's extractors
     args = build_parser().parse_args(["build-map", "--bag", str(tmp_path), "-o", str(tmp_path / "m"),
                                       "--precision", "int8", "--features", "lift", "sift"])
     assert run_build_map(args) == 2

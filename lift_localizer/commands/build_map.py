@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +47,12 @@ def add(sub) -> None:
     p.add_argument("--sfm", action="store_true",
                    help="ignore/lack poses: reconstruct them with pycolmap's incremental mapper from our "
                         "features first (the map's scale is then arbitrary)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run feature extraction and matching as Ray tasks: on the cluster at ADDRESS (auto, "
+                        "ray://HOST:10001, HOST:6379) or, without one, on a Ray started here; the images are read "
+                        "and the points triangulated here (needs `pip install ray`; docs/mapping-at-scale.md)")
+    p.add_argument("--ray-cpus", type=positive_int, default=None, metavar="N",
+                   help="CPUs of the Ray that --ray without ADDRESS starts (default: the CPUs this process may use)")
     p.set_defaults(func=run_build_map)
 
 
@@ -108,10 +115,24 @@ def _unwritable(parent: Path, output: Path) -> str | None:
     return None
 
 
+def ray_problem(args: argparse.Namespace) -> str | None:
+    """Why --ray / --ray-cpus cannot be honoured (None: they can, or are not asked for)."""
+    if args.ray_cpus is not None and args.ray != "":
+        return "--ray-cpus sets the CPUs of the Ray that --ray (without ADDRESS) starts here"
+    if args.ray is None:
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "--ray needs Ray, which is not installed here: pip install 'ray>=2.60'"
+    return None
+
+
 def run_build_map(args: argparse.Namespace) -> int:
     from ..mapping.build import MapBuildError, build_map
+    from ..mapping.executors import ExecutorError
 
-    problem = output_problem(args.output, args.bag or args.folder)
+    problem = ray_problem(args) or output_problem(args.output, args.bag or args.folder)
     if problem:
         return fail(problem)
     frames, error = load_frames(args, with_poses=not args.sfm)
@@ -129,15 +150,30 @@ def run_build_map(args: argparse.Namespace) -> int:
         except SfmError as e:
             return fail(str(e))
     try:
-        summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
-                            {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours,
-                             "upright": args.upright, "precision": args.precision},
-                            source=str(args.bag or args.folder), log=log)
-    except (MapBuildError, ValueError) as e:
+        with _executor(args) as executor:
+            summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
+                                {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours,
+                                 "upright": args.upright, "precision": args.precision},
+                                source=str(args.bag or args.folder), log=log, executor=executor)
+    except (MapBuildError, ExecutorError, ValueError) as e:   # ExecutorError: a task failed, Ray unreachable
         return fail(f"no map written: {e}")
     for name, s in summary.items():
         print(f"[{name}] {s['images']} images, {s['points']} points, mean track length "
               f"{s['mean_track_length']:.2f}, mean reprojection error {s['mean_reprojection_error_px']:.2f} px, "
-              f"{s['verified_matches']}/{s['raw_matches']} matches kept over {s['matched_pairs']}/{s['pairs']} pairs")
+              f"{s['verified_matches']}/{s['raw_matches']} matches kept over {s['matched_pairs']}/{s['pairs']} pairs; "
+              f"{s['seconds']['features']:.1f} s features, {s['seconds']['matching']:.1f} s matching, "
+              f"{s['seconds']['triangulation']:.1f} s triangulation")
     print(f"map written to {args.output}" + (" (scale arbitrary: poses from SfM)" if args.sfm else ""))
     return 0
+
+
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace):
+    """None (build_map's own, in this process) or, with --ray, a Ray executor shut down afterwards."""
+    if args.ray is None:
+        yield None
+        return
+    from ..mapping.ray_build import ray_executor
+
+    with ray_executor(args.ray or None, args.ray_cpus) as executor:
+        yield executor

@@ -2,6 +2,9 @@
 poses → points triangulated by pycolmap with the poses fixed → the map directory.
 
     summary = build_map(frames, "out/map", features=("lift", "sift"))
+
+The per-image extraction and the per-image matching run through an executor (mapping/executors.py):
+here by default, or as Ray tasks (mapping/ray_build.py); everything else runs here.
 """
 from __future__ import annotations
 
@@ -9,77 +12,46 @@ import datetime
 import json
 import shutil
 import sys
+import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..features.extractors import conf_for, make_extractor
+from ..features.extractors import conf_for
 from ..images import ImageError, to_gray
 from ..features.types import Features
-from ..geometry.triangulate import fundamental_from_poses, sampson_error, triangulate
-from ..features.matching import mutual_nearest_neighbours
+from ..geometry.triangulate import triangulate
 from ..retrieval.index import build_index
 from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatible_model, global_descriptors,
                                    model_ref, replace_atomically, retrieval_files, write_retrieval_files)
 from ..weights import paths_for
+from .executors import Executor, InProcess, Task
 from .frames import Frame
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 from .options import default_conf
+from .pairs import (ExtractorSet, PairMatches, View, collect_matches, extract_image, match_group, pair_groups,
+                    select_pairs)
 
 
 class MapBuildError(ValueError):
     """Inputs from which no map can be built; the message says what is missing."""
 
 
-@dataclass
-class PairMatches:
-    matches: dict[tuple[int, int], np.ndarray]
-    raw: int
-    verified: int
-
-
-def select_pairs(poses: list[np.ndarray], num_neighbours: int, max_view_angle_deg: float) -> list[tuple[int, int]]:
-    """Image pairs (i < j) that see the same place, judged from the poses: each image with its
-    ``num_neighbours`` nearest camera centres among those looking within ``max_view_angle_deg``."""
-    if len(poses) < 2:
-        return []
-    centres = np.array([T[:3, 3] for T in poses])
-    axes = np.array([T[:3, 2] for T in poses])
-    dist = np.linalg.norm(centres[:, None] - centres[None], axis=2)
-    cos = np.clip(axes @ axes.T, -1, 1)
-    dist[cos < np.cos(np.radians(max_view_angle_deg))] = np.inf
-    np.fill_diagonal(dist, np.inf)
-    pairs = set()
-    for i in range(len(poses)):
-        for j in np.argsort(dist[i], kind="stable")[:num_neighbours]:
-            if np.isfinite(dist[i, j]):
-                pairs.add((min(i, int(j)), max(i, int(j))))
-    return sorted(pairs)
-
-
-def match_pairs(pairs: list[tuple[int, int]], features: list[Features], frames: list[Frame],
-                conf: dict, progress: str | None = None) -> PairMatches:
-    """Mutual-NN + ratio matches for each pair, kept where the known poses agree (epipolar).
-    ``progress``: the label of a progress bar over the pairs (None: no bar)."""
-    undist = [f.camera.undistort_points(ft.keypoints) for f, ft in zip(frames, features)]
-    out: dict[tuple[int, int], np.ndarray] = {}
-    raw = verified = 0
-    for i, j in _bar(progress or "", unit="pair", iterable=pairs, disable=None if progress else True):
-        m = mutual_nearest_neighbours(features[i].descriptors, features[j].descriptors, conf["ratio"])
-        raw += len(m)
-        if len(m) == 0:
-            continue
-        F = fundamental_from_poses(frames[i].T_map_camera, frames[j].T_map_camera, frames[i].camera.K,
-                                   frames[j].camera.K)
-        good = sampson_error(F, undist[i][m[:, 0]], undist[j][m[:, 1]]) < conf["epipolar_threshold_px"]
-        if good.sum() >= conf["min_pair_matches"]:
-            out[(i, j)] = m[good]
-            verified += int(good.sum())
-    return PairMatches(out, raw, verified)
+def match_pairs(pairs: list[tuple[int, int]], features: list[Features], frames: list[Frame], conf: dict,
+                executor: Executor, progress: str) -> PairMatches:
+    """Mutual-NN + ratio matches for each pair, kept where the known poses agree (epipolar); one
+    task per image and its partners, each image's features shared once. ``progress``: the bar's label."""
+    groups = pair_groups(pairs)
+    views = [View(f.camera, f.T_map_camera) for f in frames]
+    shared = [executor.share(f) for f in features]
+    tasks = (Task(f"matching image {frames[i].name}", (conf, views[i], shared[i], [views[j] for j in js],
+                                                       *(shared[j] for j in js)), len(js)) for i, js in groups)
+    with _bar(progress, total=len(pairs), unit="pair") as bar:
+        results = executor.run(match_group, tasks, bar)
+    return collect_matches(groups, results)
 
 
 def usable_frames(frames: list[Frame], log=print) -> list[Frame]:
@@ -97,29 +69,36 @@ def usable_frames(frames: list[Frame], log=print) -> list[Frame]:
     return keep
 
 
-def _bar(desc: str, total: int | None = None, unit: str = "it", iterable=None, disable: bool | None = None) -> tqdm:
+def _bar(desc: str, total: int, unit: str) -> tqdm:
     """One stage's progress line on stderr (hidden where stderr is not a terminal); it stays when done,
     so that the log shows every stage and how long it took."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, disable=disable)
+    return tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, disable=None)
 
 
-def _extract_all(frames: list[Frame], extractors: dict, log) -> tuple[list[Frame], dict[str, list[Features]]]:
+def _extract_all(frames: list[Frame], extractors: ExtractorSet, log, executor: Executor
+                 ) -> tuple[list[Frame], dict[str, list[Features]]]:
     kept: list[Frame] = []
-    feats: dict[str, list[Features]] = {name: [] for name in extractors}
-    for frame in _bar(f"features {' '.join(extractors)}", unit="img", iterable=frames):
-        try:
-            gray = to_gray(frame.image())
-        except ImageError as e:
-            log(f"warning: skipped {frame.name}: {e}")
-            continue
-        if gray.shape != (frame.camera.height, frame.camera.width):
-            log(f"warning: skipped {frame.name}: image is {gray.shape[1]}×{gray.shape[0]}, camera says "
-                f"{frame.camera.width}×{frame.camera.height}")
-            continue
-        kept.append(frame)
-        for name, ex in extractors.items():
-            feats[name].append(ex(gray))
-    return kept, feats
+    shared = executor.share(extractors)
+    with _bar(f"features {' '.join(extractors.confs)}", total=len(frames), unit="img") as bar:
+        def tasks():
+            # Images are read here, as the executor takes them; a bad one is skipped here, never retried.
+            for frame in frames:
+                try:
+                    gray = to_gray(frame.image())
+                except ImageError as e:
+                    log(f"warning: skipped {frame.name}: {e}")
+                    bar.update()
+                    continue
+                if gray.shape != (frame.camera.height, frame.camera.width):
+                    log(f"warning: skipped {frame.name}: image is {gray.shape[1]}×{gray.shape[0]}, camera says "
+                        f"{frame.camera.width}×{frame.camera.height}")
+                    bar.update()
+                    continue
+                kept.append(frame)
+                yield Task(f"features of image {frame.name}", (shared, executor.share(gray)))
+
+        results = executor.run(extract_image, tasks(), bar)
+    return kept, {name: [r[k] for r in results] for k, name in enumerate(extractors.confs)}
 
 
 def _global_index(identity: dict, features: list[Features], names: list[str]) -> tuple[dict | None, str]:
@@ -149,12 +128,14 @@ def drop_non_finite_points(rec, point_ids: list[np.ndarray]) -> int:
 
 
 def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...] = ("lift",),
-              conf: dict | None = None, source: str = "", log=print) -> dict:
+              conf: dict | None = None, source: str = "", log=print, executor: Executor | None = None) -> dict:
     """Build the map directory ``output`` (replaced atomically) from posed frames.
 
     The first of ``features`` is the map's own; others go to ``output/alt/<name>`` with the same
-    images and pairs, for side-by-side evaluation. Returns a summary per feature set.
+    images and pairs, for side-by-side evaluation. ``executor`` runs the extraction and matching
+    tasks (default: here, in order). Returns a summary per feature set.
     """
+    executor = executor or InProcess()
     conf = {**default_conf, **(conf or {})}
     unknown = set(conf) - set(default_conf)
     if unknown:
@@ -163,13 +144,17 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     if len(frames) < 2:
         raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
     # Each extractor takes the options it has (only LIFT has ``upright``).
-    extractors = {name: make_extractor(name, conf_for(name, {"max_keypoints": conf["max_keypoints"],
-                                                             "upright": conf["upright"], "precision": conf["precision"]}))
-                  for name in features}
+    extractor_set = ExtractorSet({name: conf_for(name, {"max_keypoints": conf["max_keypoints"], "upright": conf["upright"],
+                                                        "precision": conf["precision"]})
+                                  for name in features})
+    # Built here too for their identity (map.json) and warnings, whichever executor extracts.
+    extractors = extractor_set.built()
     for ex in extractors.values():
         if ex.untrained_warning:
             log(ex.untrained_warning)
-    frames, feats = _extract_all(frames, extractors, log)
+    start = time.perf_counter()
+    frames, feats = _extract_all(frames, extractor_set, log, executor)
+    extraction_s = time.perf_counter() - start
     if len(frames) < 2:
         raise MapBuildError(f"only {len(frames)} image(s) could be read; need at least 2")
     poses = [f.T_map_camera for f in frames]
@@ -178,13 +163,17 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     with atomic_directory(output) as tmp:
         for k, (name, ex) in enumerate(extractors.items()):
             target = tmp if k == 0 else tmp / ALT_DIR / name
-            pm = match_pairs(pairs, feats[name], frames, conf, progress=f"matching {name}")
+            start = time.perf_counter()
+            pm = match_pairs(pairs, feats[name], frames, conf, executor, f"matching {name}")
+            matching_s = time.perf_counter() - start
             # One pycolmap call: the bar shows that it runs and, when done, how long it took.
+            start = time.perf_counter()
             with _bar(f"triangulation {name}", total=1, unit="model") as bar:
                 tri = triangulate([f.name for f in frames], [f.camera for f in frames], poses,
                                   [ft.keypoints for ft in feats[name]], pm.matches,
                                   {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
                 bar.update()
+            triangulation_s = time.perf_counter() - start
             rec = tri.reconstruction
             dropped = drop_non_finite_points(rec, tri.point_ids)
             if dropped:
@@ -199,6 +188,9 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                 "mean_track_length": float(tl.mean()) if len(tl) else 0.0,
                 "mean_reprojection_error_px": float(err.mean()) if len(err) else float("nan"),
                 "mean_keypoints": float(np.mean([len(f) for f in feats[name]])),
+                # Wall time of each stage; "features" extracts every feature set of the build at once.
+                "seconds": {"features": round(extraction_s, 3), "matching": round(matching_s, 3),
+                            "triangulation": round(triangulation_s, 3)},
             }
             with _bar(f"writing {name}", total=2, unit="part") as bar:
                 bar.set_postfix_str("global descriptors and index")
