@@ -173,6 +173,18 @@ def test_ray_cpus_is_for_the_ray_started_here(tmp_path):
         code, _, err = run_cli("build-map", "--folder", tmp_path, "--output", tmp_path / "map", "--ray-cpus", 2, *extra)
         assert code == 2 and "--ray-cpus sets the CPUs of the Ray that --ray (without ADDRESS) starts here" in err
 
+
+def test_an_unreachable_cluster_is_one_clear_line(tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (build-map --ray's optional dependency)")
+    import socket
+
+    with socket.socket() as s:   # a port that nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        for address, why in ((f"127.0.0.1:{port}", "cannot connect"), ("nowhere", "expected auto, HOST:PORT")):
+            code, _, err = run_cli("build-map", "--folder", tmp_path, "--output", tmp_path / "map", "--ray", address)
+            assert code == 2 and why in err, err
+
 def test_pairs_by_blocks_are_those_of_the_whole_matrix(monkeypatch):
     from lift_localizer.mapping import pairs
 

@@ -125,6 +125,13 @@ def ray_problem(args: argparse.Namespace) -> str | None:
         import ray  # noqa: F401
     except ImportError:
         return "--ray needs Ray, which is not installed here: pip install 'ray>=2.60'"
+    from ..mapping.ray_build import RayUnavailable, check_reachable
+
+    try:
+        if args.ray:
+            check_reachable(args.ray)   # before the bag is read, and in seconds rather than Ray's minutes
+    except RayUnavailable as e:
+        return str(e)
     return None
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import socket
 import warnings
 from typing import Any, Callable, Iterable, Iterator
 
@@ -105,6 +106,22 @@ def local_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """RayUnavailable unless ``address`` ("HOST:PORT" or "ray://HOST:PORT"; "auto" is not checked)
+    accepts a connection: ``ray.init`` itself retries an unreachable head for minutes."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnavailable(f"Ray address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayUnavailable(f"Ray at {address}: cannot connect ({e.strerror or e}); is `ray start --head` "
+                             f"running there, with that port open?") from None
+
+
 @contextlib.contextmanager
 def ray_executor(address: str | None = None, num_cpus: int | None = None) -> Iterator[RayExecutor]:
     """A RayExecutor on the cluster at ``address`` ("auto", "ray://HOST:10001", "HOST:6379"), or on
@@ -117,9 +134,12 @@ def ray_executor(address: str | None = None, num_cpus: int | None = None) -> Ite
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             if address:
+                check_reachable(address)
                 ray.init(address=address)
             else:
                 ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False)
+        except RayUnavailable:
+            raise
         except Exception as e:   # Ray raises ConnectionError, RuntimeError, ValueError… by cause
             raise RayUnavailable(f"Ray at {address or 'this machine'}: {type(e).__name__}: {e}") from None
     try:
