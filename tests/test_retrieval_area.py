@@ -213,3 +213,10 @@ def test_benchmark_scale_measures_each_size_with_and_without_the_radius(tmp_path
     # start) the previous pose limits retrieval to the real room's images.
     assert limited["retrieval_radius_m"] == 5 and limited["area"][COLD_START] == 1 and limited["area"][LIMITED] == 2
     assert "retrieve ms" in stdout
+    # The first query's true position as its prior (a user's initialpose): no cold start.
+    code, stdout, stderr = run_cli("benchmark-scale", "--sizes", 30, "--json", out, "--features", "sift",
+                                   "--queries", 3, "--mapping-views", 10, "--query-views", 3, "--width", 320,
+                                   "--height", 240, "--max-keypoints", 300, "--retrieval-radius", 5, "--initial-prior",
+                                   "--work", tmp_path)
+    assert code == 0, stderr
+    assert json.loads(out.read_text())[1]["area"] == {LIMITED: 3}

@@ -30,6 +30,9 @@ def add(sub) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="threads of the measured process (torch, faiss, BLAS); 0: as many as they choose")
     p.add_argument("--seed", type=int, default=0, help="seed of the copies' transforms and noise")
+    p.add_argument("--initial-prior", action="store_true",
+                   help="with --retrieval-radius: the first query's prior is its true position, as a user's "
+                        "initialpose gives it (default: a cold start)")
     p.add_argument("--work", type=Path, default=None, metavar="DIR",
                    help="where the maps are written (one at a time, removed after their measurement; default: the "
                         "system's temporary folder)")

@@ -15,7 +15,9 @@ pose (``localization.prior``; the copies are the look-alike places far away that
 real queries are localized in turn, over and over: each return from the last to the first is a jump
 that a radius covering the motion between frames does not cover, so it costs the failures after
 which the prior is dropped (``prior_max_failures``) and a cold start; ``localized`` counts the
-accepted poses over all the queries, ``area`` the queries by how retrieval chose its map images. The time per query is given as wall time and as the process's
+accepted poses over all the queries, ``area`` the queries by how retrieval chose its map images.
+``--initial-prior`` gives the first query its true position as the prior, as a user's ``initialpose``
+would, instead of a cold start. The time per query is given as wall time and as the process's
 CPU time (all its threads); ``--threads`` bounds the thread pools of the measured process (torch,
 faiss, BLAS), so that the sizes compare without other work on the machine deciding the result. The resident memory includes the extractor's networks, loaded
 before the map as a node has them; ``rss_mb_before_load`` is that part.
@@ -115,8 +117,9 @@ def extract_queries(map_dir: Path, frames: list, truths: dict, conf: dict, out: 
 # ---------------------------------------------------------------- one size, in a process of its own
 
 
-def measure(map_dir: Path, queries: Path, conf: dict, num_queries: int) -> dict:
-    """Load ``map_dir`` and localize ``num_queries`` queries (the file's, in turn); the numbers of the table."""
+def measure(map_dir: Path, queries: Path, conf: dict, num_queries: int, initial_prior: bool = False) -> dict:
+    """Load ``map_dir`` and localize ``num_queries`` queries (the file's, in turn); the numbers of the table.
+    ``initial_prior``: the first query's prior is its true position, as a user's initialpose gives it."""
     from ..features.extractors import make_extractor
     from ..localization.localizer import Localizer, default_conf, query_extractor_conf
     from ..mapping.io import load_map, read_meta
@@ -138,6 +141,8 @@ def measure(map_dir: Path, queries: Path, conf: dict, num_queries: int) -> dict:
     feats = [read_features(queries, n) for n in names]
     latencies, cpu, retrieve, correct = [], [], [], []
     prior, areas, localized = PosePrior(timeout_s=0.0), Counter(), 0   # the stored queries have no stamps
+    if initial_prior:
+        prior.set(truths[0], None, "the first query's true position")
     for k in range(num_queries):
         j = k % len(names)
         t, c = time.perf_counter(), time.process_time()
@@ -166,7 +171,8 @@ def _child(spec: dict) -> dict:
     """``measure`` in a fresh interpreter; its result is the last line of its output."""
     code = ("import json, sys\nfrom lift_localizer.evaluation.benchmark_scale import measure\nfrom pathlib import Path\n"
             "s = json.loads(sys.argv[1])\n"
-            "print(json.dumps(measure(Path(s['map']), Path(s['queries']), s['conf'], s['num_queries'])))")
+            "print(json.dumps(measure(Path(s['map']), Path(s['queries']), s['conf'], s['num_queries'], "
+            "s['initial_prior'])))")
     env = dict(os.environ)
     if spec.get("threads"):   # torch's, faiss's and BLAS's thread pools
         env.update(OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
@@ -224,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
             for radius in radii:
                 row = _child({"map": str(directory), "queries": str(work / QUERIES_FILE),
                               "conf": {**conf, "retrieval_radius_m": radius},
-                              "num_queries": args.queries, "threads": args.threads})
+                              "num_queries": args.queries, "threads": args.threads,
+                              "initial_prior": args.initial_prior})
                 row.update(write_s=written_s, disk_mb=disk)
                 rows.append(row)
                 log(_line(row, rows[0]))

@@ -1,7 +1,10 @@
 """The faiss index over a map's global descriptors, saved in faiss's own format.
 
 Exact inner product (IndexFlatIP) up to EXACT_UP_TO images; above, HNSW (graph search, no training
-needed, ~0.1–1 ms per query at 100 000 images). The kind is recorded in map.json.
+needed, ~0.1–1 ms per query at 100 000 images). The kind is recorded in map.json. IVF-PQ is not
+offered: at 100 000 images it saves ~0.1 GB, little beside the map's features, puts a wrong place
+first for 5–17 % of the queries (the exact search 1 %), and keeps no vectors for area-limited
+retrieval's exact scoring (docs/benchmarks.md, Retrieval).
 """
 from __future__ import annotations
 
