@@ -51,3 +51,4 @@ def test_netvlad_of_the_teacher_fits_a_distilled_desc_only(tmp_path, monkeypatch
         assert (net is not None) == fits, why
         if not fits:
             assert "retrain it" in why
+

@@ -60,3 +60,19 @@ def test_subtractive_normalization_matches_direct_formula():
 def test_desc_shapes():
     out = DESC()(torch.randn(4, 1, 64, 64))
     assert out.shape == (4, 128)
+
+
+def test_pruning_desc_to_its_own_widths_changes_nothing_and_to_thin_keeps_the_strongest():
+    from lift_localizer.nets.desc import pruned
+    from lift_localizer.weights import load_network
+
+    full = load_network("desc").module
+    x = torch.randn(5, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(pruned(full, "lift-desc-v1")(x), full(x))
+        thin = pruned(full, "lift-desc-thin-v1")
+        assert thin(x).shape == (5, 128) and thin.conv1.out_channels == 16 and thin.conv2.out_channels == 32
+    # The 32 kept outputs of conv2 are those conv3 weighs most.
+    weight = full.conv3.weight.abs().sum((0, 2, 3))
+    kept = {float(w) for w in thin.conv3.weight.abs().sum((0, 2, 3))}
+    assert kept == {float(w) for w in weight.sort(descending=True).values[:32]}

@@ -42,6 +42,10 @@ def add(sub) -> None:
                    help="LIFT without ORI (every keypoint upright): better for cameras that do not roll; "
                         "localization against the map follows it")
     add_precision_option(p)
+    p.add_argument("--desc", default=None, metavar="STEM",
+                   help="LIFT's DESC weights: desc_thin (the thin DESC, about 3× cheaper; docs/benchmarks.md) or "
+                        "another name in lift_localizer/weights, or a path stem (default: the shipped desc); "
+                        "localization against the map loads the same shipped weights")
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
     p.add_argument("--sfm", action="store_true",
@@ -152,7 +156,8 @@ def run_build_map(args: argparse.Namespace) -> int:
             from ..features.extractors import conf_for
 
             sfm_conf = conf_for(args.features[0], {"max_keypoints": args.max_keypoints, "precision": args.precision,
-                                                   **({"upright": True} if args.upright else {})})
+                                                   **({"upright": True} if args.upright else {}),
+                                                   **({"weights": {"desc": args.desc}} if args.desc else {})})
             frames = poses_from_sfm(frames, args.features[0], sfm_conf, log=log)
         except SfmError as e:
             return fail(str(e))
@@ -160,7 +165,7 @@ def run_build_map(args: argparse.Namespace) -> int:
         with _executor(args) as executor:
             summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
                                 {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours,
-                                 "upright": args.upright, "precision": args.precision},
+                                 "upright": args.upright, "precision": args.precision, "desc": args.desc},
                                 source=str(args.bag or args.folder), log=log, executor=executor)
     except (MapBuildError, ExecutorError, ValueError) as e:   # ExecutorError: a task failed, Ray unreachable
         return fail(f"no map written: {e}")

@@ -144,8 +144,9 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     if len(frames) < 2:
         raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
     # Each extractor takes the options it has (only LIFT has ``upright``).
-    extractor_set = ExtractorSet({name: conf_for(name, {"max_keypoints": conf["max_keypoints"], "upright": conf["upright"],
-                                                        "precision": conf["precision"]})
+    lift_options = {"upright": conf["upright"], "precision": conf["precision"],
+                    **({"weights": {"desc": conf["desc"]}} if conf["desc"] else {})}
+    extractor_set = ExtractorSet({name: conf_for(name, {"max_keypoints": conf["max_keypoints"], **lift_options})
                                   for name in features})
     # Built here too for their identity (map.json) and warnings, whichever executor extracts.
     extractors = extractor_set.built()

@@ -12,6 +12,9 @@ default_conf = {
     "upright": False,
     # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
     "precision": None,
+    # LIFT's DESC weights: a name in lift_localizer/weights (desc_thin: the thin DESC) or a path stem;
+    # None: the shipped desc. The map records their hash; localization loads the same shipped weights.
+    "desc": None,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
     "num_neighbours": 8,
     "max_view_angle_deg": 75.0,

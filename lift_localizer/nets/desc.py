@@ -61,6 +61,28 @@ class DESC(nn.Module):
         return x.flatten(1)
 
 
+@torch.no_grad()
+def pruned(desc: DESC, architecture: str) -> DESC:
+    """``desc`` cut to the channel widths of ``architecture``: the second convolution's outputs that
+    the third weighs most (L1 norm of the weights reading them), then the first convolution's outputs
+    that those weigh most; the kept filters are copied. The start of a distilled DESC: on held-out
+    patches the cut network, untrained, keeps most of the full one's matching (docs/training.md),
+    where a randomly initialised one starts from nothing."""
+    out = DESC(architecture)
+    c1, c2 = WIDTHS[architecture]
+    keep2 = desc.conv3.weight.abs().sum((0, 2, 3)).argsort(descending=True)[:c2].sort().values
+    keep1 = desc.conv2.weight[keep2].abs().sum((0, 2, 3)).argsort(descending=True)[:c1].sort().values
+    out.conv1.weight.copy_(desc.conv1.weight[keep1])
+    out.conv1.bias.copy_(desc.conv1.bias[keep1])
+    out.conv2.weight.copy_(desc.conv2.weight[keep2][:, keep1])
+    out.conv2.bias.copy_(desc.conv2.bias[keep2])
+    out.conv3.weight.copy_(desc.conv3.weight[:, keep2])
+    out.conv3.bias.copy_(desc.conv3.bias)
+    out.norm1.copy_(desc.norm1)
+    out.norm2.copy_(desc.norm2)
+    return out
+
+
 # Layer codes of the released Torch7 network: 1 convolution, 5 tanh, 4 L2 pooling, 7 subtractive norm.
 _REFERENCE_LAYERS = [1, 5, 4, 7, 1, 5, 4, 7, 1, 5, 4]
 

@@ -301,18 +301,20 @@ def _networks(phase: str, weights: dict[str, str | Path | None]) -> dict[str, Lo
 def _distillation(nets: dict[str, LoadedNetwork], conf: dict) -> None:
     """DESC phase: a fresh network of ``conf['architecture']`` (where it differs from the starting
     weights') and the fixed teacher ``conf['teacher']``, both in ``nets``."""
-    from ..nets.desc import ARCHITECTURE_NAMES
+    from ..nets.desc import ARCHITECTURE_NAMES, pruned
     from ..weights import architecture_of, build_module
 
     start = nets["desc"]
     wanted = ARCHITECTURE_NAMES.get(conf["architecture"], conf["architecture"])
+    teacher = _fixed(load_network("desc", conf["teacher"])) if conf["teacher"] else None
     if wanted and wanted != architecture_of("desc", start.module):
-        # Weights of another shape cannot be fine-tuned: the new network starts from the seed, and
-        # takes the starting weights' input normalisation (the patches it sees are the teacher's).
+        # Weights of another shape cannot be fine-tuned: the new network is the teacher cut to its
+        # widths (nets/desc.pruned), or random from the seed without one, with the starting weights'
+        # input normalisation (the patches it sees are the teacher's).
+        module = pruned(teacher.module, wanted) if teacher else build_module("desc", wanted)
         card = {"input": dict(start.card["input"]), "trained": False}
-        nets["desc"] = LoadedNetwork("desc", build_module("desc", wanted), card, start.path)
-    if conf["teacher"]:
-        teacher = _fixed(load_network("desc", conf["teacher"]))
+        nets["desc"] = LoadedNetwork("desc", module.train(), card, start.path)
+    if teacher:
         if (teacher.mean, teacher.std) != (nets["desc"].mean, nets["desc"].std):
             raise ValueError(f"teacher {conf['teacher']} normalises its patches with mean {teacher.mean}, std "
                              f"{teacher.std}; the trained DESC with {nets['desc'].mean}, {nets['desc'].std}")
