@@ -52,3 +52,32 @@ def test_netvlad_of_the_teacher_fits_a_distilled_desc_only(tmp_path, monkeypatch
         if not fits:
             assert "retrain it" in why
 
+
+
+def test_build_map_with_the_thin_desc_and_localize_against_it(tmp_path):
+    """build-map --desc desc_thin records the thin DESC; evaluate, given no weights, loads it too, and
+    the shipped NetVLAD (trained on the full DESC's descriptors) indexes the map."""
+    import json
+
+    import pytest
+    from conftest import run_cli
+
+    from lift_localizer.bags.writer import write_bag
+    from lift_localizer.geometry.camera import Camera
+    from lift_localizer.mapping.frames import posed_frames
+    from lift_localizer.synthetic import room_sequence
+
+    pytest.importorskip("pycolmap")
+    K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
+    cam = Camera(320, 240, K)
+    write_bag(tmp_path / "mapping", posed_frames(mapping, cam, 10**18))
+    write_bag(tmp_path / "query", posed_frames(query, cam, 2 * 10**18))
+    code, _, err = run_cli("build-map", "--bag", tmp_path / "mapping", "--output", tmp_path / "map",
+                           "--max-keypoints", "400", "--desc", "desc_thin", "--features", "lift")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "map" / "map.json").read_text())
+    assert meta["features"]["weights"]["desc"] == load_network("desc", "desc_thin").sha256
+    assert meta["retrieval"] and meta["retrieval"]["method"] == "netvlad"
+    code, out, err = run_cli("evaluate", "--map", tmp_path / "map", "--bag", tmp_path / "query")
+    assert code == 0, err
+    assert "localized 3/3" in out and "retrieval (netvlad)" in out
