@@ -73,6 +73,6 @@ def test_pruning_desc_to_its_own_widths_changes_nothing_and_to_thin_keeps_the_st
         thin = pruned(full, "lift-desc-thin-v1")
         assert thin(x).shape == (5, 128) and thin.conv1.out_channels == 16 and thin.conv2.out_channels == 32
     # The 32 kept outputs of conv2 are those conv3 weighs most.
-    weight = full.conv3.weight.abs().sum((0, 2, 3))
-    kept = {float(w) for w in thin.conv3.weight.abs().sum((0, 2, 3))}
+    weight = full.conv3.weight.detach().abs().sum((0, 2, 3))
+    kept = {float(w) for w in thin.conv3.weight.detach().abs().sum((0, 2, 3))}
     assert kept == {float(w) for w in weight.sort(descending=True).values[:32]}
