@@ -121,8 +121,13 @@ def test_tables_are_for_the_shipped_weights_and_refused_for_others(tmp_path):
     for suffix in (".safetensors", ".json"):
         shutil.copy(networks["desc"].path.with_suffix(suffix), tmp_path / f"desc{suffix}")
     other = load_networks({"desc": str(tmp_path / "desc")})
-    with pytest.raises(ValueError, match=r"not an INT8 calibration table of desc \(none for these weights\)"):
+    with pytest.raises(ValueError, match=r"not an INT8 calibration table of desc \(none for these weights\)") as e:
         read_table(other["desc"])
+    # The command that records one names these weights (a path stem here, a name for shipped ones).
+    assert f"python tools/int8_tables.py --desc {tmp_path / 'desc'}`" in str(e.value)
+    thin = load_networks({"desc": "desc_thin"})["desc"]
+    with pytest.raises(ValueError, match="int8_tables.py --desc desc_thin`"):
+        read_table(thin)
     table = json.loads(table_path(networks["desc"]).read_text())
     table["weights_sha256"] = "0" * 64
     table_path(other["desc"]).write_text(json.dumps(table))

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..weights import LoadedNetwork, file_sha256
+from ..weights import WEIGHTS_DIR, LoadedNetwork, file_sha256
 from .export import changed_models, read_json, read_manifest
 from .onnx_cache import ensure_export, write_atomically
 
@@ -135,7 +135,10 @@ def write_table(fp32_model: str | Path, batches: Iterable[np.ndarray], network: 
 def read_table(network: LoadedNetwork) -> tuple[Path, dict]:
     """The calibration table of ``network`` and its path; ValueError naming the problem."""
     path = table_path(network)
-    make = "record one with `python tools/int8_tables.py`"
+    # The weights by the name or stem the tool takes (e.g. --desc desc_thin for the thin DESC).
+    stem = network.path.with_suffix("")
+    stem = stem.name if stem.parent == WEIGHTS_DIR else str(stem)
+    make = f"record one with `python tools/int8_tables.py --{network.kind} {stem}`"
     table = read_json(path, f"an INT8 calibration table of {network.kind}", make, "none for these weights")
     if not isinstance(table, dict) or table.get("table_format") != TABLE_FORMAT or not isinstance(table.get("ranges"), dict):
         raise ValueError(f"INT8 {network.kind}: {path} is not a calibration table of format {TABLE_FORMAT}; {make}")
