@@ -140,7 +140,7 @@ def ray_problem(args: argparse.Namespace) -> str | None:
 
 
 def run_build_map(args: argparse.Namespace) -> int:
-    from ..mapping.build import MapBuildError, build_map
+    from ..mapping.build import MapBuildError, build_map, extractor_conf
     from ..mapping.executors import ExecutorError
 
     problem = ray_problem(args) or output_problem(args.output, args.bag or args.folder)
@@ -149,23 +149,18 @@ def run_build_map(args: argparse.Namespace) -> int:
     frames, error = load_frames(args, with_poses=not args.sfm)
     if error:
         return fail(error)
+    conf = {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
+            "precision": args.precision, "desc": args.desc}
     if args.sfm:
         from ..mapping.sfm import SfmError, poses_from_sfm
 
         try:
-            from ..features.extractors import conf_for
-
-            sfm_conf = conf_for(args.features[0], {"max_keypoints": args.max_keypoints, "precision": args.precision,
-                                                   **({"upright": True} if args.upright else {}),
-                                                   **({"weights": {"desc": args.desc}} if args.desc else {})})
-            frames = poses_from_sfm(frames, args.features[0], sfm_conf, log=log)
+            frames = poses_from_sfm(frames, args.features[0], extractor_conf(args.features[0], conf), log=log)
         except SfmError as e:
             return fail(str(e))
     try:
         with _executor(args) as executor:
-            summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)),
-                                {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours,
-                                 "upright": args.upright, "precision": args.precision, "desc": args.desc},
+            summary = build_map(frames, args.output, tuple(dict.fromkeys(args.features)), conf,
                                 source=str(args.bag or args.folder), log=log, executor=executor)
     except (MapBuildError, ExecutorError, ValueError) as e:   # ExecutorError: a task failed, Ray unreachable
         return fail(f"no map written: {e}")

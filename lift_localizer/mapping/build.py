@@ -54,6 +54,14 @@ def match_pairs(pairs: list[tuple[int, int]], features: list[Features], frames: 
     return collect_matches(groups, results)
 
 
+def extractor_conf(name: str, conf: dict) -> dict:
+    """The options of extractor ``name`` for a map built with options ``conf``: each extractor takes
+    those it has (only LIFT has ``upright``, ``precision`` and weights)."""
+    conf = {**default_conf, **conf}
+    return conf_for(name, {"max_keypoints": conf["max_keypoints"], "upright": conf["upright"],
+                           "precision": conf["precision"], **({"weights": {"desc": conf["desc"]}} if conf["desc"] else {})})
+
+
 def usable_frames(frames: list[Frame], log=print) -> list[Frame]:
     """Frames with a pose and a camera; the others are counted and named, never silently dropped."""
     skipped: dict[str, list[str]] = {}
@@ -143,11 +151,7 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     frames = usable_frames(frames, log)
     if len(frames) < 2:
         raise MapBuildError(f"need at least 2 images with a pose and a camera, have {len(frames)}")
-    # Each extractor takes the options it has (only LIFT has ``upright``).
-    lift_options = {"upright": conf["upright"], "precision": conf["precision"],
-                    **({"weights": {"desc": conf["desc"]}} if conf["desc"] else {})}
-    extractor_set = ExtractorSet({name: conf_for(name, {"max_keypoints": conf["max_keypoints"], **lift_options})
-                                  for name in features})
+    extractor_set = ExtractorSet({name: extractor_conf(name, conf) for name in features})
     # Built here too for their identity (map.json) and warnings, whichever executor extracts.
     extractors = extractor_set.built()
     for ex in extractors.values():
