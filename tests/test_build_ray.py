@@ -108,6 +108,29 @@ def test_tasks_run_torch_on_one_thread_per_ray_cpu(ray):
         assert RayExecutor().run(threads, [Task("a", ()), Task("b", ())], bar) == [1, 1]
 
 
+def test_results_come_in_the_tasks_order_as_they_complete(ray):
+    from lift_localizer.mapping.ray_build import RayExecutor
+
+    def late_first(i: int) -> int:
+        import time
+
+        time.sleep(2.0 if i == 0 else 0.0)
+        return i
+
+    class Bar:
+        n = 0
+
+        def update(self, k: int) -> None:
+            self.n += k
+
+    bar = Bar()
+    results = RayExecutor(tasks_in_flight=4).each(late_first, [Task(f"image {i}", (i,)) for i in range(8)], bar)
+    assert next(results) == 0
+    # Tasks behind the slow first one were done before it, and held until it came.
+    assert bar.n >= 4
+    assert list(results) == list(range(1, 8)) and bar.n == 8
+
+
 def test_a_failing_task_is_named_and_not_retried(ray, tmp_path):
     from lift_localizer.mapping.ray_build import RayExecutor
 

@@ -8,12 +8,14 @@ here by default, or as Ray tasks (mapping/ray_build.py); everything else runs he
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,23 +36,41 @@ from .io import ALT_DIR, MapImage, atomic_directory, write_map
 from .options import default_conf
 from .pairs import (ExtractorSet, PairMatches, View, collect_matches, extract_image, match_group, pair_groups,
                     select_pairs)
+from .spool import FeatureSpool
+
+# The features being built wait here, inside the build's partial folder (so that what a killed build
+# leaves is removed with it), one scratch file per feature set.
+SPOOL_DIR = ".features-spool"
 
 
 class MapBuildError(ValueError):
     """Inputs from which no map can be built; the message says what is missing."""
 
 
-def match_pairs(pairs: list[tuple[int, int]], features: list[Features], frames: list[Frame], conf: dict,
+def match_pairs(pairs: list[tuple[int, int]], features: Sequence[Features], frames: list[Frame], conf: dict,
                 executor: Executor, progress: str) -> PairMatches:
     """Mutual-NN + ratio matches for each pair, kept where the known poses agree (epipolar); one
-    task per image and its partners, each image's features shared once. ``progress``: the bar's label."""
+    task per image and its partners, each image's features shared once. ``features[k]`` is read when
+    image k's first task is made and its share dropped after its last, so that only the images of
+    nearby tasks are held at once (the pairs join images with nearby poses). ``progress``: the bar's label."""
     groups = pair_groups(pairs)
     views = [View(f.camera, f.T_map_camera) for f in frames]
-    shared = [executor.share(f) for f in features]
-    tasks = (Task(f"matching image {frames[i].name}", (conf, views[i], shared[i], [views[j] for j in js],
-                                                       *(shared[j] for j in js)), len(js)) for i, js in groups)
+    last_task = {k: g for g, (i, js) in enumerate(groups) for k in (i, *js)}
+
+    def tasks():
+        shared: dict[int, object] = {}
+        for g, (i, js) in enumerate(groups):
+            for k in (i, *js):
+                if k not in shared:
+                    shared[k] = executor.share(features[k])
+            yield Task(f"matching image {frames[i].name}", (conf, views[i], shared[i], [views[j] for j in js],
+                                                            *(shared[j] for j in js)), len(js))
+            for k in (i, *js):
+                if last_task[k] == g:
+                    del shared[k]   # a task that still needs it holds it (Ray counts references)
+
     with _bar(progress, total=len(pairs), unit="pair") as bar:
-        results = executor.run(match_group, tasks, bar)
+        results = executor.run(match_group, tasks(), bar)
     return collect_matches(groups, results)
 
 
@@ -83,8 +103,10 @@ def _bar(desc: str, total: int, unit: str) -> tqdm:
     return tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, disable=None)
 
 
-def _extract_all(frames: list[Frame], extractors: ExtractorSet, log, executor: Executor
-                 ) -> tuple[list[Frame], dict[str, list[Features]]]:
+def _extract_all(frames: list[Frame], extractors: ExtractorSet, log, executor: Executor,
+                 spools: dict[str, FeatureSpool]) -> list[Frame]:
+    """The frames whose features were extracted, their features appended to ``spools`` (one per
+    feature set, in the order of ``extractors``) as they arrive."""
     kept: list[Frame] = []
     shared = executor.share(extractors)
     with _bar(f"features {' '.join(extractors.confs)}", total=len(frames), unit="img") as bar:
@@ -105,16 +127,19 @@ def _extract_all(frames: list[Frame], extractors: ExtractorSet, log, executor: E
                 kept.append(frame)
                 yield Task(f"features of image {frame.name}", (shared, executor.share(gray)))
 
-        results = executor.run(extract_image, tasks(), bar)
-    return kept, {name: [r[k] for r in results] for k, name in enumerate(extractors.confs)}
+        for result in executor.each(extract_image, tasks(), bar):
+            for name, features in zip(extractors.confs, result):
+                spools[name].append(features)
+    return kept
 
 
-def _global_index(identity: dict, features: list[Features], names: list[str]) -> tuple[dict | None, str]:
-    """NetVLAD descriptors of the map images and their faiss index, if a model fits these features."""
+def _global_index(identity: dict, descriptors: Sequence[np.ndarray]) -> tuple[dict | None, str]:
+    """NetVLAD descriptors of the map images (their local descriptors, read a batch at a time) and
+    their faiss index, if a model fits these features."""
     net, why = compatible_model(identity)
     if net is None:
         return None, why
-    desc = global_descriptors(net, [f.descriptors for f in features])
+    desc = global_descriptors(net, descriptors)
     index, kind = build_index(desc)
     meta = {"method": "netvlad", "model": model_ref(net), "model_sha256": net.sha256, "index": kind,
             "dim": int(desc.shape[1]), "files": [GLOBAL_FILE, INDEX_FILE]}
@@ -157,15 +182,19 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
     for ex in extractors.values():
         if ex.untrained_warning:
             log(ex.untrained_warning)
-    start = time.perf_counter()
-    frames, feats = _extract_all(frames, extractor_set, log, executor)
-    extraction_s = time.perf_counter() - start
-    if len(frames) < 2:
-        raise MapBuildError(f"only {len(frames)} image(s) could be read; need at least 2")
-    poses = [f.T_map_camera for f in frames]
-    pairs = select_pairs(poses, conf["num_neighbours"], conf["max_view_angle_deg"])
     summary: dict[str, dict] = {}
-    with atomic_directory(output) as tmp:
+    with atomic_directory(output) as tmp, contextlib.ExitStack() as spooled:
+        (tmp / SPOOL_DIR).mkdir()
+        spooled.callback(shutil.rmtree, tmp / SPOOL_DIR, ignore_errors=True)   # before the map is swapped in
+        feats = {name: spooled.enter_context(FeatureSpool(tmp / SPOOL_DIR / f"{k}.h5"))
+                 for k, name in enumerate(extractors)}
+        start = time.perf_counter()
+        frames = _extract_all(frames, extractor_set, log, executor, feats)
+        extraction_s = time.perf_counter() - start
+        if len(frames) < 2:
+            raise MapBuildError(f"only {len(frames)} image(s) could be read; need at least 2")
+        poses = [f.T_map_camera for f in frames]
+        pairs = select_pairs(poses, conf["num_neighbours"], conf["max_view_angle_deg"])
         for k, (name, ex) in enumerate(extractors.items()):
             target = tmp if k == 0 else tmp / ALT_DIR / name
             start = time.perf_counter()
@@ -175,7 +204,7 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
             start = time.perf_counter()
             with _bar(f"triangulation {name}", total=1, unit="model") as bar:
                 tri = triangulate([f.name for f in frames], [f.camera for f in frames], poses,
-                                  [ft.keypoints for ft in feats[name]], pm.matches,
+                                  feats[name].keypoints, pm.matches,
                                   {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
                 bar.update()
             triangulation_s = time.perf_counter() - start
@@ -192,14 +221,14 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                 "raw_matches": pm.raw, "verified_matches": pm.verified, "points": int(len(ids)),
                 "mean_track_length": float(tl.mean()) if len(tl) else 0.0,
                 "mean_reprojection_error_px": float(err.mean()) if len(err) else float("nan"),
-                "mean_keypoints": float(np.mean([len(f) for f in feats[name]])),
+                "mean_keypoints": float(np.mean([len(kp) for kp in feats[name].keypoints])),
                 # Wall time of each stage; "features" extracts every feature set of the build at once.
                 "seconds": {"features": round(extraction_s, 3), "matching": round(matching_s, 3),
                             "triangulation": round(triangulation_s, 3)},
             }
             with _bar(f"writing {name}", total=2, unit="part") as bar:
                 bar.set_postfix_str("global descriptors and index")
-                retrieval, why = _global_index(ex.identity(), feats[name], [f.name for f in frames])
+                retrieval, why = _global_index(ex.identity(), feats[name].descriptors)
                 if why:
                     log(f"note: {name} map without NetVLAD retrieval ({why}); localization will rank map images "
                         f"by descriptor votes")
@@ -215,8 +244,8 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                         "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
                         "statistics": stats}
-                images = [MapImage(f.name, f.camera, f.T_map_camera, ft, pid)
-                          for f, ft, pid in zip(frames, feats[name], tri.point_ids)]
+                images = (MapImage(f.name, f.camera, f.T_map_camera, feats[name][k], pid)
+                          for k, (f, pid) in enumerate(zip(frames, tri.point_ids)))
                 write_map(target, meta, images, ids, xyz, err, tl, rec)
                 bar.update()
             summary[name] = stats
@@ -243,7 +272,7 @@ def index_map(map_dir: str | Path, log=print) -> dict | None:
 
     m = load_map(map_dir)
     directory = Path(m.path)
-    retrieval, why = _global_index(m.meta["features"], [im.features for im in m.images], [im.name for im in m.images])
+    retrieval, why = _global_index(m.meta["features"], [im.features.descriptors for im in m.images])
     if retrieval is None:
         log(f"{map_dir}: no NetVLAD for these features ({why})")
         return None

@@ -6,7 +6,7 @@ arguments (mapping/pairs.py) and reads back their results in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from tqdm import tqdm
 
@@ -33,10 +33,14 @@ class Executor(Protocol):
         """A handle to ``obj`` that tasks take as an argument in its place: stored once, however many
         tasks read it."""
 
+    def each(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> Iterator:
+        """``fn(*task.args)`` for each task, yielded in the order of ``tasks`` as they complete; ``bar``
+        advances by each task's weight. ``tasks`` is consumed as the executor has room for more, so
+        that a generator of images is read while earlier images are processed, and a result is held
+        only until it is yielded. Closing the iterator early cancels the tasks not yet done."""
+
     def run(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> list:
-        """``fn(*task.args)`` for each task, in the order of ``tasks``; ``bar`` advances by each task's
-        weight as it completes. ``tasks`` is consumed as the executor has room for more, so that a
-        generator of images is read while earlier images are processed."""
+        """``list(each(fn, tasks, bar))``."""
 
 
 class InProcess:
@@ -45,9 +49,11 @@ class InProcess:
     def share(self, obj: Any) -> Any:
         return obj
 
-    def run(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> list:
-        out = []
+    def each(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> Iterator:
         for task in tasks:
-            out.append(fn(*task.args))
+            result = fn(*task.args)
             bar.update(task.weight)
-        return out
+            yield result
+
+    def run(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> list:
+        return list(self.each(fn, tasks, bar))

@@ -66,21 +66,31 @@ class RayExecutor:
     def share(self, obj: Any) -> ray.ObjectRef:
         return ray.put(obj)
 
-    def run(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> list:
-        results: dict[int, Any] = {}
+    def each(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> Iterator:
+        done: dict[int, Any] = {}     # results that came back before an earlier task's
         pending: dict[ray.ObjectRef, tuple[int, Task]] = {}
+        following = 0                 # the index of the next result to yield
         try:
             for index, task in enumerate(tasks):
                 pending[_remote_call.remote(fn, *task.args)] = (index, task)
                 while len(pending) >= self.tasks_in_flight:
-                    self._collect_one(pending, results, bar)
-            while pending:
-                self._collect_one(pending, results, bar)
-        except BaseException:
+                    self._collect_one(pending, done, bar)
+                while following in done:
+                    yield done.pop(following)
+                    following += 1
+            while pending or done:
+                if following not in done:
+                    self._collect_one(pending, done, bar)
+                    continue
+                yield done.pop(following)
+                following += 1
+        except BaseException:         # GeneratorExit included: the caller stopped reading
             for ref in pending:
                 ray.cancel(ref)
             raise
-        return [results[i] for i in range(len(results))]
+
+    def run(self, fn: Callable, tasks: Iterable[Task], bar: tqdm) -> list:
+        return list(self.each(fn, tasks, bar))
 
     @staticmethod
     def _collect_one(pending: dict, results: dict, bar: tqdm) -> None:
