@@ -291,7 +291,10 @@ def _soft_link(directory, outside):
 def test_hdf5_that_reads_other_files_is_refused(copy, tmp_path, damage):
     damage(copy, tmp_path / "outside.h5")
     with pytest.raises(MapError, match="refused"):
-        load_map(copy)
+        # The points at load; an image's group, before anything in it is read, when it is first asked for.
+        with load_map(copy) as m:
+            for im in m.images:
+                im.features
 
 
 def test_global_file_with_an_external_link_falls_back_to_votes(copy, tmp_path):
@@ -501,4 +504,51 @@ def test_corrupt_hdf5_structure_is_a_map_error(copy):
     data[128:144] = b"\xff" * 16   # inside the root group's B-tree
     (copy / "points.h5").write_bytes(bytes(data))
     with pytest.raises(MapError, match="points.h5"):
+        load_map(copy)
+
+
+# ---------------------------------------------------------------- images.h5, the table of cameras and poses
+
+
+def test_the_image_table_gives_the_records_the_groups_give(copy):
+    from lift_localizer.mapping.io import IMAGES_FILE
+
+    with load_map(copy) as fast:
+        records = [(im.name, im.camera.to_dict(), im.T_map_camera) for im in fast.images]
+    (copy / IMAGES_FILE).unlink()   # a map written before the table: each image's group is read
+    with load_map(copy) as slow:
+        assert [(im.name, im.camera.to_dict()) for im in slow.images] == [(n, c) for n, c, _ in records]
+        assert all(np.array_equal(im.T_map_camera, T) for im, (_, _, T) in zip(slow.images, records))
+    assert len(records) == 10
+
+
+def _rewrite(path, key, data, **kw):
+    with h5py.File(path, "a") as f:
+        if callable(data):
+            data = data(f[key])
+        del f[key]
+        f.create_dataset(key, data=data, **kw)
+
+
+IMAGE_TABLE_DAMAGE = {
+    "names in another order": (lambda f: _rewrite(f, "names", lambda d: np.array(d.asstr()[()][::-1], dtype=object),
+                                                  dtype=h5py.string_dtype()), "not map.json's"),
+    "a pose with NaN": (lambda f: _rewrite(f, "T_map_camera", np.full((10, 4, 4), np.nan)), "not finite"),
+    "poses of 3×4": (lambda f: _rewrite(f, "T_map_camera", np.zeros((10, 3, 4))), "T_map_camera has shape"),
+    "a camera index out of range": (lambda f: _rewrite(f, "camera_index", np.full(10, 7, np.int64)), "out of range"),
+    "more cameras than images": (lambda f: _rewrite(f, "cameras", np.array(["{}"] * 11, dtype=object),
+                                             dtype=h5py.string_dtype()), "at most 10 strings"),
+    "a camera that is not JSON": (lambda f: _rewrite(f, "cameras", np.array(["{"], dtype=object),
+                                                     dtype=h5py.string_dtype()), "cannot be read"),
+    "truncated": (lambda f: f.write_bytes(f.read_bytes()[:300]), "images.h5"),
+}
+
+
+@pytest.mark.parametrize("what", IMAGE_TABLE_DAMAGE)
+def test_a_damaged_image_table_is_a_map_error(copy, what):
+    from lift_localizer.mapping.io import IMAGES_FILE
+
+    damage, message = IMAGE_TABLE_DAMAGE[what]
+    damage(copy / IMAGES_FILE)
+    with pytest.raises(MapError, match=message):
         load_map(copy)

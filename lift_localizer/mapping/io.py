@@ -44,6 +44,10 @@ ALT_DIR = "alt"
 MAX_META_BYTES = 64 << 20
 MAX_KEYPOINTS = 1 << 17
 EXPANSION = 4
+# Every image's camera and pose in one table, so that a map loads them with a few reads instead of
+# one group per image (most of the load time of a large map). Optional: a map without it loads
+# them from features.h5's groups.
+IMAGES_FILE = "images.h5"
 
 
 class MapError(ValueError):
@@ -278,18 +282,26 @@ def write_map(directory: Path, meta: dict, images: Iterable[MapImage], point_ids
     if reconstruction is not None:
         (directory / "sparse").mkdir(exist_ok=True)
         reconstruction.write_binary(str(directory / "sparse"))
+    names, poses, sizes, camera_of, cameras = [], [], [], [], {}
     with h5py.File(directory / "features.h5", "w") as f:
         for k, v in FILE_ATTRS.items():
             f.attrs[k] = v
         f.attrs["features"] = json.dumps(meta["features"])
-        names = []
         for im in images:
-            write_features(f, im.name, im.features, {
-                "camera": json.dumps(im.camera.to_dict()),
-                "T_map_camera": np.asarray(im.T_map_camera, np.float64),
-            })
+            camera = json.dumps(im.camera.to_dict())
+            features = im.features
+            write_features(f, im.name, features, {"camera": camera, "T_map_camera": np.asarray(im.T_map_camera, np.float64)})
             f[im.name].create_dataset("point3D_ids", data=np.asarray(im.point3D_ids, np.int64))
             names.append(im.name)
+            poses.append(np.asarray(im.T_map_camera, np.float64).reshape(4, 4))
+            sizes.append(features.image_size)
+            camera_of.append(cameras.setdefault(camera, len(cameras)))
+    with h5py.File(directory / IMAGES_FILE, "w") as f:
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("T_map_camera", data=np.array(poses, np.float64).reshape(-1, 4, 4))
+        f.create_dataset("image_size", data=np.array(sizes, np.int64).reshape(-1, 2))
+        f.create_dataset("camera_index", data=np.array(camera_of, np.int64))
+        f.create_dataset("cameras", data=np.array(list(cameras), dtype=object), dtype=h5py.string_dtype())
     with h5py.File(directory / "points.h5", "w") as f:
         f.create_dataset("ids", data=np.asarray(point_ids, np.int64))
         f.create_dataset("xyz", data=xyz)
@@ -469,7 +481,7 @@ def load_map(path: str | Path, features: str | None = None, cache_images: int = 
         ids, xyz = _read_points(path)
         store = _FeatureStore(path, meta)
         try:
-            images = store.images(meta["image_names"])
+            images = store.images(meta["image_names"], _read_image_table(path, meta["image_names"]))
         except BaseException:
             store.close()
             raise
@@ -490,6 +502,40 @@ def _resolved_model(meta: dict, path: Path) -> dict:
         return meta
     model = inside_map(path, record["model"])
     return {**meta, "retrieval": {**record, "model": str(model)}}
+
+
+def _read_image_table(path: Path, names: list[str]) -> tuple[np.ndarray, list[str], np.ndarray] | None:
+    """(poses (M, 4, 4), cameras' JSON texts, each image's camera) from ``images.h5``, checked:
+    every shape before it is read, the names those of map.json in its order, finite poses, camera
+    indices in range. None where the map has no table (maps written before it)."""
+    if not (path / IMAGES_FILE).exists():
+        return None
+    m = len(names)
+    with open_hdf5(path, IMAGES_FILE) as f:
+        where = path / IMAGES_FILE
+        stored = _strings(f, "names", m, where)
+        T = np.asarray(_dataset(f, "T_map_camera", (m, 4, 4), "f", where)[()], np.float64)
+        sizes = np.asarray(_dataset(f, "image_size", (m, 2), "iu", where)[()], np.int64)
+        index = np.asarray(_dataset(f, "camera_index", (m,), "iu", where)[()], np.int64)
+        cameras = _strings(f, "cameras", None, where, at_most=max(m, 1))
+    if stored != names:
+        raise MapError(f"{where}: its image names are not map.json's")
+    if not np.isfinite(T).all():
+        raise MapError(f"{where}: a T_map_camera that is not finite")
+    if len(sizes) and (sizes <= 0).any():
+        raise MapError(f"{where}: an image_size that is not (height, width)")
+    if len(index) and (index.min() < 0 or index.max() >= len(cameras)):
+        raise MapError(f"{where}: camera_index out of range")
+    return T, cameras, index
+
+
+def _strings(f: h5py.File, key: str, n: int | None, where: object, at_most: int = 0) -> list[str]:
+    """``f[key]``: a dataset of ``n`` strings (None: up to ``at_most``), its shape checked before it is read."""
+    d = f.get(key)
+    if not isinstance(d, h5py.Dataset) or len(d.shape) != 1 or h5py.check_string_dtype(d.dtype) is None or \
+            (d.shape[0] != n if n is not None else d.shape[0] > at_most):
+        raise MapError(f"{where}: {key} is not {n if n is not None else f'at most {at_most}'} strings")
+    return [str(t) for t in d.asstr()[()]]
 
 
 def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -528,8 +574,24 @@ class _FeatureStore:
     def close(self) -> None:
         self.file.close()
 
-    def images(self, names: list[str]) -> list[MapImage]:
-        return [self._record(name) for name in names]
+    def images(self, names: list[str], table: tuple[np.ndarray, list[str], np.ndarray] | None = None
+               ) -> list[MapImage]:
+        """Every image's record: from ``table`` (``_read_image_table``) where given, else from each
+        image's group."""
+        if table is None:
+            return [self._record(name) for name in names]
+        T, texts, index = table
+        cameras = [self._camera(text, f"{self.path}/{IMAGES_FILE}") for text in texts]
+        return [MapImage(name, cameras[c], T[i], store=self) for i, (name, c) in enumerate(zip(names, index))]
+
+    def _camera(self, text: str, where: str) -> Camera:
+        camera = self._cameras.get(text)
+        if camera is None:   # most maps have one camera: parse its text once
+            try:
+                camera = self._cameras.setdefault(text, Camera.from_dict(json.loads(text)))
+            except (ValueError, TypeError, KeyError) as e:
+                raise MapError(f"{where}: a camera that cannot be read ({type(e).__name__}: {e})") from None
+        return camera
 
     def _record(self, name: str) -> MapImage:
         where = f"{self.path}/features.h5, image {name!r}"
@@ -538,11 +600,7 @@ class _FeatureStore:
         if T.shape not in ((4, 4), (16,)) or not np.isfinite(T).all():
             raise MapError(f"{where}: T_map_camera is not a finite 4×4 matrix")
         self._image_size(g, where)
-        text = _text(g.attrs["camera"])
-        camera = self._cameras.get(text)
-        if camera is None:   # most maps have one camera: parse its text once
-            camera = self._cameras.setdefault(text, Camera.from_dict(json.loads(text)))
-        return MapImage(name, camera, T.reshape(4, 4), store=self)
+        return MapImage(name, self._camera(_text(g.attrs["camera"]), where), T.reshape(4, 4), store=self)
 
     def _group(self, name: str, where: str, members: bool = True) -> h5py.Group:
         """The image's group, reached through hard links only, and with ``members`` its members hard
