@@ -11,6 +11,9 @@ drives a build of 100 000 images on a cluster (``build-map --ray``) fits one mac
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,12 +24,33 @@ from ..features.io import DATASETS, write_features
 from ..features.types import Features
 
 
+# glibc's mallopt parameter, and its initial value of it.
+_M_MMAP_THRESHOLD = -3
+_GLIBC_INITIAL_MMAP_THRESHOLD = 128 * 1024
+
+
+@functools.cache
+def fix_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at its initial 128 KB (True where it was set). glibc raises it to
+    the size of any mapped block that is freed; once the spool frees an image's ~1 MB of features,
+    the extractor's buffers below that size come from the heap, which fragments: a 315-image build
+    grew by 3.4 MB an image where it grows by the 0.5 MB of features it keeps without a spool.
+    Setting it fixes it, and blocks of 128 KB or more are mapped and given back when freed."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_INITIAL_MMAP_THRESHOLD))
+    except (OSError, AttributeError):   # not glibc (musl, macOS): their allocators do not do this
+        return False
+
+
 class FeatureSpool(Sequence):
     """Features appended in image order to a scratch HDF5 file (created, and removed on ``close``);
     ``spool[k]`` reads image k's back, equal to what was appended (float32 arrays, image size;
     extraction timings are not kept)."""
 
     def __init__(self, path: str | Path) -> None:
+        fix_mmap_threshold()
         self.path = Path(path)
         self._file = h5py.File(self.path, "w")
         self.keypoints: list[np.ndarray] = []
