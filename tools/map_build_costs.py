@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     match_wall = sum(m[2] for m in matched) / n_pairs
     feature_mb = float(np.mean([sum(a.nbytes for a in (f.keypoints, f.scales, f.orientations, f.scores,
                                                        f.descriptors)) for f in features])) / 1e6
+    # What the driver holds per image while building: the keypoints (the triangulation reads them all)
+    # and the verified matches of its pairs; the rest of the features waits on disk (mapping/spool.py).
+    keypoints_kb = float(np.mean([f.keypoints.astype(np.float32).nbytes for f in features])) / 1e3
+    matches_kb = sum(m.nbytes for m in pm.matches.values()) / n_pairs / 1e3
     h, w = grays[0].shape
     print(f"{args.bag}: {n} images {w}×{h}, {args.features} {args.max_keypoints} keypoints, {n_pairs} pairs "
           f"({n_pairs / n:.2f} per image), torch on 1 thread")
@@ -92,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  matching                {match_cpu * 1e3:8.1f} CPU ms/pair   ({match_wall * 1e3:.1f} ms wall)")
     print(f"  triangulation           {tri_cpu:8.3f} CPU s for {n} images ({tri_wall:.3f} s wall)")
     print(f"  pair selection          {sel_cpu:8.2f} CPU s for {args.pair_images} images ({sel_wall:.2f} s wall)")
-    print(f"  features in memory      {feature_mb:8.2f} MB/image")
+    print(f"  features (scratch file) {feature_mb:8.2f} MB/image")
+    print(f"  held by the driver      {keypoints_kb:8.1f} KB/image of keypoints + {matches_kb:.1f} KB/pair of matches")
     N = args.images
     scale = (N / args.pair_images) ** 2
     print(f"\n{N} images, {N * n_pairs / n:.0f} pairs:")
     print(f"  extraction     {N * ext_cpu / 3600:9.1f} CPU h   matching {N * n_pairs / n * match_cpu / 3600:7.2f} CPU h")
     print(f"  driver: reading {N * np.mean(read) / 60:.1f} min, pair selection {sel_cpu * scale / 60:.1f} min, "
-          f"triangulation {tri_cpu * N / n / 60:.1f} min (linear), features held {N * feature_mb / 1e3:.0f} GB")
+          f"triangulation {tri_cpu * N / n / 60:.1f} min (linear)")
+    print(f"  driver memory: keypoints {N * keypoints_kb / 1e6:.1f} GB + matches {N * n_pairs / n * matches_kb / 1e6:.1f} GB; "
+          f"scratch file {N * feature_mb / 1e3:.0f} GB on the disk beside the map")
     for cpus in args.cpus:
         tasks_h = (N * ext_cpu + N * n_pairs / n * match_cpu) / cpus / 3600
         driver_h = (N * np.mean(read) + sel_cpu * scale + tri_cpu * N / n) / 3600
