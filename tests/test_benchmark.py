@@ -72,6 +72,8 @@ def test_benchmark_reports_every_stage(tmp_path, monkeypatch, capsys):
         assert st["times_floor"] == pytest.approx(1 / st["fraction_of_peak"], rel=1e-9)
         assert float(rows[k][-1]) == pytest.approx(st["times_floor"], abs=0.051)   # printed with one decimal
         assert float(rows[k][-2].rstrip("%")) == pytest.approx(100 * st["fraction_of_peak"], abs=0.051)
+    # The warm-up call is timed on its own: a node's first extraction at a new size.
+    assert result["first_call_ms"] > 0 and f"  first call     {result['first_call_ms']:10.1f}  (" in printed
     d = result["det_conv"]
     assert f"the dense DET module {d['dense_levels_ms']:.1f} ms ({d['dense_levels_ms'] / d['levels_ms']:.1f}×)" in printed
     assert main(["benchmark", "--backends", "tensorrt-fp16", "--repeat", "1"]) == 2

@@ -127,7 +127,10 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
     device = torch.device(conf.get("device", "cpu"))
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     level_inputs, levels = lift.level_inputs(torch.from_numpy(gray).to(device)[None, None])
+    t = time.perf_counter()
     lift(gray)   # warm-up: allocations, kernel selection, engine or graph builds
+    sync()
+    first_call_ms = 1000 * (time.perf_counter() - t)
     for x in level_inputs:
         lift.backend.det(x)
     runs: list[dict[str, float]] = []
@@ -171,6 +174,8 @@ def benchmark_backend(name: str, conf: dict, gray: np.ndarray, jpeg: np.ndarray,
             "levels": [{"scale": lv.scale, "height": lv.height, "width": lv.width, **_stats(v)}
                        for lv, v in zip(levels, per_level)],
             "stages": stages, "macs": macs, "det_note": getattr(det_backend, "det_note", None),
+            # What a node's warm-up costs at a new image size (its first extraction), against "total".
+            "first_call_ms": first_call_ms,
             "det_conv": None if dense is None else {
                 "note": det_backend.det_note,
                 "levels_ms": 1000 * float(np.median([sum(v) for v in zip(*per_level)])),
@@ -260,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
                 extra = f" {gmac:8.2f} {100 * achieved / peak:9.1f}% {peak / achieved:8.1f}"
                 r["stages"][key].update(gmac=gmac, fraction_of_peak=achieved / peak, times_floor=peak / achieved)
             print(f"  {label:14s} {s['median_ms']:10.1f} {s['p90_ms']:9.1f}{extra}")
+        print(f"  first call     {r['first_call_ms']:10.1f}  (the first extraction at this size: a node's warm-up)")
         per = "  ".join(f"{lv['width']}×{lv['height']} {lv['median_ms']:.1f}" for lv in r["levels"])
         print(f"  DET per level (ms): {per}")
         if r.get("det_conv"):
