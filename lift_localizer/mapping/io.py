@@ -507,7 +507,7 @@ def _resolved_model(meta: dict, path: Path) -> dict:
 def _read_image_table(path: Path, names: list[str]) -> tuple[np.ndarray, list[str], np.ndarray] | None:
     """(poses (M, 4, 4), cameras' JSON texts, each image's camera) from ``images.h5``, checked:
     every shape before it is read, the names those of map.json in its order, finite poses, camera
-    indices in range. None where the map has no table (maps written before it)."""
+    indices in range. None where the map has no table (a map written without one)."""
     if not (path / IMAGES_FILE).exists():
         return None
     m = len(names)
