@@ -78,12 +78,11 @@ class RayExecutor:
                 while following in done:
                     yield done.pop(following)
                     following += 1
-            while pending or done:
-                if following not in done:
-                    self._collect_one(pending, done, bar)
-                    continue
-                yield done.pop(following)
-                following += 1
+            while pending:
+                self._collect_one(pending, done, bar)
+                while following in done:
+                    yield done.pop(following)
+                    following += 1
         except BaseException:         # GeneratorExit included: the caller stopped reading
             for ref in pending:
                 ray.cancel(ref)
