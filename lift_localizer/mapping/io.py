@@ -290,10 +290,11 @@ def write_map(directory: Path, meta: dict, images: Iterable[MapImage], point_ids
         for im in images:
             camera = json.dumps(im.camera.to_dict())
             features = im.features
-            write_features(f, im.name, features, {"camera": camera, "T_map_camera": np.asarray(im.T_map_camera, np.float64)})
+            T = np.asarray(im.T_map_camera, np.float64)
+            write_features(f, im.name, features, {"camera": camera, "T_map_camera": T})
             f[im.name].create_dataset("point3D_ids", data=np.asarray(im.point3D_ids, np.int64))
             names.append(im.name)
-            poses.append(np.asarray(im.T_map_camera, np.float64).reshape(4, 4))
+            poses.append(T.reshape(4, 4))
             sizes.append(features.image_size)
             camera_of.append(cameras.setdefault(camera, len(cameras)))
     with h5py.File(directory / IMAGES_FILE, "w") as f:
