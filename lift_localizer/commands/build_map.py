@@ -48,6 +48,9 @@ def add(sub) -> None:
                         "localization against the map loads the same shipped weights")
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
+    p.add_argument("--refine-keypoints", action="store_true",
+                   help="move each track's keypoints onto one reference patch (photometric alignment on the "
+                        "original pixels) before triangulating")
     p.add_argument("--sfm", action="store_true",
                    help="ignore/lack poses: reconstruct them with pycolmap's incremental mapper from our "
                         "features first (the map's scale is then arbitrary)")
@@ -150,7 +153,7 @@ def run_build_map(args: argparse.Namespace) -> int:
     if error:
         return fail(error)
     conf = {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
-            "precision": args.precision, "desc": args.desc}
+            "precision": args.precision, "desc": args.desc, "refine_keypoints": args.refine_keypoints}
     if args.sfm:
         from ..mapping.sfm import SfmError, poses_from_sfm
 
@@ -169,9 +172,17 @@ def run_build_map(args: argparse.Namespace) -> int:
               f"{s['mean_track_length']:.2f}, mean reprojection error {s['mean_reprojection_error_px']:.2f} px, "
               f"{s['verified_matches']}/{s['raw_matches']} matches kept over {s['matched_pairs']}/{s['pairs']} pairs; "
               f"{s['seconds']['features']:.1f} s features, {s['seconds']['matching']:.1f} s matching, "
-              f"{s['seconds']['triangulation']:.1f} s triangulation")
+              f"{s['seconds']['triangulation']:.1f} s triangulation" + _refinement_line(s))
     print(f"map written to {args.output}" + (" (scale arbitrary: poses from SfM)" if args.sfm else ""))
     return 0
+
+
+def _refinement_line(s: dict) -> str:
+    r = s.get("refinement")
+    if r is None:
+        return ""
+    return (f"; {r['refined']} of {r['observations']} track keypoints refined (median shift {r['median_shift_px']:.2f} px, "
+            f"{r['rejected']} left unaligned), {s['seconds']['refinement']:.1f} s")
 
 
 @contextlib.contextmanager

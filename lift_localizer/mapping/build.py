@@ -9,6 +9,7 @@ here by default, or as Ray tasks (mapping/ray_build.py); everything else runs he
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import shutil
@@ -32,6 +33,7 @@ from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatibl
 from ..weights import paths_for
 from .executors import Executor, InProcess, Task
 from .frames import Frame
+from .keypoint_refinement import refine_keypoints
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
 from .options import default_conf
 from .pairs import (ExtractorSet, PairMatches, View, collect_matches, extract_image, match_group, pair_groups,
@@ -200,11 +202,19 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
             start = time.perf_counter()
             pm = match_pairs(pairs, feats[name], frames, conf, executor, f"matching {name}")
             matching_s = time.perf_counter() - start
+            keypoints = feats[name].keypoints
+            refinement = None
+            if conf["refine_keypoints"]:
+                start = time.perf_counter()
+                with _bar(f"refining {name}", total=2 * len(frames), unit="img") as bar:
+                    keypoints, refinement = refine_keypoints(lambda k: to_gray(frames[k].image()), feats[name],
+                                                             pm.matches, progress=bar.update)
+                refinement_s = time.perf_counter() - start
             # One pycolmap call: the bar shows that it runs and, when done, how long it took.
             start = time.perf_counter()
             with _bar(f"triangulation {name}", total=1, unit="model") as bar:
                 tri = triangulate([f.name for f in frames], [f.camera for f in frames], poses,
-                                  feats[name].keypoints, pm.matches,
+                                  keypoints, pm.matches,
                                   {"ignore_two_view_tracks": not conf["keep_two_view_tracks"]})
                 bar.update()
             triangulation_s = time.perf_counter() - start
@@ -226,6 +236,9 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                 "seconds": {"features": round(extraction_s, 3), "matching": round(matching_s, 3),
                             "triangulation": round(triangulation_s, 3)},
             }
+            if refinement is not None:
+                stats["refinement"] = refinement.as_dict()
+                stats["seconds"]["refinement"] = round(refinement_s, 3)
             with _bar(f"writing {name}", total=2, unit="part") as bar:
                 bar.set_postfix_str("global descriptors and index")
                 retrieval, why = _global_index(ex.identity(), feats[name].descriptors)
@@ -244,7 +257,8 @@ def build_map(frames: list[Frame], output: str | Path, features: tuple[str, ...]
                         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                         "lift_localizer_version": __version__, "source": str(source), "parameters": conf,
                         "statistics": stats}
-                images = (MapImage(f.name, f.camera, f.T_map_camera, feats[name][k], pid)
+                images = (MapImage(f.name, f.camera, f.T_map_camera,
+                                   dataclasses.replace(feats[name][k], keypoints=keypoints[k]), pid)
                           for k, (f, pid) in enumerate(zip(frames, tri.point_ids)))
                 write_map(target, meta, images, ids, xyz, err, tl, rec)
                 bar.update()

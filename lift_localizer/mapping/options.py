@@ -23,4 +23,6 @@ default_conf = {
     "epipolar_threshold_px": 4.0,
     "min_pair_matches": 8,
     "keep_two_view_tracks": True,
+    # Move each track's keypoints onto one reference patch before triangulating (keypoint_refinement.py).
+    "refine_keypoints": False,
 }
