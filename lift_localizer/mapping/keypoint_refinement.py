@@ -110,22 +110,21 @@ def _grid(conf: dict) -> torch.Tensor:
     return g, w
 
 
-def _sample(image: _Blurred, xy: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
-    """Values and derivatives (N, P², 3) at image points xy (N, P², 2), each patch read from the image
-    blurred for its ``spacing`` ((N,) pixels between samples)."""
-    # Below half a pixel the image's own pixels set the blur: one level serves all those patches.
-    q = torch.round(torch.log2(spacing.clamp(min=0.5)) * STEPS_PER_OCTAVE).long()
-    out = torch.zeros(*xy.shape[:2], 3, dtype=torch.float64)
-    for lv in torch.unique(q).tolist():
-        sel = q == lv
-        img = image(lv)
-        h, w = img.shape[1:]
-        u = xy[sel]
-        grid = torch.stack([2 * u[..., 0] / max(w - 1, 1) - 1, 2 * u[..., 1] / max(h - 1, 1) - 1], -1)
-        s = F.grid_sample(img[None], grid[None].float(), mode="bilinear", padding_mode="border",
-                          align_corners=True)[0].double()
-        out[sel] = s.permute(1, 2, 0)
-    return out
+def _level(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(n,) blur level of each patch (quarter octaves of its sample spacing, in pixels); below half a
+    pixel the image's own pixels set the blur, so one level serves all those patches."""
+    spacing = torch.sqrt(torch.abs(torch.linalg.det(A))) * (g[1, 0] - g[0, 0])
+    return torch.round(torch.log2(spacing.clamp(min=0.5)) * STEPS_PER_OCTAVE).long()
+
+
+def _sample(img: torch.Tensor, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Values and derivatives (n, P², 3) of the blurred image ``img`` (3, H, W) at c + A g: centres
+    (n, 2), frames (n, 2, 2), offsets (P², 2)."""
+    h, w = img.shape[1:]
+    xy = (c[:, None, :] + torch.einsum("nij,pj->npi", A, g)).float()
+    grid = torch.stack([2 * xy[..., 0] / max(w - 1, 1) - 1, 2 * xy[..., 1] / max(h - 1, 1) - 1], -1)
+    return F.grid_sample(img[None], grid[None], mode="bilinear", padding_mode="border",
+                         align_corners=True)[0].permute(1, 2, 0)
 
 
 def _frames(f: Features, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,38 +142,55 @@ def _znorm(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return d / torch.sqrt((d * d * w).sum(-1, keepdim=True) / w.sum()).clamp(min=1e-6)
 
 
-def _align(pyr, template, c, A, g, w, conf) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gauss-Newton on (centre, affine frame, gain, bias) so that the image around c matches the
-    z-normalised ``template`` (n, P²). Returns the centres (n, 2) and the final weighted ZNCC (n,)."""
-    spacing = torch.sqrt(torch.abs(torch.linalg.det(A))) * (g[1, 0] - g[0, 0])
-    val = _sample(pyr, c[:, None, :] + torch.einsum("nij,pj->npi", A, g), spacing)[..., 0]
-    mean = (val * w).sum(-1) / w.sum()
-    gain = 1 / torch.sqrt(((val - mean[:, None]) ** 2 * w).sum(-1) / w.sum()).clamp(min=1e-6)
+def _patches(image: _Blurred, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Z-normalised patches (n, P²) at frames (c, A), each read at its blur level."""
+    out = torch.zeros(len(c), len(g))
+    level = _level(A, g)
+    for lv in torch.unique(level).tolist():
+        sel = level == lv
+        out[sel] = _znorm(_sample(image(lv), c[sel], A[sel], g)[..., 0], w.float())
+    return out
+
+
+def _align(image: _Blurred, template: torch.Tensor, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor,
+           w: torch.Tensor, conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Newton on (centre, affine frame, gain, bias) so that the image around each c matches its
+    z-normalised ``template`` (n, P²), each patch read at the blur level of its starting frame.
+    Returns the centres (n, 2) and the final weighted ZNCC (n,)."""
+    c, zncc = c.clone(), torch.zeros(len(c), dtype=torch.float64)
+    level = _level(A, g)
+    for lv in torch.unique(level).tolist():
+        sel = level == lv
+        c[sel], zncc[sel] = _align_level(image(lv), template[sel], c[sel], A[sel], g, w, conf["iterations"])
+    return c, zncc
+
+
+def _align_level(img, template, c, A, g, w, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gf, wf = g.float(), w.float()
+    val = _sample(img, c, A, g)[..., 0]
+    mean = (val * wf).sum(-1) / wf.sum()
+    gain = 1 / torch.sqrt(((val - mean[:, None]) ** 2 * wf).sum(-1) / wf.sum()).clamp(min=1e-6)
     bias = -mean * gain
-    for _ in range(conf["iterations"]):
-        xy = c[:, None, :] + torch.einsum("nij,pj->npi", A, g)
-        spacing = torch.sqrt(torch.abs(torch.linalg.det(A))) * (g[1, 0] - g[0, 0])
-        s = _sample(pyr, xy, spacing)
+    eye = torch.eye(8, dtype=torch.float64)
+    for _ in range(iterations):
+        s = _sample(img, c, A, g)
         val, grad = s[..., 0], s[..., 1:]
         r = gain[:, None] * val + bias[:, None] - template                          # (n, P²)
         gg = gain[:, None, None] * grad                                             # (n, P², 2)
         # d xy / d (c, A): c directly, A[i, j] through g_j.
-        J = torch.cat([gg, gg[..., :1] * g[None, :, :], gg[..., 1:] * g[None, :, :],
-                       val[..., None], torch.ones_like(val)[..., None]], -1)         # (n, P², 8)
-        Jw = J * w[None, :, None]
-        H = Jw.transpose(1, 2) @ J
-        b = (Jw * r[..., None]).sum(1)
-        H = H + 1e-3 * torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2)) + 1e-9 * torch.eye(8, dtype=H.dtype)
-        step = -torch.linalg.solve(H, b[..., None])[..., 0]
-        step = torch.nan_to_num(step)
+        J = torch.cat([gg, gg[..., :1] * gf, gg[..., 1:] * gf, val[..., None], torch.ones_like(val)[..., None]],
+                      -1)                                                           # (n, P², 8)
+        Jw = J * wf[None, :, None]
+        H = (Jw.transpose(1, 2) @ J).double()
+        b = (Jw.transpose(1, 2) @ r[..., None]).double()
+        H = H + 1e-3 * torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2)) + 1e-9 * eye
+        step = torch.nan_to_num(-torch.linalg.solve(H, b)[..., 0])
         c = c + step[:, :2]
         A = A + torch.stack([step[:, 2:4], step[:, 4:6]], 1)
-        gain, bias = gain + step[:, 6], bias + step[:, 7]
-    xy = c[:, None, :] + torch.einsum("nij,pj->npi", A, g)
-    spacing = torch.sqrt(torch.abs(torch.linalg.det(A))) * (g[1, 0] - g[0, 0])
-    val = _sample(pyr, xy, spacing)[..., 0]
-    zncc = (_znorm(val, w) * template * w).sum(-1) / w.sum()
-    return c, zncc
+        gain, bias = gain + step[:, 6].float(), bias + step[:, 7].float()
+    val = _sample(img, c, A, g)[..., 0]
+    zncc = (_znorm(val, wf) * template * wf).sum(-1) / wf.sum()
+    return c, zncc.double()
 
 
 def refine_keypoints(images: Callable[[int], np.ndarray], features: Sequence[Features],
@@ -186,6 +202,17 @@ def refine_keypoints(images: Callable[[int], np.ndarray], features: Sequence[Fea
     keypoints unchanged. ``images(k)``: image k as (H, W) grey levels, read only where it has track
     keypoints; ``progress`` is called once per image in each of the two passes."""
     conf = {**default_conf, **(conf or {})}
+    threads = torch.get_num_threads()
+    # Many small tensors: one thread is faster, and much faster while other processes hold the cores
+    # (OpenMP threads wait on each other: 0.33 s against 10 s for 1000 keypoints on a busy 2-core machine).
+    torch.set_num_threads(1)
+    try:
+        return _refine(images, features, matches, conf, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray], RefinementStats]:
     # One read of each image's features here (a build's features wait on disk), one per pass below.
     keypoints, scores = [], []
     for f in features:
@@ -220,9 +247,7 @@ def refine_keypoints(images: Callable[[int], np.ndarray], features: Sequence[Fea
             continue
         pyr = _Blurred(images(k))
         c, A, _ = _frames(features[k], ref_node[sel] - offsets[k])
-        xy = c[:, None, :] + torch.einsum("nij,pj->npi", A, g)
-        spacing = torch.sqrt(torch.abs(torch.linalg.det(A))) * (g[1, 0] - g[0, 0])
-        templates[torch.from_numpy(sel)] = _znorm(_sample(pyr, xy, spacing)[..., 0], w).float()
+        templates[torch.from_numpy(sel)] = _patches(pyr, c, A, g, w)
         if progress:
             progress()
     is_ref = np.zeros(offsets[-1], bool)
@@ -240,7 +265,7 @@ def refine_keypoints(images: Callable[[int], np.ndarray], features: Sequence[Fea
         pyr = _Blurred(images(k))
         idx = sel - offsets[k]
         c0, A, sigma = _frames(features[k], idx)
-        c, zncc = _align(pyr, templates[torch.from_numpy(label[sel])].double(), c0.clone(), A, g, w, conf)
+        c, zncc = _align(pyr, templates[torch.from_numpy(label[sel])], c0, A, g, w, conf)
         shift = torch.linalg.norm(c - c0, dim=1)
         ok = (zncc >= conf["min_correlation"]) & (shift <= conf["max_shift"] * sigma) & torch.isfinite(c).all(1)
         ok_np = ok.numpy()
