@@ -1,6 +1,7 @@
 """Keypoint refinement along tracks (mapping/keypoint_refinement.py): tracks are the match graph's
 components, observations land on their reference's point, unlike patches stay put, and a build with it
 triangulates the same scene with a smaller reprojection error."""
+import json
 import math
 
 import cv2
@@ -105,3 +106,6 @@ def test_a_refined_map_reprojects_better(tmp_path):
     assert refined["mean_reprojection_error_px"] < 0.85 * plain["mean_reprojection_error_px"]
     assert refined["points"] >= 0.9 * plain["points"]
     assert "refinement" not in plain
+    meta = json.loads((tmp_path / "refined" / "map.json").read_text())
+    assert meta["parameters"]["refine_keypoints"] is True
+    assert meta["statistics"]["refinement"] == refined["refinement"]
