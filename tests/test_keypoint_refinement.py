@@ -63,7 +63,7 @@ def _pair(similar: bool, seed: int = 0):
 
 def test_observations_land_on_the_reference_point():
     images, feats, matches, truth, noisy = _pair(similar=True)
-    refined, stats = refine_keypoints(lambda k: images[k], feats, matches)
+    refined, stats = refine_keypoints(lambda k: images[k], feats, matches, {"centre": False})
     # Both observations have one match; image 0 scores higher, so it is the reference and stays.
     np.testing.assert_array_equal(refined[0], feats[0].keypoints)
     before = np.linalg.norm(noisy - truth, axis=1)
@@ -71,6 +71,20 @@ def test_observations_land_on_the_reference_point():
     assert stats.refined == len(truth) and stats.rejected == 0
     assert np.median(before) > 0.5
     assert np.median(after) < 0.05 and after.max() < 0.2, after
+
+
+def test_a_centred_track_keeps_the_mean_of_its_detections():
+    # Aligned, and then moved together to the mean of where the detector put them: in image 1 the pair
+    # lands half-way between the reference's point (the truth) and image 1's own detection.
+    images, feats, matches, truth, noisy = _pair(similar=True)
+    refined, stats = refine_keypoints(lambda k: images[k], feats, matches)
+    M = cv2.getRotationMatrix2D((320.0, 240.0), -20.0, 1.3)
+    M[:, 2] += (0.37, -0.21)
+    consistency = np.linalg.norm(refined[0] @ M[:, :2].T + M[:, 2] - refined[1], axis=1)
+    assert np.median(consistency) < 0.05 and consistency.max() < 0.2, consistency
+    middle = np.linalg.norm(refined[1] - (truth + noisy) / 2, axis=1)
+    assert np.median(middle) < 0.05 and middle.max() < 0.2, middle
+    assert np.median(np.linalg.norm(refined[0] - feats[0].keypoints, axis=1)) > 0.15   # the reference moved too
 
 
 def test_unlike_patches_stay_where_the_detector_put_them():

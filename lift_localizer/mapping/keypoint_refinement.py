@@ -9,6 +9,9 @@ ICCV 2021) on image intensities instead of dense CNN features.
 
     refined, stats = refine_keypoints(images, features, matches)
 
+Aligned observations agree with each other, but sit where one detection (the reference's) put the
+point; the track is then moved, all observations together, to where the detector put it on average.
+
 ``images(k)`` gives image k's grey levels; each image is read twice (references, then refinement),
 so that only one image is held at a time.
 """
@@ -33,6 +36,8 @@ default_conf = {
     # moved by at most max_shift sigmas; otherwise the detector's position stays.
     "min_correlation": 0.8,
     "max_shift": 0.5,
+    # Move each track to its observations' mean detected position (True) or onto its reference (False).
+    "centre": True,
 }
 
 
@@ -155,16 +160,16 @@ def _align(image: _Blurred, template: torch.Tensor, c: torch.Tensor, A: torch.Te
            w: torch.Tensor, conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss-Newton on (centre, affine frame, gain, bias) so that the image around each c matches its
     z-normalised ``template`` (n, P²), each patch read at the blur level of its starting frame.
-    Returns the centres (n, 2) and the final weighted ZNCC (n,)."""
-    c, zncc = c.clone(), torch.zeros(len(c), dtype=torch.float64)
+    Returns the centres (n, 2), the frames (n, 2, 2) and the final weighted ZNCC (n,)."""
+    c, A, zncc = c.clone(), A.clone(), torch.zeros(len(c), dtype=torch.float64)
     level = _level(A, g)
     for lv in torch.unique(level).tolist():
         sel = level == lv
-        c[sel], zncc[sel] = _align_level(image(lv), template[sel], c[sel], A[sel], g, w, conf["iterations"])
-    return c, zncc
+        c[sel], A[sel], zncc[sel] = _align_level(image(lv), template[sel], c[sel], A[sel], g, w, conf["iterations"])
+    return c, A, zncc
 
 
-def _align_level(img, template, c, A, g, w, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _align_level(img, template, c, A, g, w, iterations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gf, wf = g.float(), w.float()
     val = _sample(img, c, A, g)[..., 0]
     mean = (val * wf).sum(-1) / wf.sum()
@@ -189,7 +194,40 @@ def _align_level(img, template, c, A, g, w, iterations: int) -> tuple[torch.Tens
         gain, bias = gain + step[:, 6].float(), bias + step[:, 7].float()
     val = _sample(img, c, A, g)[..., 0]
     zncc = (_znorm(val, wf) * template * wf).sum(-1) / wf.sum()
-    return c, zncc.double()
+    return c, A, zncc.double()
+
+
+def _place(keypoints, offsets, image_of, label, ref_node, ref_frames, node, c, A, e, centre: bool) -> None:
+    """Write the aligned keypoints into ``keypoints``. Aligned, each observation sits where its track's
+    reference keypoint is (patch coordinate 0); with ``centre``, every aligned observation and the
+    reference move together to the mean, in patch coordinates, of where the detector put them (the
+    reference at 0), so that the track keeps the detector's average position, which is where a query's
+    keypoint of the same point lands on average: one reference's detection noise is not copied to all."""
+    track = torch.from_numpy(label[node])
+    if centre:
+        n = len(ref_node)
+        total = torch.zeros(n, 2, dtype=torch.float64).index_add_(0, track, e)
+        count = torch.ones(n, dtype=torch.float64).index_add_(0, track, torch.ones(len(node), dtype=torch.float64))
+        mean = total / count[:, None]                                   # (tracks, 2), the reference counted at 0
+        c = c + (A @ mean[track][..., None])[..., 0]
+        moved_ref = torch.unique(track)
+        ref_xy = (ref_frames[moved_ref] @ mean[moved_ref][..., None])[..., 0]
+        refs = ref_node[moved_ref.numpy()]
+        for k, nodes, d in _per_image(image_of, offsets, refs, ref_xy):
+            keypoints[k][nodes] += d.numpy().astype(np.float32)
+    for k, nodes, xy in _per_image(image_of, offsets, node, c):
+        keypoints[k][nodes] = xy.numpy().astype(np.float32)
+
+
+def _per_image(image_of, offsets, node, values):
+    """(image, keypoint indices in it, the values' rows) for the images of ``node``."""
+    img = image_of[node]
+    order = np.argsort(img, kind="stable")
+    bounds = np.flatnonzero(np.diff(img[order])) + 1
+    for part in np.split(order, bounds):
+        if len(part):
+            k = int(img[part[0]])
+            yield k, node[part] - offsets[k], values[torch.from_numpy(part)]
 
 
 def _by_image(image: np.ndarray, n: int) -> list[np.ndarray]:
@@ -203,9 +241,9 @@ def refine_keypoints(images: Callable[[int], np.ndarray], features: Sequence[Fea
                      matches: dict[tuple[int, int], np.ndarray], conf: dict | None = None,
                      progress: Callable[[], None] | None = None
                      ) -> tuple[list[np.ndarray], RefinementStats]:
-    """Each image's keypoints (N, 2) with the observations of every track moved onto their reference's
-    patch (the observation with the most matches, then the highest score); unmatched and rejected
-    keypoints unchanged. ``images(k)``: image k as (H, W) grey levels, read only where it has track
+    """Each image's keypoints (N, 2) with the observations of every track aligned to their reference's
+    patch (the observation with the most matches, then the highest score) and, with ``conf["centre"]``,
+    moved together to the mean of their detected positions; unmatched and rejected keypoints unchanged. ``images(k)``: image k as (H, W) grey levels, read only where it has track
     keypoints; ``progress`` is called once per image in each of the two passes."""
     conf = {**default_conf, **(conf or {})}
     threads = torch.get_num_threads()
@@ -243,6 +281,7 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
     image_of = np.searchsorted(offsets, np.arange(offsets[-1]), side="right") - 1
     g, w = _grid(conf)
     templates = torch.zeros(len(ref_node), len(g), dtype=torch.float32)   # 0.9 KB a track
+    ref_frames = torch.zeros(len(ref_node), 2, 2, dtype=torch.float64)
 
     refs_of = _by_image(image_of[ref_node], len(features))
     for k in range(len(features)):
@@ -254,12 +293,17 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
         pyr = _Blurred(images(k))
         c, A, _ = _frames(features[k], ref_node[sel] - offsets[k])
         templates[torch.from_numpy(sel)] = _patches(pyr, c, A, g, w)
+        ref_frames[torch.from_numpy(sel)] = A
         if progress:
             progress()
     is_ref = np.zeros(offsets[-1], bool)
     is_ref[ref_node] = True
     todo = matched[~is_ref[matched]]
     shifts: list[np.ndarray] = []
+    aligned_node: list[np.ndarray] = []
+    aligned_c: list[torch.Tensor] = []
+    aligned_A: list[torch.Tensor] = []
+    aligned_e: list[torch.Tensor] = []
     rejected = 0
     todo_of = _by_image(image_of[todo], len(features))
     for k in range(len(features)):
@@ -271,15 +315,23 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
         pyr = _Blurred(images(k))
         idx = sel - offsets[k]
         c0, A, sigma = _frames(features[k], idx)
-        c, zncc = _align(pyr, templates[torch.from_numpy(label[sel])], c0, A, g, w, conf)
+        c, A, zncc = _align(pyr, templates[torch.from_numpy(label[sel])], c0, A, g, w, conf)
         shift = torch.linalg.norm(c - c0, dim=1)
         ok = (zncc >= conf["min_correlation"]) & (shift <= conf["max_shift"] * sigma) & torch.isfinite(c).all(1)
+        ok &= torch.isfinite(A).all(2).all(1) & (torch.abs(torch.linalg.det(A)) > 1e-9)
         ok_np = ok.numpy()
-        keypoints[k][idx[ok_np]] = c[ok].numpy().astype(np.float32)
+        aligned_node.append(sel[ok_np])
+        aligned_c.append(c[ok])
+        aligned_A.append(A[ok])
+        # Where the detector put it, in the reference patch's coordinates.
+        aligned_e.append(torch.linalg.solve(A[ok], (c0[ok] - c[ok])[..., None])[..., 0])
         shifts.append(shift[ok].numpy())
         rejected += int((~ok).sum())
         if progress:
             progress()
+    if aligned_node:
+        _place(keypoints, offsets, image_of, label, ref_node, ref_frames, np.concatenate(aligned_node),
+               torch.cat(aligned_c), torch.cat(aligned_A), torch.cat(aligned_e), conf["centre"])
     moved = np.concatenate(shifts) if shifts else np.zeros(0)
     return keypoints, RefinementStats(len(matched), len(moved), rejected,
                                       float(np.median(moved)) if len(moved) else 0.0)
