@@ -49,8 +49,9 @@ def add(sub) -> None:
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
     p.add_argument("--refine-keypoints", action="store_true",
-                   help="move each track's keypoints onto one reference patch (photometric alignment on the "
-                        "original pixels) before triangulating")
+                   help="align each track's keypoints photometrically (on the original pixels) before "
+                        "triangulating: the map's reprojection error falls, localization does not improve "
+                        "(docs/evaluation.md, keypoint refinement along tracks)")
     p.add_argument("--sfm", action="store_true",
                    help="ignore/lack poses: reconstruct them with pycolmap's incremental mapper from our "
                         "features first (the map's scale is then arbitrary)")
