@@ -33,8 +33,8 @@ from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatibl
 from ..weights import paths_for
 from .executors import Executor, InProcess, Task
 from .frames import Frame
-from .keypoint_refinement import refine_keypoints
 from .io import ALT_DIR, MapImage, atomic_directory, write_map
+from .keypoint_refinement import refine_keypoints
 from .options import default_conf
 from .pairs import (ExtractorSet, PairMatches, View, collect_matches, extract_image, match_group, pair_groups,
                     select_pairs)

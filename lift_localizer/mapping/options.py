@@ -23,6 +23,7 @@ default_conf = {
     "epipolar_threshold_px": 4.0,
     "min_pair_matches": 8,
     "keep_two_view_tracks": True,
-    # Move each track's keypoints onto one reference patch before triangulating (keypoint_refinement.py).
+    # Align each track's keypoints photometrically before triangulating (keypoint_refinement.py). Off: the
+    # reprojection error falls, but localization is no better (docs/evaluation.md).
     "refine_keypoints": False,
 }
