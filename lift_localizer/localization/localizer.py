@@ -274,8 +274,8 @@ class Localizer:
 
         The first image of a size pays for one-off work: DET's route measurement and the CUDA graph
         capture on a GPU, TensorRT's engine loading, the CPU libraries' kernel set-up (`benchmark`'s
-        "first call": 0.8–0.87 s against 0.67 s at 640×480 on 2 cores). A node does it here, before its first real frame, so that the first pose
-        is not late. Retrieval, matching and the pose are not run: nothing of theirs is per size.
+        "first call": 0.8–0.87 s against 0.67 s at 640×480 on 2 cores). A node does it here, before
+        its first real frame, so that the first pose is not late. Retrieval, matching and the pose are not run: nothing of theirs is per size.
         """
         t = time.perf_counter()
         # At the size the extractor works at: a full-size image would only be resized down to it.

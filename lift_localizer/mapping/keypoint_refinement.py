@@ -1,8 +1,9 @@
 """Photometric refinement of a map's keypoints along their tracks, before triangulation.
 
 A detector places each keypoint of a track on its own, so the observations of one 3D point disagree
-by the detector's localisation noise (LIFT's more than SIFT's: its finest level is the image at 0.69×). Here every track gets one reference observation, and each other observation is
-moved to where its image looks like the reference's patch: a Gauss-Newton (Lucas-Kanade) alignment
+by the detector's localisation noise (LIFT's more than SIFT's: its finest level is the image at
+0.69×). Here every track gets one reference observation, and each other observation is moved to
+where its image looks like the reference's patch: a Gauss-Newton (Lucas-Kanade) alignment
 of an affine patch plus gain and bias, started from the keypoints' scale and orientation frames, on
 the original pixels. This is the keypoint adjustment of pixel-perfect SfM (Lindenberger et al.,
 ICCV 2021) on image intensities instead of dense CNN features.
@@ -44,9 +45,9 @@ default_conf = {
 @dataclass
 class RefinementStats:
     observations: int      # keypoints in a track of two or more images, references included
-    refined: int           # moved to their reference
+    refined: int           # aligned to their reference's patch
     rejected: int          # kept where the detector put them
-    median_shift_px: float
+    median_shift_px: float  # of the refined: from the detection to the reference's point, before centring
 
     def as_dict(self) -> dict:
         return {"observations": self.observations, "refined": self.refined, "rejected": self.rejected,
@@ -213,21 +214,10 @@ def _place(keypoints, offsets, image_of, label, ref_node, ref_frames, node, c, A
         moved_ref = torch.unique(track)
         ref_xy = (ref_frames[moved_ref] @ mean[moved_ref][..., None])[..., 0]
         refs = ref_node[moved_ref.numpy()]
-        for k, nodes, d in _per_image(image_of, offsets, refs, ref_xy):
-            keypoints[k][nodes] += d.numpy().astype(np.float32)
-    for k, nodes, xy in _per_image(image_of, offsets, node, c):
-        keypoints[k][nodes] = xy.numpy().astype(np.float32)
-
-
-def _per_image(image_of, offsets, node, values):
-    """(image, keypoint indices in it, the values' rows) for the images of ``node``."""
-    img = image_of[node]
-    order = np.argsort(img, kind="stable")
-    bounds = np.flatnonzero(np.diff(img[order])) + 1
-    for part in np.split(order, bounds):
-        if len(part):
-            k = int(img[part[0]])
-            yield k, node[part] - offsets[k], values[torch.from_numpy(part)]
+        for k, part in enumerate(_by_image(image_of[refs], len(keypoints))):
+            keypoints[k][refs[part] - offsets[k]] += ref_xy[torch.from_numpy(part)].numpy().astype(np.float32)
+    for k, part in enumerate(_by_image(image_of[node], len(keypoints))):
+        keypoints[k][node[part] - offsets[k]] = c[torch.from_numpy(part)].numpy().astype(np.float32)
 
 
 def _by_image(image: np.ndarray, n: int) -> list[np.ndarray]:
@@ -243,8 +233,9 @@ def refine_keypoints(images: Callable[[int], np.ndarray], features: Sequence[Fea
                      ) -> tuple[list[np.ndarray], RefinementStats]:
     """Each image's keypoints (N, 2) with the observations of every track aligned to their reference's
     patch (the observation with the most matches, then the highest score) and, with ``conf["centre"]``,
-    moved together to the mean of their detected positions; unmatched and rejected keypoints unchanged. ``images(k)``: image k as (H, W) grey levels, read only where it has track
-    keypoints; ``progress`` is called once per image in each of the two passes."""
+    moved together to the mean of their detected positions; unmatched and rejected keypoints unchanged.
+    ``images(k)``: image k as (H, W) grey levels, read only where it has track keypoints; ``progress``
+    is called once per image in each of the two passes."""
     conf = {**default_conf, **(conf or {})}
     threads = torch.get_num_threads()
     # Many small tensors: one thread is faster, and much faster while other processes hold the cores
@@ -278,7 +269,7 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
     first = np.ones(len(order), bool)
     first[1:] = label[order[1:]] != label[order[:-1]]
     ref_node = order[first]                      # indexed by track label
-    image_of = np.searchsorted(offsets, np.arange(offsets[-1]), side="right") - 1
+    image_of = np.repeat(np.arange(len(counts)), counts)   # per keypoint node, its image
     g, w = _grid(conf)
     templates = torch.zeros(len(ref_node), len(g), dtype=torch.float32)   # 0.9 KB a track
     ref_frames = torch.zeros(len(ref_node), 2, 2, dtype=torch.float64)
