@@ -160,3 +160,14 @@ def test_a_flat_plateau_with_rounding_noise_is_not_a_keypoint(dense):
     peaked = [flat[0], flat[1] + bump, flat[2]]
     found = detect(peaked, levels, (60, 80), 100, score_threshold=1e-3, dense=dense, border_ratio=0)
     assert len(found) == 1 and np.allclose(found.xy[0], [40.3, 30.6], atol=0.3)
+
+
+def test_max3x3_is_max_pooling_with_minus_infinity_outside():
+    from lift_localizer.features.keypoints import max3x3
+
+    torch.manual_seed(0)
+    for shape in ((1, 1), (2, 5), (31, 17)):
+        score = torch.randn(*shape)
+        score[0, 0] = INVALID
+        expected = torch.nn.functional.max_pool2d(score[None, None], 3, 1, 1)[0, 0]
+        assert torch.equal(max3x3(score), expected)

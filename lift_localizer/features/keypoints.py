@@ -64,6 +64,15 @@ def _parabola_offset(fm: torch.Tensor, f0: torch.Tensor, fp: torch.Tensor) -> to
     return off.clamp(-0.5, 0.5)
 
 
+def max3x3(score: torch.Tensor) -> torch.Tensor:
+    """(H, W) → (H, W): the maximum over each pixel's 3×3 neighbourhood (outside the map: -inf), as
+    ``max_pool2d(·, 3, 1, 1)`` but by shifted maxima: on the CPU max_pool2d spends ~4 ms on one
+    554×312 map, this 0.2 ms."""
+    p = F.pad(score, (1, 1, 1, 1), value=-math.inf)
+    rows = torch.maximum(torch.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    return torch.maximum(torch.maximum(rows[:-2], rows[1:-1]), rows[2:])
+
+
 def _tests_and_refinement(at, f0, uf, vf, below, above, log_scale, step, refine: bool, edge_limit: float):
     """SIFT's edge test and the parabolic refinement, elementwise on candidates.
 
@@ -99,7 +108,7 @@ def _level_maxima(scores: list[torch.Tensor], levels: list[Level], score_thresho
     # Each level is compared with its neighbours' 3×3 maxima taken on their own pixel grids and then
     # resampled onto its grid, so a peak that falls between two of its samples is not missed (else
     # one blob survives at two adjacent levels).
-    pooled = [F.max_pool2d(m[None, None], 3, 1, 1)[0, 0] for m in scores]
+    pooled = [max3x3(m) for m in scores]
     out = []
     for i, (cur, lv) in enumerate(zip(scores, levels)):
         size = (lv.height, lv.width)

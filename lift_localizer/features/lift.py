@@ -217,11 +217,12 @@ class Lift:
             angles = torch.zeros(len(xy), dtype=xy.dtype, device=xy.device)
         else:
             with self._timed(timings, "ori_patches"):
-                upright = (crop(xy, support) - ori_net.mean) / ori_net.std
+                # In place: the crop is a new tensor, and a second 16 MB copy per 1000 patches cost 1.5 ms.
+                upright = crop(xy, support).sub_(ori_net.mean).div_(ori_net.std)
             with self._timed(timings, "ori"):
                 angles = ori_module.angle(self.backend.ori(upright))
         with self._timed(timings, "desc_patches"):
-            rotated = (crop(xy, support, angles) - desc_net.mean) / desc_net.std
+            rotated = crop(xy, support, angles).sub_(desc_net.mean).div_(desc_net.std)
         with self._timed(timings, "desc"):
             descriptors = self.backend.desc(rotated)
         return angles, descriptors

@@ -150,13 +150,20 @@ class PatchSampler:
                  angles: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 2), (N,), (N,) → (N, C, size, size); see crop_patches."""
         octave = self.octave_of(supports)
-        out = self.octaves[0].new_zeros((len(centers), self.octaves[0].shape[1], self.size, self.size))
+        parts = []
         for k in torch.unique(octave).tolist():
-            sel = octave == k
+            idx = torch.nonzero(octave == k).squeeze(1)
             # Octave k keeps every 2^k-th pixel of the blurred image: its pixel j is image pixel 2^k j.
             f = 2.0 ** -k
-            out[sel] = crop_patches(self.octaves[k], centers[sel] * f, supports[sel] * f,
-                                    None if angles is None else angles[sel], self.size)
+            parts.append((idx, crop_patches(self.octaves[k], centers[idx] * f, supports[idx] * f,
+                                            None if angles is None else angles[idx], self.size)))
+        if len(parts) == 1:
+            return parts[0][1]
+        # Every patch belongs to one octave, so every row is written: no zero fill, and index_copy_
+        # rather than boolean indexing (together ~3 ms less per 1000 patches on 2 cores).
+        out = self.octaves[0].new_empty((len(centers), self.octaves[0].shape[1], self.size, self.size))
+        for idx, patches in parts:
+            out.index_copy_(0, idx, patches)
         return out
 
     def static(self, centers: torch.Tensor, supports: torch.Tensor,
