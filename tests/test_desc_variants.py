@@ -1,9 +1,11 @@
-"""A DESC of another architecture (the thin one) as a map's descriptor: localization finds the
-shipped weights the map was built with, and a DESC distilled from the NetVLAD's DESC keeps it."""
+"""Networks of another architecture (the thin DESC, the fast ORI and DESC) in a map: localization
+finds the shipped weights the map was built with, and a DESC distilled from the NetVLAD's DESC
+keeps it."""
 from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 
 import lift_localizer.weights as weights
@@ -54,12 +56,14 @@ def test_netvlad_of_the_teacher_fits_a_distilled_desc_only(tmp_path, monkeypatch
 
 
 
-def test_build_map_with_the_thin_desc_and_localize_against_it(tmp_path):
-    """build-map --desc desc_thin records the thin DESC; evaluate, given no weights, loads it too, and
-    the shipped NetVLAD (trained on the full DESC's descriptors) indexes the map."""
+@pytest.mark.parametrize("networks", [{"desc": "desc_thin"}, {"ori": "ori_fast", "desc": "desc_fast"}],
+                         ids=["thin", "fast"])
+def test_build_map_with_cheaper_networks_and_localize_against_it(tmp_path, networks):
+    """build-map --desc desc_thin (or --ori ori_fast --desc desc_fast) records those networks;
+    evaluate, given no weights, loads them too, and the shipped NetVLAD (trained on the full DESC's
+    descriptors) indexes the map."""
     import json
 
-    import pytest
     from conftest import run_cli
 
     from lift_localizer.bags.writer import write_bag
@@ -73,10 +77,12 @@ def test_build_map_with_the_thin_desc_and_localize_against_it(tmp_path):
     write_bag(tmp_path / "mapping", posed_frames(mapping, cam, 10**18))
     write_bag(tmp_path / "query", posed_frames(query, cam, 2 * 10**18))
     code, _, err = run_cli("build-map", "--bag", tmp_path / "mapping", "--output", tmp_path / "map",
-                           "--max-keypoints", "400", "--desc", "desc_thin", "--features", "lift")
+                           "--max-keypoints", "400", *(a for k, v in networks.items() for a in (f"--{k}", v)),
+                           "--features", "lift")
     assert code == 0, err
     meta = json.loads((tmp_path / "map" / "map.json").read_text())
-    assert meta["features"]["weights"]["desc"] == load_network("desc", "desc_thin").sha256
+    for kind, stem in networks.items():
+        assert meta["features"]["weights"][kind] == load_network(kind, stem).sha256
     assert meta["retrieval"] and meta["retrieval"]["method"] == "netvlad"
     code, out, err = run_cli("evaluate", "--map", tmp_path / "map", "--bag", tmp_path / "query")
     assert code == 0, err

@@ -100,6 +100,22 @@ def test_extract_replaces_groups_on_rerun(images, tmp_path):
     assert len(read_features(out, str(images["grey"]))) == 20
 
 
+def test_extract_with_the_fast_networks_records_them(images, tmp_path, capsys):
+    from lift_localizer.weights import load_network
+
+    out = tmp_path / "fast.h5"
+    assert main(["extract", str(images["grey"]), "-o", str(out), "--max-keypoints", "40",
+                 "--ori", "ori_fast", "--desc", "desc_fast"]) == 0
+    with h5py.File(out) as f:
+        assert f.attrs["weights_ori_sha256"] == load_network("ori", "ori_fast").sha256
+        assert f.attrs["weights_desc_sha256"] == load_network("desc", "desc_fast").sha256
+        assert f.attrs["weights_det_sha256"] == load_network("det").sha256
+    assert 0 < len(read_features(out, str(images["grey"]))) <= 40
+    # Weights that do not exist stop it before anything is written, with the reason.
+    assert main(["extract", str(images["grey"]), "-o", str(tmp_path / "none.h5"), "--desc", "no_such_desc"]) == 2
+    assert "no_such_desc" in capsys.readouterr().err and not (tmp_path / "none.h5").exists()
+
+
 def test_extract_usage_errors(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["extract", "x.png", "-o", str(tmp_path / "f.h5"), "--max-keypoints", "0"])
@@ -110,6 +126,6 @@ def test_extract_usage_errors(tmp_path):
 def test_help_explains_each_option():
     r = subprocess.run([sys.executable, "-m", "lift_localizer", "extract", "--help"],
                        capture_output=True, text=True, check=True)
-    for option in ("--output", "--max-keypoints", "--backend", "--device"):
+    for option in ("--output", "--max-keypoints", "--backend", "--device", "--ori", "--desc"):
         assert option in r.stdout
     assert "keypoints (N×2" in r.stdout

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from lift_localizer.nets.desc import DESC, gaussian_kernel
@@ -76,3 +77,48 @@ def test_pruning_desc_to_its_own_widths_changes_nothing_and_to_thin_keeps_the_st
     weight = full.conv3.weight.detach().abs().sum((0, 2, 3))
     kept = {float(w) for w in thin.conv3.weight.detach().abs().sum((0, 2, 3))}
     assert kept == {float(w) for w in weight.sort(descending=True).values[:32]}
+
+
+def test_fast_desc_strides_over_the_pooling_windows_and_starts_near_its_teacher():
+    """The fast DESC samples each L2-pooling window once: its first two convolutions stride by 2 and
+    3. Cut from the full DESC, its second and third convolutions are scaled by the window's side, so
+    that its untrained descriptors keep the teacher's magnitude (an L2 pool of w² similar values is w
+    times one of them); unscaled, they would be less than half of it."""
+    import copy
+
+    from lift_localizer.nets.desc import pruned
+    from lift_localizer.weights import load_network
+
+    full = load_network("desc").module
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.randn(64, 1, 68, 68), 5, 1)
+    x = (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True)
+    with torch.no_grad():
+        fast = pruned(full, "lift-desc-fast-v1")
+        assert fast.conv1.stride == (2, 2) and fast.conv2.stride == (3, 3) and fast(x).shape == (64, 128)
+        assert (fast.conv1.out_channels, fast.conv2.out_channels) == (16, 64)
+        unscaled = copy.deepcopy(fast)
+        unscaled.conv2.weight /= 2
+        unscaled.conv3.weight /= 3
+
+        def magnitude(net):
+            return float((net(x).norm(dim=1) / full(x).norm(dim=1)).median())
+
+        assert 0.75 < magnitude(fast) < 1.33 and magnitude(unscaled) < 0.5
+
+
+def test_fast_ori_strides_instead_of_pooling_with_the_same_tensors():
+    from lift_localizer.nets.ori import ORI, converted
+    from lift_localizer.weights import load_network
+
+    full = load_network("ori").module
+    fast = converted(full, "lift-ori-fast-v1")
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in full.state_dict().items()}
+    x = torch.randn(6, 1, 64, 64)
+    with torch.no_grad():
+        y = fast(x)
+        assert y.shape == (6, 2) and torch.allclose(y.norm(dim=1), torch.ones(6))
+        assert not torch.allclose(y, full(x))  # another function of the same weights
+        assert torch.equal(converted(full, "lift-ori-v1")(x), full(x))
+    with pytest.raises(ValueError, match="unknown ORI architecture"):
+        ORI("lift-ori-v0")

@@ -16,7 +16,7 @@ from lift_localizer.cli import main
 from lift_localizer.synthetic import bilinear, make_texture
 from lift_localizer.training import train_lift as tl
 from lift_localizer.training.train_lift import centre_crops, train_phase
-from lift_localizer.weights import load_network
+from lift_localizer.weights import WeightsError, load_network
 
 
 @pytest.fixture(scope="module")
@@ -284,29 +284,60 @@ def test_cli_joint_starts_from_the_given_weights(quadruplets, tmp_path):
     assert card["training"]["hard_negatives"] is False
 
 
-def test_thin_desc_distilled_from_a_teacher(quadruplets, tmp_path):
+@pytest.mark.parametrize("architecture", ["thin", "fast"])
+def test_cheaper_desc_distilled_from_a_teacher(quadruplets, tmp_path, architecture):
+    from lift_localizer.nets.desc import ARCHITECTURE_NAMES, pruned
     from lift_localizer.training.losses import distillation_loss
 
     conf = {"epochs": 2, "batch_size": _whole_split(quadruplets), "val_fraction": 0.2, "chunk": 64,
-            "architecture": "thin", "teacher": "desc", "lr": 3e-3}
-    card = train_phase("desc", quadruplets, tmp_path / "thin", conf, log=lambda *a: None)
+            "architecture": architecture, "teacher": "desc", "lr": 3e-3}
+    card = train_phase("desc", quadruplets, tmp_path / architecture, conf, log=lambda *a: None)
     teacher = load_network("desc")
-    thin = load_network("desc", tmp_path / "thin")
-    assert thin.card["architecture"] == "lift-desc-thin-v1" and thin.module.conv1.out_channels == 16
+    student = load_network("desc", tmp_path / architecture)
+    name = ARCHITECTURE_NAMES[architecture]
+    assert student.card["architecture"] == name and student.module.conv1.out_channels == 16
+    assert student.module.conv2.stride == ((3, 3) if architecture == "fast" else (1, 1))
     assert card["distilled_from_sha256"] == teacher.sha256 == card["training"]["teacher_sha256"]
     # It starts as the teacher cut to its widths and learns towards the teacher from there.
-    from lift_localizer.nets.desc import pruned
-
-    fresh = pruned(teacher.module, "lift-desc-thin-v1").eval()
+    fresh = pruned(teacher.module, name).eval()
     with h5py.File(quadruplets) as f:
         p = torch.from_numpy(f["p1"][:].astype(np.float32))[:, None]
     x = (centre_crops(p, None) - teacher.mean) / teacher.std
     with torch.no_grad():
         t = teacher.module(x)
-        assert distillation_loss(thin.module(x), t) < 0.9 * distillation_loss(fresh(x), t)
+        assert distillation_loss(student.module(x), t) < 0.9 * distillation_loss(fresh(x), t)
     assert "val_teacher_nn_accuracy" in card["quality"]["held_out_after"]
 
 
-def test_architecture_and_teacher_only_for_desc(quadruplets, tmp_path):
-    with pytest.raises(ValueError, match="desc phase"):
+def test_fast_ori_distilled_from_a_teacher(quadruplets, tmp_path):
+    from lift_localizer.nets.ori import angle, converted
+
+    conf = {"epochs": 0, "pretrain_epochs": 8, "batch_size": _whole_split(quadruplets), "val_fraction": 0.2,
+            "chunk": 64, "architecture": "fast", "teacher": "ori", "lr": 1e-4}
+    card = train_phase("ori", quadruplets, tmp_path / "fast", conf, log=lambda *a: None)
+    teacher = load_network("ori")
+    student = load_network("ori", tmp_path / "fast")
+    assert student.card["architecture"] == "lift-ori-fast-v1" and student.module.conv1.stride == (2, 2)
+    assert card["training"]["teacher_sha256"] == teacher.sha256
+    # It starts from the teacher's tensors and its angles move towards the teacher's.
+    fresh = converted(teacher.module, "lift-ori-fast-v1").eval()
+    with h5py.File(quadruplets) as f:
+        p = torch.from_numpy(f["p1"][:].astype(np.float32))[:, None]
+    x = (centre_crops(p, None) - teacher.mean) / teacher.std
+
+    def error(net):
+        return float((1 - torch.cos(angle(net(x)) - angle(teacher.module(x)))).mean())
+
+    with torch.no_grad():
+        assert error(student.module) < 0.9 * error(fresh)
+    # The card records how far the held-out angles are from the teacher's, before and after.
+    for when in ("held_out_before", "held_out_after"):
+        assert 0 <= card["quality"][when]["val_median_angle_error_to_teacher_deg"] < 180
+
+
+def test_architecture_and_teacher_only_for_desc_and_ori(quadruplets, tmp_path):
+    with pytest.raises(ValueError, match="desc and ori phases"):
+        train_phase("det", quadruplets, tmp_path / "d", {"epochs": 1, "teacher": "det"}, log=lambda *a: None)
+    # A teacher of another network is refused by its card.
+    with pytest.raises(WeightsError, match="not 'ori'"):
         train_phase("ori", quadruplets, tmp_path / "o", {"epochs": 1, "teacher": "desc"}, log=lambda *a: None)

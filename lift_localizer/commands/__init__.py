@@ -103,6 +103,21 @@ def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypo
     add_precision_option(p, defaults["precision"])
 
 
+def add_network_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--ori and --desc: LIFT's ORI and DESC weights by name or path stem (conf ``weights``)."""
+    p.add_argument("--ori", default=None, metavar="STEM",
+                   help="LIFT's ORI weights: ori_fast (strided, 2.4× less time on a CPU; docs/benchmarks.md), another "
+                        "name in lift_localizer/weights or a path stem (default: the shipped ori)")
+    p.add_argument("--desc", default=None, metavar="STEM",
+                   help="LIFT's DESC weights: desc_fast (strided, 5× less time on a CPU), desc_thin (2.6× less), "
+                        "another name in lift_localizer/weights or a path stem (default: the shipped desc)")
+
+
+def network_weights(args: argparse.Namespace) -> dict[str, str]:
+    """The ``weights`` conf of ``add_network_options``' arguments: only those given."""
+    return {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
+
+
 def add_precision_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help="LIFT's network precision (default: the back end's own, fp32; TensorRT fp16): int8 on the "

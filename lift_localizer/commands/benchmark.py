@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import module_doc
+from . import add_network_options, module_doc
 
 
 def add(sub) -> None:
@@ -13,6 +13,7 @@ def add(sub) -> None:
     p = sub.add_parser("benchmark", help="per-stage latency per back end, operation counts, fraction of peak",
                        description=module_doc("lift_localizer.evaluation.benchmark"))
     add_arguments(p)
+    add_network_options(p)
     p.set_defaults(func=run_benchmark)
 
 

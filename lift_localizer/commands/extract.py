@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..images import MAX_IMAGE_SIDE
-from . import add_lift_options, backend_error, positive_int
+from . import add_lift_options, add_network_options, backend_error, network_weights, positive_int
 
 
 def add(sub) -> None:
@@ -24,6 +24,7 @@ def add(sub) -> None:
                    help="HDF5 file to write; an existing file is appended to, and groups of the "
                         "same images are replaced")
     add_lift_options(p, "keep the N keypoints with the highest detector score")
+    add_network_options(p)
     p.add_argument("--max-image-side", type=positive_int, default=MAX_IMAGE_SIDE, metavar="PX",
                    help="refuse an image whose longer side exceeds PX, read from its header before decoding")
     p.set_defaults(func=run_extract)
@@ -41,7 +42,7 @@ def run_extract(args: argparse.Namespace) -> int:
         return code
     try:
         extractor = Lift({"max_keypoints": args.max_keypoints, "backend": args.backend, "device": args.device,
-                          "precision": args.precision})
+                          "precision": args.precision, "weights": network_weights(args)})
     except (WeightsError, ValueError, RuntimeError) as e:
         print(f"error: cannot set up LIFT: {e}", file=sys.stderr)
         return 2

@@ -186,9 +186,10 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
     if phase == "desc":
         q.add_argument("--upright", action="store_true",
                        help="train on upright patches (for a pipeline whose ORI is untrained or off)")
-        q.add_argument("--architecture", choices=("full", "thin"), default=None,
+        q.add_argument("--architecture", choices=("full", "thin", "fast"), default=None,
                        help="train a DESC of this architecture from scratch instead of fine-tuning --init: full "
-                            "(the paper's, 51 MMAC per patch) or thin (16 and 32 channels, 15 MMAC); "
+                            "(the paper's, 51 MMAC per patch), thin (16 and 32 channels, 15 MMAC) or fast (16 and 64 "
+                            "channels, its first two convolutions strided, 6.3 MMAC); "
                             "use it with --teacher")
         q.add_argument("--teacher", default=None, metavar="STEM",
                        help="distil from these DESC weights (e.g. desc, the shipped one): the loss adds "
@@ -205,8 +206,15 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
                        help="DET weights stem to start from (default: the shipped det)")
     if phase == "ori":
         q.add_argument("--pretrain-epochs", type=int, default=0, metavar="N",
-                       help="first regress the SfM keypoints' SIFT angles for this many epochs (warm start), "
-                            "then --epochs of the paper's pair loss")
+                       help="first regress the SfM keypoints' SIFT angles (with --teacher: the teacher's) for "
+                            "this many epochs (warm start), then --epochs of the paper's pair loss")
+        q.add_argument("--architecture", choices=("full", "fast"), default=None,
+                       help="train an ORI of this architecture instead of fine-tuning --init: full (the paper's, "
+                            "7.4 MMAC per patch) or fast (its first two convolutions strided instead of pooled, "
+                            "4.2 MMAC); it starts from --teacher's weights")
+        q.add_argument("--teacher", default=None, metavar="STEM",
+                       help="distil from these ORI weights (e.g. ori, the shipped one): the warm start regresses "
+                            "the teacher's angles of the same patches")
     q.set_defaults(func=run_lift_phase, phase=phase)
 
 
@@ -247,7 +255,7 @@ def run_lift_phase(args: argparse.Namespace) -> int:
     if args.phase == "ori":
         if args.pretrain_epochs < 0:
             return fail("--pretrain-epochs must be ≥ 0")
-        conf["pretrain_epochs"] = args.pretrain_epochs
+        conf.update(pretrain_epochs=args.pretrain_epochs, architecture=args.architecture, teacher=args.teacher)
     try:
         train_phase(args.phase, args.data, args.output, conf, desc_weights=getattr(args, "desc", None),
                     checkpoint=args.checkpoint, resume=args.resume, log=log, ori_weights=getattr(args, "ori", None),

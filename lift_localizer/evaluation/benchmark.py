@@ -236,8 +236,9 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in chosen:
         conf = apply_preset({"max_keypoints": args.max_keypoints, **candidates[name]}, args.preset)
-        if args.desc:
-            conf["weights"] = {"desc": args.desc}
+        weights = {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
+        if weights:
+            conf["weights"] = weights
         results.append(benchmark_backend(name, conf, gray, jpeg, pipeline, args.repeat))
     baselines = time_baselines(gray, args.max_keypoints, args.repeat) if args.compare_sift else {}
     device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
@@ -249,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         peak = peaks["cuda_fp16" if r["conf"].get("precision") == "fp16" or "tensorrt" in r["backend"] else
                      "cuda_fp32" if r["conf"].get("device", "cpu").startswith("cuda") else "cpu_fp32"]
         print(f"\n[{r['backend']}] {r['keypoints']} keypoints, {len(r['levels'])} levels"
-              + (f", DESC {args.desc}" if args.desc else ""))
+              + (f", ORI {args.ori}" if args.ori else "") + (f", DESC {args.desc}" if args.desc else ""))
         print(f"  {'stage':14s} {'median ms':>10s} {'p90 ms':>9s} {'GMAC':>8s} {'% of peak':>10s} {'× floor':>8s}")
         rows = [("decode", "decode"), ("det", "det"), ("nms", "nms"), ("ori patches", "ori_patches"), ("ori", "ori"),
                 ("desc patches", "desc_patches"), ("desc", "desc"), ("lift total", "total"), ("netvlad", "netvlad"),

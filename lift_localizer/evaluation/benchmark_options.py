@@ -29,7 +29,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-sift", action="store_true",
                    help="also time OpenCV SIFT (RootSIFT) and ORB on the same image, same keypoint budget, and print "
                         "LIFT's extraction time as a ratio of theirs")
-    p.add_argument("--desc", default=None, metavar="STEM",
-                   help="DESC weights: a name in lift_localizer/weights (e.g. desc_thin, the thin DESC) or a path "
-                        "stem (default: the shipped desc)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every measurement as JSON here")

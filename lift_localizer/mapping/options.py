@@ -12,8 +12,10 @@ default_conf = {
     "upright": False,
     # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
     "precision": None,
-    # LIFT's DESC weights: a name in lift_localizer/weights (desc_thin: the thin DESC) or a path stem;
-    # None: the shipped desc. The map records their hash; localization loads the same shipped weights.
+    # LIFT's ORI and DESC weights: a name in lift_localizer/weights (ori_fast, desc_thin, desc_fast: the
+    # cheaper networks) or a path stem; None: the shipped ori and desc. The map records their hashes;
+    # localization loads the same shipped weights.
+    "ori": None,
     "desc": None,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.
     "num_neighbours": 8,

@@ -4,9 +4,15 @@ conv 7×7×32, tanh, L2-pool 2, subtractive normalisation, conv 6×6×64, tanh, 
 subtractive normalisation, conv 5×5×128, tanh, L2-pool 4. Descriptors are compared with the L2
 distance, unnormalised, as in the original.
 
-A thinner variant (``lift-desc-thin-v1``: 16 and 32 channels in the first two convolutions, 15
-instead of 51 MMAC per patch) is trained by distillation from the full one, so that its
-descriptors live in the same space (``lift-localizer train desc --architecture thin``).
+Two cheaper variants are trained by distillation from the full one, so that their descriptors live
+in the same space (``lift-localizer train desc --architecture thin|fast``):
+
+- ``lift-desc-thin-v1``: 16 and 32 channels in the first two convolutions (15 instead of 51 MMAC
+  per patch);
+- ``lift-desc-fast-v1``: 16 and 64 channels, and the first two convolutions strided by their
+  pooling windows (2, then 3) with |tanh| in place of their L2 pooling (6.3 MMAC per patch). On a
+  CPU its cost was not in the multiply-adds alone: the full-resolution first layer, its squares and
+  pooling took more time than the second convolution (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -21,9 +27,13 @@ from .layers import l2_pool, subtractive_normalization
 
 ARCHITECTURE = "lift-desc-v1"
 # Channels of the first two convolutions, per architecture (the third always gives 128).
-WIDTHS = {"lift-desc-v1": (32, 64), "lift-desc-thin-v1": (16, 32)}
+WIDTHS = {"lift-desc-v1": (32, 64), "lift-desc-thin-v1": (16, 32), "lift-desc-fast-v1": (16, 64)}
+# Architectures whose first two convolutions stride over their pooling windows.
+STRIDED = frozenset({"lift-desc-fast-v1"})
 # Short names for the command line.
-ARCHITECTURE_NAMES = {"full": "lift-desc-v1", "thin": "lift-desc-thin-v1"}
+ARCHITECTURE_NAMES = {"full": "lift-desc-v1", "thin": "lift-desc-thin-v1", "fast": "lift-desc-fast-v1"}
+# The L2 pooling windows after the first two convolutions (the strides of a strided architecture).
+POOLS = (2, 3)
 PATCH_SIZE = 64
 DIM = 128
 
@@ -44,8 +54,10 @@ class DESC(nn.Module):
             raise ValueError(f"unknown DESC architecture {architecture!r} ({', '.join(WIDTHS)})")
         self.architecture = architecture
         c1, c2 = WIDTHS[architecture]
-        self.conv1 = nn.Conv2d(1, c1, 7)
-        self.conv2 = nn.Conv2d(c1, c2, 6)
+        self.strided = architecture in STRIDED
+        s1, s2 = POOLS if self.strided else (1, 1)
+        self.conv1 = nn.Conv2d(1, c1, 7, stride=s1)
+        self.conv2 = nn.Conv2d(c1, c2, 6, stride=s2)
         self.conv3 = nn.Conv2d(c2, DIM, 5)
         # The subtractive-normalisation kernels are weights of the model (the released network
         # stores its own), so they live in the state dict.
@@ -53,9 +65,15 @@ class DESC(nn.Module):
         self.register_buffer("norm2", gaussian_kernel())
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        x = l2_pool(torch.tanh(self.conv1(patches)), 2)  # 58 → 29
-        x = subtractive_normalization(x, self.norm1)
-        x = l2_pool(torch.tanh(self.conv2(x)), 3)  # 24 → 8
+        if self.strided:
+            # One sample per pooling window; |tanh| keeps the pooled map's sign (non-negative).
+            x = torch.tanh(self.conv1(patches)).abs()  # 64 → 29
+            x = subtractive_normalization(x, self.norm1)
+            x = torch.tanh(self.conv2(x)).abs()  # 29 → 8
+        else:
+            x = l2_pool(torch.tanh(self.conv1(patches)), POOLS[0])  # 58 → 29
+            x = subtractive_normalization(x, self.norm1)
+            x = l2_pool(torch.tanh(self.conv2(x)), POOLS[1])  # 24 → 8
         x = subtractive_normalization(x, self.norm2)
         x = l2_pool(torch.tanh(self.conv3(x)), 4)  # 4 → 1
         return x.flatten(1)
@@ -67,7 +85,9 @@ def pruned(desc: DESC, architecture: str) -> DESC:
     the third weighs most (L1 norm of the weights reading them), then the first convolution's outputs
     that those weigh most; the kept filters are copied. The start of a distilled DESC: on held-out
     patches the cut network, untrained, keeps most of the full one's matching (docs/training.md),
-    where a randomly initialised one starts from nothing."""
+    where a randomly initialised one starts from nothing. A strided architecture's second and third
+    convolutions are scaled by the pooling window's side: an L2 pool of a window of w² similar
+    values is w times one of them."""
     out = DESC(architecture)
     c1, c2 = WIDTHS[architecture]
     keep2 = desc.conv3.weight.abs().sum((0, 2, 3)).argsort(descending=True)[:c2].sort().values
@@ -78,6 +98,9 @@ def pruned(desc: DESC, architecture: str) -> DESC:
     out.conv2.bias.copy_(desc.conv2.bias[keep2])
     out.conv3.weight.copy_(desc.conv3.weight[:, keep2])
     out.conv3.bias.copy_(desc.conv3.bias)
+    if out.strided:
+        out.conv2.weight.mul_(POOLS[0])
+        out.conv3.weight.mul_(POOLS[1])
     out.norm1.copy_(desc.norm1)
     out.norm2.copy_(desc.norm2)
     return out

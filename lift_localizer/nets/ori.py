@@ -2,6 +2,10 @@
 
 conv 5×5×10, ReLU, max-pool 2, conv 5×5×20, ReLU, max-pool 2, conv 3×3×50, ReLU, max-pool 2,
 fully connected to 100 GHH units (4×4 pieces), fully connected to 2 GHH units → (cos, sin).
+
+A cheaper variant, ``lift-ori-fast-v1``, strides its first two convolutions by 2 instead of
+max-pooling them (the same weights' shapes, a quarter of their multiply-adds), and is trained by
+distillation from the full one (``lift-localizer train ori --architecture fast --teacher ori``).
 """
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ import torch.nn.functional as F
 from .layers import ghh
 
 ARCHITECTURE = "lift-ori-v1"
+ARCHITECTURES = ("lift-ori-v1", "lift-ori-fast-v1")
+# Short names for the command line.
+ARCHITECTURE_NAMES = {"full": "lift-ori-v1", "fast": "lift-ori-fast-v1"}
 PATCH_SIZE = 64
 NUM_SUM = 4
 NUM_MAX = 4
@@ -21,18 +28,26 @@ HIDDEN = 100
 class ORI(nn.Module):
     """Input (N, 1, 64, 64) normalised patches; output (N, 2) unit vectors (cos θ, sin θ)."""
 
-    def __init__(self) -> None:
+    def __init__(self, architecture: str = ARCHITECTURE) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, 5)
-        self.conv2 = nn.Conv2d(10, 20, 5)
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown ORI architecture {architecture!r} ({', '.join(ARCHITECTURES)})")
+        self.architecture = architecture
+        self.strided = architecture == "lift-ori-fast-v1"
+        stride = 2 if self.strided else 1
+        self.conv1 = nn.Conv2d(1, 10, 5, stride=stride)
+        self.conv2 = nn.Conv2d(10, 20, 5, stride=stride)
         self.conv3 = nn.Conv2d(20, 50, 3)
-        # 64 → 60 → 30 → 26 → 13 → 11 → 5
+        # 64 → 60 → 30 → 26 → 13 → 11 → 5 (strided: 64 → 30 → 13 → 11 → 5)
         self.fc1 = nn.Linear(50 * 5 * 5, HIDDEN * NUM_SUM * NUM_MAX)
         self.fc2 = nn.Linear(HIDDEN, 2 * NUM_SUM * NUM_MAX)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(patches)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        if self.strided:
+            x = F.relu(self.conv2(F.relu(self.conv1(patches))))
+        else:
+            x = F.max_pool2d(F.relu(self.conv1(patches)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.max_pool2d(F.relu(self.conv3(x)), 2)
         x = ghh(self.fc1(x.flatten(1)), NUM_SUM, NUM_MAX)
         x = ghh(self.fc2(x), NUM_SUM, NUM_MAX)
@@ -45,6 +60,15 @@ class ORI(nn.Module):
 def angle(cos_sin: torch.Tensor) -> torch.Tensor:
     """(N, 2) → (N,) radians in (-π, π]."""
     return torch.atan2(cos_sin[:, 1], cos_sin[:, 0])
+
+
+@torch.no_grad()
+def converted(ori: ORI, architecture: str) -> ORI:
+    """``ori``'s weights in ``architecture`` (every architecture has the same tensors): the start of a
+    distilled ORI, where a random one would start from arbitrary angles."""
+    out = ORI(architecture)
+    out.load_state_dict(ori.state_dict())
+    return out
 
 
 def upright_init(ori: ORI, seed: int = 0) -> ORI:

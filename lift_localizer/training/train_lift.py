@@ -52,15 +52,16 @@ default_conf = {
     "hard_negatives": True,
     # DESC on upright patches (angles ignored), for a pipeline whose ORI is untrained or turned off.
     "upright": False,
-    # DESC only: train a network of this architecture (nets/desc.py WIDTHS; None: that of the weights
-    # it starts from) from scratch, distilled from the DESC weights ``teacher`` (a stem): the loss adds
-    # distill_weight · ‖d − d_teacher‖², which keeps its descriptors in the teacher's space, so that the
-    # NetVLAD trained on the teacher's descriptors aggregates them too.
+    # DESC and ORI: train a network of this architecture (nets/desc.py WIDTHS, nets/ori.py
+    # ARCHITECTURES; None: that of the weights it starts from), distilled from the weights ``teacher``
+    # (a stem) of the same network. DESC: the loss adds distill_weight · ‖d − d_teacher‖², which keeps
+    # its descriptors in the teacher's space, so that the NetVLAD trained on the teacher's descriptors
+    # aggregates them too. ORI: the warm-start epochs regress the teacher's angles instead of SIFT's.
     "architecture": None,
     "teacher": None,
     "distill_weight": 1.0,
-    # ORI only: epochs of regressing the SfM keypoints' SIFT angles before the paper's pair loss
-    # (see losses.angle_regression_loss for why); they come before ``epochs`` of the pair loss.
+    # ORI only: epochs of regressing the SfM keypoints' SIFT angles (or the teacher's) before the
+    # paper's pair loss (see losses.angle_regression_loss for why); they come before ``epochs``.
     "pretrain_epochs": 0,
     # DET only: γ of γ · L_class + L_pair, and the inverse temperatures of its soft maximum and
     # softargmax (losses.py explains the defaults).
@@ -202,12 +203,18 @@ def ori_step(nets: dict[str, LoadedNetwork], batch: dict) -> torch.Tensor:
     return pair_distance_loss(d[:b], d[b:])
 
 
-def ori_pretrain_step(ori: LoadedNetwork, batch: dict) -> torch.Tensor:
+def ori_pretrain_step(ori: LoadedNetwork, batch: dict, teacher: LoadedNetwork | None = None) -> torch.Tensor:
+    """The warm start: ORI's angles regressed to the SfM keypoints' SIFT angles, or to ``teacher``'s."""
+    from ..nets.ori import angle
     from .losses import angle_regression_loss
 
-    patches = torch.cat([batch["p1"], batch["p2"]])
-    target = torch.cat([batch["angle1"], batch["angle2"]])
-    return angle_regression_loss(ori.module(_normalise(centre_crops(patches, None), ori)), target)
+    patches = _normalise(centre_crops(torch.cat([batch["p1"], batch["p2"]]), None), ori)
+    if teacher is None:
+        target = torch.cat([batch["angle1"], batch["angle2"]])
+    else:
+        with torch.no_grad():
+            target = angle(teacher.module(patches))
+    return angle_regression_loss(ori.module(patches), target)
 
 
 def _objective(phase: str, epoch: int, conf: dict) -> str:
@@ -224,7 +231,7 @@ def train_step(phase: str, objective: str, nets: dict[str, LoadedNetwork], batch
     if phase == "joint":
         return joint_loss(det_terms(nets, batch, conf, with_p3=True), conf)
     if objective == "angle":
-        return ori_pretrain_step(nets["ori"], batch)
+        return ori_pretrain_step(nets["ori"], batch, nets.get("teacher"))
     return ori_step(nets, batch)
 
 
@@ -254,9 +261,21 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
         out["val_relative_distance_to_teacher"] = round(float(((d1 - t1).norm(dim=1) / t1.norm(dim=1)).median()), 4)
     if phase == "ori":
         # How far ORI is from the SIFT angles (the warm start's target), in degrees.
-        err = torch.remainder(torch.cat([a1 - batch["angle1"], a2 - batch["angle2"]]) + math.pi, 2 * math.pi) - math.pi
-        out["val_median_angle_error_to_sift_deg"] = round(float(err.abs().median()) * 180 / math.pi, 2)
+        out["val_median_angle_error_to_sift_deg"] = _median_angle_error_deg(
+            torch.cat([a1, a2]), torch.cat([batch["angle1"], batch["angle2"]]))
+        if "teacher" in nets:
+            from ..nets.ori import angle
+
+            teacher = nets["teacher"]
+            patches = _normalise(centre_crops(torch.cat([batch["p1"], batch["p2"]]), None), teacher)
+            out["val_median_angle_error_to_teacher_deg"] = _median_angle_error_deg(
+                torch.cat([a1, a2]), angle(teacher.module(patches)))
     return out
+
+
+def _median_angle_error_deg(a: torch.Tensor, b: torch.Tensor) -> float:
+    err = torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi
+    return round(float(err.abs().median()) * 180 / math.pi, 2)
 
 
 def _keypoint_validation(phase: str, nets: dict[str, LoadedNetwork], batch: dict, conf: dict) -> dict:
@@ -298,26 +317,31 @@ def _networks(phase: str, weights: dict[str, str | Path | None]) -> dict[str, Lo
     return nets
 
 
-def _distillation(nets: dict[str, LoadedNetwork], conf: dict) -> None:
-    """DESC phase: a fresh network of ``conf['architecture']`` (where it differs from the starting
-    weights') and the fixed teacher ``conf['teacher']``, both in ``nets``."""
-    from ..nets.desc import ARCHITECTURE_NAMES, pruned
+def _distillation(phase: str, nets: dict[str, LoadedNetwork], conf: dict) -> None:
+    """DESC or ORI phase: a fresh network of ``conf['architecture']`` (where it differs from the
+    starting weights') and the fixed teacher ``conf['teacher']`` of the same kind, both in ``nets``."""
+    from ..nets import desc, ori
     from ..weights import architecture_of, build_module
 
-    start = nets["desc"]
-    wanted = ARCHITECTURE_NAMES.get(conf["architecture"], conf["architecture"])
-    teacher = _fixed(load_network("desc", conf["teacher"])) if conf["teacher"] else None
-    if wanted and wanted != architecture_of("desc", start.module):
-        # Weights of another shape cannot be fine-tuned: the new network is the teacher cut to its
-        # widths (nets/desc.pruned), or random from the seed without one, with the starting weights'
-        # input normalisation (the patches it sees are the teacher's).
-        module = pruned(teacher.module, wanted) if teacher else build_module("desc", wanted)
+    start = nets[phase]
+    names = (desc if phase == "desc" else ori).ARCHITECTURE_NAMES
+    wanted = names.get(conf["architecture"], conf["architecture"])
+    teacher = _fixed(load_network(phase, conf["teacher"])) if conf["teacher"] else None
+    if wanted and wanted != architecture_of(phase, start.module):
+        # Weights of another architecture cannot be fine-tuned: the new network starts from the
+        # teacher (DESC cut to its widths, nets/desc.pruned; ORI's same tensors, nets/ori.converted),
+        # or random from the seed without one, with the starting weights' input normalisation (the
+        # patches it sees are the teacher's).
+        if teacher is None:
+            module = build_module(phase, wanted)
+        else:
+            module = desc.pruned(teacher.module, wanted) if phase == "desc" else ori.converted(teacher.module, wanted)
         card = {"input": dict(start.card["input"]), "trained": False}
-        nets["desc"] = LoadedNetwork("desc", module.train(), card, start.path)
+        nets[phase] = LoadedNetwork(phase, module.train(), card, start.path)
     if teacher:
-        if (teacher.mean, teacher.std) != (nets["desc"].mean, nets["desc"].std):
+        if (teacher.mean, teacher.std) != (nets[phase].mean, nets[phase].std):
             raise ValueError(f"teacher {conf['teacher']} normalises its patches with mean {teacher.mean}, std "
-                             f"{teacher.std}; the trained DESC with {nets['desc'].mean}, {nets['desc'].std}")
+                             f"{teacher.std}; the trained {phase.upper()} with {nets[phase].mean}, {nets[phase].std}")
         nets["teacher"] = teacher
 
 
@@ -402,10 +426,10 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     if phase != "joint":
         weights[phase] = init_weights
     nets = _networks(phase, weights)
-    if phase == "desc":
-        _distillation(nets, conf)
+    if phase in ("desc", "ori"):
+        _distillation(phase, nets, conf)
     elif conf["architecture"] or conf["teacher"]:
-        raise ValueError("architecture and teacher are options of the desc phase")
+        raise ValueError("architecture and teacher are options of the desc and ori phases")
     net = _trainable(phase, nets)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=conf["lr"])

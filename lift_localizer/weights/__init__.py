@@ -29,7 +29,7 @@ NETWORKS: dict[str, tuple[type[nn.Module], str]] = {
     "netvlad": (netvlad.NetVLAD, netvlad.ARCHITECTURE),
 }
 # Networks with more than one architecture: the card names it and the class is built with it.
-VARIANTS: dict[str, tuple[str, ...]] = {"desc": tuple(desc.WIDTHS)}
+VARIANTS: dict[str, tuple[str, ...]] = {"desc": tuple(desc.WIDTHS), "ori": ori.ARCHITECTURES}
 
 
 def architecture_of(kind: str, module: nn.Module) -> str:
