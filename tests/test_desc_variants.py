@@ -87,3 +87,18 @@ def test_build_map_with_cheaper_networks_and_localize_against_it(tmp_path, netwo
     code, out, err = run_cli("evaluate", "--map", tmp_path / "map", "--bag", tmp_path / "query")
     assert code == 0, err
     assert "localized 3/3" in out and "retrieval (netvlad)" in out
+
+
+def test_unusable_network_weights_are_refused_before_anything_is_read(tmp_path):
+    from conftest import run_cli
+
+    # The bag does not exist either: the weights are checked first, with their reason.
+    code, _, err = run_cli("build-map", "--bag", tmp_path / "no_bag", "--output", tmp_path / "map",
+                           "--desc", "no_such_desc")
+    assert code == 2 and "--desc no_such_desc" in err and "card missing" in err
+    assert not (tmp_path / "map").exists()
+    code, _, err = run_cli("build-map", "--bag", tmp_path / "no_bag", "--output", tmp_path / "map",
+                           "--ori", "desc_fast")
+    assert code == 2 and "card is for network 'desc', not 'ori'" in err
+    code, _, err = run_cli("benchmark", "--ori", "no_such_ori", "--repeat", "1")
+    assert code == 2 and "--ori no_such_ori" in err

@@ -118,6 +118,19 @@ def network_weights(args: argparse.Namespace) -> dict[str, str]:
     return {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
 
 
+def network_problem(args: argparse.Namespace) -> str | None:
+    """Why the weights named by --ori or --desc cannot be used (missing, another network's, changed),
+    checked before any image is read; None when they load."""
+    from ..weights import WeightsError, load_network
+
+    for kind, stem in network_weights(args).items():
+        try:
+            load_network(kind, stem)
+        except WeightsError as e:
+            return f"--{kind} {stem}: {e}"
+    return None
+
+
 def add_precision_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None = None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help="LIFT's network precision (default: the back end's own, fp32; TensorRT fp16): int8 on the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_network_options, module_doc
+from . import add_network_options, fail, module_doc, network_problem
 
 
 def add(sub) -> None:
@@ -20,4 +20,6 @@ def add(sub) -> None:
 def run_benchmark(args: argparse.Namespace) -> int:
     from ..evaluation.benchmark import run
 
+    if problem := network_problem(args):
+        return fail(problem)
     return run(args)

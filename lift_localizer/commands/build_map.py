@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import add_bag_topics, add_network_options, add_precision_option, fail, log, positive_int
+from . import add_bag_topics, add_network_options, add_precision_option, fail, log, network_problem, positive_int
 
 
 def add(sub) -> None:
@@ -145,7 +145,7 @@ def run_build_map(args: argparse.Namespace) -> int:
     from ..mapping.build import MapBuildError, build_map, extractor_conf
     from ..mapping.executors import ExecutorError
 
-    problem = ray_problem(args) or output_problem(args.output, args.bag or args.folder)
+    problem = ray_problem(args) or output_problem(args.output, args.bag or args.folder) or network_problem(args)
     if problem:
         return fail(problem)
     frames, error = load_frames(args, with_poses=not args.sfm)
