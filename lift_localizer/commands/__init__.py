@@ -109,7 +109,7 @@ def add_network_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) ->
                    help="LIFT's ORI weights: ori_fast (strided, 2.4× less time on a CPU; docs/benchmarks.md), another "
                         "name in lift_localizer/weights or a path stem (default: the shipped ori)")
     p.add_argument("--desc", default=None, metavar="STEM",
-                   help="LIFT's DESC weights: desc_fast (strided, 5× less time on a CPU), desc_thin (2.6× less), "
+                   help="LIFT's DESC weights: desc_fast (strided, 5× less time on a CPU), desc_thin (2.5× less), "
                         "another name in lift_localizer/weights or a path stem (default: the shipped desc)")
 
 
