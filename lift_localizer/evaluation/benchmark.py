@@ -234,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
         peaks["cuda_fp32"] = peak_gmacs(torch.device("cuda"))
         peaks["cuda_fp16"] = peak_gmacs(torch.device("cuda"), torch.float16)
     results = []
+    weights = {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
     for name in chosen:
         conf = apply_preset({"max_keypoints": args.max_keypoints, **candidates[name]}, args.preset)
-        weights = {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
         if weights:
             conf["weights"] = weights
         results.append(benchmark_backend(name, conf, gray, jpeg, pipeline, args.repeat))

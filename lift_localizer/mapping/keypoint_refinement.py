@@ -172,13 +172,14 @@ def _align(image: _Blurred, template: torch.Tensor, c: torch.Tensor, A: torch.Te
 
 def _align_level(img, template, c, A, g, w, iterations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gf, wf = g.float(), w.float()
-    val = _sample(img, c, A, g)[..., 0]
+    # Each sample serves the step after it: the starting one the gain, the bias and the first step.
+    s = _sample(img, c, A, g)
+    val = s[..., 0]
     mean = (val * wf).sum(-1) / wf.sum()
     gain = 1 / torch.sqrt(((val - mean[:, None]) ** 2 * wf).sum(-1) / wf.sum()).clamp(min=1e-6)
     bias = -mean * gain
     eye = torch.eye(8, dtype=torch.float64)
     for _ in range(iterations):
-        s = _sample(img, c, A, g)
         val, grad = s[..., 0], s[..., 1:]
         r = gain[:, None] * val + bias[:, None] - template                          # (n, P²)
         gg = gain[:, None, None] * grad                                             # (n, P², 2)
@@ -193,7 +194,8 @@ def _align_level(img, template, c, A, g, w, iterations: int) -> tuple[torch.Tens
         c = c + step[:, :2]
         A = A + torch.stack([step[:, 2:4], step[:, 4:6]], 1)
         gain, bias = gain + step[:, 6].float(), bias + step[:, 7].float()
-    val = _sample(img, c, A, g)[..., 0]
+        s = _sample(img, c, A, g)
+    val = s[..., 0]
     zncc = (_znorm(val, wf) * template * wf).sum(-1) / wf.sum()
     return c, A, zncc.double()
 
