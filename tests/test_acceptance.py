@@ -104,6 +104,13 @@ def test_calibrated_covariance_weakens_correlations_and_keeps_symmetry():
     assert np.all(np.linalg.eigvalsh(out) > 0)
 
 
+def test_an_unknown_covariance_stays_infinite_not_nan():
+    # What estimate_pose gives a pose of fewer than 4 inliers; the default (scale 1, decorrelation 0).
+    with np.errstate(invalid="raise"):
+        out = calibrate_covariance(np.full((6, 6), np.inf), 1.0, 0.0)
+    assert np.all(np.isposinf(out))
+
+
 @pytest.mark.parametrize("key", ["min_coverage", "max_rival_ratio", "covariance_scale", "covariance_decorrelation"])
 def test_the_chosen_bounds_are_the_defaults_everywhere(key):
     """The localizer, the node's parameter file and the command line share the chosen values."""

@@ -104,7 +104,9 @@ def calibrate_covariance(cov: np.ndarray, scale: float, decorrelation: float) ->
     the map's measured floor for that (``map_accuracy``); these two numbers are for a user's own
     calibration (``tools/acceptance_study.py --choose``), 1 and 0 by default."""
     cov = np.asarray(cov, np.float64)
-    return scale * (cov + decorrelation * np.diag(np.diag(cov)))
+    if decorrelation:   # skipped at 0: an unknown (infinite) covariance times 0 would read NaN
+        cov = cov + decorrelation * np.diag(np.diag(cov))
+    return scale * cov
 
 
 def _pycolmap(xy, xyz, K, size, threshold, seed):
