@@ -76,3 +76,29 @@ def test_reprojection_by_size_is_zero_for_keypoints_on_their_points(room_scene):
     assert len(e) > 100
     # the map's points are triangulated from these keypoints: they reproject within a pixel or two
     assert np.median(e[:, 1]) < 0.5 and np.all(e[:, 0] > 0)
+
+
+def test_weighted_refinement_finds_the_pose_and_down_weights_what_it_is_told_to():
+    from refinement_weights import weighted_refinement
+
+    from lift_localizer.geometry.pose import invert, make_T, pose_error, rodrigues
+
+    rng = np.random.default_rng(0)
+    K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    T_cw = make_T(rodrigues(np.array([0.1, -0.2, 0.05])), np.array([0.3, -0.1, 0.2]))
+    xyz = rng.uniform([-2, -2, 4], [2, 2, 8], (200, 3))
+    Xc = xyz @ T_cw[:3, :3].T + T_cw[:3, 3]
+    xy = Xc[:, :2] / Xc[:, 2:] * 500 + [320, 240]
+    truth = invert(T_cw)
+    start = truth @ make_T(rodrigues(np.array([0.01, 0.01, -0.01])), np.array([0.05, -0.03, 0.02]))
+    plain = weighted_refinement(start, K, xy, xyz, np.ones(200))
+    assert pose_error(plain, truth)[0] < 1e-6
+    # A third of the observations off by a few pixels: told that they are imprecise (sigma 10), the
+    # refinement lands nearer the truth than when all count alike.
+    noisy = xy.copy()
+    noisy[:70] += rng.normal(0, 3, (70, 2)) + 2
+    sigma = np.ones(200)
+    sigma[:70] = 10
+    alike = pose_error(weighted_refinement(start, K, noisy, xyz, np.ones(200)), truth)[0]
+    weighted = pose_error(weighted_refinement(start, K, noisy, xyz, sigma), truth)[0]
+    assert weighted < alike / 3
