@@ -102,3 +102,34 @@ def test_unusable_network_weights_are_refused_before_anything_is_read(tmp_path):
     assert code == 2 and "card is for network 'desc', not 'ori'" in err
     code, _, err = run_cli("benchmark", "--ori", "no_such_ori", "--repeat", "1")
     assert code == 2 and "--ori no_such_ori" in err
+
+
+def test_weights_that_are_not_shipped_are_given_to_the_localizer_by_name(tmp_path):
+    """build-map --det STEM with a DET of one's own (here the analytic start of `initial-weights`):
+    evaluate without it refuses the map, with the same --det it localizes; a missing stem is refused
+    before the bag is read."""
+    from conftest import run_cli
+
+    from lift_localizer.bags.writer import write_bag
+    from lift_localizer.geometry.camera import Camera
+    from lift_localizer.mapping.frames import posed_frames
+    from lift_localizer.synthetic import room_sequence
+
+    pytest.importorskip("pycolmap")
+    assert run_cli("initial-weights", "--output", tmp_path / "init")[0] == 0
+    det = str(tmp_path / "init" / "det")
+    K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
+    cam = Camera(320, 240, K)
+    write_bag(tmp_path / "mapping", posed_frames(mapping, cam, 10**18))
+    write_bag(tmp_path / "query", posed_frames(query, cam, 2 * 10**18))
+    code, _, err = run_cli("build-map", "--bag", tmp_path / "mapping", "--output", tmp_path / "map",
+                           "--max-keypoints", "400", "--det", det, "--features", "lift")
+    assert code == 0, err
+    code, _, err = run_cli("evaluate", "--map", tmp_path / "map", "--bag", tmp_path / "query")
+    assert code == 2 and "rebuild the map" in err
+    code, out, err = run_cli("evaluate", "--map", tmp_path / "map", "--bag", tmp_path / "query", "--det", det)
+    assert code == 0, err
+    assert "localized 3/3" in out
+    code, _, err = run_cli("localize", "--map", tmp_path / "map", "--bag", tmp_path / "no_bag", "--output",
+                           tmp_path / "poses.txt", "--det", str(tmp_path / "no_det"))
+    assert code == 2 and "--det" in err and "card missing" in err

@@ -104,7 +104,10 @@ def add_lift_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, keypo
 
 
 def add_network_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """--ori and --desc: LIFT's ORI and DESC weights by name or path stem (conf ``weights``)."""
+    """--det, --ori and --desc: LIFT's networks' weights by name or path stem (conf ``weights``)."""
+    p.add_argument("--det", default=None, metavar="STEM",
+                   help="LIFT's DET weights: a name in lift_localizer/weights or a path stem, e.g. your own "
+                        "training's or the analytic |LoG| start (`initial-weights`) (default: the shipped det)")
     p.add_argument("--ori", default=None, metavar="STEM",
                    help="LIFT's ORI weights: ori_fast (strided, 2.4× less time on a CPU; docs/benchmarks.md), another "
                         "name in lift_localizer/weights or a path stem (default: the shipped ori)")
@@ -115,11 +118,11 @@ def add_network_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) ->
 
 def network_weights(args: argparse.Namespace) -> dict[str, str]:
     """The ``weights`` conf of ``add_network_options``' arguments: only those given."""
-    return {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
+    return {k: v for k in ("det", "ori", "desc") if (v := getattr(args, k, None))}
 
 
 def network_problem(args: argparse.Namespace) -> str | None:
-    """Why the weights named by --ori or --desc cannot be used (missing, another network's, changed),
+    """Why the weights named by --det, --ori or --desc cannot be used (missing, another network's, changed),
     checked before any image is read; None when they load."""
     from ..weights import WeightsError, load_network
 
@@ -216,6 +219,8 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("localization")
     add_lift_options(g, "query keypoint budget")
+    # Weights the package does not ship (a map records only their hashes): the queries' networks.
+    add_network_options(g)
     g.add_argument("--preset", choices=tuple(PRESETS), default=default_conf["preset"],
                    help="LIFT scale space of the queries: default (13 levels), fast (9 levels, ≤ 600 keypoints) "
                         "or paper (the paper's 21 levels at 640×480)")
@@ -253,4 +258,4 @@ def localizer_conf(args: argparse.Namespace) -> dict:
     """The ``Localizer`` options the command line gives (named as in its ``default_conf``)."""
     from ..localization.options import conf_from
 
-    return conf_from(vars(args))
+    return conf_from({**vars(args), "weights": network_weights(args) or None})

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_bag_topics, add_room_options, localizer_options, module_doc, positive_int
+from . import (add_bag_topics, add_room_options, fail, localizer_options, module_doc, network_problem, network_weights,
+               positive_int)
 
 
 def add(sub) -> None:
@@ -49,4 +50,7 @@ def run_benchmark_scale(args: argparse.Namespace) -> int:
     # The measurement imports torch (through the map and retrieval): only when the command runs.
     from ..evaluation.benchmark_scale import run as measure
 
+    if problem := network_problem(args):
+        return fail(problem)
+    args.weights = network_weights(args) or None   # the localizer's option, as localizer_conf gives it
     return measure(args)

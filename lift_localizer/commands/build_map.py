@@ -7,7 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import add_bag_topics, add_network_options, add_precision_option, fail, log, network_problem, positive_int
+from . import (add_bag_topics, add_network_options, add_precision_option, fail, log, network_problem,
+               network_weights, positive_int)
 
 
 def add(sub) -> None:
@@ -42,7 +43,8 @@ def add(sub) -> None:
                    help="LIFT without ORI (every keypoint upright): better for cameras that do not roll; "
                         "localization against the map follows it")
     add_precision_option(p)
-    # Localization against the map loads the same shipped weights (the map records their hashes).
+    # Localization against the map loads the same shipped weights (the map records their hashes); other
+    # weights are given to evaluate and localize by the same options.
     add_network_options(p)
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
@@ -152,7 +154,7 @@ def run_build_map(args: argparse.Namespace) -> int:
     if error:
         return fail(error)
     conf = {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
-            "precision": args.precision, "ori": args.ori, "desc": args.desc, "refine_keypoints": args.refine_keypoints}
+            "precision": args.precision, **network_weights(args), "refine_keypoints": args.refine_keypoints}
     if args.sfm:
         from ..mapping.sfm import SfmError, poses_from_sfm
 

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_bag_topics, backend_error, fail, localizer_conf, localizer_options, log, query_frames
+from . import (add_bag_topics, backend_error, fail, localizer_conf, localizer_options, log, network_problem,
+               query_frames)
 
 
 def add(sub) -> None:
@@ -79,6 +80,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if (code := backend_error(args.backend)) is not None:
         return code
+    if problem := network_problem(args):
+        return fail(problem)
     frames, error = query_frames(args)
     if error:
         return fail(error)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_bag_topics, backend_error, fail, localizer_conf, localizer_options, log, query_frames
+from . import (add_bag_topics, backend_error, fail, localizer_conf, localizer_options, log, network_problem,
+               query_frames)
 
 
 def add(sub) -> None:
@@ -34,6 +35,8 @@ def run_localize(args: argparse.Namespace) -> int:
 
     if (code := backend_error(args.backend)) is not None:
         return code
+    if problem := network_problem(args):
+        return fail(problem)
     try:
         localizer = Localizer(load_map(args.map, args.features), localizer_conf(args))
     except (MapError, ValueError) as e:

@@ -19,6 +19,9 @@ default_conf = {
     "precision": None,
     # LIFT scale-space preset (features.lift.PRESETS): "fast" trades some recall for speed on a CPU.
     "preset": "default",
+    # LIFT's networks {det, ori, desc: a name in lift_localizer/weights or a path stem} where they are not
+    # the shipped weights the map records (by hash); None: those.
+    "weights": None,
     "top_k": 10,
     # Map images whose camera centre lies within this distance (map units) of a prior position are the
     # only ones retrieved from, where a query has a prior; 0: always the whole map.

@@ -80,7 +80,7 @@ def extractor_conf(name: str, conf: dict) -> dict:
     """The options of extractor ``name`` for a map built with options ``conf``: each extractor takes
     those it has (only LIFT has ``upright``, ``precision`` and weights)."""
     conf = {**default_conf, **conf}
-    weights = {k: conf[k] for k in ("ori", "desc") if conf[k]}
+    weights = {k: conf[k] for k in ("det", "ori", "desc") if conf[k]}
     return conf_for(name, {"max_keypoints": conf["max_keypoints"], "upright": conf["upright"],
                            "precision": conf["precision"], **({"weights": weights} if weights else {})})
 

@@ -12,9 +12,10 @@ default_conf = {
     "upright": False,
     # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
     "precision": None,
-    # LIFT's ORI and DESC weights: a name in lift_localizer/weights (ori_fast, desc_thin, desc_fast: the
-    # cheaper networks) or a path stem; None: the shipped ori and desc. The map records their hashes;
-    # localization loads the same shipped weights.
+    # LIFT's DET, ORI and DESC weights: a name in lift_localizer/weights (ori_fast, desc_thin, desc_fast:
+    # the cheaper networks) or a path stem; None: the shipped ones. The map records their hashes;
+    # localization loads the same shipped weights (others: given to it by name).
+    "det": None,
     "ori": None,
     "desc": None,
     # Each image is matched to its nearest posed neighbours whose optical axes differ by less than this.

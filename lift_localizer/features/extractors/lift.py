@@ -39,9 +39,9 @@ class LiftExtractor:
         precision and preset, and the map's upright choice (``features``: map.json's record)."""
         from ...weights import shipped_stem
 
-        # The shipped weights the map was built with (e.g. the thin DESC); others stay as configured,
-        # and a map of weights not loaded is refused by the localizer.
-        weights = dict(conf.get("weights") or {})
+        # The localizer's weights where given (a user's own, not shipped), else the shipped weights the
+        # map was built with (e.g. the thin DESC); a map of weights not loaded is refused by the localizer.
+        weights = dict(localizer.get("weights") or {})
         for kind, sha in (features.get("weights") or {}).items():
             if kind not in weights and (stem := shipped_stem(kind, sha)):
                 weights[kind] = stem
