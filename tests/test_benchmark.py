@@ -79,6 +79,16 @@ def test_benchmark_reports_every_stage(tmp_path, monkeypatch, capsys):
     assert main(["benchmark", "--backends", "tensorrt-fp16", "--repeat", "1"]) == 2
 
 
+def test_benchmark_times_the_weights_it_is_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIFT_LOCALIZER_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--size", "160x120", "--repeat", "1", "--max-keypoints", "50", "--map-images", "50",
+                 "--backends", "torch", "--desc", "desc_fast", "--json", str(out)]) == 0
+    assert "DESC desc_fast" in capsys.readouterr().out
+    result = json.loads(out.read_text())["results"][0]
+    assert result["macs"]["desc"] == pytest.approx(result["keypoints"] * 6.3e6, rel=0.02)
+
+
 def test_compare_sift_times_the_baselines_on_the_same_image(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LIFT_LOCALIZER_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "b.json"

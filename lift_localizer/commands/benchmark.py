@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_network_options, fail, module_doc, network_problem
+from . import add_network_options, fail, module_doc, network_problem, network_weights
 
 
 def add(sub) -> None:
@@ -22,4 +22,5 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     if problem := network_problem(args):
         return fail(problem)
+    args.weights = network_weights(args)
     return run(args)

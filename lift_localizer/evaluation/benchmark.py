@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         peaks["cuda_fp32"] = peak_gmacs(torch.device("cuda"))
         peaks["cuda_fp16"] = peak_gmacs(torch.device("cuda"), torch.float16)
     results = []
-    weights = {k: v for k, v in (("ori", args.ori), ("desc", args.desc)) if v}
+    weights = getattr(args, "weights", None)   # the command's --det/--ori/--desc (commands.network_weights)
     for name in chosen:
         conf = apply_preset({"max_keypoints": args.max_keypoints, **candidates[name]}, args.preset)
         if weights:
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         peak = peaks["cuda_fp16" if r["conf"].get("precision") == "fp16" or "tensorrt" in r["backend"] else
                      "cuda_fp32" if r["conf"].get("device", "cpu").startswith("cuda") else "cpu_fp32"]
         print(f"\n[{r['backend']}] {r['keypoints']} keypoints, {len(r['levels'])} levels"
-              + (f", ORI {args.ori}" if args.ori else "") + (f", DESC {args.desc}" if args.desc else ""))
+              + "".join(f", {kind.upper()} {stem}" for kind, stem in (weights or {}).items()))
         print(f"  {'stage':14s} {'median ms':>10s} {'p90 ms':>9s} {'GMAC':>8s} {'% of peak':>10s} {'× floor':>8s}")
         rows = [("decode", "decode"), ("det", "det"), ("nms", "nms"), ("ori patches", "ori_patches"), ("ori", "ori"),
                 ("desc patches", "desc_patches"), ("desc", "desc"), ("lift total", "total"), ("netvlad", "netvlad"),
