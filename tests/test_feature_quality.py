@@ -213,3 +213,29 @@ def test_pose_auc_hand_computed():
     assert r["5deg"] == pytest.approx(0.5) and r["20deg"] == pytest.approx(0.875)
     assert pose_auc([float("inf")] * 3)["20deg"] == 0.0
     assert pose_auc([0.0] * 3)["5deg"] == pytest.approx(1.0)
+
+
+def test_evaluate_features_describes_with_the_lift_it_is_asked_for(tmp_path, monkeypatch):
+    """--upright, --preset and --det reach LIFT's extractor (SIFT unchanged); the JSON records them."""
+    import json
+
+    import lift_localizer.evaluation.feature_quality as fq
+    from lift_localizer.cli import main
+
+    made = {}
+
+    def fake_make(name, conf):
+        made[name] = conf
+        return name
+
+    (tmp_path / "raw" / "webcam").mkdir(parents=True)   # no ScanNet, no reference: the Webcam part only
+    monkeypatch.setattr(fq, "make_extractor", fake_make)
+    monkeypatch.setattr(fq, "webcam_scores", lambda ex, *a, **k: {"repeatability": 0.5, "precision_5px": 0.5,
+                                                                    "pairs": 1})
+    assert main(["evaluate-features", "--data", str(tmp_path), "--upright", "--preset", "paper", "--det", "det",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert made["lift"]["upright"] and made["lift"]["min_scale_log2"] == 1.0 and made["lift"]["weights"] == {"det": "det"}
+    assert "upright" not in made["sift"] and "min_scale_log2" not in made["sift"]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["upright"] and result["preset"] == "paper"
+    assert main(["evaluate-features", "--data", str(tmp_path), "--det", str(tmp_path / "none")]) == 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import module_doc
+from ..nets.presets import PRESETS
+from . import add_network_options, fail, module_doc, network_problem
 
 
 def add(sub) -> None:
@@ -14,9 +15,11 @@ def add(sub) -> None:
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data", metavar="DIR",
                    help="shared data folder with the Webcam and ScanNet test sets (default: ../shared/data beside "
                         "the repository)")
-    p.add_argument("--det", default=None, metavar="STEM", help="DET weights stem (default: shipped)")
-    p.add_argument("--ori", default=None, metavar="STEM", help="ORI weights stem (default: shipped)")
-    p.add_argument("--desc", default=None, metavar="STEM", help="DESC weights stem (default: shipped)")
+    add_network_options(p)
+    p.add_argument("--upright", action="store_true", help="LIFT without ORI (every keypoint upright)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="LIFT's scale space: default (13 levels), fast (9 levels, ≤ 600 keypoints) or paper (the "
+                        "paper's 21 levels at 640×480)")
     p.add_argument("--keypoints", type=int, default=1000, metavar="N",
                    help="keypoints per image (default %(default)s: the top-1000 of the protocol above)")
     p.add_argument("--images-per-scene", type=int, default=10, metavar="N", help="Webcam images per test scene")
@@ -30,4 +33,6 @@ def add(sub) -> None:
 def run_evaluate_features(args: argparse.Namespace) -> int:
     from ..evaluation.feature_quality import run
 
+    if problem := network_problem(args):
+        return fail(problem)
     return run(args)

@@ -31,6 +31,7 @@ from ..images import read_image
 from ..features.types import Features
 from ..features.matching import mutual_nearest_neighbours
 from .features import score_pair
+from ..nets.presets import apply_preset
 
 TEST_SCENES = ("chamonix", "courbevoie")
 EPIPOLAR_PX = (1.0, 3.0, 5.0, 10.0)
@@ -238,12 +239,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {webcam} is absent; evaluate-features needs ../shared/data (or --data)")
         return 2
     weights = {k: v for k, v in (("det", args.det), ("ori", args.ori), ("desc", args.desc)) if v}
+    upright, preset = getattr(args, "upright", False), getattr(args, "preset", "default")
 
     def extractors(**conf) -> dict:
-        return {"lift": make_extractor("lift", {"max_keypoints": args.keypoints, "weights": weights, **conf}),
-                "sift": make_extractor("sift", {"max_keypoints": args.keypoints, **conf})}
+        lift = apply_preset({"max_keypoints": args.keypoints, "weights": weights, "upright": upright, **conf}, preset)
+        return {"lift": make_extractor("lift", lift), "sift": make_extractor("sift", {"max_keypoints": args.keypoints,
+                                                                                     **conf})}
 
-    result: dict = {"weights": weights or "shipped", "keypoints": args.keypoints}
+    result: dict = {"weights": weights or "shipped", "keypoints": args.keypoints, "upright": upright, "preset": preset}
     for name, ex in extractors().items():
         w = result.setdefault(name, {})["webcam"] = webcam_scores(ex, webcam, images_per_scene=args.images_per_scene)
         print(f"[{name}] webcam {TEST_SCENES}: repeatability {w['repeatability']:.3f}, "
