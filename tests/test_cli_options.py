@@ -60,6 +60,18 @@ def test_the_map_is_built_with_the_queries_budget():
     assert build_conf["max_keypoints"] == default_conf["max_keypoints"]
 
 
+def test_a_map_preset_sets_lifts_levels_not_its_budget_nor_sift():
+    from lift_localizer.mapping.build import extractor_conf
+    from lift_localizer.nets.presets import PRESETS
+
+    assert build_parser().parse_args(["build-map", "--bag", "B", "--output", "M"]).preset == "default"
+    paper = extractor_conf("lift", {"preset": "paper", "max_keypoints": 2000})
+    assert all(paper[k] == v for k, v in PRESETS["paper"].items())
+    fast = extractor_conf("lift", {"preset": "fast", "max_keypoints": 2000})
+    assert fast["levels_per_octave"] == 3 and fast["max_keypoints"] == 2000
+    assert extractor_conf("sift", {"preset": "paper", "max_keypoints": 2000}) == extractor_conf("sift", {})
+
+
 def test_benchmark_node_measures_the_node_as_launched():
     args = build_parser().parse_args(["benchmark-node", *REQUIRED["benchmark-node"]])
     assert args.qos == params.BY_NAME["qos_reliability"].default == "best_effort"

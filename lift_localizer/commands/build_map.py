@@ -14,6 +14,7 @@ from . import (add_bag_topics, add_network_options, add_precision_option, fail, 
 def add(sub) -> None:
     from ..features.extractors import EXTRACTORS
     from ..mapping.options import default_conf
+    from ..nets.presets import PRESETS
 
     p = sub.add_parser(
         "build-map", help="build a map from posed images (rosbag2, COLMAP, TUM, KITTI, NeRF)",
@@ -43,6 +44,10 @@ def add(sub) -> None:
                    help="LIFT without ORI (every keypoint upright): better for cameras that do not roll; "
                         "localization against the map follows it")
     add_precision_option(p)
+    p.add_argument("--preset", choices=tuple(PRESETS), default=default_conf["preset"],
+                   help="LIFT's scale space of the map's images (its levels; the keypoint budget is --max-keypoints): "
+                        "default (13 levels), fast (9) or paper (the paper's 21 at 640×480); localize the map with the "
+                        "same --preset")
     # Localization against the map loads the same shipped weights (the map records their hashes); other
     # weights are given to evaluate and localize by the same options.
     add_network_options(p)
@@ -154,7 +159,8 @@ def run_build_map(args: argparse.Namespace) -> int:
     if error:
         return fail(error)
     conf = {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
-            "precision": args.precision, **network_weights(args), "refine_keypoints": args.refine_keypoints}
+            "preset": args.preset, "precision": args.precision, **network_weights(args),
+            "refine_keypoints": args.refine_keypoints}
     if args.sfm:
         from ..mapping.sfm import SfmError, poses_from_sfm
 

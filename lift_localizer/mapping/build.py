@@ -27,6 +27,7 @@ from ..features.extractors import conf_for
 from ..images import ImageError, to_gray
 from ..features.types import Features
 from ..geometry.triangulate import triangulate
+from ..nets.presets import PRESETS
 from ..retrieval.index import build_index
 from ..retrieval.retriever import (GLOBAL_FILE, INDEX_FILE, MODEL_DIR, compatible_model, global_descriptors,
                                    model_ref, replace_atomically, retrieval_files, write_retrieval_files)
@@ -81,8 +82,9 @@ def extractor_conf(name: str, conf: dict) -> dict:
     those it has (only LIFT has ``upright``, ``precision`` and weights)."""
     conf = {**default_conf, **conf}
     weights = {k: conf[k] for k in ("det", "ori", "desc") if conf[k]}
+    levels = {k: v for k, v in PRESETS[conf["preset"]].items() if k != "max_keypoints"}
     return conf_for(name, {"max_keypoints": conf["max_keypoints"], "upright": conf["upright"],
-                           "precision": conf["precision"], **({"weights": weights} if weights else {})})
+                           "precision": conf["precision"], **levels, **({"weights": weights} if weights else {})})
 
 
 def usable_frames(frames: list[Frame], log=print) -> list[Frame]:

@@ -10,6 +10,9 @@ default_conf = {
     "max_keypoints": DEFAULT_MAX_KEYPOINTS,
     # LIFT without ORI (features/lift.py "upright"); recorded in the map, and its queries follow it.
     "upright": False,
+    # LIFT's scale space (nets/presets.py; its levels only: a map's keypoint budget is max_keypoints).
+    # Queries use the localizer's own preset: give the same one to evaluate and localize.
+    "preset": "default",
     # LIFT's network precision (features/lift.py "precision"); None: the back end's default.
     "precision": None,
     # LIFT's DET, ORI and DESC weights: a name in lift_localizer/weights (ori_fast, desc_thin, desc_fast:
