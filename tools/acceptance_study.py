@@ -75,11 +75,33 @@ def is_wrong(r: dict) -> bool:
     return r["negative"] == "1" or _num(r, "t_err") > min(0.25, 0.03 * _num(r, "depth")) or _num(r, "r_err") > 5
 
 
+def replay(rows: list[dict], accepts, name: str) -> dict:
+    """Print (and return) what a rule accepts applied as the localizer applies it: per held-out image,
+    the first of its cluster poses (in the localizer's order) that ``accepts`` passes, or none."""
+    first: dict[tuple, dict | None] = {}
+    for r in sorted(rows, key=lambda r: int(r["cluster"])):
+        key = (r["table"], r["set"], r["features"], r["query"], r["negative"])
+        if first.get(key) is None:
+            first[key] = r if accepts(r) else None
+    pos = [(k, r) for k, r in first.items() if k[-1] != "1"]
+    neg = [(k, r) for k, r in first.items() if k[-1] == "1"]
+    took = [r for _, r in pos if r is not None]
+    far = [r for r in took if _num(r, "t_err") > 0.25 or _num(r, "r_err") > 5]
+    beyond = [f"{r['set']} {r['features']} {100 * _num(r, 't_err'):.1f} cm / {_num(r, 'r_err'):.1f}°" for r in took
+              if is_wrong(r) and r not in far]
+    print(f"  replayed, {name} accepts {len(took)} of {len(pos)} held-out images ({len(far)} beyond (0.25 m, 5°); "
+          f"beyond 3 % of the depth: {', '.join(beyond) or 'none'}) and {sum(r is not None for _, r in neg)} of "
+          f"{len(neg)} of other scenes")
+    return {"accepted": len(took), "images": len(pos), "far": len(far), "beyond_depth": len(beyond),
+            "negatives_accepted": sum(r is not None for _, r in neg), "negatives": len(neg)}
+
+
 def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) -> dict:
     from lift_localizer.evaluation.metrics import CHI2_6DOF_95
     from lift_localizer.localization.absolute_pose import calibrate_covariance
 
-    rows = [r for t in tables for r in csv.DictReader(open(t)) if r.get("inliers")]
+    # One held-out image is localized against a different map in each table: the table is part of its key.
+    rows = [{**r, "table": t} for t in tables for r in csv.DictReader(open(t)) if r.get("inliers")]
     passing = [r for r in rows if _num(r, "inliers") >= min_inliers and _num(r, "inliers") / _num(r, "matches") >= min_ratio]
     right = [r for r in passing if not is_wrong(r)]
     wrong = [r for r in rows if is_wrong(r)]
@@ -117,9 +139,14 @@ def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) ->
             inside = float(np.mean(coverage_of(scale, dec)))
             if best is None or abs(inside - 0.95) < abs(best[2] - 0.95):
                 best = (float(scale), dec, inside)
+    inlier_ok = {id(r) for r in passing}
+    replay(rows, lambda r: id(r) in inlier_ok, "the inlier tests alone")
+    replay(rows, lambda r: id(r) in inlier_ok and not any(t(r) for t in tests.values()), "the full rule")
     plain = coverage_of(1.0, 0.0)
-    print(f"covariance, the model plus the map's floor: the 95 % ellipsoid holds {np.mean(plain):.3f} of the right "
-          f"poses, averaged over {len(groups)} (set, features): " +
+    every = [e @ np.linalg.pinv(C + F, hermitian=True) @ e for g in groups.values() for e, C, F in g]
+    print(f"covariance, the model plus the map's floor: the 95 % ellipsoid holds "
+          f"{np.mean(np.array(every) <= CHI2_6DOF_95):.3f} of the {len(every)} right poses, median NEES "
+          f"{np.median(every):.2f}; averaged over {len(groups)} (set, features) {np.mean(plain):.3f}: " +
           ", ".join(f"{k[0]} {k[1]} {v:.2f}" for k, v in zip(groups, plain)))
     print(f"  best of the grid: scale {best[0]}, decorrelation {best[1]}: {best[2]:.3f}")
     # Two fitted numbers are worth keeping only where they change the calibration by more than noise.
