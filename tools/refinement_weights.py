@@ -31,44 +31,30 @@ from lift_localizer.bags.reader import read_frames
 from lift_localizer.evaluation.metrics import within
 from lift_localizer.evaluation.paired import error_ratio, paired_row
 from lift_localizer.evaluation.thresholds import scaled_thresholds, scene_depth
-from lift_localizer.geometry.pose import invert, make_T, pose_error, rodrigues
+from lift_localizer.geometry.pose import make_T, pose_error, rodrigues
+from lift_localizer.localization.absolute_pose import reprojection_jacobian, reprojection_residuals
 from lift_localizer.localization.localizer import Localizer
 from lift_localizer.mapping.io import MapError, load_map
 
 WEIGHTINGS = ("plain", "scale", "sqrt-scale", "point-error", "track")
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """(N, 3) → (N, 3, 3) cross-product matrices."""
-    z = np.zeros(len(v))
-    return np.stack([np.stack([z, -v[:, 2], v[:, 1]], 1), np.stack([v[:, 2], z, -v[:, 0]], 1),
-                     np.stack([-v[:, 1], v[:, 0], z], 1)], 1)
-
-
 def weighted_refinement(T_map_camera: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz: np.ndarray,
                         sigma: np.ndarray, loss_scale: float = 1.0, iterations: int = 30) -> np.ndarray:
     """T_map_camera refined by Gauss-Newton on the residuals (projected − xy) / sigma under a
-    Cauchy loss of scale ``loss_scale`` (iteratively reweighted). xy (N, 2) undistorted pixels,
-    xyz (N, 3) map points, sigma (N,) > 0."""
-    T_cw = invert(T_map_camera)
-    R, t = T_cw[:3, :3].copy(), T_cw[:3, 3].copy()
-    fx, fy = K[0, 0], K[1, 1]
+    Cauchy loss of scale ``loss_scale`` (iteratively reweighted), in the localizer's own residuals
+    and Jacobian (absolute_pose). xy (N, 2) undistorted pixels, xyz (N, 3) map points, sigma (N,) > 0."""
+    T = np.array(T_map_camera, np.float64)
     for _ in range(iterations):
-        Xc = xyz @ R.T + t
-        x, y, z = Xc[:, 0], Xc[:, 1], Xc[:, 2]
-        r = np.stack([fx * x / z + K[0, 2] - xy[:, 0], fy * y / z + K[1, 2] - xy[:, 1]], 1) / sigma[:, None]
-        d_proj = np.zeros((len(z), 2, 3))
-        d_proj[:, 0, 0], d_proj[:, 0, 2] = fx / z, -fx * x / z**2
-        d_proj[:, 1, 1], d_proj[:, 1, 2] = fy / z, -fy * y / z**2
-        # A rotation ω applied on the left moves a camera-frame point by ω × Xc; a translation by itself.
-        J = (np.concatenate([d_proj @ -_skew(Xc), d_proj], 2) / sigma[:, None, None]).reshape(-1, 6)
+        r = reprojection_residuals(T, K, xy, xyz) / sigma[:, None]
+        J = (reprojection_jacobian(T, K, xyz) / sigma[:, None, None]).reshape(-1, 6)
         w = np.repeat(1.0 / (1.0 + (r**2).sum(1) / loss_scale**2), 2)
         step = -np.linalg.solve(J.T @ (J * w[:, None]) + 1e-9 * np.eye(6), J.T @ (w * r.reshape(-1)))
-        dR = rodrigues(step[:3])
-        R, t = dR @ R, dR @ t + step[3:]
+        # The Jacobian's perturbation: the centre moved by step[:3], turned by step[3:] about the map's axes.
+        T = make_T(rodrigues(step[3:]) @ T[:3, :3], T[:3, 3] + step[:3])
         if np.linalg.norm(step) < 1e-12:
             break
-    return invert(make_T(R, t))
+    return T
 
 
 def sigmas(scales: np.ndarray, point_errors: np.ndarray, track_lengths: np.ndarray) -> dict[str, np.ndarray]:

@@ -63,11 +63,9 @@ def reprojection_residuals(T_map_camera: np.ndarray, K: np.ndarray, xy: np.ndarr
     return r
 
 
-def pose_covariance(T_map_camera: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """6×6 covariance of (camera position in the map, rotation about the map's axes), from the
-    Gauss–Newton normal equations at the pose, σ² estimated from the residuals (N ≥ 4).
-
-    Perturbation: c' = c + δt, R_map_cam' = exp([δθ]×) R_map_cam, so with v = X − c,
+def reprojection_jacobian(T_map_camera: np.ndarray, K: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """(N, 2, 6) derivative of each point's projection by (δt, δθ): the camera centre moved,
+    c' = c + δt, and turned about the map's axes, R_map_cam' = exp([δθ]×) R_map_cam. With v = X − c,
     ∂X_cam/∂δt = −R_cam_map and ∂X_cam/∂δθ = R_cam_map [v]×.
     """
     R_cm = T_map_camera[:3, :3].T
@@ -85,7 +83,14 @@ def pose_covariance(T_map_camera: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz
     vx[:, 0, 1], vx[:, 0, 2], vx[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
     vx[:, 1, 0], vx[:, 2, 0], vx[:, 2, 1] = v[:, 2], -v[:, 1], v[:, 0]
     d_X = np.concatenate([np.broadcast_to(-R_cm, (len(v), 3, 3)), R_cm @ vx], axis=2)
-    J = (d_proj @ d_X).reshape(-1, 6)
+    return d_proj @ d_X
+
+
+def pose_covariance(T_map_camera: np.ndarray, K: np.ndarray, xy: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """6×6 covariance of (camera position in the map, rotation about the map's axes), from the
+    Gauss–Newton normal equations at the pose (``reprojection_jacobian``), σ² estimated from the
+    residuals (N ≥ 4)."""
+    J = reprojection_jacobian(T_map_camera, K, xyz).reshape(-1, 6)
     r = reprojection_residuals(T_map_camera, K, xy, xyz).ravel()
     dof = max(len(r) - 6, 1)
     sigma2 = float(r @ r) / dof
