@@ -89,11 +89,11 @@ def replay(rows: list[dict], accepts, name: str) -> dict:
     far = [r for r in took if _num(r, "t_err") > 0.25 or _num(r, "r_err") > 5]
     beyond = [f"{r['set']} {r['features']} {100 * _num(r, 't_err'):.1f} cm / {_num(r, 'r_err'):.1f}°" for r in took
               if is_wrong(r) and r not in far]
+    false = sum(r is not None for _, r in neg)
     print(f"  replayed, {name} accepts {len(took)} of {len(pos)} held-out images ({len(far)} beyond (0.25 m, 5°); "
-          f"beyond 3 % of the depth: {', '.join(beyond) or 'none'}) and {sum(r is not None for _, r in neg)} of "
-          f"{len(neg)} of other scenes")
+          f"beyond 3 % of the depth: {', '.join(beyond) or 'none'}) and {false} of {len(neg)} of other scenes")
     return {"accepted": len(took), "images": len(pos), "far": len(far), "beyond_depth": len(beyond),
-            "negatives_accepted": sum(r is not None for _, r in neg), "negatives": len(neg)}
+            "negatives_accepted": false, "negatives": len(neg)}
 
 
 def choose(tables: list[str], min_inliers: int = 20, min_ratio: float = 0.03) -> dict:

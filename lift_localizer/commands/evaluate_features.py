@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..nets.presets import PRESETS
-from . import add_network_options, fail, module_doc, network_problem
+from . import add_network_options, fail, module_doc, network_problem, network_weights
 
 
 def add(sub) -> None:
@@ -35,4 +35,5 @@ def run_evaluate_features(args: argparse.Namespace) -> int:
 
     if problem := network_problem(args):
         return fail(problem)
+    args.weights = network_weights(args)
     return run(args)

@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
     if not webcam.exists():
         print(f"error: {webcam} is absent; evaluate-features needs ../shared/data (or --data)")
         return 2
-    weights = {k: v for k, v in (("det", args.det), ("ori", args.ori), ("desc", args.desc)) if v}
-    upright, preset = getattr(args, "upright", False), getattr(args, "preset", "default")
+    weights = args.weights   # the command's --det/--ori/--desc (commands.network_weights)
+    upright, preset = args.upright, args.preset
 
     def extractors(**conf) -> dict:
         lift = apply_preset({"max_keypoints": args.keypoints, "weights": weights, "upright": upright, **conf}, preset)
