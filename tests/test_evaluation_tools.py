@@ -102,3 +102,19 @@ def test_weighted_refinement_finds_the_pose_and_down_weights_what_it_is_told_to(
     alike = pose_error(weighted_refinement(start, K, noisy, xyz, np.ones(200)), truth)[0]
     weighted = pose_error(weighted_refinement(start, K, noisy, xyz, sigma), truth)[0]
     assert weighted < alike / 3
+
+
+def test_det_start_sigma_scores_the_start_it_writes(tmp_path):
+    import cv2
+    from det_start_sigma import start_scores
+
+    from lift_localizer.nets.det import START_SIGMA_FACTOR
+
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.uniform(0, 255, (120, 160)).astype(np.float32), (0, 0), 2.0)
+    (tmp_path / "scene").mkdir()
+    for i in range(3):   # a fixed camera that saw nothing change: every keypoint repeats and matches
+        cv2.imwrite(str(tmp_path / "scene" / f"{i}.png"), image.clip(0, 255).astype(np.uint8))
+    for sigma in (1.0, START_SIGMA_FACTOR):
+        s = start_scores(sigma, tmp_path, ("scene",), images_per_scene=3, keypoints=100)
+        assert s["pairs"] == 3 and s["repeatability"] == 1.0 and s["precision_5px"] == 1.0

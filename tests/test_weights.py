@@ -85,6 +85,22 @@ def test_initial_command_writes_where_told(tmp_path, capsys):
     assert _shipped_files() == before
 
 
+def test_initial_command_writes_the_det_start_it_is_asked_for(tmp_path, capsys):
+    import torch
+    from lift_localizer.nets.det import DET, analytic_init
+
+    assert cli(["initial-weights", "--output", str(tmp_path / "wide"), "--det-sigma", "1.3"]) == 0
+    wide = load_network("det", tmp_path / "wide" / "det")
+    assert wide.card["init_sigma"] == 1.3
+    expected = analytic_init(DET(), 1.3).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in wide.module.state_dict().items())
+    # Not the default start: a sigma that did nothing would pass the check above only by chance.
+    default = analytic_init(DET(), START_SIGMA_FACTOR).state_dict()
+    assert not torch.equal(default["conv.weight"], expected["conv.weight"])
+    assert cli(["initial-weights", "--output", str(tmp_path / "bad"), "--det-sigma", "0"]) == 2
+    assert "--det-sigma" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_initial_command_has_no_default_folder(recorded_saves, capsys):
     with pytest.raises(SystemExit) as e:
         cli(["initial-weights"])

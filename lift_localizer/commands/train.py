@@ -70,6 +70,12 @@ def add_det_stable(nets) -> None:
                    help="start from |LoG| of this × the keypoint scale (default %(default)s); 0: --init as it is")
     q.add_argument("--epochs", type=positive_int, default=default_conf["epochs"], metavar="N", help="training epochs")
     q.add_argument("--lr", type=float, default=default_conf["lr"], help="learning rate × the largest initial weight")
+    q.add_argument("--all-filters", action="store_true",
+                   help="train all 16 GHH filters, not only the first group of 4 (the exact CPU route then runs "
+                        "more distinct filters)")
+    q.add_argument("--zero-mean", action="store_true",
+                   help="keep the filters zero-mean and the biases at zero (scores blind to local brightness, as "
+                        "|LoG|)")
     q.add_argument("--variants", type=positive_int, default=default_conf["variants"], metavar="N",
                    help="images per synthetic stack")
     q.add_argument("--seed", type=int, default=0, help="random seed")
@@ -124,7 +130,8 @@ def run_det_stable(args: argparse.Namespace) -> int:
     if args.no_validation:
         validation = None
     conf = {"epochs": args.epochs, "lr": args.lr, "variants": args.variants, "seed": args.seed,
-            "init_sigma": args.init_sigma or None}
+            "init_sigma": args.init_sigma or None, "first_group_only": not args.all_filters,
+            "zero_mean": args.zero_mean}
     try:
         train_det_stable(images, args.output, conf, webcams=args.webcam, validation=validation, init=args.init,
                          checkpoint=args.checkpoint, resume=args.resume, log=log)

@@ -29,11 +29,15 @@ def is_shipped_folder(path: Path) -> bool:
     return Path(path).expanduser().resolve() == WEIGHTS_DIR.resolve()
 
 
-def write_initial(output: Path, seed: int = 0, overwrite_shipped: bool = False) -> list[Path]:
-    """Write det, ori and desc starting weights into ``output``; their safetensors paths.
+def write_initial(output: Path, seed: int = 0, overwrite_shipped: bool = False,
+                  det_sigma: float = det.START_SIGMA_FACTOR) -> list[Path]:
+    """Write det, ori and desc starting weights into ``output``; their safetensors paths. DET is |LoG| of
+    ``det_sigma`` × the keypoint scale.
 
     Raises ShippedWeightsError for the package's weights folder unless ``overwrite_shipped``.
     """
+    if not det_sigma > 0:
+        raise ValueError(f"det_sigma must be positive, not {det_sigma}")
     output = Path(output)
     if is_shipped_folder(output) and not overwrite_shipped:
         raise ShippedWeightsError(
@@ -41,7 +45,7 @@ def write_initial(output: Path, seed: int = 0, overwrite_shipped: bool = False) 
             "points elsewhere, or pass overwrite_shipped (--overwrite-shipped) to replace them")
     common = {"trained": False, "training": None, "data": None, "split": None,
               "quality": "not measured: untrained", "seed": seed}
-    det_net = det.analytic_init(det.DET(), det.START_SIGMA_FACTOR)
+    det_net = det.analytic_init(det.DET(), det_sigma)
     ori_net = ori.upright_init(ori.ORI(), seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -49,8 +53,8 @@ def write_initial(output: Path, seed: int = 0, overwrite_shipped: bool = False) 
     return [
         save_network("det", det_net, output / "det", {
             **common, "initialisation": f"analytic |Laplacian-of-Gaussian| blob detector, sigma "
-                                        f"{det.START_SIGMA_FACTOR} x the keypoint scale, not learned",
-            "init_sigma": det.START_SIGMA_FACTOR,
+                                        f"{det_sigma} x the keypoint scale, not learned",
+            "init_sigma": det_sigma,
             "input": {"mean": IMAGE_MEAN, "std": IMAGE_STD},
             # |LoG| of a flat image is 0 up to rounding; real structure scores 1e-2 and more.
             "score_threshold": 1e-3}),
