@@ -126,3 +126,17 @@ def test_back_end_not_available_is_said_in_a_subprocess(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "tensorrt: the tensorrt Python package is not installed" in r.stderr
     assert "Traceback" not in r.stderr and "invalid choice" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["localize", "evaluate"])
+def test_the_ratio_test_reaches_the_localizer_and_stays_within_0_and_1(command, capsys):
+    from lift_localizer.commands import localizer_conf
+
+    parse = build_parser().parse_args
+    assert localizer_conf(parse([command, *REQUIRED[command]]))["ratio"] == default_conf["ratio"] == \
+        params.BY_NAME["ratio"].default
+    assert localizer_conf(parse([command, *REQUIRED[command], "--ratio", "0.8"]))["ratio"] == 0.8
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(SystemExit):
+            parse([command, *REQUIRED[command], "--ratio", bad])
+        assert "--ratio" in capsys.readouterr().err

@@ -181,6 +181,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def ratio_value(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -236,6 +243,9 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
                         "when retrieved")
     g.add_argument("--solver", choices=SOLVERS, default=None,
                    help="PnP solver (default: pycolmap, else poselib, else opencv — the first installed)")
+    g.add_argument("--ratio", type=ratio_value, default=default_conf["ratio"], metavar="R",
+                   help="ratio test of the 2D-3D matching: a query keypoint's nearest map descriptor closer than R × "
+                        "its second nearest (1: off)")
     g.add_argument("--ransac-threshold", dest="ransac_threshold_px", type=positive_float,
                    default=default_conf["ransac_threshold_px"],
                    metavar="PX", help="RANSAC inlier threshold in pixels")
