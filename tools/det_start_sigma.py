@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     for sigma in args.sigmas:
         val = start_scores(sigma, webcam, VALIDATION_SCENES, args.images_per_scene)
         test = start_scores(sigma, webcam, TEST_SCENES, args.images_per_scene)
-        print(f"{sigma:g} | {val['repeatability']:.3f} / {val['precision_5px']:.3f} ({val['pairs']} pairs) | "
-              f"{test['repeatability']:.3f} / {test['precision_5px']:.3f} ({test['pairs']} pairs)", flush=True)
+        print(f"{sigma:g} | {val['repeatability']:.4f} / {val['precision_5px']:.4f} ({val['pairs']} pairs) | "
+              f"{test['repeatability']:.4f} / {test['precision_5px']:.4f} ({test['pairs']} pairs)", flush=True)
         if best is None or val["precision_5px"] > best[1]:
             best = (sigma, val["precision_5px"])
     print(f"chosen by validation precision: F = {best[0]:g}")
