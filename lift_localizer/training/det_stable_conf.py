@@ -29,7 +29,7 @@ default_conf = {
     # filters keep the CPU's exact DET route cheap (nets/det_separable.py).
     "first_group_only": True,
     # Keep the filters zero-mean and the biases at zero (scores blind to local brightness, as |LoG|). Off:
-    # on the validation webcam the whole gain came from the filters' means (0.614 -> 0.628 free, 0.616 kept
+    # on the validation webcam the whole gain came from the filters' means (0.614 -> 0.628 free, 0.615 kept
     # zero-mean), a learned preference by local brightness; keypoints.detect ignores flat-image plateaus.
     "zero_mean": False,
     "validate_every": 60,        # steps
