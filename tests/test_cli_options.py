@@ -140,3 +140,15 @@ def test_the_ratio_test_reaches_the_localizer_and_stays_within_0_and_1(command, 
         with pytest.raises(SystemExit):
             parse([command, *REQUIRED[command], "--ratio", bad])
         assert "--ratio" in capsys.readouterr().err
+
+
+def test_the_maps_pair_ratio_test_is_the_build_option_and_is_recorded():
+    from lift_localizer.commands.build_map import map_conf
+    from lift_localizer.mapping.options import default_conf as map_defaults
+
+    parse = build_parser().parse_args
+    assert map_conf(parse(["build-map", *REQUIRED["build-map"]]))["ratio"] == map_defaults["ratio"]
+    conf = map_conf(parse(["build-map", *REQUIRED["build-map"], "--ratio", "0.75"]))
+    assert conf["ratio"] == 0.75 and set(conf) <= set(map_defaults)
+    with pytest.raises(SystemExit):
+        parse(["build-map", *REQUIRED["build-map"], "--ratio", "1.01"])

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from . import (add_bag_topics, add_network_options, add_precision_option, fail, log, network_problem,
-               network_weights, positive_int)
+               network_weights, positive_int, ratio_value)
 
 
 def add(sub) -> None:
@@ -53,6 +53,9 @@ def add(sub) -> None:
     add_network_options(p)
     p.add_argument("--neighbours", type=positive_int, default=default_conf["num_neighbours"], metavar="N",
                    help="images each image is matched with, nearest by pose (default %(default)s)")
+    p.add_argument("--ratio", type=ratio_value, default=default_conf["ratio"], metavar="R",
+                   help="ratio test of the image-pair matching: a keypoint's nearest descriptor in the other image "
+                        "closer than R × its second nearest (1: off)")
     p.add_argument("--refine-keypoints", action="store_true",
                    help="align each track's keypoints photometrically (on the original pixels) before "
                         "triangulating: the map's reprojection error falls, localization does not improve "
@@ -148,6 +151,13 @@ def ray_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def map_conf(args: argparse.Namespace) -> dict:
+    """``build.build_map``'s options the command line gives (named as in mapping/options.py)."""
+    return {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
+            "preset": args.preset, "precision": args.precision, **network_weights(args), "ratio": args.ratio,
+            "refine_keypoints": args.refine_keypoints}
+
+
 def run_build_map(args: argparse.Namespace) -> int:
     from ..mapping.build import MapBuildError, build_map, extractor_conf
     from ..mapping.executors import ExecutorError
@@ -158,9 +168,7 @@ def run_build_map(args: argparse.Namespace) -> int:
     frames, error = load_frames(args, with_poses=not args.sfm)
     if error:
         return fail(error)
-    conf = {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
-            "preset": args.preset, "precision": args.precision, **network_weights(args),
-            "refine_keypoints": args.refine_keypoints}
+    conf = map_conf(args)
     if args.sfm:
         from ..mapping.sfm import SfmError, poses_from_sfm
 
