@@ -106,9 +106,11 @@ def test_weighted_refinement_finds_the_pose_and_down_weights_what_it_is_told_to(
 
 def test_det_start_sigma_scores_the_start_it_writes(tmp_path):
     import cv2
-    from det_start_sigma import start_scores
+    import torch
+    from det_start_sigma import start_extractor
 
-    from lift_localizer.nets.det import START_SIGMA_FACTOR
+    from lift_localizer.evaluation.feature_quality import webcam_scores
+    from lift_localizer.nets.det import DET, START_SIGMA_FACTOR, analytic_init
 
     rng = np.random.default_rng(0)
     image = cv2.GaussianBlur(rng.uniform(0, 255, (120, 160)).astype(np.float32), (0, 0), 2.0)
@@ -116,5 +118,8 @@ def test_det_start_sigma_scores_the_start_it_writes(tmp_path):
     for i in range(3):   # a fixed camera that saw nothing change: every keypoint repeats and matches
         cv2.imwrite(str(tmp_path / "scene" / f"{i}.png"), image.clip(0, 255).astype(np.uint8))
     for sigma in (1.0, START_SIGMA_FACTOR):
-        s = start_scores(sigma, tmp_path, ("scene",), images_per_scene=3, keypoints=100)
+        with start_extractor(sigma, keypoints=100) as lift:
+            det = lift.lift.networks["det"].module.state_dict()
+            s = webcam_scores(lift, tmp_path, scenes=("scene",), images_per_scene=3)
+        assert all(torch.equal(v, det[k]) for k, v in analytic_init(DET(), sigma).state_dict().items())
         assert s["pairs"] == 3 and s["repeatability"] == 1.0 and s["precision_5px"] == 1.0

@@ -97,8 +97,9 @@ def test_initial_command_writes_the_det_start_it_is_asked_for(tmp_path, capsys):
     # Not the default start: a sigma that did nothing would pass the check above only by chance.
     default = analytic_init(DET(), START_SIGMA_FACTOR).state_dict()
     assert not torch.equal(default["conv.weight"], expected["conv.weight"])
-    assert cli(["initial-weights", "--output", str(tmp_path / "bad"), "--det-sigma", "0"]) == 2
-    assert "--det-sigma" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as e:
+        cli(["initial-weights", "--output", str(tmp_path / "bad"), "--det-sigma", "0"])
+    assert e.value.code == 2 and "--det-sigma" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_initial_command_has_no_default_folder(recorded_saves, capsys):

@@ -15,28 +15,30 @@ the choice gives, never to choose.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
 
 from lift_localizer.evaluation.feature_quality import TEST_SCENES, webcam_scores
 from lift_localizer.features.extractors import make_extractor
+from lift_localizer.training.options import DATA_ROOT
 from lift_localizer.weights.initial import write_initial
 
 VALIDATION_SCENES = ("mexico",)
 
 
-def start_scores(sigma: float, webcam: Path, scenes: tuple[str, ...], images_per_scene: int,
-                 keypoints: int = 1000) -> dict:
-    """evaluate-features' Webcam figures of the |LoG| start of ``sigma`` × the scale on ``scenes``."""
+@contextlib.contextmanager
+def start_extractor(sigma: float, keypoints: int = 1000):
+    """LIFT with the |LoG| start of ``sigma`` × the scale as DET (written to a folder that lives as long
+    as the context), the shipped ORI and DESC."""
     with tempfile.TemporaryDirectory() as tmp:
         write_initial(Path(tmp), det_sigma=sigma)
-        lift = make_extractor("lift", {"max_keypoints": keypoints, "weights": {"det": str(Path(tmp) / "det")}})
-        return webcam_scores(lift, webcam, scenes=scenes, images_per_scene=images_per_scene)
+        yield make_extractor("lift", {"max_keypoints": keypoints, "weights": {"det": str(Path(tmp) / "det")}})
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--data", type=Path, default=DATA_ROOT)
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.85, 1.0, 1.1, 1.2, 1.3])
     p.add_argument("--images-per-scene", type=int, default=10)
     args = p.parse_args(argv)
@@ -45,15 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {webcam} lacks one of {VALIDATION_SCENES + TEST_SCENES}")
         return 2
     print("F (sigma / scale) | validation mexico: repeatability / precision | test: repeatability / precision")
-    best = None
+    precision = {}
     for sigma in args.sigmas:
-        val = start_scores(sigma, webcam, VALIDATION_SCENES, args.images_per_scene)
-        test = start_scores(sigma, webcam, TEST_SCENES, args.images_per_scene)
+        with start_extractor(sigma) as lift:
+            val, test = (webcam_scores(lift, webcam, scenes=scenes, images_per_scene=args.images_per_scene)
+                         for scenes in (VALIDATION_SCENES, TEST_SCENES))
         print(f"{sigma:g} | {val['repeatability']:.4f} / {val['precision_5px']:.4f} ({val['pairs']} pairs) | "
               f"{test['repeatability']:.4f} / {test['precision_5px']:.4f} ({test['pairs']} pairs)", flush=True)
-        if best is None or val["precision_5px"] > best[1]:
-            best = (sigma, val["precision_5px"])
-    print(f"chosen by validation precision: F = {best[0]:g}")
+        precision[sigma] = val["precision_5px"]
+    # max keeps the first of equal values, as the rule reads: the highest validation precision.
+    print(f"chosen by validation precision: F = {max(precision, key=precision.get):g}")
     return 0
 
 

@@ -5,7 +5,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from . import fail
+from ..nets.settings import START_SIGMA_FACTOR
+from . import fail, positive_float
 
 
 def add(sub) -> None:
@@ -21,9 +22,9 @@ def add(sub) -> None:
                     "is meant.")
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisations (ORI, DESC)")
-    p.add_argument("--det-sigma", type=float, default=None, metavar="F",
-                   help="DET's |LoG| sigma as this × the keypoint scale (default: the start training uses, "
-                        "nets/settings.START_SIGMA_FACTOR)")
+    p.add_argument("--det-sigma", type=positive_float, default=START_SIGMA_FACTOR, metavar="F",
+                   help="DET's |LoG| sigma as this × the keypoint scale (default %(default)s: the start training "
+                        "uses)")
     p.add_argument("--overwrite-shipped", action="store_true",
                    help=f"allow --output to be the package's weights folder ({weights_dir}), replacing the "
                         "trained weights that ship there")
@@ -33,11 +34,8 @@ def add(sub) -> None:
 def run_initial_weights(args: argparse.Namespace) -> int:
     from ..weights.initial import ShippedWeightsError, write_initial
 
-    if args.det_sigma is not None and not args.det_sigma > 0:
-        return fail(f"--det-sigma must be positive, not {args.det_sigma}")
-    sigma = {} if args.det_sigma is None else {"det_sigma": args.det_sigma}
     try:
-        paths = write_initial(args.output, args.seed, args.overwrite_shipped, **sigma)
+        paths = write_initial(args.output, args.seed, args.overwrite_shipped, args.det_sigma)
     except ShippedWeightsError as e:
         return fail(str(e))
     for p in paths:

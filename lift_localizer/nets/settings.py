@@ -6,8 +6,9 @@ from __future__ import annotations
 NETVLAD_INPUT_DIM = 128
 
 # The untrained start (weights/initial.py) and DET training's default start (training/det_stable.py):
-# |LoG| of this × the keypoint scale. 1.1 was chosen on the validation webcam (mexico): repeatability
-# 0.593 → 0.610 and matching precision 0.554 → 0.558 from 1.0, while 1.2 and more lowered precision.
+# |LoG| of this × the keypoint scale. Chosen on the validation webcam (mexico) by matching precision
+# (tools/det_start_sigma.py): 1.0 and 1.1 tie (0.578), 1.1 repeats more (0.634 against 0.616), 1.2 and
+# more lower precision.
 START_SIGMA_FACTOR = 1.1
 
 SUPPORT_PER_SCALE = 12.0  # descriptor support (full width) in pixels per unit of scale (scale_space.py)
