@@ -129,14 +129,17 @@ def test_back_end_not_available_is_said_in_a_subprocess(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["localize", "evaluate"])
-def test_the_ratio_test_reaches_the_localizer_and_stays_within_0_and_1(command, capsys):
+def test_the_ratio_test_reaches_the_localizer_within_the_nodes_range(command, capsys):
     from lift_localizer.commands import localizer_conf
 
     parse = build_parser().parse_args
     assert localizer_conf(parse([command, *REQUIRED[command]]))["ratio"] == default_conf["ratio"] == \
         params.BY_NAME["ratio"].default
     assert localizer_conf(parse([command, *REQUIRED[command], "--ratio", "0.8"]))["ratio"] == 0.8
-    for bad in ("0", "1.5", "nan"):
+    ratio = params.BY_NAME["ratio"]
+    for edge in (ratio.low, ratio.high):
+        assert localizer_conf(parse([command, *REQUIRED[command], "--ratio", str(edge)]))["ratio"] == edge
+    for bad in ("0", "0.05", "1.5", "nan"):
         with pytest.raises(SystemExit):
             parse([command, *REQUIRED[command], "--ratio", bad])
         assert "--ratio" in capsys.readouterr().err

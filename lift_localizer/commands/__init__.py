@@ -182,9 +182,11 @@ def non_negative_float(text: str) -> float:
 
 
 def ratio_value(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    from ..localization.options import RATIO_RANGE
+
+    value, (low, high) = float(text), RATIO_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be within [{low}, {high}], got {text}")
     return value
 
 

@@ -9,6 +9,10 @@ from typing import Any
 from ..features.extractors import DEFAULT_MAX_KEYPOINTS
 from ..mapping.image_cache import DEFAULT_CACHE_IMAGES
 
+# The ratio tests a user may ask for (the 2D-3D matching here and in the node, the map's pair matching):
+# below 0.1 hardly any match passes; 1 turns the test off.
+RATIO_RANGE = (0.1, 1.0)
+
 default_conf = {
     "max_keypoints": DEFAULT_MAX_KEYPOINTS,
     # Where LIFT's networks run (SIFT ignores both): a back end of lift_localizer.backends, a torch device.

@@ -12,7 +12,7 @@ from ..backends import BACKEND_NAMES, unavailable
 from ..images import MAX_IMAGE_SIDE
 from ..features.extractors import EXTRACTORS
 from ..nets.presets import PRESETS
-from ..localization.options import PRIOR_MAX_FAILURES, PRIOR_TIMEOUT_S, conf_from
+from ..localization.options import PRIOR_MAX_FAILURES, PRIOR_TIMEOUT_S, RATIO_RANGE, conf_from
 from ..localization.options import default_conf as localizer_defaults
 from .jump_gate import JumpLimits
 
@@ -62,7 +62,8 @@ PARAMS: tuple[Param, ...] = (
           "the others are read from the map when retrieved (~0.4 MB each at 2000 keypoints)", low=1, high=10_000_000),
     Param("retrieval", _L["retrieval"], "auto: NetVLAD when the map has it, else descriptor votes",
           choices=("auto", "netvlad", "vote"), reload=True),
-    Param("ratio", _L["ratio"], "ratio test of the 2D-3D matching (1: off)", low=0.1, high=1.0),
+    Param("ratio", _L["ratio"], "ratio test of the 2D-3D matching (1: off)", low=RATIO_RANGE[0],
+          high=RATIO_RANGE[1]),
     Param("ransac_threshold_px", _L["ransac_threshold_px"], "PnP RANSAC inlier threshold, pixels", low=0.5, high=100.0),
     Param("min_inliers", _L["min_inliers"], "acceptance: fewest PnP inliers", low=4, high=100000),
     Param("min_inlier_ratio", _L["min_inlier_ratio"], "acceptance: fewest inliers per 2D-3D match", low=0.0, high=1.0),
