@@ -145,6 +145,18 @@ def test_the_ratio_test_reaches_the_localizer_within_the_nodes_range(command, ca
         assert "--ratio" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["localize", "evaluate", "benchmark-scale"])
+def test_the_ransac_seed_is_the_localizers_seed(command):
+    from lift_localizer.commands import localizer_conf
+
+    parse = build_parser().parse_args
+    required = REQUIRED.get(command, [])
+    assert localizer_conf(parse([command, *required]))["seed"] == default_conf["seed"]
+    assert localizer_conf(parse([command, *required, "--ransac-seed", "7"]))["seed"] == 7
+    if command == "benchmark-scale":   # its own --seed (the copies' transforms) is not RANSAC's
+        assert localizer_conf(parse([command, "--seed", "5"]))["seed"] == default_conf["seed"]
+
+
 def test_the_maps_pair_ratio_test_is_the_build_option_and_is_recorded():
     from lift_localizer.commands.build_map import map_conf
     from lift_localizer.mapping.options import default_conf as map_defaults

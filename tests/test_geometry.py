@@ -72,6 +72,16 @@ def test_solvers_with_noise(solver):
     assert abs(est.rmse_px - 0.5 * np.sqrt(2)) < 0.15
 
 
+@pytest.mark.parametrize("solver", [s for s in available_solvers() if s in ("pycolmap", "poselib")])
+def test_the_ransac_seed_repeats_a_pose_and_another_seed_samples_others(solver):
+    # 20 noisy inliers among 60 outliers: which minimal samples RANSAC draws decides the inlier set.
+    T, xy, xyz = scene(80, noise=2.0, outliers=60, seed=3)
+    poses = [estimate_pose(xy, xyz, K, (640, 480), 4.0, solver, seed=s).T_map_camera for s in range(6)]
+    again = estimate_pose(xy, xyz, K, (640, 480), 4.0, solver, seed=0).T_map_camera
+    assert np.array_equal(poses[0], again)
+    assert len({p.tobytes() for p in poses}) > 1
+
+
 def test_opencv_path_needs_no_pycolmap_or_poselib():
     assert "opencv" in available_solvers()
     assert estimate_pose(*scene(3)[1:], K, (640, 480)) is None   # fewer than 4 points: nothing

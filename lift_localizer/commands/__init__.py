@@ -251,6 +251,9 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ransac-threshold", dest="ransac_threshold_px", type=positive_float,
                    default=default_conf["ransac_threshold_px"],
                    metavar="PX", help="RANSAC inlier threshold in pixels")
+    g.add_argument("--ransac-seed", type=int, default=default_conf["seed"], metavar="N",
+                   help="RANSAC's random seed: runs with other seeds show how much of a difference between two "
+                        "runs RANSAC's sampling alone makes")
     g.add_argument("--min-inliers", type=positive_int, default=default_conf["min_inliers"], metavar="N",
                    help="acceptance: fewest PnP inliers")
     g.add_argument("--min-inlier-ratio", type=float, default=default_conf["min_inlier_ratio"], metavar="R",
@@ -270,4 +273,4 @@ def localizer_conf(args: argparse.Namespace) -> dict:
     """The ``Localizer`` options the command line gives (named as in its ``default_conf``)."""
     from ..localization.options import conf_from
 
-    return conf_from({**vars(args), "weights": network_weights(args) or None})
+    return conf_from({**vars(args), "seed": args.ransac_seed, "weights": network_weights(args) or None})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import (add_bag_topics, add_room_options, fail, localizer_options, module_doc, network_problem, network_weights,
+from . import (add_bag_topics, add_room_options, fail, localizer_conf, localizer_options, module_doc, network_problem,
                positive_int)
 
 
@@ -52,5 +52,6 @@ def run_benchmark_scale(args: argparse.Namespace) -> int:
 
     if problem := network_problem(args):
         return fail(problem)
-    args.weights = network_weights(args) or None   # the localizer's option, as localizer_conf gives it
+    # The measurement sits below the commands: it takes the localizer's options as the commands give them.
+    args.localizer_conf = localizer_conf(args)
     return measure(args)

@@ -197,15 +197,13 @@ def _disk_mb(path: Path) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..localization.localizer import conf_from
-
     if (args.map is None) != (args.bag is None):
         print("error: --map and --bag go together (a real map and its query bag)", file=sys.stderr)
         return 2
     if args.max_keypoints is None:
         args.max_keypoints = ROOM_MAX_KEYPOINTS if args.map is None else _defaults()["max_keypoints"]
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    conf = {**conf_from(vars(args)), "max_keypoints": args.max_keypoints}
+    conf = {**args.localizer_conf, "max_keypoints": args.max_keypoints}
     work = Path(tempfile.mkdtemp(prefix="lift-scale-", dir=args.work))
     try:
         if args.map:
