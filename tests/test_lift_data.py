@@ -2,6 +2,8 @@
 angle convention, file layout."""
 import json
 import math
+import shutil
+from pathlib import Path
 
 import cv2
 import h5py
@@ -23,6 +25,7 @@ from lift_localizer.training.options import SPLITS_FILE, DataError, default_conf
 from lift_localizer.training.patches import render
 from lift_localizer.training.quadruplets import Quads, inside, sfm_quads, webcam_quads
 from lift_localizer.training.scenes import scene_from_frames, wrap
+from lift_localizer.training import splits
 from lift_localizer.training.splits import read_split, select_sources
 from lift_localizer.training.webcams import load_webcam, register_translation, webcam_sift
 
@@ -374,3 +377,35 @@ def test_fine_tuning_data_from_a_users_own_bag(data_root, tmp_path, capsys):
         assert split["file"] is None and split["train"] == [str(bag.resolve())]
     assert cli(["training-data", "--output", str(out), "--images", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err
+
+
+def test_a_users_bags_beside_the_splits_sets_each_under_its_own_name(data_root, tmp_path, capsys):
+    bags = [tmp_path / side / "mapping" for side in ("a", "b")]
+    for bag in bags:
+        shutil.copytree(data_root / "bags" / "room" / "mapping", bag)
+    out = tmp_path / "more.h5"
+    code = cli(["training-data", "--output", str(out), "--keep-split", "--bag", str(bags[0]), "--bag", str(bags[1]),
+                "--max-per-source", "20", "--max-keypoints", "600", "--data-root", str(data_root),
+                "--split-file", str(data_root / "splits.json")])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["sources"]) == ["sfm:room", "homography:room", "sfm:a/mapping",
+                                                  "homography:a/mapping", "sfm:b/mapping", "homography:b/mapping"]
+        assert np.bincount(f["source"][:]).tolist() == [20, 10] * 3
+        split = json.loads(f.attrs["split"])
+        assert split["section"] == "lift" and split["train"][-2:] == [str(b.resolve()) for b in bags]
+    # A set the split holds out is refused before anything is built.
+    held_out = data_root / "raw" / "webcam" / "elsewhere"
+    held_out.mkdir(parents=True, exist_ok=True)
+    refused = tmp_path / "refused.h5"
+    assert cli(["training-data", "--output", str(refused), "--keep-split", "--webcam", str(held_out),
+                "--data-root", str(data_root), "--split-file", str(data_root / "splits.json")]) == 2
+    assert "held out by the split" in capsys.readouterr().err and not refused.exists()
+
+
+def test_user_sets_are_named_by_as_many_path_parts_as_tell_them_apart():
+    names = splits._unique_names([Path("/x/a/mapping"), Path("/y/b/mapping"), Path("/z/c")], {"c"})
+    assert names == ["a/mapping", "b/mapping", "z/c"]
+    with pytest.raises(DataError, match="taken"):
+        splits._unique_names([Path("/c")], {"c"})

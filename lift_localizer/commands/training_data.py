@@ -28,11 +28,14 @@ def add(sub) -> None:
                    help="which sets may be trained on (section lift)")
     p.add_argument("--bag", action="append", default=[], type=Path, metavar="BAG",
                    help="fine-tuning on your own data: a posed rosbag2 (image, camera_info, pose topics as "
-                        "build-map reads them); repeatable; replaces the split's sets")
+                        "build-map reads them); repeatable; replaces the split's sets (see --keep-split)")
     p.add_argument("--images", action="append", default=[], type=Path, metavar="DIR",
                    help="fine-tuning: a folder of photos of one place (pycolmap SfM finds the points); repeatable")
     p.add_argument("--webcam", action="append", default=[], type=Path, metavar="DIR",
                    help="fine-tuning: a folder of one fixed camera's images under changing light; repeatable")
+    p.add_argument("--keep-split", action="store_true",
+                   help="with --bag, --images or --webcam: add them to the split's training sets instead of "
+                        "replacing those (a set the split holds out is refused)")
     p.add_argument("--max-keypoints", type=positive_int, default=default_conf["max_keypoints"], metavar="N",
                    help="SIFT keypoints per image")
     p.add_argument("--seed", type=int, default=default_conf["seed"], help="random seed")
@@ -47,7 +50,7 @@ def run_training_data(args: argparse.Namespace) -> int:
 
     conf = {"max_per_source": args.max_per_source, "sources": args.sources, "data_root": str(args.data_root),
             "split_file": str(args.split_file), "max_keypoints": args.max_keypoints, "seed": args.seed,
-            "compression": args.compression,
+            "compression": args.compression, "keep_split": args.keep_split,
             "user_sets": [("bag", str(b)) for b in args.bag] + [("collection", str(d)) for d in args.images] +
                          [("webcam", str(d)) for d in args.webcam]}
     try:

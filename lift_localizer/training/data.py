@@ -76,14 +76,19 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
     t0 = time.perf_counter()
     output = Path(output)
     root = Path(conf["data_root"])
-    if conf["user_sets"]:
-        plan, split = user_plan(conf["user_sets"])
-        root = Path("/")
-    else:
+    with_split = not conf["user_sets"] or conf["keep_split"]
+    plan, split = [], {"train": [], "test": [], "excluded": []}
+    if with_split:
+        if not root.is_dir():
+            raise DataError(f"data root {root} is absent (expected the shared data folder with bags/ and raw/)")
         split = read_split(conf["split_file"], conf["split"])
         plan = select_sources(split["train"], conf["sources"], split["test"])
-    if not root.is_dir():
-        raise DataError(f"data root {root} is absent (expected the shared data folder with bags/ and raw/)")
+    if conf["user_sets"]:
+        user, user_split = user_plan(conf["user_sets"], taken={e.name for e, _ in plan})
+        if with_split:
+            _refuse_held_out(user, root, split)
+        plan += user
+        split = {**split, "train": split["train"] + user_split["train"]}
     output.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     skipped: dict[str, str] = {}
@@ -133,6 +138,16 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
             "skipped": skipped}
 
 
+def _refuse_held_out(user, root: Path, split: dict) -> None:
+    """A user's set that is, holds or lies in one of the split's test or excluded sets is refused."""
+    held_out = [(root / p).resolve() for p in split["test"] + split["excluded"]]
+    for entry, _ in user:
+        path = Path(entry.path)
+        for h in held_out:
+            if path == h or h in path.parents or path in h.parents:
+                raise DataError(f"{path}: held out by the split ({h}); never trained on")
+
+
 def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: float) -> None:
     sources = [s for s, _, _ in parts]
     patches = [np.load(p, mmap_mode="r") for _, p, _ in parts]
@@ -160,8 +175,9 @@ def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: fl
             for k in range(4):
                 ds[k][s:s + len(rows)] = block[:, k]
         f.attrs["sources"] = json.dumps(sources)
-        f.attrs["split"] = json.dumps({"file": None if conf["user_sets"] else str(Path(conf["split_file"]).resolve()),
-                                       "section": None if conf["user_sets"] else conf["split"],
+        with_split = not conf["user_sets"] or conf["keep_split"]
+        f.attrs["split"] = json.dumps({"file": str(Path(conf["split_file"]).resolve()) if with_split else None,
+                                       "section": conf["split"] if with_split else None,
                                        "train": split["train"], "test": split["test"]})
         f.attrs["created"] = json.dumps({
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "lift_localizer_version": __version__,

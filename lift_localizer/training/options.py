@@ -20,6 +20,7 @@ default_conf = {
     # A user's own data for fine-tuning, instead of the split's sets: [("bag" | "collection" | "webcam",
     # path), ...] — a posed rosbag2, a folder of photos of one place, a folder of one fixed camera.
     "user_sets": [],
+    "keep_split": False,             # True: the user's sets are added to the split's training sets
     "max_per_source": 2500,          # quadruplets per source at most
     "homography_share": 0.5,         # homography sources get this × max_per_source
     "seed": 0,

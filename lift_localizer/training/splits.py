@@ -75,15 +75,36 @@ def select_sources(train: list[str], wanted, test: list[str] = ()) -> list[tuple
     return out
 
 
-def user_plan(user_sets) -> tuple[list[tuple[SetEntry, list[str]]], dict]:
-    """A user's own sets (fine-tuning) → the build plan and the split to record (all of it is training)."""
-    plan = []
+def user_plan(user_sets, taken=()) -> tuple[list[tuple[SetEntry, list[str]]], dict]:
+    """A user's own sets (fine-tuning) → the build plan and the split to record (all of it is training).
+
+    A set is named by its folder, or by as many of its last path parts as make the name unique among
+    the others and ``taken``: sources are told apart by name (``sfm:NAME``), and two bags are often
+    both called ``mapping``."""
+    paths = []
     for kind, path in user_sets:
         if kind not in ("bag", "collection", "webcam"):
             raise DataError(f"{path}: unknown kind {kind!r} (bag, collection, webcam)")
         path = Path(path).resolve()
         if not path.exists():
             raise DataError(f"{path} is absent")
-        entry = SetEntry(str(path), path.name, kind)
-        plan.append((entry, source_names(entry)))
+        if path in (p for _, p in paths):
+            raise DataError(f"{path} is given twice")
+        paths.append((kind, path))
+    names = _unique_names([p for _, p in paths], set(taken))
+    plan = [(e, source_names(e)) for e in (SetEntry(str(p), n, k) for (k, p), n in zip(paths, names))]
     return plan, {"train": [e.path for e, _ in plan], "test": [], "excluded": []}
+
+
+def _unique_names(paths: list[Path], taken: set[str]) -> list[str]:
+    parts = [p.relative_to(p.anchor).parts for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(q[-d:]) for q, d in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if n in taken or names.count(n) > 1]
+        if not clash:
+            return names
+        for i in clash:
+            if depth[i] == len(parts[i]):
+                raise DataError(f"{paths[i]}: its name {names[i]!r} is taken by another set")
+            depth[i] += 1
