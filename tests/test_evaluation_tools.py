@@ -123,3 +123,26 @@ def test_det_start_sigma_scores_the_start_it_writes(tmp_path):
             s = webcam_scores(lift, tmp_path, scenes=("scene",), images_per_scene=3)
         assert all(torch.equal(v, det[k]) for k, v in analytic_init(DET(), sigma).state_dict().items())
         assert s["pairs"] == 3 and s["repeatability"] == 1.0 and s["precision_5px"] == 1.0
+
+
+def test_ransac_seeds_localizes_every_query_with_each_seed_and_pools_its_table(room_scene, tmp_path, capsys):
+    import csv
+
+    import ransac_seeds
+    from lift_localizer.mapping.frames import posed_frames
+
+    root, cam, query = room_scene
+    write_bag(tmp_path / "query", posed_frames(query, cam, 2 * 10**18))
+    table = tmp_path / "room.csv"
+    assert ransac_seeds.main(["--maps", f"a={root / 'map'}", f"b={root / 'map'}", "--bag", str(tmp_path / "query"),
+                              "--seeds", "3", "--csv", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(query)} queries, RANSAC seeds 0–2" in out
+    # every query of the rendered room is localized within (0.25 m, 2°) under each of the 3 seeds, by both maps
+    assert out.count(f"(0.25 m, 2°): {' '.join([str(len(query))] * 3)}") == 2
+    assert f"(0.25 m, 2°): {len(query):.1f} vs {len(query):.1f}, +0.0 [+0.0, +0.0]" in out
+    rows = list(csv.DictReader(table.open()))
+    scaled = [r for r in rows if r["threshold"] == "0.8 % of D"]
+    assert len(scaled) == len(query) and all(r["rate_a"] == r["rate_b"] for r in rows)
+    assert ransac_seeds.main(["--pool", str(table), str(table)]) == 0
+    assert f"0.8 % of D ({2 * len(query)} queries)" in capsys.readouterr().out
