@@ -288,7 +288,7 @@ def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
         np.save(tmp_path / f"{k}.npy", patches)
         np.save(tmp_path / f"{k}.a.npy", angles)
         parts.append((f"s{k}", tmp_path / f"{k}.npy", tmp_path / f"{k}.a.npy"))
-    data._write(tmp_path / "f.h5", parts, default_conf, {"train": [], "test": []}, {}, 0.0)
+    data._write(tmp_path / "f.h5", parts, default_conf, {"file": None, "section": None, "train": [], "test": []}, {}, 0.0)
     with h5py.File(tmp_path / "f.h5") as f:
         src = f["source"][:]
         assert np.bincount(src).tolist() == list(sizes) and not np.all(np.diff(src) >= 0)

@@ -89,6 +89,9 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
             _refuse_held_out(user, root, split)
         plan += user
         split = {**split, "train": split["train"] + user_split["train"]}
+    # What the file records of the split: which file and section it was read from, if any.
+    split["file"] = str(Path(conf["split_file"]).resolve()) if with_split else None
+    split["section"] = conf["split"] if with_split else None
     output.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     skipped: dict[str, str] = {}
@@ -175,10 +178,7 @@ def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: fl
             for k in range(4):
                 ds[k][s:s + len(rows)] = block[:, k]
         f.attrs["sources"] = json.dumps(sources)
-        with_split = not conf["user_sets"] or conf["keep_split"]
-        f.attrs["split"] = json.dumps({"file": str(Path(conf["split_file"]).resolve()) if with_split else None,
-                                       "section": conf["split"] if with_split else None,
-                                       "train": split["train"], "test": split["test"]})
+        f.attrs["split"] = json.dumps({k: split[k] for k in ("file", "section", "train", "test")})
         f.attrs["created"] = json.dumps({
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "lift_localizer_version": __version__,
             "opencv": cv2.__version__, "parameters": conf, "counts": counts, "seconds": round(seconds, 1),
