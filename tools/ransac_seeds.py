@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     maps = dict(m.split("=", 1) for m in args.maps)
     if not 1 <= len(maps) <= 2 or args.seeds < 2:
         p.error("one or two maps, and at least two seeds")
-    frames = [f for f in read_frames(args.bag, pose_topic="/ground_truth/pose") if f.T_map_camera is not None and f.camera is not None]
+    frames = [f for f in read_frames(args.bag, pose_topic="/ground_truth/pose")
+              if f.T_map_camera is not None and f.camera is not None]
     gts = [f.T_map_camera for f in frames]
     seeds = list(range(args.seeds))
     runs, depth = {}, float("nan")
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{counts.min()}–{counts.max()}   {counts.max() - counts.min()}")
     if len(hits) == 2:
         (a, ha), (b, hb) = hits.items()
-        print(f"[{a} − {b}] each query's hit rate over the seeds, summed (in queries), with its bootstrap 95 % interval")
+        print(f"[{a} − {b}] each query's hit rate over the seeds, summed (in queries), "
+              "with its bootstrap 95 % interval")
         for t, pa, pb in zip(thresholds, ha, hb):
             print(paired_line(f"({t[0]:g} m, {t[1]:g}°)", pa.mean(0), pb.mean(0)))
         if args.csv:

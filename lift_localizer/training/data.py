@@ -46,7 +46,7 @@ from .options import DataError, default_conf, log_to_stderr, merge_options
 from .patches import PATCH_SIZE, SUPPORT_MULTIPLE, render
 from .quadruplets import sfm_quads, webcam_quads
 from .scenes import Scene, load_bag, load_collection
-from .splits import SetEntry, read_split, select_sources, user_plan
+from .splits import SetEntry, read_split, refuse_held_out, select_sources, user_plan
 from .webcams import load_webcam
 
 WRITE_BLOCK = 4096             # rows gathered in memory per write
@@ -86,7 +86,7 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
     if conf["user_sets"]:
         user, user_split = user_plan(conf["user_sets"], taken={e.name for e, _ in plan})
         if with_split:
-            _refuse_held_out(user, root, split)
+            refuse_held_out(user, root, split)
         plan += user
         split = {**split, "train": split["train"] + user_split["train"]}
     # What the file records of the split: which file and section it was read from, if any.
@@ -139,16 +139,6 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
         f.attrs["created"] = json.dumps(created)
     return {"output": str(output), "counts": counts, "total": int(sum(counts.values())), "seconds": seconds,
             "skipped": skipped}
-
-
-def _refuse_held_out(user, root: Path, split: dict) -> None:
-    """A user's set that is, holds or lies in one of the split's test or excluded sets is refused."""
-    held_out = [(root / p).resolve() for p in split["test"] + split["excluded"]]
-    for entry, _ in user:
-        path = Path(entry.path)
-        for h in held_out:
-            if path == h or h in path.parents or path in h.parents:
-                raise DataError(f"{path}: held out by the split ({h}); never trained on")
 
 
 def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: float) -> None:

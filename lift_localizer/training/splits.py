@@ -28,9 +28,23 @@ def read_split(split_file: str | Path, section: str = SPLIT_SECTION) -> dict:
     excluded = [_norm(p) for p in split.get("excluded", [])]
     for t in train:
         for u in test + excluded:
-            if t == u or t.startswith(u + "/") or u.startswith(t + "/"):
+            if overlap(Path(t), Path(u)):
                 raise DataError(f"{path} [{section}]: training set {t} overlaps the test/excluded set {u}")
     return {"train": train, "test": test, "excluded": excluded}
+
+
+def overlap(a: Path, b: Path) -> bool:
+    """Whether one set's folder is, holds or lies in the other's."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def refuse_held_out(user: list[tuple[SetEntry, list[str]]], root: Path, split: dict) -> None:
+    """A user's set (absolute path) that overlaps one of the split's test or excluded sets is refused."""
+    held_out = [(root / p).resolve() for p in split["test"] + split["excluded"]]
+    for entry, _ in user:
+        for h in held_out:
+            if overlap(Path(entry.path), h):
+                raise DataError(f"{entry.path}: held out by the split ({h}); never trained on")
 
 
 def _norm(p: str) -> str:
