@@ -131,3 +131,14 @@ def test_default_bound_printed_once_and_negatives_not_needed(scenes, tmp_path):
     assert stdout.count("wrong accepted:") == 1 and "negatives:" not in stdout
     s = json.loads((tmp_path / "s.json").read_text())["sift"]
     assert s["wrong_accepted"] == {"0.25m_5deg": 0} and s["negatives"] is None
+
+
+def test_a_report_records_the_options_it_ran_with(scenes, tmp_path):
+    code, _, stderr = run_cli("evaluate", "--map", scenes / "map", "--bag", scenes / "query", "--features", "sift",
+                              "--ransac-seed", "3", "--ratio", "0.8", "--top-k", "4", "--report", tmp_path / "r")
+    assert code == 0, stderr
+    options = json.loads((tmp_path / "r" / "summary.json").read_text())["sift"]["options"]
+    assert (options["seed"], options["ratio"], options["top_k"]) == (3, 0.8, 4)
+    assert options["solver"] in ("pycolmap", "poselib", "opencv")
+    assert options["extractor"]["max_keypoints"] == options["max_keypoints"]
+    assert "top 4 map images, ratio 0.8, RANSAC threshold 8 px, RANSAC seed 3" in (tmp_path / "r" / "report.html").read_text()

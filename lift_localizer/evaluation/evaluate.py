@@ -2,6 +2,7 @@
 side by side on the same map images and queries), and write a report a person wants to read."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
         summary = summarize(err, [o.reason for o in outcomes], timings, thresholds,
                             wrong_bounds=(WRONG_BOUND, wrong_bound))
         summary.solver = localizer.solver
+        summary.options = run_options(localizer)
         summary.scene_thresholds = tuple(t for t in scaled if t in thresholds)
         summary.scene_depth = depth
         summary.nees = np.array([nees(o.T_map_camera, o.result.covariance, gt) if o.reason is None else np.nan
@@ -82,6 +84,14 @@ def evaluate(map_dir: str | Path, frames: list[Frame], truths: dict[str, np.ndar
     if report:
         write_report(Path(report), results, gts, dataset_name(map_dir), map_dir)
     return results
+
+
+def run_options(localizer: Localizer) -> dict:
+    """The localizer's options with the solver it picked, and its query extractor's, as JSON values."""
+    options = {**localizer.conf, "solver": localizer.solver,
+               "extractor": getattr(localizer.extractor, "conf", None)}
+    # Weights may be given as paths, a device as a torch.device: their text is what a reader needs.
+    return json.loads(json.dumps(options, default=str))
 
 
 def count_negatives(localizer: Localizer, negatives: dict[str, list[Frame]], name: str = "") -> dict:

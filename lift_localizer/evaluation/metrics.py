@@ -68,6 +68,9 @@ class Summary:
     # scene, so that queries of several scenes can be pooled; empty where none were computed
     scene_thresholds: tuple = ()
     scene_depth: float = float("nan")   # metres: what they are scaled by
+    # What the localizer ran with (its options, the query extractor's), so that a report says how it
+    # was made: the RANSAC seed, the ratio, the keypoint budget, the weights.
+    options: dict = field(default_factory=dict)
 
     @property
     def calibration(self) -> dict | None:
@@ -112,7 +115,8 @@ class Summary:
                 "negatives": self.negatives, "covariance_calibration": self.calibration,
                 "paired": [c.to_dict() for c in self.paired],
                 "scene_thresholds": [bound_key(b) for b in self.scene_thresholds],
-                "scene_depth_m": self.scene_depth if np.isfinite(self.scene_depth) else None}
+                "scene_depth_m": self.scene_depth if np.isfinite(self.scene_depth) else None,
+                "options": self.options}
 
 
 def errors(estimates: list[np.ndarray | None], truths: list[np.ndarray]) -> np.ndarray:

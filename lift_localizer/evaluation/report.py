@@ -338,12 +338,20 @@ def _figure(src: str, caption: str, shown: bool = True) -> str:
             f"</a>{below}</figure>")
 
 
+def _options_text(o: dict) -> str:
+    """The options a reader needs to run the same evaluation again (all of them: summary.json)."""
+    if not o:
+        return ""
+    return (f"; {o['max_keypoints']} keypoints per query, top {o['top_k']} map images, ratio {o['ratio']:g}, "
+            f"RANSAC threshold {o['ransac_threshold_px']:g} px, RANSAC seed {o['seed']}")
+
+
 def _html(results: dict, matches: dict, dataset: str, n: int, map_dir) -> str:
     first = next(iter(results.values()))[0]
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     about = (f"{n} queries with a ground-truth pose; feature sets {', '.join(results)}; PnP solver "
              f"{first.solver or '–'}; retrieval {(first.retrieval or {}).get('method', '–')}"
-             + (f"; map {map_dir}" if map_dir else "") + f"; written {when}.")
+             + _options_text(first.options) + (f"; map {map_dir}" if map_dir else "") + f"; written {when}.")
     parts = [f"<h1>Localization report — {html.escape(dataset)}</h1>", f"<p>{html.escape(about)}</p>",
              _recall_section(results), _paired_section(results), _failure_section(results),
              _timing_section(results),
