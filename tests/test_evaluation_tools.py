@@ -146,3 +146,48 @@ def test_ransac_seeds_localizes_every_query_with_each_seed_and_pools_its_table(r
     assert len(scaled) == len(query) and all(r["rate_a"] == r["rate_b"] for r in rows)
     assert ransac_seeds.main(["--pool", str(table), str(table)]) == 0
     assert f"0.8 % of D ({2 * len(query)} queries)" in capsys.readouterr().out
+
+
+def test_query_refinement_moves_disturbed_keypoints_back_onto_their_points(room_scene, tmp_path, capsys):
+    import dataclasses
+
+    import query_refinement
+
+    from lift_localizer.geometry.pose import invert
+    from lift_localizer.localization.localizer import Localizer
+    from lift_localizer.mapping.frames import posed_frames
+    from lift_localizer.mapping.io import load_map
+
+    root, cam, query = room_scene
+    scene = load_map(root / "map")
+    localizer = Localizer(scene)
+    image, T = query[0]
+    r = localizer(image, cam)
+    assert r.success
+    kp = r.match_keypoints[r.inliers]
+    pids = query_refinement.point_ids(scene)
+    pids = np.array([pids[tuple(x)] for x in r.match_xyz[r.inliers]])
+    # Where the query sees each point: its projection at the true pose (the room is rendered exactly).
+    Xc = r.match_xyz[r.inliers] @ invert(T)[:3, :3].T + invert(T)[:3, 3]
+    truth = Xc[:, :2] / Xc[:, 2:] @ np.diag(cam.K[[0, 1], [0, 1]]) + cam.K[:2, 2]
+    rng = np.random.default_rng(0)
+    disturbed = r.features.keypoints.astype(np.float64).copy()
+    disturbed[kp] = truth + rng.normal(0, 0.7, (len(kp), 2))
+    disturbed = disturbed.astype(np.float32)
+    q = dataclasses.replace(r.features, keypoints=disturbed)
+    images = query_refinement.MapImages(str(root / "mapping"))
+    index = query_refinement.observations_by_point(scene)
+    aligned, counted = query_refinement.aligned_keypoints(
+        image, q, kp, pids, scene, index, images, {}, 3, dict(query_refinement.default_conf))
+    assert (counted > 0).mean() > 0.3
+    before = np.linalg.norm(disturbed[kp] - truth, axis=1)
+    after = np.linalg.norm(aligned - truth, axis=1)
+    assert np.median(after[counted > 0]) < 0.5 * np.median(before[counted > 0])
+    np.testing.assert_allclose(aligned[counted == 0], disturbed[kp][counted == 0], atol=1e-5)
+
+    write_bag(tmp_path / "query", posed_frames(query, cam, 2 * 10**18))
+    assert query_refinement.main(["--sets", f"{root / 'map'}:{root / 'mapping'}:{tmp_path / 'query'}",
+                                  "--features", "lift"]) == 0
+    out = capsys.readouterr().out
+    assert f"lift map: {len(query)} of {len(query)} localized" in out
+    assert "  aligned " in out and f"(n = {len(query)})" in out

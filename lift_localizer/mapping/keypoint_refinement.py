@@ -88,7 +88,7 @@ BLUR = 0.6
 STEPS_PER_OCTAVE = 4
 
 
-class _Blurred:
+class BlurredImage:
     """An image's intensity and x, y derivatives (3, H, W), blurred per spacing level, made on demand."""
 
     def __init__(self, gray: np.ndarray) -> None:
@@ -105,7 +105,7 @@ class _Blurred:
         return self.levels[q]
 
 
-def _grid(conf: dict) -> torch.Tensor:
+def patch_grid(conf: dict) -> torch.Tensor:
     """(P², 2) patch sample offsets in keypoint sigmas, and their Gaussian weights (P²,)."""
     n = conf["patch_size"]
     t = torch.linspace(-conf["patch_radius"], conf["patch_radius"], n, dtype=torch.float64)
@@ -132,7 +132,7 @@ def _sample(img: torch.Tensor, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor
                          align_corners=True)[0].permute(1, 2, 0)
 
 
-def _frames(f: Features, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def keypoint_frames(f: Features, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centres (n, 2), affine frames (n, 2, 2) mapping sigma units to pixels, sigmas (n,)."""
     c = torch.from_numpy(f.keypoints[idx].astype(np.float64))
     sigma = torch.from_numpy(f.scales[idx].astype(np.float64)) / 2
@@ -147,7 +147,8 @@ def _znorm(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return d / torch.sqrt((d * d * w).sum(-1, keepdim=True) / w.sum()).clamp(min=1e-6)
 
 
-def _patches(image: _Blurred, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def read_patches(image: BlurredImage, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor,
+                 w: torch.Tensor) -> torch.Tensor:
     """Z-normalised patches (n, P²) at frames (c, A), each read at its blur level."""
     out = torch.zeros(len(c), len(g))
     level = _level(A, g)
@@ -157,8 +158,8 @@ def _patches(image: _Blurred, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor,
     return out
 
 
-def _align(image: _Blurred, template: torch.Tensor, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor,
-           w: torch.Tensor, conf: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def align_patches(image: BlurredImage, template: torch.Tensor, c: torch.Tensor, A: torch.Tensor, g: torch.Tensor,
+                  w: torch.Tensor, conf: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss-Newton on (centre, affine frame, gain, bias) so that the image around each c matches its
     z-normalised ``template`` (n, P²), each patch read at the blur level of its starting frame.
     Returns the centres (n, 2), the frames (n, 2, 2) and the final weighted ZNCC (n,)."""
@@ -272,7 +273,7 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
     first[1:] = label[order[1:]] != label[order[:-1]]
     ref_node = order[first]                      # indexed by track label
     image_of = np.repeat(np.arange(len(counts)), counts)   # per keypoint node, its image
-    g, w = _grid(conf)
+    g, w = patch_grid(conf)
     templates = torch.zeros(len(ref_node), len(g), dtype=torch.float32)   # 0.9 KB a track
     ref_frames = torch.zeros(len(ref_node), 2, 2, dtype=torch.float64)
 
@@ -283,9 +284,9 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
             if progress:
                 progress()
             continue
-        pyr = _Blurred(images(k))
-        c, A, _ = _frames(features[k], ref_node[sel] - offsets[k])
-        templates[torch.from_numpy(sel)] = _patches(pyr, c, A, g, w)
+        pyr = BlurredImage(images(k))
+        c, A, _ = keypoint_frames(features[k], ref_node[sel] - offsets[k])
+        templates[torch.from_numpy(sel)] = read_patches(pyr, c, A, g, w)
         ref_frames[torch.from_numpy(sel)] = A
         if progress:
             progress()
@@ -305,10 +306,10 @@ def _refine(images, features, matches, conf, progress) -> tuple[list[np.ndarray]
             if progress:
                 progress()
             continue
-        pyr = _Blurred(images(k))
+        pyr = BlurredImage(images(k))
         idx = sel - offsets[k]
-        c0, A, sigma = _frames(features[k], idx)
-        c, A, zncc = _align(pyr, templates[torch.from_numpy(label[sel])], c0, A, g, w, conf)
+        c0, A, sigma = keypoint_frames(features[k], idx)
+        c, A, zncc = align_patches(pyr, templates[torch.from_numpy(label[sel])], c0, A, g, w, conf)
         shift = torch.linalg.norm(c - c0, dim=1)
         ok = (zncc >= conf["min_correlation"]) & (shift <= conf["max_shift"] * sigma) & torch.isfinite(c).all(1)
         ok &= torch.isfinite(A).all(2).all(1) & (torch.abs(torch.linalg.det(A)) > 1e-9)
