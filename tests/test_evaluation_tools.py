@@ -191,3 +191,21 @@ def test_query_refinement_moves_disturbed_keypoints_back_onto_their_points(room_
     out = capsys.readouterr().out
     assert f"lift map: {len(query)} of {len(query)} localized" in out
     assert "  aligned " in out and f"(n = {len(query)})" in out
+
+
+def test_ransac_seeds_judges_both_maps_by_the_first_maps_scene_depth(tmp_path, monkeypatch, capsys):
+    import ransac_seeds
+
+    from lift_localizer.evaluation.thresholds import scaled_thresholds
+
+    frames = [Frame(str(k), Camera(64, 48, np.eye(3)), np.eye(4), k) for k in range(2)]
+    monkeypatch.setattr(ransac_seeds, "read_frames", lambda *a, **k: frames)
+    depths = {"near": 1.0, "far": 4.0}
+    monkeypatch.setattr(ransac_seeds, "seed_errors",
+                        lambda m, f, g, seeds: (np.zeros((len(seeds), len(f), 2)), depths[m.name]))
+    assert ransac_seeds.main(["--maps", f"a={tmp_path / 'near'}", f"b={tmp_path / 'far'}", "--bag", "q",
+                              "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    for metres, degrees in scaled_thresholds(1.0):
+        assert f"({metres:g} m, {degrees:g}°): 2 2" in out
+    assert f"({scaled_thresholds(4.0)[0][0]:g} m" not in out

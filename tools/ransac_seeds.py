@@ -12,6 +12,7 @@ map's own spread over seeds is not a difference.
 
 ``--csv`` writes each query's hit rate under both maps at every threshold; the scene-scaled ones are
 labelled by their fraction of the scene depth, so that scenes pool as in tools/pooled_comparison.py.
+That depth is the first map's, as ``evaluate`` takes it from its first feature set's map.
 """
 from __future__ import annotations
 
@@ -83,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
               if f.T_map_camera is not None and f.camera is not None]
     gts = [f.T_map_camera for f in frames]
     seeds = list(range(args.seeds))
-    runs, depth = {}, float("nan")
+    runs, depths = {}, []
     for name, map_dir in maps.items():
-        runs[name], depth = seed_errors(Path(map_dir), frames, gts, seeds)
+        runs[name], d = seed_errors(Path(map_dir), frames, gts, seeds)
+        depths.append(d)
+    depth = depths[0]   # the first map's, as `evaluate` judges every feature set by its first map's thresholds
     thresholds = default_thresholds(depth)
     print(f"{args.bag}: {len(frames)} queries, RANSAC seeds 0–{args.seeds - 1}")
     hits = {name: np.stack([[within(e, t) for e in err] for t in thresholds]) for name, err in runs.items()}
