@@ -11,6 +11,7 @@ from lift_localizer.training.losses import (
     desc_loss,
     det_class_loss,
     pair_distance_loss,
+    ratio_loss,
     softargmax,
     softmax_pool,
 )
@@ -71,6 +72,42 @@ def test_hard_negative_matches_brute_force_and_gradient_reaches_chosen_negative(
     d2.requires_grad_(True)
     d3.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b, c: desc_loss(a, b, c, margin=margin), (d1, d2, d3))
+
+
+def test_ratio_loss_by_hand_both_ways():
+    d1, d2 = t([[0.0, 0.0], [10.0, 0.0]]), t([[1.0, 0.0], [10.0, 1.0]])
+    # anchor d1[0]: positive 1, nearest candidate d3[0] at 2 → max(0, 1 − 0.8·2) = 0; anchor d2[0]:
+    # positive 1, nearest d3[0] at 1 → 1 − 0.8 = 0.2. Point 1's views are far from everything else.
+    d3 = t([[2.0, 0.0], [-20.0, 0.0]])
+    assert ratio_loss(d1, d2, d3).item() == pytest.approx(0.2 / 4)
+    assert ratio_loss(d2, d1, d3).item() == pytest.approx(0.2 / 4)
+    # at the localizer's own ratio, 0.9: anchor d2[0] gives 1 − 0.9 · 1 = 0.1
+    assert ratio_loss(d1, d2, d3, ratio=0.9).item() == pytest.approx(0.1 / 4)
+    # the other point's view is a candidate: put d2[1] next to d1[0]
+    assert ratio_loss(d1, t([[1.0, 0.0], [0.5, 0.0]]), t([[50.0, 0.0], [-50.0, 0.0]])).item() > 0
+    with pytest.raises(ValueError):
+        ratio_loss(d1, d2, d3, ratio=0.0)
+
+
+def test_a_step_on_the_ratio_loss_makes_more_views_pass_the_localizers_match_test():
+    from lift_localizer.training.train_lift import ratio_matches
+
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(64, 8, generator=g, dtype=torch.float64)
+    d1 = (points + 0.6 * torch.randn(64, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    d2 = points + 0.6 * torch.randn(64, 8, generator=g, dtype=torch.float64)
+    d3 = torch.randn(64, 8, generator=g, dtype=torch.float64)
+    before = ratio_matches(d1.detach(), d2)
+    assert 0 < before["val_ratio_recall"] < 1
+    for _ in range(20):
+        loss = ratio_loss(d1, d2, d3)
+        (grad,) = torch.autograd.grad(loss, d1)
+        d1 = (d1 - 2.0 * grad).detach().requires_grad_()
+    after = ratio_matches(d1.detach(), d2)
+    assert ratio_loss(d1, d2, d3).item() < loss.item() or loss.item() == 0
+    assert after["val_ratio_recall"] > before["val_ratio_recall"] + 0.2
+    assert after["val_ratio_precision"] >= before["val_ratio_precision"]
+    assert ratio_matches(d2, d2) == {"val_ratio_recall": 1.0, "val_ratio_precision": 1.0}
 
 
 def test_pair_distance_loss_by_hand():

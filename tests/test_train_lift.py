@@ -15,6 +15,7 @@ import torch
 from lift_localizer.cli import main
 from lift_localizer.synthetic import bilinear, make_texture
 from lift_localizer.training import train_lift as tl
+from lift_localizer.training.losses import ratio_loss
 from lift_localizer.training.train_lift import centre_crops, train_phase
 from lift_localizer.weights import WeightsError, load_network
 
@@ -134,6 +135,26 @@ def test_desc_phase_trains_saves_and_resumes(quadruplets, tmp_path):
     card = train_phase("desc", quadruplets, tmp_path / "desc2", {**conf, "epochs": 2}, checkpoint=tmp_path / "ckpt",
                        resume=True, log=lambda *a: None)
     assert [e["epoch"] for e in card["training"]["loss_log"]] == [1, 2]
+
+
+def test_desc_trained_with_the_localizers_match_test(quadruplets, tmp_path):
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "desc", "--data", str(quadruplets), "--output", str(tmp_path / "cli"), "--epochs", "1",
+                     "--loss", "ratio", "--teacher", "desc"]) == 0
+    card = json.loads((tmp_path / "cli.json").read_text())
+    assert card["training"]["loss"] == "ratio" and card["training"]["teacher_sha256"] == load_network("desc").sha256
+    conf = {"epochs": 1, "batch_size": _whole_split(quadruplets), "val_fraction": 0.2, "chunk": 64, "loss": "ratio",
+            "teacher": "desc", "lr": 1e-4}
+    card = train_phase("desc", quadruplets, tmp_path / "ratio", conf, log=lambda *a: None)
+    assert {"val_ratio_recall", "val_ratio_precision"} <= set(card["quality"]["held_out_after"])
+    # Its one step (from the teacher's own weights: no distillation gradient yet) lowered the ratio loss.
+    before = _training_loss("desc", quadruplets, card, {})
+    assert _training_loss("desc", quadruplets, card, {"desc": tmp_path / "ratio"}) < before
+    d = torch.randn(3, 8, 128, generator=torch.Generator().manual_seed(0))
+    assert tl._desc_loss(*d, {**tl.default_conf, "loss": "ratio"}) == ratio_loss(*d)
+    assert tl._desc_loss(*d, tl.default_conf) != ratio_loss(*d)
+    with pytest.raises(ValueError, match="ratio"):
+        train_phase("ori", quadruplets, tmp_path / "o", {"loss": "ratio"}, log=lambda *a: None)
 
 
 def test_ori_phase_keeps_desc_fixed(quadruplets, tmp_path):

@@ -191,6 +191,10 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
     if phase in ("desc", "joint"):
         q.add_argument("--no-hard-negatives", action="store_true", help="random negatives only")
     if phase == "desc":
+        q.add_argument("--loss", choices=("paper", "ratio"), default="paper",
+                       help="paper: LIFT's (positives pulled together, the hardest negative pushed past a margin); "
+                            "ratio: the localizer's match test (each view nearer to the other than 0.8 × to the "
+                            "nearest other point, both ways); use it with --teacher, which holds the scale")
         q.add_argument("--upright", action="store_true",
                        help="train on upright patches (for a pipeline whose ORI is untrained or off)")
         q.add_argument("--architecture", choices=("full", "thin", "fast"), default=None,
@@ -256,7 +260,7 @@ def run_lift_phase(args: argparse.Namespace) -> int:
         conf["hard_negatives"] = not args.no_hard_negatives
     if args.phase == "desc":
         conf.update(upright=args.upright, architecture=args.architecture, teacher=args.teacher,
-                    distill_weight=args.distill_weight)
+                    distill_weight=args.distill_weight, loss=args.loss)
     if args.phase in ("det", "joint"):
         conf["class_weight"] = args.class_weight
     if args.phase == "ori":

@@ -118,6 +118,48 @@ def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: floa
     return (positive + torch.relu(margin - negative)).mean()
 
 
+# The ratio ``ratio_loss`` asks for: stricter than the localizer's test (0.9, options.default_conf),
+# so that a match passes it with room to spare on an unseen image.
+TRAIN_RATIO = 0.8
+
+
+def ratio_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, ratio: float = TRAIN_RATIO) -> torch.Tensor:
+    """The localizer's matching as a loss: each view's descriptor nearer to the other view's than
+    ``ratio`` × to the nearest other point, in both directions (the matching is mutual).
+
+    Localization keeps a match when the two descriptors are mutual nearest neighbours and the
+    nearest is closer than 0.9 × the second nearest (L2 distances; features/matching.py). Here, for
+    each anchor a = d1[i] with positive p = d2[i], and for a = d2[i] with p = d1[i]:
+    ``max(0, ‖a − p‖ − ratio · ‖a − n‖)``, n the nearest candidate among the rows of d3 and the
+    other view's rows j ≠ i (as ``desc_loss``'s mining; the gradient flows through it only). The
+    loss is relative, so it does not hold the descriptors' scale: train with a teacher
+    (``distillation_loss``), which keeps them in the space NetVLAD aggregates.
+
+    Args:
+        d1, d2: (N, D) descriptors of N points in two views; d3: (N, D) descriptors of other points.
+        ratio: the ratio asked for, in (0, 1].
+    Returns:
+        () scalar, the mean over the 2N anchors.
+    """
+    if d1.dim() != 2 or d1.shape != d2.shape or d1.shape != d3.shape:
+        raise ValueError(f"d1, d2, d3 must all be (N, D), got {tuple(d1.shape)}, {tuple(d2.shape)}, {tuple(d3.shape)}")
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    n = d1.shape[0]
+    own = torch.arange(n, device=d1.device)
+    terms = []
+    for a, p in ((d1, d2), (d2, d1)):
+        candidates = torch.cat([d3, p], dim=0)                   # (2N, D)
+        with torch.no_grad():
+            dist = _squared_distances(a, candidates)
+            dist[own, n + own] = math.inf                          # p[i] is the anchor's own point
+            choice = dist.argmin(dim=1)
+        positive = (a - p).pow(2).sum(1).clamp(min=1e-12).sqrt()
+        negative = (a - candidates[choice]).pow(2).sum(1).clamp(min=1e-12).sqrt()
+        terms.append(torch.relu(positive - ratio * negative))
+    return torch.cat(terms).mean()
+
+
 def pair_distance_loss(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
     """Mean squared L2 distance between matching rows: mean_i ‖d1[i] - d2[i]‖².
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..features.matching import mutual_nearest_neighbours
+from ..localization.options import default_conf as default_localizer_conf
 from ..weights import LoadedNetwork, load_network, save_network, tensors_sha256
 from .checkpoint import load_checkpoint, save_checkpoint
 from .det_phase import (
@@ -50,6 +52,9 @@ default_conf = {
     "lr": 1e-3,
     "margin": None,               # desc_loss margin C; None: the loss's default
     "hard_negatives": True,
+    # DESC's loss: "paper" (desc_loss, LIFT's) or "ratio" (ratio_loss, the localizer's matching test;
+    # with a teacher, which holds the descriptors' scale).
+    "loss": "paper",
     # DESC on upright patches (angles ignored), for a pipeline whose ORI is untrained or turned off.
     "upright": False,
     # DESC and ORI: train a network of this architecture (nets/desc.py WIDTHS, nets/ori.py
@@ -159,8 +164,10 @@ def _normalise(patches: torch.Tensor, net: LoadedNetwork) -> torch.Tensor:
 
 
 def _desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, conf: dict) -> torch.Tensor:
-    from .losses import desc_loss
+    from .losses import desc_loss, ratio_loss
 
+    if conf["loss"] == "ratio":
+        return ratio_loss(d1, d2, d3)
     kwargs = {"hard_negatives": conf["hard_negatives"]}
     if conf["margin"] is not None:
         kwargs["margin"] = conf["margin"]
@@ -253,6 +260,8 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
         a1, a2, d1, d2 = *a.chunk(2), *d.chunk(2)
     loss = desc_step(desc, batch, conf, nets.get("teacher")) if phase == "desc" else ori_step(nets, batch)
     out = {"val_loss": float(loss), "val_nn_accuracy": nn_accuracy(d1, d2), "val_points": len(d1)}
+    if phase == "desc":
+        out.update(ratio_matches(d1, d2))
     if phase == "desc" and "teacher" in nets:
         teacher = nets["teacher"]
         t1 = teacher.module(_normalise(centre_crops(batch["p1"], a1), desc))
@@ -271,6 +280,15 @@ def validate(phase: str, nets: dict[str, LoadedNetwork], data: Quadruplets, conf
             out["val_median_angle_error_to_teacher_deg"] = _median_angle_error_deg(
                 torch.cat([a1, a2]), angle(teacher.module(patches)))
     return out
+
+
+@torch.no_grad()
+def ratio_matches(d1: torch.Tensor, d2: torch.Tensor, ratio: float = default_localizer_conf["ratio"]) -> dict:
+    """The localizer's matching (mutual nearest neighbours and the ratio test) between two views of
+    N points, (N, D) each: the share of points it matches to themselves, and of its matches that are right."""
+    m = mutual_nearest_neighbours(d1, d2, ratio)
+    right = int((m[:, 0] == m[:, 1]).sum())
+    return {"val_ratio_recall": round(right / len(d1), 4), "val_ratio_precision": round(right / max(len(m), 1), 4)}
 
 
 def _median_angle_error_deg(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -417,6 +435,8 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     from .losses import SOFTARGMAX_BETA, SOFTMAX_BETA
     conf["softmax_beta"] = conf["softmax_beta"] or SOFTMAX_BETA
     conf["softargmax_beta"] = conf["softargmax_beta"] or SOFTARGMAX_BETA
+    if conf["loss"] not in ("paper", "ratio") or (conf["loss"] == "ratio" and phase != "desc"):
+        raise ValueError(f"loss {conf['loss']!r}: 'paper', or 'ratio' for the desc phase")
     if conf["threads"]:
         torch.set_num_threads(int(conf["threads"]))
     torch.manual_seed(conf["seed"])
