@@ -165,8 +165,8 @@ def test_query_refinement_moves_disturbed_keypoints_back_onto_their_points(room_
     r = localizer(image, cam)
     assert r.success
     kp = r.match_keypoints[r.inliers]
-    pids = query_refinement.point_ids(scene)
-    pids = np.array([pids[tuple(x)] for x in r.match_xyz[r.inliers]])
+    pids = r.match_point_ids[r.inliers]
+    np.testing.assert_array_equal(scene.points_xyz(pids), r.match_xyz[r.inliers])
     # Where the query sees each point: its projection at the true pose (the room is rendered exactly).
     Xc = r.match_xyz[r.inliers] @ invert(T)[:3, :3].T + invert(T)[:3, 3]
     truth = Xc[:, :2] / Xc[:, 2:] @ np.diag(cam.K[[0, 1], [0, 1]]) + cam.K[:2, 2]

@@ -69,11 +69,6 @@ def observations_by_point(scene) -> dict[int, list[tuple[int, int]]]:
     return out
 
 
-def point_ids(scene) -> dict[tuple, int]:
-    """Map point position → id: the localizer reports its matches' points by position."""
-    return {tuple(x): int(p) for x, p in zip(scene.xyz, scene.point_ids)}
-
-
 def _project(im, xyz: np.ndarray) -> np.ndarray:
     """(N, 3) map points → (N, 2) distorted pixels of map image ``im``."""
     T = invert(im.T_map_camera)
@@ -134,7 +129,6 @@ def run_set(map_dir: str, mapping_bag: str, bag: str, features: str, views: int)
     index = observations_by_point(scene)
     images = MapImages(mapping_bag)
     names = {im.name: i for i, im in enumerate(scene.images)}
-    by_xyz = point_ids(scene)
     localizer = Localizer(scene)
     conf = dict(default_conf)
     frames = [f for f in read_frames(bag, pose_topic="/ground_truth/pose") if f.T_map_camera is not None]
@@ -147,8 +141,7 @@ def run_set(map_dir: str, mapping_bag: str, bag: str, features: str, views: int)
             continue
         errors["shipped"][qi] = pose_error(r.T_map_camera, f.T_map_camera)
         inl = r.inliers
-        kp, xyz = r.match_keypoints[inl], r.match_xyz[inl]
-        pids = np.array([by_xyz[tuple(x)] for x in xyz], np.int64)
+        kp, xyz, pids = r.match_keypoints[inl], r.match_xyz[inl], r.match_point_ids[inl]
         rank = {names[n]: j for j, n in enumerate(r.retrieved)}
         xy_aligned, counted = aligned_keypoints(gray, r.features, kp, pids, scene, index, images, rank, views, conf)
         size = (f.camera.width, f.camera.height)

@@ -69,9 +69,9 @@ def run_set(map_dir: str, bag: str, features: str) -> tuple[dict[str, np.ndarray
     """{"shipped" and each weighting: (Q, 2) errors, inf where not localized}, the set's scaled thresholds."""
     scene = load_map(map_dir, features)
     thresholds = scaled_thresholds(scene_depth(scene))
-    # The localizer reports its matches' points by position: look their error and track up by it.
+    # Each point's error and track length, in the rows of the map's points (points.h5's order).
     with h5py.File(Path(scene.path) / "points.h5", "r") as f:
-        by_xyz = {tuple(x): (e, n) for x, e, n in zip(f["xyz"][()], f["error"][()], f["track_length"][()])}
+        point_error, track_length = f["error"][()], f["track_length"][()]
     localizer = Localizer(scene)
     frames = [f for f in read_frames(bag, pose_topic="/ground_truth/pose") if f.T_map_camera is not None]
     errors = {k: np.full((len(frames), 2), np.inf) for k in ("shipped", *WEIGHTINGS)}
@@ -83,8 +83,8 @@ def run_set(map_dir: str, bag: str, features: str) -> tuple[dict[str, np.ndarray
         inl = r.inliers
         kp, xyz = r.match_keypoints[inl], r.match_xyz[inl]
         xy = f.camera.undistort_points(r.features.keypoints[kp])
-        point = np.array([by_xyz[tuple(x)] for x in xyz])
-        per = sigmas(r.features.scales[kp], point[:, 0], point[:, 1])
+        rows, _ = scene.rows(r.match_point_ids[inl])
+        per = sigmas(r.features.scales[kp], point_error[rows], track_length[rows])
         for name, sigma in per.items():
             T = weighted_refinement(r.T_map_camera, f.camera.K, xy, xyz, sigma)
             errors[name][i] = pose_error(T, f.T_map_camera)

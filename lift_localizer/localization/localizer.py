@@ -70,6 +70,8 @@ class LocalizationResult:
     # Which map images retrieval chose from (the whole map, or an area around a prior); None where
     # the query ended before retrieval.
     area: AreaUse | None = None
+    # The map's ids of match_xyz's points (the same rows).
+    match_point_ids: np.ndarray | None = None
 
     @property
     def inlier_ratio(self) -> float:
@@ -241,7 +243,7 @@ class Localizer:
             yield LocalizationResult(
                 reason is None, reason, est.T_map_camera if est else None, est.covariance if est else None,
                 est.num_inliers if est else 0, len(kp_idx), retrieved=retrieved, match_keypoints=kp_idx,
-                match_xyz=xyz, inliers=est.inliers if est else None, evidence=evidence)
+                match_xyz=xyz, inliers=est.inliers if est else None, evidence=evidence, match_point_ids=pids)
 
     def localize_features(self, q: Features, camera: Camera, prior: np.ndarray | None = None) -> LocalizationResult:
         """Localize a query's features. ``prior``: where the camera is believed to be (a position
