@@ -81,6 +81,19 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     return (student - teacher).pow(2).sum(1).mean()
 
 
+def _hardest_negatives(anchors: torch.Tensor, positives: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """(N, D): for each anchor row i, the nearest of the rows of ``others`` and of ``positives`` j ≠ i
+    (positives[i] views the anchor's own point). Chosen without gradient; the rows returned carry it."""
+    n = anchors.shape[0]
+    candidates = torch.cat([others, positives], dim=0)   # (2N, D)
+    with torch.no_grad():
+        dist = _squared_distances(anchors, candidates)
+        own = torch.arange(n, device=anchors.device)
+        dist[own, n + own] = math.inf
+        choice = dist.argmin(dim=1)
+    return candidates[choice]
+
+
 def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: float = DESC_MARGIN,
               hard_negatives: bool = True) -> torch.Tensor:
     """LIFT's descriptor loss: pull views of one point together, push other points past a margin.
@@ -105,14 +118,7 @@ def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: floa
         raise ValueError(f"d1, d2, d3 must all be (N, D), got {tuple(d1.shape)}, {tuple(d2.shape)}, {tuple(d3.shape)}")
     positive = (d1 - d2).pow(2).sum(1)
     if hard_negatives:
-        n = d1.shape[0]
-        candidates = torch.cat([d3, d2], dim=0)  # (2N, D)
-        with torch.no_grad():
-            dist = _squared_distances(d1, candidates)
-            own = torch.arange(n, device=d1.device)
-            dist[own, n + own] = math.inf  # d2[i] views the anchor's own point
-            choice = dist.argmin(dim=1)
-        negative = (d1 - candidates[choice]).pow(2).sum(1)
+        negative = (d1 - _hardest_negatives(d1, d2, d3)).pow(2).sum(1)
     else:
         negative = (d1 - d3).pow(2).sum(1)
     return (positive + torch.relu(margin - negative)).mean()
@@ -145,17 +151,10 @@ def ratio_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, ratio: floa
         raise ValueError(f"d1, d2, d3 must all be (N, D), got {tuple(d1.shape)}, {tuple(d2.shape)}, {tuple(d3.shape)}")
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-    n = d1.shape[0]
-    own = torch.arange(n, device=d1.device)
     terms = []
     for a, p in ((d1, d2), (d2, d1)):
-        candidates = torch.cat([d3, p], dim=0)                   # (2N, D)
-        with torch.no_grad():
-            dist = _squared_distances(a, candidates)
-            dist[own, n + own] = math.inf                          # p[i] is the anchor's own point
-            choice = dist.argmin(dim=1)
         positive = (a - p).pow(2).sum(1).clamp(min=1e-12).sqrt()
-        negative = (a - candidates[choice]).pow(2).sum(1).clamp(min=1e-12).sqrt()
+        negative = (a - _hardest_negatives(a, p, d3)).pow(2).sum(1).clamp(min=1e-12).sqrt()
         terms.append(torch.relu(positive - ratio * negative))
     return torch.cat(terms).mean()
 
