@@ -167,3 +167,25 @@ def test_the_maps_pair_ratio_test_is_the_build_option_and_is_recorded():
     assert conf["ratio"] == 0.75 and set(conf) <= set(map_defaults)
     with pytest.raises(SystemExit):
         parse(["build-map", *REQUIRED["build-map"], "--ratio", "1.01"])
+
+
+@pytest.mark.parametrize("command", ["localize", "evaluate"])
+def test_min_covisibility_reaches_the_localizer_and_zero_is_one_place(command, capsys):
+    from lift_localizer.commands import localizer_conf
+
+    parse = build_parser().parse_args
+    assert localizer_conf(parse([command, *REQUIRED[command]]))["min_covisibility"] == default_conf["min_covisibility"]
+    assert localizer_conf(parse([command, *REQUIRED[command], "--min-covisibility", "0"]))["min_covisibility"] == 0
+    with pytest.raises(SystemExit):
+        parse([command, *REQUIRED[command], "--min-covisibility", "-1"])
+    assert "--min-covisibility" in capsys.readouterr().err
+
+
+def test_guided_matching_is_the_build_option_and_is_recorded():
+    from lift_localizer.commands.build_map import map_conf
+    from lift_localizer.mapping.options import default_conf as map_defaults
+
+    parse = build_parser().parse_args
+    assert map_conf(parse(["build-map", *REQUIRED["build-map"]]))["guided_matching"] is map_defaults["guided_matching"]
+    conf = map_conf(parse(["build-map", *REQUIRED["build-map"], "--guided-matching"]))
+    assert conf["guided_matching"] is True and set(conf) <= set(map_defaults)

@@ -209,3 +209,32 @@ def test_ransac_seeds_judges_both_maps_by_the_first_maps_scene_depth(tmp_path, m
     for metres, degrees in scaled_thresholds(1.0):
         assert f"({metres:g} m, {degrees:g}°): 2 2" in out
     assert f"({scaled_thresholds(4.0)[0][0]:g} m" not in out
+
+
+def test_match_truth_counts_right_matches_by_the_true_pose(room_scene, tmp_path, capsys):
+    import match_truth
+
+    from lift_localizer.localization.localizer import Localizer
+    from lift_localizer.mapping.frames import posed_frames
+    from lift_localizer.mapping.io import load_map
+
+    root, cam, query = room_scene
+    localizer = Localizer(load_map(root / "map"))
+    image, T = query[0]
+    r = localizer(image, cam)
+    xy = cam.undistort_points(r.features.keypoints)
+    right = match_truth.right_matches(r, T, xy, cam.K, 8.0)
+    assert r.num_inliers <= right <= r.num_matches
+    # The same matches judged by a pose 1 m off are nearly all wrong.
+    shifted = T.copy()
+    shifted[:3, 3] += [1.0, 0.0, 0.0]
+    assert match_truth.right_matches(r, shifted, xy, cam.K, 8.0) < 0.1 * right
+
+    write_bag(tmp_path / "query", posed_frames(query, cam, 2 * 10**18))
+    assert match_truth.main(["--map", str(root / "map"), "--bag", str(tmp_path / "query")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": localized; nearest map images ") == len(query)
+    assert out.count("  place 1: ") == len(query) and "accepted" in out
+    assert out.rstrip().endswith(f"{len(query)} of {len(query)} localized")
+    assert match_truth.main(["--map", str(root / "map"), "--bag", str(tmp_path / "query"), "--failed-only"]) == 0
+    assert capsys.readouterr().out.strip() == f"{len(query)} of {len(query)} localized"

@@ -115,6 +115,8 @@ def test_covisibility_clusters(room_map):
     clusters = covisibility_clusters(m, np.array([0, 5, 1, 6]), 5)
     # Neighbouring headings share points; opposite sides of the room do not.
     assert [sorted(c.tolist()) for c in clusters] == [[0, 1], [5, 6]]
+    # Sharing at least 0 points: every retrieved image is in the one place, best-ranked first.
+    assert [c.tolist() for c in covisibility_clusters(m, np.array([0, 5, 1, 6]), 0)] == [[0, 5, 1, 6]]
 
 
 def test_select_pairs_uses_position_and_direction():

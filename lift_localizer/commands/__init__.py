@@ -174,6 +174,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -248,6 +255,9 @@ def localizer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ratio", type=ratio_value, default=default_conf["ratio"], metavar="R",
                    help="ratio test of the 2D-3D matching: a query keypoint's nearest map descriptor closer than R × "
                         "its second nearest (1: off)")
+    g.add_argument("--min-covisibility", type=non_negative_int, default=default_conf["min_covisibility"], metavar="N",
+                   help="retrieved map images sharing at least N 3D points are one place, posed together; places are "
+                        "tried best-ranked first (0: every retrieved image's matches in one PnP)")
     g.add_argument("--ransac-threshold", dest="ransac_threshold_px", type=positive_float,
                    default=default_conf["ransac_threshold_px"],
                    metavar="PX", help="RANSAC inlier threshold in pixels")

@@ -56,6 +56,10 @@ def add(sub) -> None:
     p.add_argument("--ratio", type=ratio_value, default=default_conf["ratio"], metavar="R",
                    help="ratio test of the image-pair matching: a keypoint's nearest descriptor in the other image "
                         "closer than R × its second nearest (1: off)")
+    p.add_argument("--guided-matching", action="store_true",
+                   help="match each image pair under its known poses: a keypoint's nearest descriptor (and the ratio "
+                        "test) sought only among the partner's keypoints near its epipolar line, instead of matching "
+                        "first and dropping what the poses reject")
     p.add_argument("--refine-keypoints", action="store_true",
                    help="align each track's keypoints photometrically (on the original pixels) before "
                         "triangulating: the map's reprojection error falls, localization does not improve "
@@ -155,7 +159,7 @@ def map_conf(args: argparse.Namespace) -> dict:
     """``build.build_map``'s options the command line gives (named as in mapping/options.py)."""
     return {"max_keypoints": args.max_keypoints, "num_neighbours": args.neighbours, "upright": args.upright,
             "preset": args.preset, "precision": args.precision, **network_weights(args), "ratio": args.ratio,
-            "refine_keypoints": args.refine_keypoints}
+            "refine_keypoints": args.refine_keypoints, "guided_matching": args.guided_matching}
 
 
 def run_build_map(args: argparse.Namespace) -> int:

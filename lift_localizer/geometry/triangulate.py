@@ -169,3 +169,25 @@ def sampson_error(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     num = np.sum(h1 * Fx0, 1) ** 2
     den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
     return np.sqrt(num / np.maximum(den, 1e-300))
+
+
+# Rows of the all-pairs Sampson matrix computed at once by epipolar_band: ~16 MB of float64 per
+# temporary at 2000 keypoints in the other image.
+BAND_BLOCK_ROWS = 1024
+
+
+def epipolar_band(F: np.ndarray, x0: np.ndarray, x1: np.ndarray, threshold_px: float) -> np.ndarray:
+    """(N0, N1) bool: which of all pairs x0[i] ↔ x1[j] lie within ``threshold_px`` (Sampson
+    distance, as ``sampson_error``) of F's epipolar geometry. Computed a block of rows at a time,
+    so memory stays at the (N0, N1) booleans."""
+    h0 = np.concatenate([x0, np.ones((len(x0), 1))], 1)
+    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
+    Fx0 = h0 @ F.T                        # (N0, 3): lines in image 1
+    Ftx1 = h1 @ F                         # (N1, 3): lines in image 0
+    out = np.zeros((len(x0), len(x1)), bool)
+    for start in range(0, len(x0), BAND_BLOCK_ROWS):
+        rows = Fx0[start:start + BAND_BLOCK_ROWS]
+        num = (rows @ h1.T) ** 2
+        den = (rows[:, :2] ** 2).sum(1)[:, None] + (Ftx1[:, :2] ** 2).sum(1)[None]
+        out[start:start + len(rows)] = num < threshold_px ** 2 * np.maximum(den, 1e-300)
+    return out

@@ -27,6 +27,9 @@ default_conf = {
     "ratio": 0.9,
     # Matches farther than this (Sampson distance, pixels) from the epipolar lines of the known poses are dropped.
     "epipolar_threshold_px": 4.0,
+    # Seek each keypoint's match only among those the known poses admit (pairs.match_pair), instead of
+    # matching first and dropping what the poses reject.
+    "guided_matching": False,
     "min_pair_matches": 8,
     "keep_two_view_tracks": True,
     # Align each track's keypoints photometrically before triangulating (keypoint_refinement.py). Off: the

@@ -13,7 +13,7 @@ from ..features.extractors import make_extractor
 from ..features.matching import mutual_nearest_neighbours
 from ..features.types import Features
 from ..geometry.camera import Camera
-from ..geometry.triangulate import fundamental_from_poses, sampson_error
+from ..geometry.triangulate import epipolar_band, fundamental_from_poses, sampson_error
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,21 @@ def pair_groups(pairs: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
 def match_pair(fi: Features, fj: Features, vi: View, vj: View, conf: dict) -> tuple[int, np.ndarray | None]:
     """Mutual-NN + ratio matches of two images, kept where their known poses agree (epipolar):
     (the number of raw matches, the verified (M, 2) matches or None when fewer than
-    ``conf["min_pair_matches"]`` pass)."""
+    ``conf["min_pair_matches"]`` pass). With ``conf["guided_matching"]`` the known poses come first:
+    nearest neighbours and the ratio test are taken among the keypoints within the epipolar threshold
+    only, so a match is not lost to a look-alike elsewhere in the image (all its matches are raw and
+    verified)."""
+    F = fundamental_from_poses(vi.T_map_camera, vj.T_map_camera, vi.camera.K, vj.camera.K)
+    if conf.get("guided_matching", False):
+        if len(fi.keypoints) == 0 or len(fj.keypoints) == 0:
+            return 0, None
+        allowed = epipolar_band(F, vi.camera.undistort_points(fi.keypoints), vj.camera.undistort_points(fj.keypoints),
+                                conf["epipolar_threshold_px"])
+        m = mutual_nearest_neighbours(fi.descriptors, fj.descriptors, conf["ratio"], allowed=allowed)
+        return len(m), (m if len(m) >= conf["min_pair_matches"] else None)
     m = mutual_nearest_neighbours(fi.descriptors, fj.descriptors, conf["ratio"])
     if len(m) == 0:
         return 0, None
-    F = fundamental_from_poses(vi.T_map_camera, vj.T_map_camera, vi.camera.K, vj.camera.K)
     # Undistortion is per point, so undistorting only the matched keypoints gives the same pixels.
     good = sampson_error(F, vi.camera.undistort_points(fi.keypoints[m[:, 0]]),
                          vj.camera.undistort_points(fj.keypoints[m[:, 1]])) < conf["epipolar_threshold_px"]
