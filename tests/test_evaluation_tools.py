@@ -212,6 +212,8 @@ def test_ransac_seeds_judges_both_maps_by_the_first_maps_scene_depth(tmp_path, m
 
 
 def test_match_truth_counts_right_matches_by_the_true_pose(room_scene, tmp_path, capsys):
+    import csv
+
     import match_truth
 
     from lift_localizer.localization.localizer import Localizer
@@ -231,10 +233,34 @@ def test_match_truth_counts_right_matches_by_the_true_pose(room_scene, tmp_path,
     assert match_truth.right_matches(r, shifted, xy, cam.K, 8.0) < 0.1 * right
 
     write_bag(tmp_path / "query", posed_frames(query[:2], cam, 2 * 10**18))
-    assert match_truth.main(["--map", str(root / "map"), "--bag", str(tmp_path / "query")]) == 0
+    assert match_truth.main(["--map", str(root / "map"), "--bag", str(tmp_path / "query"),
+                             "--csv", str(tmp_path / "rows.csv"), "--bins", "0,90"]) == 0
     out = capsys.readouterr().out
     assert out.count(": localized; nearest map images ") == 2
     assert out.count("  place 1: ") == 2 and "accepted" in out
     assert out.rstrip().endswith("2 of 2 localized")
-    assert match_truth.main(["--map", str(root / "map"), "--bag", str(tmp_path / "query"), "--failed-only"]) == 0
-    assert capsys.readouterr().out.strip() == "2 of 2 localized"
+    rows = list(csv.DictReader((tmp_path / "rows.csv").open()))
+    assert len(rows) == 2 and all(r["localized"] == "1" and int(r["right"]) >= int(r["inliers"]) > 0 for r in rows)
+    assert all(0 <= float(r["nearest_angle_deg"]) < 90 for r in rows)
+    # Both images fall in the first bin, none in the open one.
+    assert "  0–90°: 2, 2, " in out and "  ≥ 90°: none" in out
+    assert match_truth.main(["--map", str(root / "map"), "--bag", str(tmp_path / "query"), "--failed-only",
+                             "--bins", "0,90"]) == 0
+    assert capsys.readouterr().out.strip().endswith("2 of 2 localized")
+    assert match_truth.main(["--pool", str(tmp_path / "rows.csv"), str(tmp_path / "rows.csv"), "--bins", "0,90"]) == 0
+    out = capsys.readouterr().out
+    assert "4 images of 2 runs" in out and "  0–90°: 4, 4, " in out
+    # Rows against themselves: both localize all, neither has more right matches, a ratio of exactly 1.
+    assert match_truth.main(["--pool", str(tmp_path / "rows.csv"), "--against", str(tmp_path / "rows.csv"),
+                             "--bins", "0,90"]) == 0
+    assert "  0–90°: 2, 2 / 2, 0, ×1.00 [1.00, 1.00]" in capsys.readouterr().out
+    # B: the same images, none localized, each with a quarter of A's right matches (+1 − 1).
+    with (tmp_path / "fewer.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "right": (int(r["right"]) + 1) // 4 - 1, "localized": 0} for r in rows)
+    assert match_truth.main(["--pool", str(tmp_path / "rows.csv"), "--against", str(tmp_path / "fewer.csv"),
+                             "--bins", "0,90"]) == 0
+    out = capsys.readouterr().out
+    ratios = [(int(r["right"]) + 1) / ((int(r["right"]) + 1) // 4) for r in rows]
+    assert f"  0–90°: 2, 2 / 0, 2, ×{np.exp(np.mean(np.log(ratios))):.2f} [" in out

@@ -9,17 +9,29 @@ retrieved, fails at matching descriptors; one whose nearest map images are not r
 retrieval; one with many right matches but no pose fails at RANSAC or acceptance.
 
     python tools/match_truth.py --map MAP --bag BAG [--features lift] [--threshold 8] [--failed-only]
+                                [--csv ROWS.csv] [--bins 0,10,20,30,45]
+    python tools/match_truth.py --pool ROWS.csv... [--against B_ROWS.csv...] [--bins ...]
 
-Use it on held-out mapping images (tools/split_bag.py) or a query half; it chooses nothing.
+``--pool`` sums several runs' rows; with ``--against`` (the same images' rows of another feature set
+or build, the files in the same order) it compares them paired, bin by bin: images localized by
+each, and the geometric mean of (right + 1) / (B's right + 1) with its bootstrap 95 % interval.
+
+``--csv`` writes one row per image (its nearest map view's angle and rank; the matches, right
+matches and inliers of the place that decided it: the accepted one, else the one with the most
+inliers). The images are also summed by the angle to their nearest map view (``--bins``): how the
+matching holds up as the viewpoint moves away from the map's. Use it on held-out mapping images
+(tools/split_bag.py) or a query half; it chooses nothing.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 
 import numpy as np
 
 from lift_localizer.bags.reader import read_frames
+from lift_localizer.evaluation.paired import bootstrap_mean_interval
 from lift_localizer.images import to_gray
 from lift_localizer.localization.absolute_pose import reprojection_residuals
 from lift_localizer.localization.localizer import Localizer, LocalizationResult
@@ -41,17 +53,87 @@ def nearest_views(axes: np.ndarray, T_map_camera: np.ndarray, count: int = 3) ->
     return [(int(i), float(angle[i])) for i in np.argsort(angle, kind="stable")[:count]]
 
 
+def print_bins(rows: list[dict], edges: list[float]) -> None:
+    """The images summed by the angle to their nearest map view: how many, localized, and the median
+    matches, right matches and share right of their deciding place."""
+    angles = np.array([r["nearest_angle_deg"] for r in rows])
+    bins = np.digitize(angles, edges[1:])
+    print("by the angle to the nearest map view: images, localized, median matches / right / share right")
+    for b in range(len(edges)):
+        sel = [r for r, k in zip(rows, bins) if k == b]
+        label = f"{edges[b]:g}–{edges[b + 1]:g}°" if b + 1 < len(edges) else f"≥ {edges[b]:g}°"
+        if not sel:
+            print(f"  {label}: none")
+            continue
+        share = [r["right"] / r["matches"] for r in sel if r["matches"]]
+        print(f"  {label}: {len(sel)}, {sum(r['localized'] for r in sel):.0f}, "
+              f"{np.median([r['matches'] for r in sel]):.0f} / {np.median([r['right'] for r in sel]):.0f} / "
+              + (f"{100 * np.median(share):.1f} %" if share else "–"))
+
+
+def read_rows(paths: list[str]) -> list[dict]:
+    """The rows of --csv files, in order, with their numbers as floats."""
+    rows = [dict(r) for path in paths for r in csv.DictReader(open(path, newline=""))]
+    for r in rows:
+        for key in ("nearest_angle_deg", "matches", "right", "inliers", "localized"):
+            r[key] = float(r[key])
+    return rows
+
+
+def print_paired_bins(rows_a: list[dict], rows_b: list[dict], edges: list[float]) -> None:
+    """Per bin of the angle to the nearest map view: images localized by A and by B, images where A has
+    more right matches, and the geometric mean of (A's right + 1) / (B's right + 1), 95 % interval."""
+    bins = np.digitize([r["nearest_angle_deg"] for r in rows_a], edges[1:])
+    print("paired with --against: images, localized A / B, A more right, right matches A / B (geometric mean, 95 %)")
+    for b in range(len(edges)):
+        idx = np.flatnonzero(bins == b)
+        label = f"{edges[b]:g}–{edges[b + 1]:g}°" if b + 1 < len(edges) else f"≥ {edges[b]:g}°"
+        if len(idx) == 0:
+            print(f"  {label}: none")
+            continue
+        ra = np.array([rows_a[i]["right"] for i in idx])
+        rb = np.array([rows_b[i]["right"] for i in idx])
+        logs = np.log((ra + 1) / (rb + 1))
+        low, high = bootstrap_mean_interval(logs)
+        print(f"  {label}: {len(idx)}, {sum(rows_a[i]['localized'] for i in idx):.0f} / "
+              f"{sum(rows_b[i]['localized'] for i in idx):.0f}, {int((ra > rb).sum())}, "
+              f"×{np.exp(logs.mean()):.2f} [{np.exp(low):.2f}, {np.exp(high):.2f}]")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--map", required=True)
-    p.add_argument("--bag", required=True, help="images with ground-truth poses")
+    p.add_argument("--map")
+    p.add_argument("--bag", help="images with ground-truth poses")
+    p.add_argument("--pool", nargs="+", metavar="ROWS.csv", help="sum the rows of earlier runs' --csv instead")
+    p.add_argument("--against", nargs="+", metavar="B_ROWS.csv", help="with --pool: compare with these rows, paired")
     p.add_argument("--features", default="lift")
     p.add_argument("--pose-topic", default="/ground_truth/pose")
     p.add_argument("--threshold", type=float, default=8.0, metavar="PX",
                    help="a match is right where the true pose projects its point within PX (default: the "
                         "localizer's RANSAC threshold)")
     p.add_argument("--failed-only", action="store_true", help="print only the images that are not localized")
+    p.add_argument("--csv", default=None, metavar="FILE", help="one row per image")
+    p.add_argument("--bins", default="0,10,20,30,45", metavar="DEG,...",
+                   help="edges of the summary's bins of the angle to the nearest map view (the last bin is open)")
     a = p.parse_args(argv)
+    try:
+        edges = sorted(float(x) for x in a.bins.split(","))
+    except ValueError:
+        p.error(f"--bins: {a.bins!r} is not a comma-separated list of degrees")
+    if a.pool:
+        rows = read_rows(a.pool)
+        print(f"{len(rows)} images of {len(a.pool)} runs")
+        print_bins(rows, edges)
+        if a.against:
+            if len(a.against) != len(a.pool):
+                p.error(f"--against needs one file per --pool file ({len(a.pool)}), got {len(a.against)}")
+            rows_b = read_rows(a.against)
+            if [r["name"] for r in rows] != [r["name"] for r in rows_b]:
+                p.error("--pool and --against do not hold the same images in the same order")
+            print_paired_bins(rows, rows_b, edges)
+        return 0
+    if not (a.map and a.bag):
+        p.error("give --map and --bag, or --pool")
     try:
         scene = load_map(a.map, a.features)
     except MapError as e:
@@ -66,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = 0
     right_of_failed: list[float] = []
+    rows: list[dict] = []
     for f in frames:
         q = localizer.extract(to_gray(f.image()), f.camera)
         results = list(localizer.cluster_results(q, f.camera, {}))
@@ -84,11 +167,24 @@ def main(argv: list[str] | None = None) -> int:
         near = ", ".join(f"{i} at {angle:.1f}° (rank {retrieved.index(names[i]) if names[i] in retrieved else '-'})"
                          for i, angle in nearest_views(axes, f.T_map_camera))
         failed += not ok
+        deciding = next((r for r in results if r.success), max(results, key=lambda r: r.num_inliers, default=None))
+        nearest, angle = nearest_views(axes, f.T_map_camera, 1)[0]
+        rows.append({"name": f.name, "nearest_angle_deg": round(angle, 2),
+                     "nearest_rank": retrieved.index(names[nearest]) if names[nearest] in retrieved else -1,
+                     "matches": deciding.num_matches if deciding else 0,
+                     "right": right_matches(deciding, f.T_map_camera, xy, f.camera.K, a.threshold) if deciding else 0,
+                     "inliers": deciding.num_inliers if deciding else 0, "localized": int(ok)})
         if ok and a.failed_only:
             continue
         print(f"{f.name}: {'localized' if ok else 'failed'}; nearest map images {near}")
         for k, line in enumerate(places):
             print(f"  place {k + 1}: {line}")
+    print_bins(rows, edges)
+    if a.csv:
+        with open(a.csv, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     print(f"{len(frames) - failed} of {len(frames)} localized" + (
         f"; in the failed images' places a median {100 * np.median(right_of_failed):.1f} % of the matches are right"
         if right_of_failed else ""))
