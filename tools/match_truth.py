@@ -71,6 +71,18 @@ def print_bins(rows: list[dict], edges: list[float]) -> None:
               + (f"{100 * np.median(share):.1f} %" if share else "–"))
 
 
+def tried_places(localizer: Localizer, frame) -> tuple[list[LocalizationResult], np.ndarray]:
+    """The places the localizer tries for ``frame``, up to the accepted one (as it stops there), and the
+    frame's undistorted keypoints."""
+    q = localizer.extract(to_gray(frame.image()), frame.camera)
+    results = []
+    for r in localizer.cluster_results(q, frame.camera, {}):
+        results.append(r)
+        if r.success:
+            break
+    return results, frame.camera.undistort_points(q.keypoints)
+
+
 def read_rows(paths: list[str]) -> list[dict]:
     """The rows of --csv files, in order, with their numbers as floats."""
     rows = [dict(r) for path in paths for r in csv.DictReader(open(path, newline=""))]
@@ -150,10 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     right_of_failed: list[float] = []
     rows: list[dict] = []
     for f in frames:
-        q = localizer.extract(to_gray(f.image()), f.camera)
-        results = list(localizer.cluster_results(q, f.camera, {}))
+        results, xy = tried_places(localizer, f)
         ok = any(r.success for r in results)
-        xy = f.camera.undistort_points(q.keypoints)
         places = []
         for r in results:
             right = right_matches(r, f.T_map_camera, xy, f.camera.K, a.threshold)
@@ -161,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
                           + ("accepted" if r.success else str(r.reason or "refused")))
             if not ok and r.num_matches:
                 right_of_failed.append(right / r.num_matches)
-            if r.success:
-                break
         retrieved = results[0].retrieved if results else []
         near = ", ".join(f"{i} at {angle:.1f}° (rank {retrieved.index(names[i]) if names[i] in retrieved else '-'})"
                          for i, angle in nearest_views(axes, f.T_map_camera))
