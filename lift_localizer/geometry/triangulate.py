@@ -160,12 +160,16 @@ def fundamental_from_poses(T0: np.ndarray, T1: np.ndarray, K0: np.ndarray, K1: n
     return np.linalg.inv(K1).T @ E @ np.linalg.inv(K0)
 
 
-def sampson_error(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
-    """(M,) Sampson distance in pixels of correspondences x0 ↔ x1 (M, 2) under F."""
+def _epipolar_lines(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x1 homogeneous (N1, 3), the epipolar lines of x0 in image 1 (N0, 3) and of x1 in image 0 (N1, 3)."""
     h0 = np.concatenate([x0, np.ones((len(x0), 1))], 1)
     h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
-    Fx0 = h0 @ F.T
-    Ftx1 = h1 @ F
+    return h1, h0 @ F.T, h1 @ F
+
+
+def sampson_error(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """(M,) Sampson distance in pixels of correspondences x0 ↔ x1 (M, 2) under F."""
+    h1, Fx0, Ftx1 = _epipolar_lines(F, x0, x1)
     num = np.sum(h1 * Fx0, 1) ** 2
     den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
     return np.sqrt(num / np.maximum(den, 1e-300))
@@ -180,10 +184,7 @@ def epipolar_band(F: np.ndarray, x0: np.ndarray, x1: np.ndarray, threshold_px: f
     """(N0, N1) bool: which of all pairs x0[i] ↔ x1[j] lie within ``threshold_px`` (Sampson
     distance, as ``sampson_error``) of F's epipolar geometry. Computed a block of rows at a time,
     so memory stays at the (N0, N1) booleans."""
-    h0 = np.concatenate([x0, np.ones((len(x0), 1))], 1)
-    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
-    Fx0 = h0 @ F.T                        # (N0, 3): lines in image 1
-    Ftx1 = h1 @ F                         # (N1, 3): lines in image 0
+    h1, Fx0, Ftx1 = _epipolar_lines(F, x0, x1)
     out = np.zeros((len(x0), len(x1)), bool)
     for start in range(0, len(x0), BAND_BLOCK_ROWS):
         rows = Fx0[start:start + BAND_BLOCK_ROWS]
