@@ -53,15 +53,19 @@ def nearest_views(axes: np.ndarray, T_map_camera: np.ndarray, count: int = 3) ->
     return [(int(i), float(angle[i])) for i in np.argsort(angle, kind="stable")[:count]]
 
 
+def angle_bins(rows: list[dict], edges: list[float]) -> list[tuple[str, np.ndarray]]:
+    """(label, indices of ``rows``) for each bin of the angle to the nearest map view; the last bin is open."""
+    bins = np.digitize([r["nearest_angle_deg"] for r in rows], edges[1:])
+    return [(f"{edges[b]:g}–{edges[b + 1]:g}°" if b + 1 < len(edges) else f"≥ {edges[b]:g}°", np.flatnonzero(bins == b))
+            for b in range(len(edges))]
+
+
 def print_bins(rows: list[dict], edges: list[float]) -> None:
     """The images summed by the angle to their nearest map view: how many, localized, and the median
     matches, right matches and share right of their deciding place."""
-    angles = np.array([r["nearest_angle_deg"] for r in rows])
-    bins = np.digitize(angles, edges[1:])
     print("by the angle to the nearest map view: images, localized, median matches / right / share right")
-    for b in range(len(edges)):
-        sel = [r for r, k in zip(rows, bins) if k == b]
-        label = f"{edges[b]:g}–{edges[b + 1]:g}°" if b + 1 < len(edges) else f"≥ {edges[b]:g}°"
+    for label, idx in angle_bins(rows, edges):
+        sel = [rows[i] for i in idx]
         if not sel:
             print(f"  {label}: none")
             continue
@@ -95,11 +99,8 @@ def read_rows(paths: list[str]) -> list[dict]:
 def print_paired_bins(rows_a: list[dict], rows_b: list[dict], edges: list[float]) -> None:
     """Per bin of the angle to the nearest map view: images localized by A and by B, images where A has
     more right matches, and the geometric mean of (A's right + 1) / (B's right + 1), 95 % interval."""
-    bins = np.digitize([r["nearest_angle_deg"] for r in rows_a], edges[1:])
     print("paired with --against: images, localized A / B, A more right, right matches A / B (geometric mean, 95 %)")
-    for b in range(len(edges)):
-        idx = np.flatnonzero(bins == b)
-        label = f"{edges[b]:g}–{edges[b + 1]:g}°" if b + 1 < len(edges) else f"≥ {edges[b]:g}°"
+    for label, idx in angle_bins(rows_a, edges):
         if len(idx) == 0:
             print(f"  {label}: none")
             continue
@@ -164,29 +165,26 @@ def main(argv: list[str] | None = None) -> int:
     for f in frames:
         results, xy = tried_places(localizer, f)
         ok = any(r.success for r in results)
-        places = []
-        for r in results:
-            right = right_matches(r, f.T_map_camera, xy, f.camera.K, a.threshold)
-            places.append(f"{r.num_matches} matches, {right} right, {r.num_inliers} inliers, "
-                          + ("accepted" if r.success else str(r.reason or "refused")))
-            if not ok and r.num_matches:
-                right_of_failed.append(right / r.num_matches)
-        retrieved = results[0].retrieved if results else []
-        near = ", ".join(f"{i} at {angle:.1f}° (rank {retrieved.index(names[i]) if names[i] in retrieved else '-'})"
-                         for i, angle in nearest_views(axes, f.T_map_camera))
+        rights = [right_matches(r, f.T_map_camera, xy, f.camera.K, a.threshold) for r in results]
+        if not ok:
+            right_of_failed += [right / r.num_matches for r, right in zip(results, rights) if r.num_matches]
+        rank = {name: j for j, name in enumerate(results[0].retrieved if results else [])}
+        near = nearest_views(axes, f.T_map_camera)
         failed += not ok
-        deciding = next((r for r in results if r.success), max(results, key=lambda r: r.num_inliers, default=None))
-        nearest, angle = nearest_views(axes, f.T_map_camera, 1)[0]
-        rows.append({"name": f.name, "nearest_angle_deg": round(angle, 2),
-                     "nearest_rank": retrieved.index(names[nearest]) if names[nearest] in retrieved else -1,
-                     "matches": deciding.num_matches if deciding else 0,
-                     "right": right_matches(deciding, f.T_map_camera, xy, f.camera.K, a.threshold) if deciding else 0,
+        # The place that decided the image: the accepted one (the last tried), else the best supported.
+        k = len(results) - 1 if ok else max(range(len(results)), key=lambda j: results[j].num_inliers, default=None)
+        deciding = results[k] if k is not None else None
+        rows.append({"name": f.name, "nearest_angle_deg": round(near[0][1], 2),
+                     "nearest_rank": rank.get(names[near[0][0]], -1),
+                     "matches": deciding.num_matches if deciding else 0, "right": rights[k] if deciding else 0,
                      "inliers": deciding.num_inliers if deciding else 0, "localized": int(ok)})
         if ok and a.failed_only:
             continue
-        print(f"{f.name}: {'localized' if ok else 'failed'}; nearest map images {near}")
-        for k, line in enumerate(places):
-            print(f"  place {k + 1}: {line}")
+        print(f"{f.name}: {'localized' if ok else 'failed'}; nearest map images "
+              + ", ".join(f"{i} at {angle:.1f}° (rank {rank.get(names[i], '-')})" for i, angle in near))
+        for j, (r, right) in enumerate(zip(results, rights)):
+            print(f"  place {j + 1}: {r.num_matches} matches, {right} right, {r.num_inliers} inliers, "
+                  + ("accepted" if r.success else str(r.reason or "refused")))
     print_bins(rows, edges)
     if a.csv:
         with open(a.csv, "w", newline="") as out:
