@@ -7,6 +7,7 @@ from lift_localizer.features.types import Features
 from lift_localizer.geometry import triangulate
 from lift_localizer.geometry.camera import Camera
 from lift_localizer.geometry.triangulate import epipolar_band, fundamental_from_poses, sampson_error
+from lift_localizer.localization.absolute_pose import reprojection_residuals
 from lift_localizer.mapping.options import default_conf
 from lift_localizer.mapping.pairs import View, match_pair
 from lift_localizer.synthetic import look_at
@@ -21,10 +22,8 @@ def features(keypoints: np.ndarray, descriptors: np.ndarray) -> Features:
 
 
 def project(T_map_camera: np.ndarray, points: np.ndarray) -> np.ndarray:
-    T = np.linalg.inv(T_map_camera)
-    p = points @ T[:3, :3].T + T[:3, 3]
-    x = p @ CAMERA.K.T
-    return x[:, :2] / x[:, 2:]
+    # The residuals against pixel (0, 0) are the projections themselves.
+    return reprojection_residuals(T_map_camera, CAMERA.K, np.zeros((len(points), 2)), points)
 
 
 @pytest.fixture(scope="module")
