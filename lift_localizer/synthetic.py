@@ -6,6 +6,7 @@ texture a localizer warms up on (``warm_up_image``).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -69,11 +70,20 @@ def _polygon_sdf(pts: np.ndarray):
 GLYPH_WORDS = 60  # words per 1024x1024 texels: corners enough for the small-image room tests
 
 
+@functools.lru_cache(maxsize=16)
 def make_texture(size: int = 1024, seed: int = 0) -> np.ndarray:
-    """(size, size) uint8 texture with structure from 3 to 100 pixels.
+    """(size, size) uint8 texture with structure from 3 to 100 pixels, read-only.
 
     Drawn with NumPy alone (signed distances with one pixel of anti-aliasing, a separable
-    Gaussian blur), so the same seed gives the same pixels whatever OpenCV build is installed."""
+    Gaussian blur), so the same seed gives the same pixels whatever OpenCV build is installed.
+    A room's six 1024² textures take ~2 s to draw: each (size, seed) is drawn once per process
+    (16 MB at most are kept), hence read-only."""
+    texture = _draw_texture(size, seed)
+    texture.setflags(write=False)
+    return texture
+
+
+def _draw_texture(size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     img = (90 + 60 * np.sin(2 * np.pi * (1.3 * xx + 0.7 * yy)) * np.cos(2 * np.pi * 0.9 * yy)).astype(np.float32)
