@@ -32,10 +32,11 @@ def shared_path(*parts: str) -> Path:
 NODE_KEYPOINTS = 300
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def room_scene(tmp_path_factory):
     """A rendered room's mapping bag and LIFT map (ROOT/mapping, ROOT/map, NODE_KEYPOINTS keypoints)
-    and its query views: (ROOT, camera, [(image, T_map_camera)])."""
+    and its query views: (ROOT, camera, [(image, T_map_camera)]). Shared by every module that uses
+    it, so no test may change it: copy the map first."""
     pytest.importorskip("pycolmap")
     from lift_localizer.bags.writer import write_bag
     from lift_localizer.geometry.camera import Camera
@@ -50,6 +51,30 @@ def room_scene(tmp_path_factory):
                               "--max-keypoints", NODE_KEYPOINTS)
     assert code == 0, stderr
     return root, cam, query
+
+
+@pytest.fixture(scope="session")
+def room_bags(tmp_path_factory):
+    """Bags of the synthetic room (ROOT/mapping; its 3 query views as ROOT/query, compressed, and as
+    ROOT/query_no_gt, without poses) and a SIFT + LIFT map of it built by the command line (ROOT/map,
+    400 keypoints): (ROOT, build-map's stdout, {query stamp: T_map_camera}). Shared, so no test may
+    change it: copy the map first."""
+    pytest.importorskip("pycolmap")
+    from lift_localizer.bags.writer import write_bag
+    from lift_localizer.geometry.camera import Camera
+    from lift_localizer.mapping.frames import posed_frames
+    from lift_localizer.synthetic import room_sequence
+
+    root = tmp_path_factory.mktemp("room_bags")
+    K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
+    cam = Camera(320, 240, K)
+    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
+    write_bag(root / "query", posed_frames(query, cam, 2 * 10**18), compressed=True)
+    write_bag(root / "query_no_gt", posed_frames(query, cam, 2 * 10**18), with_poses=False)
+    code, stdout, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map",
+                                   "--features", "sift", "lift", "--max-keypoints", "400")
+    assert code == 0, stderr
+    return root, stdout, {2 * 10**18 + i * 10**8: T for i, (_, T) in enumerate(query)}
 
 
 @pytest.fixture(scope="session")

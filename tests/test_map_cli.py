@@ -5,35 +5,22 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from lift_localizer.geometry.camera import Camera
 from lift_localizer.geometry.pose import T_from_tq, pose_error
-from lift_localizer.bags.writer import write_bag
-from lift_localizer.mapping.frames import posed_frames
 from lift_localizer.synthetic import room_sequence
 
 pytest.importorskip("pycolmap")
 
 
 @pytest.fixture(scope="module")
-def bags(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bags")
-    K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
-    cam = Camera(320, 240, K)
-
-    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
-    write_bag(root / "query", posed_frames(query, cam, 2 * 10**18), compressed=True)
-    write_bag(root / "query_no_gt", posed_frames(query, cam, 2 * 10**18), with_poses=False)
-    return root, {2 * 10**18 + i * 10**8: T for i, (_, T) in enumerate(query)}
+def bags(room_bags):
+    root, _, truth = room_bags
+    return root, truth
 
 
 @pytest.fixture(scope="module")
-def built(bags, tmp_path_factory):
-    root, _ = bags
-    out = tmp_path_factory.mktemp("map") / "map"
-    code, stdout, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", out, "--features", "sift", "lift",
-                               "--max-keypoints", "400")
-    assert code == 0, stderr
-    return out, stdout
+def built(room_bags):
+    root, stdout, _ = room_bags
+    return root / "map", stdout
 
 
 def test_build_map_summary(built):

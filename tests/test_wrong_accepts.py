@@ -58,38 +58,27 @@ def test_report_shows_wrong_and_false_accepts(tmp_path):
 # ---- end to end, on bags of two synthetic rooms --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    """A map of room 0 (SIFT and LIFT), room 0's query bag with ground truth, and room 1's query bag
-    without: the same renderer, another scene."""
-    pytest.importorskip("pycolmap")
+def scenes(room_bags, tmp_path_factory):
+    """A map of room 0 (SIFT and LIFT) and room 0's query bag with ground truth (conftest's
+    room_bags), and room 1's query bag without: the same renderer, another scene."""
     from lift_localizer.geometry.camera import Camera
     from lift_localizer.bags.writer import write_bag
     from lift_localizer.mapping.frames import posed_frames
     from lift_localizer.synthetic import room_sequence
 
-    root = tmp_path_factory.mktemp("scenes")
-
-    def frames(K, views, t0):
-        cam = Camera(320, 240, K)
-        return posed_frames(views, cam, t0)
-
-    K, mapping, query = room_sequence(10, 3, image_size=(240, 320), seed=0)
-    write_bag(root / "mapping", frames(K, mapping, 10**18))
-    write_bag(root / "query", frames(K, query, 2 * 10**18))
-    K1, _, other = room_sequence(10, 2, image_size=(240, 320), seed=1)
-    write_bag(root / "other_query", frames(K1, other, 2 * 10**18 + 10**17), with_poses=False)
-    code, _, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map",
-                          "--features", "sift", "lift", "--max-keypoints", "400")
-    assert code == 0, stderr
-    return root
+    other = tmp_path_factory.mktemp("scenes") / "other_query"
+    K1, _, views = room_sequence(10, 2, image_size=(240, 320), seed=1)
+    write_bag(other, posed_frames(views, Camera(320, 240, K1), 2 * 10**18 + 10**17), with_poses=False)
+    root = room_bags[0]
+    return {"map": root / "map", "query": root / "query", "other_query": other}
 
 
 @pytest.fixture(scope="module")
 def evaluated(scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
     # the map's own queries among the negatives: accepted there, so a count stuck at 0 would show
-    code, stdout, stderr = run_cli("evaluate", "--map", scenes / "map", "--bag", scenes / "query",
-                               "--negatives", scenes / "other_query", scenes / "query",
+    code, stdout, stderr = run_cli("evaluate", "--map", scenes["map"], "--bag", scenes["query"],
+                               "--negatives", scenes["other_query"], scenes["query"],
                                "--wrong-bound", "0.0001,0.001", "--report", out / "r", "--json", out / "s.json")
     assert code == 0, stderr
     return stdout, json.loads((out / "s.json").read_text()), out
@@ -100,13 +89,13 @@ def test_negatives_match_what_localize_accepts(scenes, evaluated, tmp_path):
     assert set(summary) == {"sift", "lift"}
     for name, s in summary.items():
         poses = tmp_path / f"{name}.txt"
-        code, _, stderr = run_cli("localize", "--map", scenes / "map", "--bag", scenes / "other_query",
+        code, _, stderr = run_cli("localize", "--map", scenes["map"], "--bag", scenes["other_query"],
                               "--features", name, "--output", poses)
         assert code == 0, stderr
         accepted_other = len(poses.read_text().splitlines())
         bags = s["negatives"]["bags"]
-        assert bags[str(scenes / "other_query")] == {"num_queries": 2, "num_accepted": accepted_other}
-        assert bags[str(scenes / "query")] == {"num_queries": 3, "num_accepted": s["num_localized"]}
+        assert bags[str(scenes["other_query"])] == {"num_queries": 2, "num_accepted": accepted_other}
+        assert bags[str(scenes["query"])] == {"num_queries": 3, "num_accepted": s["num_localized"]}
         assert s["negatives"]["num_queries"] == 5
         assert s["negatives"]["num_accepted"] == accepted_other + s["num_localized"]
         assert f"negatives: {s['negatives']['num_accepted']} of 5 accepted (false)" in stdout
@@ -125,7 +114,7 @@ def test_wrong_accepted_printed_for_both_bounds(evaluated):
 
 
 def test_default_bound_printed_once_and_negatives_not_needed(scenes, tmp_path):
-    code, stdout, stderr = run_cli("evaluate", "--map", scenes / "map", "--bag", scenes / "query", "--features", "sift",
+    code, stdout, stderr = run_cli("evaluate", "--map", scenes["map"], "--bag", scenes["query"], "--features", "sift",
                                "--json", tmp_path / "s.json")
     assert code == 0, stderr
     assert stdout.count("wrong accepted:") == 1 and "negatives:" not in stdout
@@ -134,7 +123,7 @@ def test_default_bound_printed_once_and_negatives_not_needed(scenes, tmp_path):
 
 
 def test_a_report_records_the_options_it_ran_with(scenes, tmp_path):
-    code, _, stderr = run_cli("evaluate", "--map", scenes / "map", "--bag", scenes / "query", "--features", "sift",
+    code, _, stderr = run_cli("evaluate", "--map", scenes["map"], "--bag", scenes["query"], "--features", "sift",
                               "--ransac-seed", "3", "--ratio", "0.8", "--top-k", "4", "--report", tmp_path / "r")
     assert code == 0, stderr
     options = json.loads((tmp_path / "r" / "summary.json").read_text())["sift"]["options"]
