@@ -30,15 +30,32 @@ MEMORY_LIMIT = 2 << 30
 
 def run_limited(*argv, timeout=120):
     """The command line in a child process whose address space is capped at MEMORY_LIMIT."""
+    return run_limited_each([argv], timeout)[0]
+
+
+def run_limited_each(runs, timeout=120):
+    """Each command line of ``runs`` in turn, in one child process whose address space is capped at
+    MEMORY_LIMIT (one process: a child pays ~2 s for torch alone): [(code, stdout, stderr)]."""
     script = textwrap.dedent(f"""
-        import resource, sys
+        import contextlib, io, json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
         from lift_localizer.cli import main
-        sys.exit(main(sys.argv[1:]))
+        results = []
+        for argv in json.loads(sys.argv[1]):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(argv)
+                except SystemExit as e:
+                    code = e.code
+            results.append((code, out.getvalue(), err.getvalue()))
+        print(json.dumps(results))
     """)
-    p = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True, text=True,
-                       timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return p.returncode, p.stdout, p.stderr
+    runs = [[str(a) for a in argv] for argv in runs]
+    p = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
+                       timeout=timeout * len(runs), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0 and p.stdout.strip(), p.stderr
+    return [tuple(r) for r in json.loads(p.stdout.strip().splitlines()[-1])]
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +138,9 @@ def test_damaged_index_is_refused_before_faiss_reads_it(bags, copy, tmp_path, ha
         directory = shutil.copytree(copy, tmp_path / what.replace(" ", "_"))
         damage(directory / "global.index")
         forget_hashes(directory) if hashes == "none" else record_hashes(directory)
-    for what in INDEX_DAMAGE:
-        directory = tmp_path / what.replace(" ", "_")
-        code, stdout, stderr = run_limited("localize", "--map", directory, "--bag", bags / "query",
-                                           "--output", tmp_path / "p.txt")
+    results = run_limited_each([("localize", "--map", tmp_path / what.replace(" ", "_"), "--bag", bags / "query",
+                                 "--output", tmp_path / "p.txt") for what in INDEX_DAMAGE])
+    for what, (code, stdout, stderr) in zip(INDEX_DAMAGE, results):
         assert code == 0 and "Traceback" not in stderr, (what, stderr)
         assert "note: retrieval by descriptor votes" in stderr and "global.index" in stderr, (what, stderr)
 
