@@ -36,8 +36,10 @@ $(STAMP): $(REQUIREMENTS) setup.py $(MSG_SRCS) Makefile
 demo: $(STAMP)
 	$(PY) -m lift_localizer demo $(DEMO_ARGS)
 
+# Two workers: half the suite's time on two cores is spent waiting (nodes, child processes, DDS).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Not in CI: drift in the newest allowed versions is found here before a user meets it. A fresh venv
 # each time, so that it really gets today's newest releases.

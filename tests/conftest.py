@@ -7,6 +7,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# Modules whose tests start DDS participants (the node, clients, `play`). `make test` runs the suite on
+# two pytest-xdist workers; these modules share one of them, in turn, so that no two of their nodes
+# ever run at once (their ROS domains come from the process id: ros_harness.private_domain).
+ROS_MODULES = {"test_bag_player", "test_fuzz", "test_jump_gate", "test_launch", "test_node", "test_node_hostile",
+               "test_package", "test_play_hostile"}
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (its module-scoped fixtures are built once), one for ROS_MODULES."""
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        item.add_marker(pytest.mark.xdist_group("ros" if module in ROS_MODULES else module))
+
+
 def run_cli(*argv) -> tuple[int, str, str]:
     """``lift-localizer ARGV`` in this process: (exit code, stdout, stderr)."""
     import contextlib
