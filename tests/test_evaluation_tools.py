@@ -1,5 +1,6 @@
 """tools/split_bag.py (a mapping bag into a map half and a held-out half, byte for byte) and
 tools/baseline_table.py (a reference pipeline's log as a per-query table)."""
+import re
 import sys
 from pathlib import Path
 
@@ -238,6 +239,9 @@ def test_match_truth_counts_right_matches_by_the_true_pose(room_scene, tmp_path,
     out = capsys.readouterr().out
     assert out.count(": localized; nearest map images ") == 2
     assert out.count("  place 1: ") == 2 and "accepted" in out
+    # Each accepted place's pose, judged by the ground truth: within the evaluation's wrong bound (0.25 m, 5°).
+    offsets = [(float(m), float(d)) for m, d in re.findall(r"pose off by ([0-9.e-]+) m, ([0-9.e-]+)°, ", out)]
+    assert len(offsets) == 2 and all(m < 0.25 and d < 5 for m, d in offsets), out
     assert out.rstrip().endswith("2 of 2 localized")
     rows = list(csv.DictReader((tmp_path / "rows.csv").open()))
     assert len(rows) == 2 and all(r["localized"] == "1" and int(r["right"]) >= int(r["inliers"]) > 0 for r in rows)

@@ -2,11 +2,14 @@
 
 For each image of a posed bag, each covisibility place the localizer tries (as shipped, best-ranked
 first): its 2D-3D matches, how many of them are right (the ground-truth pose projects the match's 3D
-point within ``--threshold`` px of its keypoint), the PnP inliers, and whether the pose is accepted.
+point within ``--threshold`` px of its keypoint), the PnP inliers, how far RANSAC's pose lies from the
+ground truth, and whether the pose is accepted or why not.
 Beside it, the map images whose optical axes are nearest the image's, with the angle and their
 retrieval rank. An image with few right matches among many, while its nearest map images are
 retrieved, fails at matching descriptors; one whose nearest map images are not retrieved fails at
-retrieval; one with many right matches but no pose fails at RANSAC or acceptance.
+retrieval; one with many right matches but no pose fails at RANSAC or acceptance. A place refused
+for too few inliers whose pose is off by more than the evaluation's wrong bound would be a wrong
+accept under a lower ``min_inliers``, not a rescued one.
 
     python tools/match_truth.py --map MAP --bag BAG [--features lift] [--threshold 8] [--failed-only]
                                 [--csv ROWS.csv] [--bins 0,10,20,30,45]
@@ -32,6 +35,7 @@ import numpy as np
 
 from lift_localizer.bags.reader import read_frames
 from lift_localizer.evaluation.paired import bootstrap_mean_interval
+from lift_localizer.geometry.pose import pose_error
 from lift_localizer.images import to_gray
 from lift_localizer.localization.absolute_pose import reprojection_residuals
 from lift_localizer.localization.localizer import Localizer, LocalizationResult
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{i} at {angle:.1f}° (rank {rank.get(names[i], '-')})" for i, angle in near))
         for j, (r, right) in enumerate(zip(results, rights)):
             print(f"  place {j + 1}: {r.num_matches} matches, {right} right, {r.num_inliers} inliers, "
+                  + ("" if r.T_map_camera is None else "pose off by {:.4g} m, {:.3g}°, ".format(
+                      *pose_error(r.T_map_camera, f.T_map_camera)))
                   + ("accepted" if r.success else str(r.reason or "refused")))
     print_bins(rows, edges)
     if a.csv:
