@@ -14,10 +14,34 @@ pytest.importorskip("pycolmap")
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 
 
-def test_cli_inputs_are_handled_and_tabled(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory):
+    """One --keep folder for both halves: the synthetic room's map is built once."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def test_a_kept_scene_is_used_again(tmp_path, monkeypatch):
+    for name in ("mapping/metadata.yaml", "query/metadata.yaml", "map/map.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a kept scene was built again")
+
+    monkeypatch.setattr(fuzz.subprocess, "run", no_build)
+    good_map, query, cam, views = fuzz.make_scene(tmp_path)
+    assert (good_map, query) == (tmp_path / "map", tmp_path / "query") and len(views) == 4 and cam.width == 320
+    # Without the map (an earlier run stopped before it was written) the bags are written again and it is built.
+    (tmp_path / "map" / "map.json").unlink()
+    with pytest.raises(AssertionError, match="built again"):
+        fuzz.make_scene(tmp_path)
+    assert (tmp_path / "query" / "metadata.yaml").stat().st_size > 0
+
+
+def test_cli_inputs_are_handled_and_tabled(tmp_path, kept, capsys):
     out = tmp_path / "rows.json"
     code = main(["--only", "cli", "--match", "bomb|NaN 3D|4 header bytes|storage file truncated|working directory",
-                      "--json", str(out)])
+                      "--json", str(out), "--keep", str(kept)])
     rows = json.loads(out.read_text())
     text = capsys.readouterr().out
     assert code == 0, text
@@ -31,11 +55,11 @@ def test_cli_inputs_are_handled_and_tabled(tmp_path, capsys):
     assert "6/6 inputs handled" in text
 
 
-def test_node_inputs_are_handled_and_a_bound_can_fail(tmp_path, capsys):
+def test_node_inputs_are_handled_and_a_bound_can_fail(tmp_path, kept, capsys):
     out = tmp_path / "rows.json"
     # 100 MB is below any node's resident memory: every row must then say it failed.
     code = main(["--only", "node", "--match", "300 distinct|plumb_bob|features\\.h5 truncated",
-                      "--max-memory-mb", "100", "--json", str(out)])
+                      "--max-memory-mb", "100", "--json", str(out), "--keep", str(kept)])
     rows = json.loads(out.read_text())
     assert code == 1 and len(rows) == 3 and not any(r["ok"] for r in rows)
     for r in rows:

@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-memory-mb", type=float, default=fuzz.MAX_MEMORY_MB,
                    help="peak resident memory allowed (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    p.add_argument("--keep", type=Path, default=None, help="build the crafted files here and keep them")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="build the crafted files here and keep them; the synthetic room (map, bags) kept by an "
+                        "earlier run is used again")
     args = p.parse_args(argv)
     rows = fuzz.run_cases(args.only, args.match, args.max_memory_mb, args.keep)
     fuzz.print_table(rows)

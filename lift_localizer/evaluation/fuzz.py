@@ -109,7 +109,9 @@ MAP_DAMAGE: dict[str, Callable[[Path], None]] = {
 
 
 def make_scene(root: Path) -> tuple[Path, Path, object, list]:
-    """A synthetic room: (map, query bag, camera, query views)."""
+    """A synthetic room: (map, query bag, camera, query views). Where ``root`` holds them from an
+    earlier run (``--keep``), the map and bags are used again (build-map writes a map whole or not at
+    all; a bag is complete once its metadata.yaml is written)."""
     from ..geometry.camera import Camera
     from ..bags.writer import write_bag
     from ..mapping.frames import posed_frames
@@ -117,8 +119,11 @@ def make_scene(root: Path) -> tuple[Path, Path, object, list]:
 
     K, mapping, query = room_sequence(10, 4, image_size=(240, 320))
     cam = Camera(320, 240, K)
+    if all((root / name / "metadata.yaml").is_file() for name in ("mapping", "query")) and \
+            (root / "map" / "map.json").is_file():
+        return root / "map", root / "query", cam, query
     for name, views, t0 in (("mapping", mapping, 10**18), ("query", query, 2 * 10**18)):
-        write_bag(root / name, posed_frames(views, cam, t0))
+        write_bag(fresh(root / name), posed_frames(views, cam, t0))
     # As a user runs it (a subprocess): the command line sits above this module.
     built = subprocess.run([sys.executable, "-m", "lift_localizer", "build-map", "--bag", str(root / "mapping"),
                             "--output", str(root / "map"), "--features", "lift", "--max-keypoints", "300"],
@@ -128,8 +133,18 @@ def make_scene(root: Path) -> tuple[Path, Path, object, list]:
     return root / "map", root / "query", cam, query
 
 
+def fresh(path: Path) -> Path:
+    """``path``, with whatever an earlier run kept there (``--keep``) removed: each run crafts its
+    inputs anew."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    return path
+
+
 def damaged_map(good: Path, root: Path, damage: str) -> Path:
-    m = root / ("damaged-" + "".join(c if c.isalnum() else "_" for c in damage))
+    m = fresh(root / ("damaged-" + "".join(c if c.isalnum() else "_" for c in damage)))
     shutil.copytree(good, m)
     MAP_DAMAGE[damage](m)
     return m
@@ -190,7 +205,7 @@ def _cli_outcome(group: str, case: str, argv: list[str], codes: tuple[int, ...],
 def cli_cases(root: Path, good_map: Path, query: Path, max_mb: float,
               wanted: Callable[[str], bool] = lambda case: True) -> list[Outcome]:
     out = []
-    images = root / "images"
+    images = fresh(root / "images")
     images.mkdir()
     (images / "bomb.png").write_bytes(png_claiming(20000, 20000))
     (images / "garbage.jpg").write_bytes(os.urandom(4000))
@@ -204,7 +219,7 @@ def cli_cases(root: Path, good_map: Path, query: Path, max_mb: float,
                                                           "--output", str(root / "poses.txt")], (0, 2), max_mb))
     for name in filter(wanted, BAG_DAMAGE):
         damage = BAG_DAMAGE[name]
-        bag = root / ("bag-" + "".join(c if c.isalnum() else "_" for c in name))
+        bag = fresh(root / ("bag-" + "".join(c if c.isalnum() else "_" for c in name)))
         shutil.copytree(query, bag)
         damage(bag)
         out.append(_cli_outcome("localize: bag", name, ["localize", "--map", str(good_map), "--bag", str(bag),
@@ -236,7 +251,7 @@ def _evil_type_bag(root: Path, max_mb: float) -> Outcome:
 
     from ..ros.interfaces import default_typestore
 
-    here = root / "evil_cwd"
+    here = fresh(root / "evil_cwd")
     (here / "evilpkg" / "msg").mkdir(parents=True)
     marker = here / "imported"
     for init in (here / "evilpkg" / "__init__.py", here / "evilpkg" / "msg" / "__init__.py"):
@@ -461,7 +476,7 @@ def node_cases(root: Path, good_map: Path, cam, query: list, max_mb: float,
         if row := record("node: camera_info", "alternating sizes ×5", alternating_sizes):
             row.outcome += f"; {node.output().count('warmed up at') - warmed} warm-ups"
 
-        (root / "node_maps").mkdir()
+        fresh(root / "node_maps").mkdir()
         for damage in filter(wanted, MAP_DAMAGE):
             bad = damaged_map(good_map, root / "node_maps", damage)
             said: list[str] = []
