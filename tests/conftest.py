@@ -1,3 +1,5 @@
+import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__ if item.module else ""
         item.add_marker(pytest.mark.xdist_group("ros" if module in ROS_MODULES else module))
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """The global random generators seeded before each test, so that a test draws the same numbers
+    whatever ran before it in its process (the workers of `make test` share the tests out differently
+    each run). torch is seeded once imported; it is not imported here, since some tests check what the
+    command line imports."""
+    random.seed(0)
+    np.random.seed(0)
+    if (torch := sys.modules.get("torch")) is not None:
+        torch.manual_seed(0)
 
 
 def run_cli(*argv) -> tuple[int, str, str]:
