@@ -61,24 +61,31 @@ def shared_path(*parts: str) -> Path:
 NODE_KEYPOINTS = 300
 
 
-@pytest.fixture(scope="session")
-def room_scene(tmp_path_factory):
-    """A rendered room's mapping bag and LIFT map (ROOT/mapping, ROOT/map, NODE_KEYPOINTS keypoints)
-    and its query views: (ROOT, camera, [(image, T_map_camera)]). Shared by every module that uses
-    it, so no test may change it: copy the map first."""
+def room_with_map(root: Path, num_query: int, features: tuple[str, ...], max_keypoints: int):
+    """The synthetic room's 10 mapping views as the bag ROOT/mapping and a map of it built by the command
+    line (ROOT/map): (camera, [(query image, T_map_camera)], build-map's stdout)."""
     pytest.importorskip("pycolmap")
     from lift_localizer.bags.writer import write_bag
     from lift_localizer.geometry.camera import Camera
     from lift_localizer.mapping.frames import posed_frames
     from lift_localizer.synthetic import room_sequence
 
-    root = tmp_path_factory.mktemp("room")
-    K, mapping, query = room_sequence(10, 4, image_size=(240, 320))
+    K, mapping, query = room_sequence(10, num_query, image_size=(240, 320))
     cam = Camera(320, 240, K)
     write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
-    code, _, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map", "--features", "lift",
-                              "--max-keypoints", NODE_KEYPOINTS)
+    code, stdout, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map",
+                                   "--features", *features, "--max-keypoints", max_keypoints)
     assert code == 0, stderr
+    return cam, query, stdout
+
+
+@pytest.fixture(scope="session")
+def room_scene(tmp_path_factory):
+    """A rendered room's mapping bag and LIFT map (ROOT/mapping, ROOT/map, NODE_KEYPOINTS keypoints)
+    and its query views: (ROOT, camera, [(image, T_map_camera)]). Shared by every module that uses
+    it, so no test may change it: copy the map first."""
+    root = tmp_path_factory.mktemp("room")
+    cam, query, _ = room_with_map(root, 4, ("lift",), NODE_KEYPOINTS)
     return root, cam, query
 
 
@@ -88,21 +95,13 @@ def room_bags(tmp_path_factory):
     ROOT/query_no_gt, without poses) and a SIFT + LIFT map of it built by the command line (ROOT/map,
     400 keypoints): (ROOT, build-map's stdout, {query stamp: T_map_camera}). Shared, so no test may
     change it: copy the map first."""
-    pytest.importorskip("pycolmap")
     from lift_localizer.bags.writer import write_bag
-    from lift_localizer.geometry.camera import Camera
     from lift_localizer.mapping.frames import posed_frames
-    from lift_localizer.synthetic import room_sequence
 
     root = tmp_path_factory.mktemp("room_bags")
-    K, mapping, query = room_sequence(10, 3, image_size=(240, 320))
-    cam = Camera(320, 240, K)
-    write_bag(root / "mapping", posed_frames(mapping, cam, 10**18))
+    cam, query, stdout = room_with_map(root, 3, ("sift", "lift"), 400)
     write_bag(root / "query", posed_frames(query, cam, 2 * 10**18), compressed=True)
     write_bag(root / "query_no_gt", posed_frames(query, cam, 2 * 10**18), with_poses=False)
-    code, stdout, stderr = run_cli("build-map", "--bag", root / "mapping", "--output", root / "map",
-                                   "--features", "sift", "lift", "--max-keypoints", "400")
-    assert code == 0, stderr
     return root, stdout, {2 * 10**18 + i * 10**8: T for i, (_, T) in enumerate(query)}
 
 
