@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -35,21 +36,14 @@ def run_limited(*argv, timeout=120):
 
 def run_limited_each(runs, timeout=120):
     """Each command line of ``runs`` in turn, in one child process whose address space is capped at
-    MEMORY_LIMIT (one process: a child pays ~2 s for torch alone): [(code, stdout, stderr)]."""
+    MEMORY_LIMIT (one process: a child pays ~2 s for torch alone), each through conftest.run_cli:
+    [(code, stdout, stderr)]."""
     script = textwrap.dedent(f"""
-        import contextlib, io, json, resource, sys
+        import json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
-        from lift_localizer.cli import main
-        results = []
-        for argv in json.loads(sys.argv[1]):
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = main(argv)
-                except SystemExit as e:
-                    code = e.code
-            results.append((code, out.getvalue(), err.getvalue()))
-        print(json.dumps(results))
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import run_cli
+        print(json.dumps([run_cli(*argv) for argv in json.loads(sys.argv[1])]))
     """)
     runs = [[str(a) for a in argv] for argv in runs]
     p = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
