@@ -36,7 +36,7 @@ $(STAMP): $(REQUIREMENTS) setup.py $(MSG_SRCS) Makefile
 demo: $(STAMP)
 	$(PY) -m lift_localizer demo $(DEMO_ARGS)
 
-# Two workers: half the suite's time on two cores is spent waiting (nodes, child processes, DDS).
+# Two workers: run alone, the suite keeps about one of two cores busy (it waits on nodes, child processes, DDS).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
