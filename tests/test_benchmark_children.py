@@ -76,3 +76,25 @@ def test_stopping_a_child_ends_its_whole_group(tmp_path, ignores_ctrl_c):
         assert why is None
     assert _gone(grandchild), "what the child started outlived it"
     assert stop_group(proc, 2) is None  # already stopped: nothing to do, nothing to say
+
+
+def test_node_idle_reads_the_counters_the_node_reports():
+    """The settle wait ends on `node_idle`: it must read the keys `NodeStats.report` writes, so that a
+    frame waiting in the slot or running in the worker keeps the benchmark waiting."""
+    from lift_localizer.evaluation.node_benchmark import node_idle
+    from lift_localizer.ros.node_stats import NodeStats
+
+    stats = NodeStats()
+
+    def diag(dropped: int) -> dict[str, str]:
+        return dict(stats.report(dropped)[2])
+
+    assert node_idle(diag(0))                       # nothing received yet
+    stats.count("in", 5)                            # five frames in:
+    stats.count("skipped_rate")                     # one over max_rate_hz,
+    stats.failure("corrupt", counter="bad")         # one undecodable,
+    stats.count("processed")                        # one done, one replaced in the slot, one running
+    assert not node_idle(diag(1))
+    stats.count("processed")
+    assert node_idle(diag(1))
+    assert not node_idle({}) and not node_idle({**diag(1), "frames_in": "?"})

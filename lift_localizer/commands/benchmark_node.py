@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_bag_topics, positive_float, positive_int
+from . import add_bag_topics, non_negative_float, positive_float, positive_int
 
 
 def add(sub) -> None:
@@ -27,8 +27,9 @@ def add(sub) -> None:
                    help="the node's keypoint budget")
     p.add_argument("--top-k", type=positive_int, default=BY_NAME["top_k"].default, metavar="K",
                    help="the node's map images retrieved per image")
-    p.add_argument("--settle", type=float, default=10.0, metavar="S",
-                   help="seconds to wait after the replay (default %(default)s)")
+    p.add_argument("--settle", type=non_negative_float, default=60.0, metavar="S",
+                   help="at most this many seconds after the replay for the node to finish the frames it "
+                        "received; the wait ends as soon as its /diagnostics show it idle (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON here")
     add_bag_topics(p, with_pose=False)
     p.add_argument("--ground-truth-topic", default="/ground_truth/pose",

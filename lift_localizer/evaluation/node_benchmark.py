@@ -81,6 +81,21 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> str | None:
     return None
 
 
+# Every frame the node receives ends in exactly one of these counters (bad camera_info also counts
+# as bad, so the sum may run ahead of frames_in).
+_OUTCOMES = ("frames_skipped_rate", "frames_dropped", "bad_messages", "frames_skipped_no_map",
+             "frames_skipped_no_camera_info", "frames_processed")
+
+
+def node_idle(diag: dict[str, str]) -> bool:
+    """Whether the node's ``/diagnostics`` values account for every frame it received: nothing is
+    waiting in its slot or running in its worker."""
+    try:
+        return int(diag["frames_in"]) <= sum(int(diag[k]) for k in _OUTCOMES)
+    except (KeyError, ValueError):
+        return False
+
+
 def _recall_row(err: np.ndarray) -> str:
     return "  ".join(f"({t:g} m,{r:g}°) {np.mean(within(err, (t, r))):.3f}" for t, r in THRESHOLDS)
 
@@ -94,7 +109,7 @@ def run(args) -> int:
     from ..localization.localizer import Localizer
     from ..bags.reader import bag_topics, pick_image_topic, read_frames
     from ..mapping.io import load_map
-    from ..ros.params import PARAMS, localizer_conf
+    from ..ros.params import BY_NAME, PARAMS, localizer_conf
 
     frames = read_frames(args.bag, args.image_topic, args.camera_info_topic, pose_topic=args.ground_truth_topic)
     truth = {f.stamp_ns: f.T_map_camera for f in frames}
@@ -122,6 +137,7 @@ def run(args) -> int:
         listener = rclpy.create_node("lift_localizer_benchmark")
         lock = threading.Lock()
         seen_image, seen_pose, processed, poses, diag = {}, {}, set(), {}, {}
+        diag_at = [0.0]   # when the last /diagnostics arrived (time.monotonic)
 
         def on_image(raw: bytes) -> None:
             with lock:
@@ -141,8 +157,10 @@ def run(args) -> int:
         def on_diagnostics(msg) -> None:
             for status in msg.status:
                 if status.name.startswith("lift_localizer"):
-                    diag.clear()
-                    diag.update({kv.key: kv.value for kv in status.values})
+                    with lock:
+                        diag.clear()
+                        diag.update({kv.key: kv.value for kv in status.values})
+                        diag_at[0] = time.monotonic()
 
         from sensor_msgs.msg import CompressedImage, Image
         from ..ros.interfaces import message_class
@@ -181,11 +199,19 @@ def run(args) -> int:
         if code != 0:
             print(f"error: play exited with code {code}", file=sys.stderr)
             return 2
-        play_s = time.monotonic() - t0
-        # The last frame may still be processing.
-        settle = time.monotonic() + args.settle
+        play_end = time.monotonic()
+        play_s = play_end - t0
+        # The last frames may still be waiting or running. A fixed wait would cut them off on a slow
+        # CPU, so wait until a /diagnostics sent a period after the replay (the last images have
+        # arrived by then) shows the node idle, or until --settle runs out.
+        period = BY_NAME["diagnostics_period_s"].default
+        settle = play_end + args.settle
         while time.monotonic() < settle:
+            with lock:
+                if diag_at[0] > play_end + period and node_idle(diag):
+                    break
             time.sleep(0.2)
+        settle_s = time.monotonic() - play_end
     finally:
         if (why := stop_group(node_proc, 10)) is not None:
             print(f"warning: the node: {why}; its log: {log}", file=sys.stderr)
@@ -194,11 +220,15 @@ def run(args) -> int:
         rclpy.try_shutdown()
 
     with lock:
+        idle = node_idle(diag)
         processed_stamps = sorted(s for s in processed if s in truth)
         latency = np.array([seen_pose[s] - seen_image[s] for s in seen_pose if s in seen_image])
     n_bag = len(frames)
     print(f"bag {args.bag}: {n_bag} images over {(frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9:.1f} s, "
           f"played at rate {args.rate:g} in {play_s:.1f} s; node QoS {args.qos}, {args.max_keypoints} keypoints")
+    if not idle:
+        print(f"warning: the node was still busy {args.settle:g} s after the replay (--settle); frames it had "
+              "received but not yet processed are missing below", file=sys.stderr)
     print(f"node: received {diag.get('frames_in', '?')}, dropped (newest wins) {diag.get('frames_dropped', '?')}, "
           f"processed {len(processed_stamps)}, localized {len(poses)}; this listener saw {len(seen_image)} images")
     if processed_stamps:
@@ -235,7 +265,7 @@ def run(args) -> int:
         Path(args.json).write_text(json.dumps({
             "bag": str(args.bag), "rate": args.rate, "qos": args.qos, "frames": n_bag,
             "received": diag.get("frames_in"), "dropped": diag.get("frames_dropped"), "processed": len(processed_stamps),
-            "localized": len(poses), "play_s": play_s,
+            "localized": len(poses), "play_s": play_s, "settle_s": settle_s, "idle": idle,
             "latency_ms": {"median": float(1000 * np.median(latency)), "p90": float(1000 * np.percentile(latency, 90))}
             if len(latency) else None,
             "node_errors": err_node.tolist(), "offline_errors": err_off.tolist()}, indent=1))
