@@ -189,3 +189,27 @@ def test_guided_matching_is_the_build_option_and_is_recorded():
     assert map_conf(parse(["build-map", *REQUIRED["build-map"]]))["guided_matching"] is map_defaults["guided_matching"]
     conf = map_conf(parse(["build-map", *REQUIRED["build-map"], "--guided-matching"]))
     assert conf["guided_matching"] is True and set(conf) <= set(map_defaults)
+
+
+def test_benchmark_node_checks_the_bag_and_the_map_before_it_starts_a_node(tmp_path, capsys):
+    """Exit 2 with the reason, before any node or player runs: a folder that is not a bag, a bag
+    without ground truth (nothing to score /pose against), a folder that is not a map."""
+    pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
+    import numpy as np
+
+    from lift_localizer.bags.writer import write_bag
+    from lift_localizer.geometry.camera import Camera
+    from lift_localizer.mapping.frames import posed_frames
+
+    cam = Camera(64, 48, np.array([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]]))
+    views = [(make_texture(64, seed=k)[:48], np.eye(4)) for k in range(2)]
+    write_bag(tmp_path / "posed", posed_frames(views, cam, 10**18))
+    write_bag(tmp_path / "unposed", posed_frames(views, cam, 10**18), with_poses=False)
+    (tmp_path / "not_a_map").mkdir()
+    cases = [(tmp_path / "not_a_map", tmp_path / "not_a_map", "not a readable rosbag2"),
+             (tmp_path / "not_a_map", tmp_path / "unposed", "no pose topic '/ground_truth/pose'"),
+             (tmp_path / "not_a_map", tmp_path / "posed", "not a map (no map.json")]
+    for map_dir, bag, reason in cases:
+        assert main(["benchmark-node", "--map", str(map_dir), "--bag", str(bag)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and reason in err and err.count("\n") == 1, err   # no node's log after it

@@ -458,13 +458,15 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
     from ros_harness import ros_env
 
     bags = shared_path("bags", "tum_fr3_office")
+    scratch = tmp_path / "tmp"   # where the node's log goes while it runs
+    scratch.mkdir()
     assert main(["build-map", "--bag", str(bags / "mapping"), "--output", str(tmp_path / "map"), "--features", "lift",
                  "--max-keypoints", "1000"]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "lift_localizer", "benchmark-node", "--map", str(tmp_path / "map"),
                              "--bag", str(bags / "query"), "--rate", "1", "--max-keypoints", "1000", "--qos",
                              "best_effort", "--json", str(tmp_path / "b.json")],
                             # Its own domain: the module's `running` node (also /lift_localizer) is still up.
-                            env=ros_env(domain_offset=100), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**ros_env(domain_offset=100), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=400)
     except subprocess.TimeoutExpired:
@@ -477,8 +479,10 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
     assert "latency image → /pose: median" in out.stdout and "processed-frame rate" in out.stdout
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["idle"], out.stdout
+    assert not list(scratch.glob("lift_node_*.log")), "a successful run leaves no log behind"
     assert result["processed"] >= 3 and result["localized"] >= result["processed"] - 1, out.stdout
     node, offline = np.array(result["node_errors"]), np.array(result["offline_errors"])
     localized = np.isfinite(node[:, 0])
     assert np.all(node[localized, 0] < 0.05) and np.all(node[localized, 1] < 5)
     np.testing.assert_allclose(node[localized], offline[localized], atol=1e-4)
+

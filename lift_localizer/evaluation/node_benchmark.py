@@ -107,13 +107,23 @@ def run(args) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from ..localization.localizer import Localizer
-    from ..bags.reader import bag_topics, pick_image_topic, read_frames
-    from ..mapping.io import load_map
+    from ..bags.reader import BagError, bag_topics, pick_image_topic, read_frames
+    from ..mapping.io import MapError, load_map
     from ..ros.params import BY_NAME, PARAMS, localizer_conf
 
-    frames = read_frames(args.bag, args.image_topic, args.camera_info_topic, pose_topic=args.ground_truth_topic)
-    truth = {f.stamp_ns: f.T_map_camera for f in frames}
-    image_topic = pick_image_topic(bag_topics(args.bag), args.image_topic, Path(args.bag))
+    # The bag and the map are checked here, before a node is started for them.
+    try:
+        frames = read_frames(args.bag, args.image_topic, args.camera_info_topic, pose_topic=args.ground_truth_topic)
+        image_topic = pick_image_topic(bag_topics(args.bag), args.image_topic, Path(args.bag))
+        the_map = load_map(args.map)
+    except (BagError, MapError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    truth = {f.stamp_ns: f.T_map_camera for f in frames if f.T_map_camera is not None}
+    if not truth:
+        print(f"error: {args.bag}: no image has a ground-truth pose on {args.ground_truth_topic} "
+              "(benchmark-node scores /pose against it)", file=sys.stderr)
+        return 2
     compressed = image_topic.endswith("/compressed")
     base_topic = image_topic[: -len("/compressed")] if compressed else image_topic
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
@@ -131,7 +141,7 @@ def run(args) -> int:
         node_proc = subprocess.Popen(node_cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
-    listener = None
+    listener, replayed = None, False
     try:
         rclpy.init()
         listener = rclpy.create_node("lift_localizer_benchmark")
@@ -176,7 +186,9 @@ def run(args) -> int:
         spin = threading.Thread(target=lambda: rclpy.spin(listener), daemon=True)
         spin.start()
         deadline = time.monotonic() + 120
-        while "images" not in diag.get("map", "") and time.monotonic() < deadline:
+        # "map not loaded" is final: the node retries only on a parameter change.
+        while "images" not in diag.get("map", "") and not diag.get("map", "").startswith("map not loaded") \
+                and time.monotonic() < deadline:
             if node_proc.poll() is not None:
                 print(log.read_text()[-3000:], file=sys.stderr)
                 return 2
@@ -212,9 +224,15 @@ def run(args) -> int:
                     break
             time.sleep(0.2)
         settle_s = time.monotonic() - play_end
+        replayed = True
     finally:
-        if (why := stop_group(node_proc, 10)) is not None:
+        why = stop_group(node_proc, 10)
+        if why is not None:
             print(f"warning: the node: {why}; its log: {log}", file=sys.stderr)
+        elif not replayed:
+            print(f"the node's log: {log}", file=sys.stderr)
+        else:
+            log.unlink(missing_ok=True)   # nothing went wrong: no file left behind per run
         if listener is not None:
             listener.destroy_node()
         rclpy.try_shutdown()
@@ -241,7 +259,7 @@ def run(args) -> int:
     print("node stage medians: " + "  ".join(f"{k[:-10]} {diag[k]} ms" for k in stage_keys))
 
     # The same frames offline, same settings: the node must give the same accuracy.
-    localizer = Localizer(load_map(args.map), localizer_conf({**{p.name: p.default for p in PARAMS}, **params}))
+    localizer = Localizer(the_map, localizer_conf({**{p.name: p.default for p in PARAMS}, **params}))
     by_stamp = {f.stamp_ns: f for f in frames}
     err_node = np.full((len(processed_stamps), 2), np.inf)
     err_off = np.full((len(processed_stamps), 2), np.inf)
