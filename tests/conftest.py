@@ -14,14 +14,17 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # ever run at once (their ROS domains come from the process id: ros_harness.private_domain).
 ROS_MODULES = {"test_bag_player", "test_fuzz", "test_jump_gate", "test_launch", "test_node", "test_node_hostile",
                "test_package", "test_play_hostile"}
+# Modules that share a costly session fixture: one group, so that one worker builds it once.
+SHARED_GROUPS = {"test_map_cli": "room_bags", "test_wrong_accepts": "room_bags"}
 
 
 @pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """One xdist group per module (its module-scoped fixtures are built once), one for ROS_MODULES."""
+    """One xdist group per module (its module-scoped fixtures are built once), one for ROS_MODULES,
+    one per SHARED_GROUPS fixture."""
     for item in items:
         module = item.module.__name__ if item.module else ""
-        item.add_marker(pytest.mark.xdist_group("ros" if module in ROS_MODULES else module))
+        item.add_marker(pytest.mark.xdist_group("ros" if module in ROS_MODULES else SHARED_GROUPS.get(module, module)))
 
 
 @pytest.fixture(autouse=True)
