@@ -260,6 +260,9 @@ def test_file_layout_and_attrs(data_root, tmp_path, capsys):
             assert f[k].shape == (n,) and f[k].dtype == np.float32
             assert np.all(np.abs(f[k][:]) <= np.pi + 1e-6)
         assert f["source"].dtype == np.int16
+        for k in ("point1", "point3"):
+            assert f[k].shape == (n,) and f[k].dtype == np.int64 and f[k][:].min() >= 0
+        assert np.all(f["point1"][:] != f["point3"][:])          # P3 is another point
         sources = json.loads(f.attrs["sources"])
         assert sources == ["sfm:room", "homography:room"]
         assert np.bincount(f["source"][:], minlength=2).tolist() == [60, 30]
@@ -274,7 +277,7 @@ def test_file_layout_and_attrs(data_root, tmp_path, capsys):
 
 
 def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
-    """Every row of the file holds one quadruplet's four patches, angles and source, whatever the shuffle."""
+    """Every row of the file holds one quadruplet's four patches, angles, point ids and source, whatever the shuffle."""
     monkeypatch.setattr(data, "WRITE_BLOCK", 128)
     sizes = (70, 500, 3)
     parts = []
@@ -285,9 +288,11 @@ def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
         patches[:, :, 0, 2] = (np.arange(n) // 251)[:, None]
         patches[:, :, 0, 3] = np.arange(4)[None]
         angles = (k + np.arange(n)[:, None] * 1e-4 + np.arange(3)[None] * 10).astype(np.float32)
+        points = np.stack([k * 1000 + np.arange(n), k * 1000 + np.arange(n) + 500], 1).astype(np.int64)
         np.save(tmp_path / f"{k}.npy", patches)
         np.save(tmp_path / f"{k}.a.npy", angles)
-        parts.append((f"s{k}", tmp_path / f"{k}.npy", tmp_path / f"{k}.a.npy"))
+        np.save(tmp_path / f"{k}.i.npy", points)
+        parts.append((f"s{k}", tmp_path / f"{k}.npy", tmp_path / f"{k}.a.npy", tmp_path / f"{k}.i.npy"))
     data._write(tmp_path / "f.h5", parts, default_conf, {"file": None, "section": None, "train": [], "test": []}, {}, 0.0)
     with h5py.File(tmp_path / "f.h5") as f:
         src = f["source"][:]
@@ -300,6 +305,7 @@ def test_rows_stay_together_when_shuffled(tmp_path, monkeypatch):
                 assert np.allclose(f[f"angle{a + 1}"][:], src + local * 1e-4 + a * 10, atol=1e-3)
             for k, n in enumerate(sizes):
                 assert sorted(local[src == k]) == list(range(n))
+            assert np.all(f["point1"][:] == src * 1000 + local) and np.all(f["point3"][:] == src * 1000 + local + 500)
 
 
 def test_sources_and_clear_errors(data_root, tmp_path):

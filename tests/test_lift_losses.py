@@ -56,6 +56,27 @@ def test_hard_negative_can_be_another_rows_d3():
     assert desc_loss(d1, d2, d3, margin=4.0).item() == pytest.approx(2.875)
 
 
+def test_hard_negative_leaves_out_rows_that_view_the_anchors_own_point():
+    # Rows 0 and 1 view one point (id 7) from other images, as a scene's batch can: unmined, each
+    # anchor's nearest candidate would be the other row's view of its own point.
+    d1 = t([[0.0, 0.0], [0.2, 0.0], [5.0, 0.0]])
+    d2 = t([[0.0, 0.5], [0.2, 0.5], [5.0, 0.5]])
+    d3 = t([[0.0, 1.5], [0.0, 1.6], [3.0, 0.0]])
+    ids, ids3 = torch.tensor([7, 7, 8]), torch.tensor([9, 10, 7])
+    # Without ids anchor 0's negative is d1[1]'s partner d2[1] (0.29), anchor 1's d2[0] (0.29).
+    blind = desc_loss(d1, d2, d3, margin=4.0)
+    # With them: anchor 0's candidates are d3[0] (2.25), d3[1] (2.56), d2[2] (25.25); d3[2] (9) views
+    # point 7 too, and d2[1] is left out: 0.25 + (4 - 2.25) = 2.0. Anchor 1: d3[0] (2.29) → 1.96.
+    # Anchor 2 (point 8): d3[2] (4) → 0.25 + 0.
+    seen = desc_loss(d1, d2, d3, margin=4.0, points=(ids, ids3))
+    assert seen.item() == pytest.approx((2.0 + 0.25 + 4 - 2.29 + 0.25) / 3)
+    assert blind.item() == pytest.approx((0.25 + 4 - 0.29) * 2 / 3 + 0.25 / 3)
+    # ratio_loss mines the same way
+    assert ratio_loss(d1, d2, d3, points=(ids, ids3)) < ratio_loss(d1, d2, d3)
+    with pytest.raises(ValueError, match="id vectors"):
+        desc_loss(d1, d2, d3, points=(ids[:2], ids3))
+
+
 def test_hard_negative_matches_brute_force_and_gradient_reaches_chosen_negative():
     g = torch.Generator().manual_seed(0)
     n, dim, margin = 7, 5, 3.0

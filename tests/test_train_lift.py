@@ -260,6 +260,61 @@ def test_training_on_some_sources_of_the_file(quadruplets, tmp_path):
         Quadruplets(quadruplets, {**default_conf, "sources": ["webcam:x"]})
 
 
+@pytest.fixture(scope="module")
+def two_scenes(quadruplets, tmp_path_factory):
+    """The 48 quadruplets as two scenes of three sources, with point ids: rows 2k and 2k + 1 view
+    one point, and P3 is the next pair's point."""
+    path = tmp_path_factory.mktemp("scenes") / "q.h5"
+    with h5py.File(quadruplets) as src, h5py.File(path, "w") as f:
+        for k in src:
+            f[k] = src[k][:]
+        n = len(src["p1"])
+        f.attrs["sources"] = json.dumps(["sfm:a", "homography:a", "sfm:b"])
+        f["source"] = np.where(np.arange(n) < n // 2, np.arange(n) % 2, 2).astype(np.int16)
+        f["point1"] = np.arange(n, dtype=np.int64) // 2
+        f["point3"] = (np.arange(n, dtype=np.int64) // 2 + 1) % (n // 2)
+    return path
+
+
+def test_scene_negatives_take_each_batch_from_one_scene(two_scenes, quadruplets, tmp_path):
+    conf = {**tl.default_conf, "negatives": "scene", "val_fraction": 0.0}
+    data = tl.Quadruplets(two_scenes, conf)
+    keys = data.points
+    # sfm:a and homography:a are one scene and share its point ids; sfm:b is another.
+    assert keys[:, 2].tolist() == [0] * 24 + [1] * 24 and keys[0, 0] == keys[1, 0]
+    assert keys[24, 0] - keys[0, 0] == (1 << 40) + 12
+    rows = []
+    for batch in data.epoch(np.random.default_rng(0), 8, 48, by_scene=True):
+        scene = batch["points"][:, 2]
+        assert (scene == scene[0]).all()
+        rows += batch["points"][:, 0].tolist()
+    assert len(rows) == 48 and len(set(rows)) == 24          # 24 rows per scene: three full batches each
+    mixed = [b["points"][:, 2] for b in data.epoch(np.random.default_rng(0), 8, 48)]
+    assert any((s != s[0]).any() for s in mixed)
+    # The loss gets the batch's point ids.
+    # (rows 2k and 2k + 1 view one point and describe it alike: unmasked, each is the other's negative)
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(3, 4, 1, 128, generator=g).repeat(1, 1, 2, 1).reshape(3, 8, 128) * 0.1
+    d = d + 0.01 * torch.randn(3, 8, 128, generator=g)
+    points = torch.from_numpy(keys[:8])
+    from lift_localizer.training.losses import desc_loss
+    assert tl._desc_loss(*d, conf, points) == desc_loss(*d, points=(points[:, 0], points[:, 1]))
+    assert tl._desc_loss(*d, conf, points) != tl._desc_loss(*d, conf)
+    # Training with them runs, and its card says how it was trained.
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "desc", "--data", str(two_scenes), "--output", str(tmp_path / "s"), "--epochs", "1",
+                     "--batch-size", "8", "--negatives", "scene"]) == 0
+        # A file without point ids cannot say which rows view one point.
+        assert main(["train", "desc", "--data", str(quadruplets), "--output", str(tmp_path / "x"),
+                     "--negatives", "scene"]) == 2
+    assert json.loads((tmp_path / "s.json").read_text())["training"]["negatives"] == "scene"
+    assert not (tmp_path / "x.json").exists()
+    with pytest.raises(ValueError, match="no point ids"):
+        tl.Quadruplets(quadruplets, conf)
+    with pytest.raises(ValueError, match="negatives"):
+        train_phase("ori", two_scenes, tmp_path / "o", {"negatives": "scene"}, log=lambda *a: None)
+
+
 def test_joint_phase_trains_all_three_saves_three_cards_and_resumes(quadruplets, tmp_path):
     conf = {"epochs": 1, "batch_size": _whole_split(quadruplets), "val_fraction": 0.2, "lr": 1e-5}
     card = train_phase("joint", quadruplets, tmp_path / "joint", conf, checkpoint=tmp_path / "ckpt",

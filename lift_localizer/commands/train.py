@@ -195,6 +195,10 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
                        help="paper: LIFT's (positives pulled together, the hardest negative pushed past a margin); "
                             "ratio: the localizer's match test (each view nearer to the other than 0.8 × to the "
                             "nearest other point, both ways); use it with --teacher, which holds the scale")
+        q.add_argument("--negatives", choices=("batch", "scene"), default="batch",
+                       help="where the hardest in-batch negative comes from: batch (batches mix every scene) or "
+                            "scene (each batch from one scene, so the negative is another point of the same "
+                            "place; needs a training file with point ids)")
         q.add_argument("--upright", action="store_true",
                        help="train on upright patches (for a pipeline whose ORI is untrained or off)")
         q.add_argument("--architecture", choices=("full", "thin", "fast"), default=None,
@@ -260,7 +264,7 @@ def run_lift_phase(args: argparse.Namespace) -> int:
         conf["hard_negatives"] = not args.no_hard_negatives
     if args.phase == "desc":
         conf.update(upright=args.upright, architecture=args.architecture, teacher=args.teacher,
-                    distill_weight=args.distill_weight, loss=args.loss)
+                    distill_weight=args.distill_weight, loss=args.loss, negatives=args.negatives)
     if args.phase in ("det", "joint"):
         conf["class_weight"] = args.class_weight
     if args.phase == "ori":

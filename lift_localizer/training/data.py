@@ -17,6 +17,9 @@ DATA.h5 (one row per quadruplet, rows of all sources shuffled together):
     angle1 angle2 angle3  (N,) float32 radians: the SIFT orientation in crop_patches' convention
                        (direction of the patch x axis in the image, x right, y down); P4 is upright
     source             (N,) int16 index into attrs["sources"]
+    point1 point3      (N,) int64 ids of P1/P2's 3D point and of P3's (≥ 0), unique within a scene: the
+                       sources of one scene ("sfm:fox", "homography:fox") share them, so rows that show
+                       the same point can be told apart from true negatives
     attrs: sources (JSON list like "sfm:sacre_coeur", "webcam:mexico", "homography:llff_fern"),
     split (JSON: split file and section), created (JSON: parameters, counts, time), patch_size 128.
 
@@ -96,7 +99,7 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
     counts: dict[str, int] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.parts-", dir=output.parent) as tmp:
-        parts: list[tuple[str, Path, Path]] = []
+        parts: list[tuple[str, Path, Path, Path]] = []
         for entry, names in tqdm(plan, desc="sets", unit="set", file=sys.stderr, disable=None):
             try:
                 scene = load_scene(entry, root, conf, log)
@@ -119,10 +122,12 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
                     log(f"warning: {s}: no quadruplet could be formed")
                     continue
                 patches = render(scene, quads, warps, desc=s)
-                pfile, afile = Path(tmp) / f"{len(parts)}.npy", Path(tmp) / f"{len(parts)}.angles.npy"
+                stem = Path(tmp) / str(len(parts))
+                pfile, afile, ifile = (stem.with_suffix(x) for x in (".npy", ".angles.npy", ".points.npy"))
                 np.save(pfile, patches)
                 np.save(afile, quads.angle[:, :3].astype(np.float32))
-                parts.append((s, pfile, afile))
+                np.save(ifile, quads.point.astype(np.int64))
+                parts.append((s, pfile, afile, ifile))
                 counts[s] = len(quads)
                 log(f"{s}: {len(quads)} quadruplets")
             scene.drop_images()
@@ -142,9 +147,10 @@ def build_dataset(output: str | Path, conf: dict | None = None, log=log_to_stder
 
 
 def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: float) -> None:
-    sources = [s for s, _, _ in parts]
-    patches = [np.load(p, mmap_mode="r") for _, p, _ in parts]
-    angles = np.concatenate([np.load(a) for _, _, a in parts])
+    sources = [s for s, _, _, _ in parts]
+    patches = [np.load(p, mmap_mode="r") for _, p, _, _ in parts]
+    angles = np.concatenate([np.load(a) for _, _, a, _ in parts])
+    points = np.concatenate([np.load(i) for _, _, _, i in parts])
     source = np.concatenate([np.full(len(p), k, np.int16) for k, p in enumerate(patches)])
     local = np.concatenate([np.arange(len(p)) for p in patches])
     n = len(source)
@@ -157,6 +163,8 @@ def _write(path: Path, parts, conf: dict, split: dict, counts: dict, seconds: fl
         for k in range(3):
             f.create_dataset(f"angle{k + 1}", data=angles[perm, k].astype(np.float32))
         f.create_dataset("source", data=source[perm])
+        f.create_dataset("point1", data=points[perm, 0])
+        f.create_dataset("point3", data=points[perm, 1])
         step = WRITE_BLOCK
         for s in tqdm(range(0, n, step), desc="write", unit="block", file=sys.stderr, disable=None):
             rows = perm[s:s + step]

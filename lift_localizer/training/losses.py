@@ -81,29 +81,39 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     return (student - teacher).pow(2).sum(1).mean()
 
 
-def _hardest_negatives(anchors: torch.Tensor, positives: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+def _hardest_negatives(anchors: torch.Tensor, positives: torch.Tensor, others: torch.Tensor,
+                       points: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, D): for each anchor row i, the nearest of the rows of ``others`` and of ``positives`` j ≠ i
-    (positives[i] views the anchor's own point). Chosen without gradient; the rows returned carry it."""
+    (positives[i] views the anchor's own point). With ``points`` = (ids of the anchors' (= positives')
+    points, ids of the others' points), each (N,), no row that views the anchor's point is a
+    candidate either. Chosen without gradient; the rows returned carry it."""
     n = anchors.shape[0]
     candidates = torch.cat([others, positives], dim=0)   # (2N, D)
     with torch.no_grad():
         dist = _squared_distances(anchors, candidates)
         own = torch.arange(n, device=anchors.device)
         dist[own, n + own] = math.inf
+        if points is not None:
+            ids, other_ids = points
+            if ids.shape != (n,) or other_ids.shape != (n,):
+                raise ValueError(f"points must be two ({n},) id vectors, got {tuple(ids.shape)}, {tuple(other_ids.shape)}")
+            same = ids[:, None] == torch.cat([other_ids, ids])[None, :]
+            dist[same] = math.inf
         choice = dist.argmin(dim=1)
     return candidates[choice]
 
 
 def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: float = DESC_MARGIN,
-              hard_negatives: bool = True) -> torch.Tensor:
+              hard_negatives: bool = True, points: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """LIFT's descriptor loss: pull views of one point together, push other points past a margin.
 
     For each anchor i: ``‖d1[i] - d2[i]‖² + max(0, C - ‖d1[i] - n_i‖²)``, averaged over the N
     anchors (one positive and one negative term per anchor; not divided by 2). Without mining n_i is
     d3[i]. With ``hard_negatives`` n_i is the candidate closest to d1[i] among all rows of d3 and
     the rows d2[j], j ≠ i (in-batch hard negative mining, in the spirit of LIFT/DeepDesc's mining of
-    hard negatives): this assumes that the N rows of the batch are N different 3D points and that
-    no row of d3 views any of them. The gradient flows through the chosen negative only.
+    hard negatives). Without ``points`` this assumes that the N rows of the batch are N different 3D
+    points and that no row of d3 views any of them; with them, rows that view the anchor's point are
+    left out. The gradient flows through the chosen negative only.
 
     Args:
         d1: (N, D) descriptors of N points in one view (anchors).
@@ -111,6 +121,7 @@ def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: floa
         d3: (N, D) descriptors of other points.
         margin: C, in squared distance (see DESC_MARGIN for the default's reasoning).
         hard_negatives: mine the closest negative in the batch for each anchor.
+        points: ((N,) ids of the points of d1/d2, (N,) ids of the points of d3), or None.
     Returns:
         () scalar.
     """
@@ -118,7 +129,7 @@ def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: floa
         raise ValueError(f"d1, d2, d3 must all be (N, D), got {tuple(d1.shape)}, {tuple(d2.shape)}, {tuple(d3.shape)}")
     positive = (d1 - d2).pow(2).sum(1)
     if hard_negatives:
-        negative = (d1 - _hardest_negatives(d1, d2, d3)).pow(2).sum(1)
+        negative = (d1 - _hardest_negatives(d1, d2, d3, points)).pow(2).sum(1)
     else:
         negative = (d1 - d3).pow(2).sum(1)
     return (positive + torch.relu(margin - negative)).mean()
@@ -129,7 +140,8 @@ def desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, margin: floa
 TRAIN_RATIO = 0.8
 
 
-def ratio_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, ratio: float = TRAIN_RATIO) -> torch.Tensor:
+def ratio_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, ratio: float = TRAIN_RATIO,
+               points: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The localizer's matching as a loss: each view's descriptor nearer to the other view's than
     ``ratio`` × to the nearest other point, in both directions (the matching is mutual).
 
@@ -144,6 +156,7 @@ def ratio_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, ratio: floa
     Args:
         d1, d2: (N, D) descriptors of N points in two views; d3: (N, D) descriptors of other points.
         ratio: the ratio asked for, in (0, 1].
+        points: as desc_loss's.
     Returns:
         () scalar, the mean over the 2N anchors.
     """
@@ -154,7 +167,7 @@ def ratio_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, ratio: floa
     terms = []
     for a, p in ((d1, d2), (d2, d1)):
         positive = (a - p).pow(2).sum(1).clamp(min=1e-12).sqrt()
-        negative = (a - _hardest_negatives(a, p, d3)).pow(2).sum(1).clamp(min=1e-12).sqrt()
+        negative = (a - _hardest_negatives(a, p, d3, points)).pow(2).sum(1).clamp(min=1e-12).sqrt()
         terms.append(torch.relu(positive - ratio * negative))
     return torch.cat(terms).mean()
 

@@ -52,6 +52,10 @@ default_conf = {
     "lr": 1e-3,
     "margin": None,               # desc_loss margin C; None: the loss's default
     "hard_negatives": True,
+    # Where DESC's in-batch negatives come from: "batch" (batches mix every scene, as the rows of the
+    # file) or "scene" (each batch from one scene, e.g. sfm:fox and homography:fox: the hardest
+    # negative is another point of the same real place). "scene" needs the file's point ids.
+    "negatives": "batch",
     # DESC's loss: "paper" (desc_loss, LIFT's) or "ratio" (ratio_loss, the localizer's matching test;
     # with a teacher, which holds the descriptors' scale).
     "loss": "paper",
@@ -109,6 +113,10 @@ class Quadruplets:
             raise ValueError(f"{self.path}: not a LIFT training file ({e}); build one with "
                              f"`lift-localizer training-data`") from None
         self.sources = self.file.attrs.get("sources", "[]")
+        self.points = self._point_keys(n)
+        if conf.get("negatives", "batch") == "scene" and self.points is None:
+            raise ValueError(f"{self.path}: no point ids (point1, point3), which --negatives scene needs; "
+                             f"rebuild it with `lift-localizer training-data`")
         rng = np.random.default_rng(conf["seed"])
         # Validation: a fixed random 5 %, the same whatever the chunking.
         is_val = rng.random(n) < conf["val_fraction"]
@@ -126,6 +134,23 @@ class Quadruplets:
         if conf["max_samples"]:
             self.train = self.train[: int(conf["max_samples"])]
 
+    def _point_keys(self, n: int) -> np.ndarray | None:
+        """(n, 2) int64: ids of P1/P2's point and of P3's, unique over the file (the scene, the part
+        of the source name after the colon, in the high bits), then each row's scene; None for a file
+        without point ids."""
+        if "point1" not in self.file or "point3" not in self.file:
+            return None
+        names = json.loads(self.sources)
+        scenes = sorted({s.split(":", 1)[-1] for s in names})
+        scene_of = np.array([scenes.index(s.split(":", 1)[-1]) for s in names] or [0], np.int64)
+        source = self.file["source"][:].astype(np.int64) if "source" in self.file else np.zeros(n, np.int64)
+        if len(self.file["point1"]) != n or len(self.file["point3"]) != n or len(source) != n \
+                or (len(source) and (source.min() < 0 or source.max() >= len(scene_of))):
+            raise ValueError(f"{self.path}: point1, point3 or source do not match the {n} quadruplets")
+        scene = scene_of[source]
+        ids = [np.asarray(self.file[k][:], np.int64) for k in ("point1", "point3")]
+        return np.stack([(scene << 40) + ids[0], (scene << 40) + ids[1], scene], axis=1)
+
     def batch(self, idx: np.ndarray, keys=("p1", "p2", "p3")) -> dict[str, torch.Tensor]:
         idx = np.sort(idx)
         lo, hi = int(idx[0]), int(idx[-1]) + 1
@@ -139,16 +164,29 @@ class Quadruplets:
         out = {k: torch.from_numpy(read(k).astype(np.float32))[:, None] for k in keys}
         for k in ("angle1", "angle2", "angle3"):
             out[k] = torch.from_numpy(read(k).astype(np.float32))
+        if self.points is not None:
+            out["points"] = torch.from_numpy(self.points[idx])
         return out
 
-    def epoch(self, rng: np.random.Generator, batch_size: int, chunk: int, keys=("p1", "p2", "p3")):
+    def epoch(self, rng: np.random.Generator, batch_size: int, chunk: int, keys=("p1", "p2", "p3"),
+              by_scene: bool = False):
+        """Batches of ``batch_size`` from chunks of ``chunk`` consecutive training rows (the file's rows
+        are shuffled). ``by_scene``: each batch from one scene; a scene's rows of a chunk that do not
+        fill a batch are left out of that chunk."""
         starts = rng.permutation(np.arange(0, len(self.train), chunk))
         for s in starts:
             block = self.train[s:s + chunk]
             cached = self.batch(block, keys)
             order = rng.permutation(len(block))
-            for b in range(0, len(block) - batch_size + 1, batch_size):
-                sel = torch.from_numpy(order[b:b + batch_size])
+            if by_scene:
+                scene = cached["points"][:, 2].numpy()[order]
+                groups = [order[scene == g] for g in np.unique(scene)]
+                batches = [g[b:b + batch_size] for g in groups for b in range(0, len(g) - batch_size + 1, batch_size)]
+                batches = [batches[i] for i in rng.permutation(len(batches))]
+            else:
+                batches = [order[b:b + batch_size] for b in range(0, len(block) - batch_size + 1, batch_size)]
+            for rows in batches:
+                sel = torch.from_numpy(rows)
                 yield {k: v[sel] for k, v in cached.items()}
 
 
@@ -163,12 +201,16 @@ def _normalise(patches: torch.Tensor, net: LoadedNetwork) -> torch.Tensor:
     return (patches - net.mean) / net.std
 
 
-def _desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, conf: dict) -> torch.Tensor:
+def _desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, conf: dict,
+               points: torch.Tensor | None = None) -> torch.Tensor:
+    """``points``: (N, 2+) the rows' point ids (P1/P2's, P3's), so that no view of an anchor's own
+    point is mined as its negative; None for a file without them."""
     from .losses import desc_loss, ratio_loss
 
+    ids = None if points is None else (points[:, 0], points[:, 1])
     if conf["loss"] == "ratio":
-        return ratio_loss(d1, d2, d3)
-    kwargs = {"hard_negatives": conf["hard_negatives"]}
+        return ratio_loss(d1, d2, d3, points=ids)
+    kwargs = {"hard_negatives": conf["hard_negatives"], "points": ids}
     if conf["margin"] is not None:
         kwargs["margin"] = conf["margin"]
     return desc_loss(d1, d2, d3, **kwargs)
@@ -180,7 +222,7 @@ def desc_step(desc: LoadedNetwork, batch: dict, conf: dict, teacher: LoadedNetwo
     crops = [_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc)
              for k in (1, 2, 3)]
     d = [desc.module(c) for c in crops]
-    loss = _desc_loss(*d, conf)
+    loss = _desc_loss(*d, conf, batch.get("points"))
     if teacher is None:
         return loss
     with torch.no_grad():
@@ -437,6 +479,8 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     conf["softargmax_beta"] = conf["softargmax_beta"] or SOFTARGMAX_BETA
     if conf["loss"] not in ("paper", "ratio") or (conf["loss"] == "ratio" and phase != "desc"):
         raise ValueError(f"loss {conf['loss']!r}: 'paper', or 'ratio' for the desc phase")
+    if conf["negatives"] not in ("batch", "scene") or (conf["negatives"] == "scene" and phase != "desc"):
+        raise ValueError(f"negatives {conf['negatives']!r}: 'batch', or 'scene' for the desc phase")
     if conf["threads"]:
         torch.set_num_threads(int(conf["threads"]))
     torch.manual_seed(conf["seed"])
@@ -467,7 +511,8 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     for epoch in range(start, total_epochs):
         losses = []
         objective = _objective(phase, epoch, conf)
-        bar = tqdm(data.epoch(rng, conf["batch_size"], conf["chunk"], keys), total=steps_per_epoch, file=sys.stderr,
+        bar = tqdm(data.epoch(rng, conf["batch_size"], conf["chunk"], keys,
+                                    by_scene=conf["negatives"] == "scene"), total=steps_per_epoch, file=sys.stderr,
                    desc=f"train {phase} ({objective}) {epoch + 1}/{total_epochs}", unit="batch", disable=None)
         for batch in bar:
             loss = train_step(phase, objective, nets, batch, conf)
