@@ -315,6 +315,22 @@ def test_scene_negatives_take_each_batch_from_one_scene(two_scenes, quadruplets,
         train_phase("ori", two_scenes, tmp_path / "o", {"negatives": "scene"}, log=lambda *a: None)
 
 
+def test_point_ids_that_do_not_fit_the_file_are_refused(two_scenes, tmp_path):
+    path = tmp_path / "q.h5"
+    path.write_bytes(two_scenes.read_bytes())
+    with h5py.File(path, "r+") as f:
+        del f["point3"]
+        f["point3"] = np.arange(10**3)          # more ids than rows: refused before they are read
+    with pytest.raises(ValueError, match="do not match the 48 quadruplets"):
+        tl.Quadruplets(path, tl.default_conf)
+    with h5py.File(path, "r+") as f:
+        del f["point3"]
+        f["point3"] = np.arange(48)
+        f["source"][0] = 3
+    with pytest.raises(ValueError, match="outside the file's 3 sources"):
+        tl.Quadruplets(path, tl.default_conf)
+
+
 def test_joint_phase_trains_all_three_saves_three_cards_and_resumes(quadruplets, tmp_path):
     conf = {"epochs": 1, "batch_size": _whole_split(quadruplets), "val_fraction": 0.2, "lr": 1e-5}
     card = train_phase("joint", quadruplets, tmp_path / "joint", conf, checkpoint=tmp_path / "ckpt",

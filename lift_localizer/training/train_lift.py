@@ -143,10 +143,12 @@ class Quadruplets:
         names = json.loads(self.sources)
         scenes = sorted({s.split(":", 1)[-1] for s in names})
         scene_of = np.array([scenes.index(s.split(":", 1)[-1]) for s in names] or [0], np.int64)
-        source = self.file["source"][:].astype(np.int64) if "source" in self.file else np.zeros(n, np.int64)
-        if len(self.file["point1"]) != n or len(self.file["point3"]) != n or len(source) != n \
-                or (len(source) and (source.min() < 0 or source.max() >= len(scene_of))):
+        columns = [k for k in ("point1", "point3", "source") if k in self.file]
+        if any(self.file[k].shape != (n,) for k in columns):
             raise ValueError(f"{self.path}: point1, point3 or source do not match the {n} quadruplets")
+        source = self.file["source"][:].astype(np.int64) if "source" in self.file else np.zeros(n, np.int64)
+        if n and (source.min() < 0 or source.max() >= len(scene_of)):
+            raise ValueError(f"{self.path}: a source index outside the file's {len(names)} sources")
         scene = scene_of[source]
         ids = [np.asarray(self.file[k][:], np.int64) for k in ("point1", "point3")]
         return np.stack([(scene << 40) + ids[0], (scene << 40) + ids[1], scene], axis=1)
