@@ -78,23 +78,28 @@ def test_stopping_a_child_ends_its_whole_group(tmp_path, ignores_ctrl_c):
     assert stop_group(proc, 2) is None  # already stopped: nothing to do, nothing to say
 
 
-def test_node_idle_reads_the_counters_the_node_reports():
-    """The settle wait ends on `node_idle`: it must read the keys `NodeStats.report` writes, so that a
-    frame waiting in the slot or running in the worker keeps the benchmark waiting."""
+def test_node_idle_reads_the_frames_the_node_has_pending():
+    """The settle wait ends on `node_idle`, which reads the node's own `frames_pending`: a frame
+    waiting in the slot or in the worker's hands keeps the benchmark waiting."""
     from lift_localizer.evaluation.node_benchmark import node_idle
+    from lift_localizer.ros.frame_slot import FrameSlot
     from lift_localizer.ros.node_stats import NodeStats
 
-    stats = NodeStats()
+    stats, slot = NodeStats(), FrameSlot()
 
-    def diag(dropped: int) -> dict[str, str]:
-        return dict(stats.report(dropped)[2])
+    def diag() -> dict[str, str]:
+        return dict(stats.report(slot.dropped, pending=slot.pending)[2])
 
-    assert node_idle(diag(0))                       # nothing received yet
-    stats.count("in", 5)                            # five frames in:
-    stats.count("skipped_rate")                     # one over max_rate_hz,
-    stats.failure("corrupt", counter="bad")         # one undecodable,
-    stats.count("processed")                        # one done, one replaced in the slot, one running
-    assert not node_idle(diag(1))
-    stats.count("processed")
-    assert node_idle(diag(1))
-    assert not node_idle({}) and not node_idle({**diag(1), "frames_in": "?"})
+    assert node_idle(diag())                        # nothing received yet
+    slot.put("a")
+    slot.put("b")                                   # a replaced, b waiting
+    assert not node_idle(diag()) and diag()["frames_pending"] == "1" and diag()["frames_dropped"] == "1"
+    slot.take(0)
+    assert not node_idle(diag())                    # b in the worker's hands
+    slot.done()
+    assert node_idle(diag())
+    # However many bad camera_info messages were counted (bad, with no frame in).
+    stats.failure("corrupt", counter="bad")
+    slot.put("c")
+    assert not node_idle(diag())
+    assert not node_idle({}) and not node_idle({**diag(), "frames_pending": "?"})

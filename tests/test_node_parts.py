@@ -82,7 +82,16 @@ def test_setup_installs_launch_and_config_into_share():
 def test_frame_slot_keeps_the_newest_and_counts_the_dropped():
     slot = FrameSlot()
     assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
+    assert slot.pending == 1
     assert slot.take(0) == 3 and slot.dropped == 2 and slot.take(0.01) is None
+    # The frame taken stays pending until the worker is done with it, beside a newer one waiting.
+    assert slot.pending == 1
+    slot.put(4)
+    assert slot.pending == 2
+    slot.done()
+    assert slot.pending == 1 and slot.take(0) == 4 and slot.pending == 1
+    slot.done()
+    assert slot.pending == 0
     got = []
     worker = threading.Thread(target=lambda: got.append(slot.take(5)))
     worker.start()

@@ -81,17 +81,11 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> str | None:
     return None
 
 
-# Every frame the node receives ends in exactly one of these counters (bad camera_info also counts
-# as bad, so the sum may run ahead of frames_in).
-_OUTCOMES = ("frames_skipped_rate", "frames_dropped", "bad_messages", "frames_skipped_no_map",
-             "frames_skipped_no_camera_info", "frames_processed")
-
-
 def node_idle(diag: dict[str, str]) -> bool:
-    """Whether the node's ``/diagnostics`` values account for every frame it received: nothing is
-    waiting in its slot or running in its worker."""
+    """Whether the node's ``/diagnostics`` say that no frame it received is waiting in its slot or
+    running in its worker (``frames_pending``)."""
     try:
-        return int(diag["frames_in"]) <= sum(int(diag[k]) for k in _OUTCOMES)
+        return int(diag["frames_pending"]) == 0
     except (KeyError, ValueError):
         return False
 

@@ -307,7 +307,8 @@ class LocalizerNode(Node):
     def _publish_diagnostics(self) -> None:
         localizer = self.work.localizer
         cache = getattr(getattr(localizer, "map", None), "cache", None)
-        level, message, values = self.stats.report(self.slot.dropped, self.jump_gate.counts, cache)
+        level, message, values = self.stats.report(self.slot.dropped, self.jump_gate.counts, cache,
+                                                   pending=self.slot.pending)
         status = DiagnosticStatus(level=bytes([level]), name="lift_localizer: localization", message=message,
                                   hardware_id=self.get_fully_qualified_name(),
                                   values=[KeyValue(key=k, value=v) for k, v in values])

@@ -66,13 +66,15 @@ class NodeStats:
             self._latency.append(latency_s)
 
     def report(self, dropped: int, jumps: Mapping[str, int] | None = None,
-               cache=None) -> tuple[int, str, list[tuple[str, str]]]:
+               cache=None, pending: int = 0) -> tuple[int, str, list[tuple[str, str]]]:
         """(level, message, key/value pairs); ``jumps``: the jump gate's counts (``JumpGate.counts``);
-        ``cache``: the loaded map's image cache (``mapping.image_cache.ImageCache``), if any."""
+        ``cache``: the loaded map's image cache (``mapping.image_cache.ImageCache``), if any;
+        ``pending``: frames received and not yet handled (``FrameSlot.pending``)."""
         jumps = jumps or {}
         with self._lock:
             c = self.counts
-            values = [("map", self.map_status), ("warm_up", self.warm_up), ("frames_in", c["in"]), ("frames_dropped", dropped),
+            values = [("map", self.map_status), ("warm_up", self.warm_up), ("frames_in", c["in"]),
+                      ("frames_pending", pending), ("frames_dropped", dropped),
                       ("frames_skipped_rate", c["skipped_rate"]), ("frames_processed", c["processed"]),
                       ("frames_localized", c["localized"]), ("frames_failed", c["failed"]),
                       ("frames_skipped_no_map", c["skipped_no_map"]),

@@ -155,8 +155,12 @@ class Worker:
                 if not self.slot.closed:
                     self.warm_up()
                 item = self.slot.take(timeout=TAKE_TIMEOUT_S)
-                if item is not None and not self.slot.closed:
-                    self.process(*item)
+                if item is not None:
+                    try:
+                        if not self.slot.closed:
+                            self.process(*item)
+                    finally:
+                        self.slot.done()
             except Exception as e:   # noqa: BLE001 — nothing may end the worker: the node would serve no frame again
                 if self.slot.closed or not self.outlet.context_ok():
                     return   # shutting down: the context may be gone under a publish
