@@ -284,11 +284,23 @@ def test_scene_negatives_take_each_batch_from_one_scene(two_scenes, quadruplets,
     assert keys[:, 2].tolist() == [0] * 24 + [1] * 24 and keys[0, 0] == keys[1, 0]
     assert keys[24, 0] - keys[0, 0] == (1 << 40) + 12
     rows = []
-    for batch in data.epoch(np.random.default_rng(0), 8, 48, by_scene=True):
+    for batch in data.epoch(np.random.default_rng(0), 8, 48, negatives="scene"):
         scene = batch["points"][:, 2]
         assert (scene == scene[0]).all()
         rows += batch["points"][:, 0].tolist()
     assert len(rows) == 48 and len(set(rows)) == 24          # 24 rows per scene: three full batches each
+    # Mined: one scene per batch too, and a batch holds rows whose descriptors are neighbours. Here the
+    # "descriptor" is the point id within its scene: the chain walks the ids one way, then (once) the
+    # other, so a batch's ids are at most two runs of consecutive ids; scene batches are not.
+    def describe(chunk):
+        return (chunk["points"][:, :1] % (1 << 40)).double()
+
+    def gaps(batch) -> int:
+        return int((np.diff(np.unique(batch["points"][:, 0].numpy())) > 1).sum())
+
+    mined = list(data.epoch(np.random.default_rng(1), 8, 48, negatives="mined", describe=describe))
+    assert len(mined) == 6 and all((b["points"][:, 2] == b["points"][0, 2]).all() and gaps(b) <= 1 for b in mined)
+    assert sum(gaps(b) for b in data.epoch(np.random.default_rng(1), 8, 48, negatives="scene")) > 6
     mixed = [b["points"][:, 2] for b in data.epoch(np.random.default_rng(0), 8, 48)]
     assert any((s != s[0]).any() for s in mixed)
     # The loss gets the batch's point ids.
@@ -304,15 +316,25 @@ def test_scene_negatives_take_each_batch_from_one_scene(two_scenes, quadruplets,
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         assert main(["train", "desc", "--data", str(two_scenes), "--output", str(tmp_path / "s"), "--epochs", "1",
                      "--batch-size", "8", "--negatives", "scene"]) == 0
+        assert main(["train", "desc", "--data", str(two_scenes), "--output", str(tmp_path / "m"), "--epochs", "1",
+                     "--batch-size", "8", "--negatives", "mined"]) == 0
         # A file without point ids cannot say which rows view one point.
         assert main(["train", "desc", "--data", str(quadruplets), "--output", str(tmp_path / "x"),
                      "--negatives", "scene"]) == 2
     assert json.loads((tmp_path / "s.json").read_text())["training"]["negatives"] == "scene"
+    assert json.loads((tmp_path / "m.json").read_text())["training"]["negatives"] == "mined"
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(ValueError, match="no point ids"):
         tl.Quadruplets(quadruplets, conf)
     with pytest.raises(ValueError, match="negatives"):
         train_phase("ori", two_scenes, tmp_path / "o", {"negatives": "scene"}, log=lambda *a: None)
+
+
+def test_nearest_chain_walks_to_the_nearest_row_not_yet_taken():
+    x = np.array([[0.0], [10.0], [1.0], [2.5], [9.0], [5.0]])
+    assert tl.nearest_chain(x, 0).tolist() == [0, 2, 3, 5, 4, 1]
+    assert tl.nearest_chain(x, 1).tolist() == [1, 4, 5, 3, 2, 0]
+    assert tl.nearest_chain(np.zeros((0, 4))).tolist() == []
 
 
 def test_point_ids_that_do_not_fit_the_file_are_refused(two_scenes, tmp_path):

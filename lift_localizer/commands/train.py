@@ -195,10 +195,11 @@ def add_lift_phase(nets, phase: str, text: tuple[str, str]) -> None:
                        help="paper: LIFT's (positives pulled together, the hardest negative pushed past a margin); "
                             "ratio: the localizer's match test (each view nearer to the other than 0.8 × to the "
                             "nearest other point, both ways); use it with --teacher, which holds the scale")
-        q.add_argument("--negatives", choices=("batch", "scene"), default="batch",
-                       help="where the hardest in-batch negative comes from: batch (batches mix every scene) or "
+        q.add_argument("--negatives", choices=("batch", "scene", "mined"), default="batch",
+                       help="where the hardest in-batch negative comes from: batch (batches mix every scene), "
                             "scene (each batch from one scene, so the negative is another point of the same "
-                            "place; needs a training file with point ids)")
+                            "place) or mined (each batch of one scene's look-alike points, by the descriptors "
+                            "of the network being trained); scene and mined need a training file with point ids")
         q.add_argument("--upright", action="store_true",
                        help="train on upright patches (for a pipeline whose ORI is untrained or off)")
         q.add_argument("--architecture", choices=("full", "thin", "fast"), default=None,

@@ -24,6 +24,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -53,8 +54,10 @@ default_conf = {
     "margin": None,               # desc_loss margin C; None: the loss's default
     "hard_negatives": True,
     # Where DESC's in-batch negatives come from: "batch" (batches mix every scene, as the rows of the
-    # file) or "scene" (each batch from one scene, e.g. sfm:fox and homography:fox: the hardest
-    # negative is another point of the same real place). "scene" needs the file's point ids.
+    # file), "scene" (each batch from one scene, e.g. sfm:fox and homography:fox: the hardest
+    # negative is another point of the same real place) or "mined" (each batch of one scene's
+    # look-alike points, by the descriptors of the network being trained, re-mined every chunk).
+    # "scene" and "mined" need the file's point ids.
     "negatives": "batch",
     # DESC's loss: "paper" (desc_loss, LIFT's) or "ratio" (ratio_loss, the localizer's matching test;
     # with a teacher, which holds the descriptors' scale).
@@ -114,8 +117,8 @@ class Quadruplets:
                              f"`lift-localizer training-data`") from None
         self.sources = self.file.attrs.get("sources", "[]")
         self.points = self._point_keys(n)
-        if conf.get("negatives", "batch") == "scene" and self.points is None:
-            raise ValueError(f"{self.path}: no point ids (point1, point3), which --negatives scene needs; "
+        if conf.get("negatives", "batch") != "batch" and self.points is None:
+            raise ValueError(f"{self.path}: no point ids (point1, point3), which --negatives {conf['negatives']} needs; "
                              f"rebuild it with `lift-localizer training-data`")
         rng = np.random.default_rng(conf["seed"])
         # Validation: a fixed random 5 %, the same whatever the chunking.
@@ -171,25 +174,50 @@ class Quadruplets:
         return out
 
     def epoch(self, rng: np.random.Generator, batch_size: int, chunk: int, keys=("p1", "p2", "p3"),
-              by_scene: bool = False):
+              negatives: str = "batch", describe: Callable[[dict], torch.Tensor] | None = None):
         """Batches of ``batch_size`` from chunks of ``chunk`` consecutive training rows (the file's rows
-        are shuffled). ``by_scene``: each batch from one scene; a scene's rows of a chunk that do not
-        fill a batch are left out of that chunk."""
+        are shuffled). ``negatives``: "batch" (rows drawn at random), "scene" (each batch from one
+        scene) or "mined" (each batch from one scene, of rows whose P1 descriptors ``describe(chunk)``
+        lie near each other: look-alike points of one place). By scene, a scene's rows of a chunk that
+        do not fill a batch are left out of that chunk."""
         starts = rng.permutation(np.arange(0, len(self.train), chunk))
         for s in starts:
             block = self.train[s:s + chunk]
             cached = self.batch(block, keys)
             order = rng.permutation(len(block))
-            if by_scene:
+            if negatives == "batch":
+                batches = [order[b:b + batch_size] for b in range(0, len(block) - batch_size + 1, batch_size)]
+            else:
                 scene = cached["points"][:, 2].numpy()[order]
                 groups = [order[scene == g] for g in np.unique(scene)]
+                if negatives == "mined":
+                    d = describe(cached).detach().numpy()
+                    groups = [g[nearest_chain(d[g], int(rng.integers(len(g))))] for g in groups]
                 batches = [g[b:b + batch_size] for g in groups for b in range(0, len(g) - batch_size + 1, batch_size)]
                 batches = [batches[i] for i in rng.permutation(len(batches))]
-            else:
-                batches = [order[b:b + batch_size] for b in range(0, len(block) - batch_size + 1, batch_size)]
             for rows in batches:
                 sel = torch.from_numpy(rows)
                 yield {k: v[sel] for k, v in cached.items()}
+
+
+def nearest_chain(x: np.ndarray, start: int = 0) -> np.ndarray:
+    """(N,) an order of the N rows of ``x`` (N, D): from ``start``, each next row the nearest one not
+    yet taken, so that consecutive rows are neighbours."""
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    sq = (x * x).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    taken = np.zeros(n, bool)
+    out = np.empty(n, np.int64)
+    cur = start
+    for k in range(n):
+        out[k] = cur
+        taken[cur] = True
+        if k + 1 < n:
+            row = np.where(taken, np.inf, dist[cur])
+            cur = int(row.argmin())
+    return out
 
 
 # Patches each phase reads: P4 (no keypoint) only for DET's classification term.
@@ -230,6 +258,21 @@ def desc_step(desc: LoadedNetwork, batch: dict, conf: dict, teacher: LoadedNetwo
     with torch.no_grad():
         t = [teacher.module(c) for c in crops]
     return loss + conf["distill_weight"] * distillation_loss(torch.cat(d), torch.cat(t))
+
+
+@torch.no_grad()
+def _describe_p1(desc: LoadedNetwork, chunk: dict, conf: dict, step: int = 512) -> torch.Tensor:
+    """(N, D) descriptors of a chunk's P1 patches as the desc phase sees them, by the network as it
+    now is (evaluation mode, then back to training)."""
+    desc.module.eval()
+    try:
+        out = []
+        for s in range(0, len(chunk["p1"]), step):
+            p, a = chunk["p1"][s:s + step], chunk["angle1"][s:s + step]
+            out.append(desc.module(_normalise(centre_crops(p, None if conf["upright"] else a), desc)))
+        return torch.cat(out) if out else torch.zeros(0, 128)
+    finally:
+        desc.module.train()
 
 
 def joint_loss(terms: dict[str, torch.Tensor], conf: dict) -> torch.Tensor:
@@ -481,8 +524,8 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     conf["softargmax_beta"] = conf["softargmax_beta"] or SOFTARGMAX_BETA
     if conf["loss"] not in ("paper", "ratio") or (conf["loss"] == "ratio" and phase != "desc"):
         raise ValueError(f"loss {conf['loss']!r}: 'paper', or 'ratio' for the desc phase")
-    if conf["negatives"] not in ("batch", "scene") or (conf["negatives"] == "scene" and phase != "desc"):
-        raise ValueError(f"negatives {conf['negatives']!r}: 'batch', or 'scene' for the desc phase")
+    if conf["negatives"] not in ("batch", "scene", "mined") or (conf["negatives"] != "batch" and phase != "desc"):
+        raise ValueError(f"negatives {conf['negatives']!r}: 'batch', or 'scene' or 'mined' for the desc phase")
     if conf["threads"]:
         torch.set_num_threads(int(conf["threads"]))
     torch.manual_seed(conf["seed"])
@@ -513,8 +556,8 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     for epoch in range(start, total_epochs):
         losses = []
         objective = _objective(phase, epoch, conf)
-        bar = tqdm(data.epoch(rng, conf["batch_size"], conf["chunk"], keys,
-                                    by_scene=conf["negatives"] == "scene"), total=steps_per_epoch, file=sys.stderr,
+        bar = tqdm(data.epoch(rng, conf["batch_size"], conf["chunk"], keys, conf["negatives"],
+                                    lambda chunk: _describe_p1(nets["desc"], chunk, conf)), total=steps_per_epoch, file=sys.stderr,
                    desc=f"train {phase} ({objective}) {epoch + 1}/{total_epochs}", unit="batch", disable=None)
         for batch in bar:
             loss = train_step(phase, objective, nets, batch, conf)
