@@ -138,7 +138,7 @@ class Quadruplets:
             self.train = self.train[: int(conf["max_samples"])]
 
     def _point_keys(self, n: int) -> np.ndarray | None:
-        """(n, 2) int64: ids of P1/P2's point and of P3's, unique over the file (the scene, the part
+        """(n, 3) int64: ids of P1/P2's point and of P3's, unique over the file (the scene, the part
         of the source name after the colon, in the high bits), then each row's scene; None for a file
         without point ids."""
         if "point1" not in self.file or "point3" not in self.file:
