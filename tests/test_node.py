@@ -487,4 +487,3 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
     localized = np.isfinite(node[:, 0])
     assert np.all(node[localized, 0] < 0.05) and np.all(node[localized, 1] < 5)
     np.testing.assert_allclose(node[localized], offline[localized], atol=1e-4)
-

@@ -50,9 +50,8 @@ def test_reference_weights_fit_the_architecture(reference):
 
 
 def test_reference_desc_matches_clearly_better_than_raw_patches(accuracy):
-    acc = accuracy
-    assert acc["lift_reference"] > acc["raw"] + 0.1, acc
-    assert acc["lift_reference"] > 0.45, acc
+    assert accuracy["lift_reference"] > accuracy["raw"] + 0.1, accuracy
+    assert accuracy["lift_reference"] > 0.45, accuracy
 
 
 def test_a_wrong_architecture_detail_is_caught(reference, scenes, accuracy, monkeypatch):

@@ -116,7 +116,8 @@ class Quadruplets:
             raise ValueError(f"{self.path}: not a LIFT training file ({e}); build one with "
                              f"`lift-localizer training-data`") from None
         self.sources = self.file.attrs.get("sources", "[]")
-        self.points = self._point_keys(n)
+        source = self._source_column(n)
+        self.points = self._point_keys(n, source)
         if conf.get("negatives", "batch") != "batch" and self.points is None:
             raise ValueError(f"{self.path}: no point ids (point1, point3), which --negatives {conf['negatives']} needs; "
                              f"rebuild it with `lift-localizer training-data`")
@@ -131,25 +132,30 @@ class Quadruplets:
             if unknown:
                 raise ValueError(f"{self.path}: no source {', '.join(unknown)} (it has {', '.join(names)})")
             wanted = [names.index(s) for s in conf["sources"]]
-            # A file of one source may leave out the per-row index.
-            source = self.file["source"][:] if "source" in self.file else np.zeros(n, np.int16)
             self.train = self.train[np.isin(source[self.train], wanted)]
         if conf["max_samples"]:
             self.train = self.train[: int(conf["max_samples"])]
 
-    def _point_keys(self, n: int) -> np.ndarray | None:
+    def _source_column(self, n: int) -> np.ndarray:
+        """(n,) int64 each row's index into the file's sources (all 0 where the file, of one source,
+        leaves the column out)."""
+        if "source" not in self.file:
+            return np.zeros(n, np.int64)
+        if self.file["source"].shape != (n,):
+            raise ValueError(f"{self.path}: source does not match the {n} quadruplets")
+        return self.file["source"][:].astype(np.int64)
+
+    def _point_keys(self, n: int, source: np.ndarray) -> np.ndarray | None:
         """(n, 3) int64: ids of P1/P2's point and of P3's, unique over the file (the scene, the part
         of the source name after the colon, in the high bits), then each row's scene; None for a file
-        without point ids."""
+        without point ids. ``source``: ``_source_column``'s."""
         if "point1" not in self.file or "point3" not in self.file:
             return None
         names = json.loads(self.sources)
         scenes = sorted({s.split(":", 1)[-1] for s in names})
         scene_of = np.array([scenes.index(s.split(":", 1)[-1]) for s in names] or [0], np.int64)
-        columns = [k for k in ("point1", "point3", "source") if k in self.file]
-        if any(self.file[k].shape != (n,) for k in columns):
+        if any(self.file[k].shape != (n,) for k in ("point1", "point3")):
             raise ValueError(f"{self.path}: point1, point3 or source do not match the {n} quadruplets")
-        source = self.file["source"][:].astype(np.int64) if "source" in self.file else np.zeros(n, np.int64)
         if n and (source.min() < 0 or source.max() >= len(scene_of)):
             raise ValueError(f"{self.path}: a source index outside the file's {len(names)} sources")
         scene = scene_of[source]
@@ -246,11 +252,16 @@ def _desc_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, conf: dict,
     return desc_loss(d1, d2, d3, **kwargs)
 
 
+def _desc_crops(desc: LoadedNetwork, batch: dict, k: int, conf: dict) -> torch.Tensor:
+    """(B, 1, 64, 64) what DESC sees of a batch's P{k}: its support, turned by its angle (upright with
+    ``conf['upright']``), normalised for ``desc``."""
+    return _normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc)
+
+
 def desc_step(desc: LoadedNetwork, batch: dict, conf: dict, teacher: LoadedNetwork | None = None) -> torch.Tensor:
     from .losses import distillation_loss
 
-    crops = [_normalise(centre_crops(batch[f"p{k}"], None if conf["upright"] else batch[f"angle{k}"]), desc)
-             for k in (1, 2, 3)]
+    crops = [_desc_crops(desc, batch, k, conf) for k in (1, 2, 3)]
     d = [desc.module(c) for c in crops]
     loss = _desc_loss(*d, conf, batch.get("points"))
     if teacher is None:
@@ -268,8 +279,8 @@ def _describe_p1(desc: LoadedNetwork, chunk: dict, conf: dict, step: int = 512) 
     try:
         out = []
         for s in range(0, len(chunk["p1"]), step):
-            p, a = chunk["p1"][s:s + step], chunk["angle1"][s:s + step]
-            out.append(desc.module(_normalise(centre_crops(p, None if conf["upright"] else a), desc)))
+            part = {k: chunk[k][s:s + step] for k in ("p1", "angle1")}
+            out.append(desc.module(_desc_crops(desc, part, 1, conf)))
         return torch.cat(out) if out else torch.zeros(0, 128)
     finally:
         desc.module.train()
