@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lift_localizer.cpus import local_cpus
+
 # On the workers of `make test`, each process (and each command-line child it starts, which inherits
 # the environment) runs its thread pools on its share of the cores. Left at one thread per core in
 # every worker, two workers' OpenMP pools on two cores wait on each other's spinning threads.
 if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))) > 1:
-    share = str(max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-                    // workers))
+    share = str(max(1, local_cpus() // workers))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
         os.environ.setdefault(variable, share)
 

@@ -6,13 +6,13 @@ intrinsics stay as given (they are the map's ground truth).
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..cpus import local_cpus
 from .camera import Camera
 from .pose import invert
 
@@ -127,7 +127,7 @@ def triangulate(names: list[str], cameras: list[Camera], poses: list[np.ndarray]
         rec = write_database(db_path, names, cameras, poses, keypoints, matches, verified=True)
         pipeline = pycolmap.IncrementalPipelineOptions()
         pipeline.extract_colors = False
-        pipeline.num_threads = os.cpu_count() or 1
+        pipeline.num_threads = local_cpus()
         tri = pipeline.triangulation
         tri.ignore_two_view_tracks = opts["ignore_two_view_tracks"]
         tri.min_angle = opts["min_angle"]

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import ray
 from tqdm import tqdm
 
+from ..cpus import local_cpus
 from .executors import ExecutorError, Task, TaskFailed
 
 # A file on a shared file system briefly missing or unreadable, a worker short of memory: another
@@ -108,11 +109,6 @@ class RayExecutor:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise TaskFailed(f"{task.what} failed on the Ray cluster: {type(e).__name__}: {first}") from None
         bar.update(task.weight)
-
-
-def local_cpus() -> int:
-    """The CPUs this process may run on (its affinity, which a container or taskset narrows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
