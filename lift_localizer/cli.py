@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from . import __version__
+from .stack_dump import dump_stacks_on_signal
 from .commands import (Parser, benchmark, benchmark_node, benchmark_scale, build_map, demo, evaluate,
                        evaluate_features, export, extract, index_map, initial_weights, localize, play, record,
                        retrieve, train, training_data)
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    dump_stacks_on_signal()
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

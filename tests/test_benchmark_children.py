@@ -47,10 +47,32 @@ def _grandchild(pid_file: Path) -> int:
 def test_a_child_past_its_time_is_killed_with_what_it_started(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     t0 = time.monotonic()
-    with pytest.raises(ChildTimeout, match=r"play did not finish within 3 s; killed it \(process group \d+\)"):
+    with pytest.raises(ChildTimeout, match=r"play did not finish within 3 s; killed it \(process group \d+;"):
         run_bounded([sys.executable, "-c", PARENT, str(pid_file), "-"], 3, "play")
     assert time.monotonic() - t0 < 60
     assert _gone(_grandchild(pid_file)), "the grandchild outlived the killed child"
+
+
+# A child stuck in a function of its own, registered for the stack dump as the CLI and the node are.
+STUCK = """
+import sys, time
+from lift_localizer.stack_dump import dump_stacks_on_signal
+dump_stacks_on_signal()
+def stuck_in_publish():
+    open(sys.argv[1], "w").write("ready")
+    time.sleep(300)
+stuck_in_publish()
+"""
+
+
+def test_a_child_past_its_time_writes_where_it_was_stuck_before_it_is_killed(tmp_path):
+    ready, err = tmp_path / "ready", tmp_path / "stderr"
+    with err.open("w") as stderr, pytest.raises(ChildTimeout, match="its threads' stacks are in its stderr"):
+        # The limit is well past the child's start-up (0.2 s), so the dump finds it in its function.
+        run_bounded([sys.executable, "-c", STUCK, str(ready)], 8, "play", stderr=stderr)
+    assert ready.exists(), "the child had not started: the limit is too short for this machine"
+    dump = err.read_text()
+    assert "Current thread" in dump and "in stuck_in_publish" in dump, dump
 
 
 def test_a_child_in_time_gives_its_exit_code():

@@ -477,7 +477,7 @@ def test_real_bag_replayed_into_the_node_gives_the_offline_accuracy(tmp_path):
         stdout, stderr = proc.communicate(timeout=30)
         pytest.fail(f"benchmark-node did not finish in 400 s\n{stdout[-2000:]}\n{stderr[-3000:]}")
     out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-8000:]   # room for a stuck player's stack dump
     assert "latency image → /pose: median" in out.stdout and "processed-frame rate" in out.stdout
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["idle"], out.stdout

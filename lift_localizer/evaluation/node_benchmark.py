@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.pose import T_from_tq, pose_error
+from ..stack_dump import ask_for_stacks
 from .metrics import THRESHOLDS, within
 
 
@@ -51,14 +52,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def run_bounded(cmd: list[str], timeout_s: float, what: str, **popen) -> int:
     """Run ``cmd`` in a process group of its own, at most ``timeout_s`` seconds; its exit code.
     On expiry (or Ctrl-C here) the whole group is killed — a player stuck in DDS teardown, or
-    anything it started, must not outlive the benchmark — and ChildTimeout names ``what``."""
+    anything it started, must not outlive the benchmark — and ChildTimeout names ``what``. Before
+    an expired child is killed, it is asked to write its threads' stacks to its stderr
+    (``stack_dump``), so that where it was stuck is not lost with it."""
     proc = subprocess.Popen(cmd, start_new_session=True, **popen)
     try:
         return proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
+        ask_for_stacks(proc)
         _kill_group(proc)
         raise ChildTimeout(f"{what} did not finish within {timeout_s:.0f} s; killed it "
-                           f"(process group {proc.pid})") from None
+                           f"(process group {proc.pid}; its threads' stacks are in its stderr)") from None
     except BaseException:
         _kill_group(proc)
         raise
@@ -66,8 +70,9 @@ def run_bounded(cmd: list[str], timeout_s: float, what: str, **popen) -> int:
 
 def stop_group(proc: subprocess.Popen, grace_s: float) -> str | None:
     """Ctrl-C for the process group ``proc`` leads, SIGKILL if the leader is still there after
-    ``grace_s`` seconds; a message saying so then, else None. Whatever else of the group is left
-    once the leader has gone is killed too."""
+    ``grace_s`` seconds (after asking it for its threads' stacks, as ``run_bounded`` does); a
+    message saying so then, else None. Whatever else of the group is left once the leader has gone
+    is killed too."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGINT)
@@ -75,8 +80,10 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> str | None:
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
+            ask_for_stacks(proc)
             _kill_group(proc)
-            return f"it did not stop within {grace_s:g} s of Ctrl-C; killed it (process group {proc.pid})"
+            return (f"it did not stop within {grace_s:g} s of Ctrl-C; killed it (process group {proc.pid}; "
+                    "its threads' stacks are at the end of its log)")
     _kill_group(proc)
     return None
 

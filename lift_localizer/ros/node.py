@@ -40,6 +40,7 @@ from std_srvs.srv import Trigger
 
 from ..geometry.camera import CameraError, camera_from_camera_info
 from ..reasons import Failure, Reason
+from ..stack_dump import dump_stacks_on_signal
 from . import messages
 from ..bags.convert import CONVERTER
 from .cause_log import CauseLog
@@ -330,6 +331,7 @@ class LocalizerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    dump_stacks_on_signal()
     rclpy.init(args=args)
     node = LocalizerNode()
     try:
