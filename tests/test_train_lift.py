@@ -330,6 +330,28 @@ def test_scene_negatives_take_each_batch_from_one_scene(two_scenes, quadruplets,
         train_phase("ori", two_scenes, tmp_path / "o", {"negatives": "scene"}, log=lambda *a: None)
 
 
+@pytest.mark.parametrize("batch_size, chunk", [(8, 48), (5, 20), (7, 48)])
+def test_steps_counts_the_batches_an_epoch_yields(two_scenes, batch_size, chunk):
+    """The progress bar's total: by scene, each scene's rows of a chunk fill batches of their own."""
+    data = tl.Quadruplets(two_scenes, {**tl.default_conf, "val_fraction": 0.0})
+
+    def describe(chunk_rows):
+        return (chunk_rows["points"][:, :1] % (1 << 40)).double()
+
+    counts = {}
+    for negatives in ("batch", "scene", "mined"):
+        counts[negatives] = data.steps(batch_size, chunk, negatives)
+        for seed in (0, 1):
+            yielded = data.epoch(np.random.default_rng(seed), batch_size, chunk, negatives=negatives, describe=describe)
+            assert sum(1 for _ in yielded) == counts[negatives], (negatives, seed)
+    assert counts["batch"] == sum(len(data.train[s:s + chunk]) // batch_size for s in range(0, 48, chunk))
+    assert counts["scene"] == counts["mined"]
+    if (batch_size, chunk) == (7, 48):   # 24 rows of each scene fill 3 batches each, as 48 mixed rows fill 6
+        assert counts == {"batch": 6, "scene": 6, "mined": 6}
+    if (batch_size, chunk) == (5, 20):
+        assert counts["scene"] < counts["batch"]
+
+
 def test_nearest_chain_walks_to_the_nearest_row_not_yet_taken():
     x = np.array([[0.0], [10.0], [1.0], [2.5], [9.0], [5.0]])
     assert tl.nearest_chain(x, 0).tolist() == [0, 2, 3, 5, 4, 1]

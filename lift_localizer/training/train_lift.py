@@ -184,8 +184,9 @@ class Quadruplets:
         """Batches of ``batch_size`` from chunks of ``chunk`` consecutive training rows (the file's rows
         are shuffled). ``negatives``: "batch" (rows drawn at random), "scene" (each batch from one
         scene) or "mined" (each batch from one scene, of rows whose P1 descriptors ``describe(chunk)``
-        lie near each other: look-alike points of one place). By scene, a scene's rows of a chunk that
-        do not fill a batch are left out of that chunk."""
+        lie near each other: look-alike points of one place). The rows of a chunk that do not fill a
+        batch (by scene: of each scene) are left out of that epoch; a different few each epoch, since
+        every epoch reshuffles the chunk (``steps`` counts the batches)."""
         starts = rng.permutation(np.arange(0, len(self.train), chunk))
         for s in starts:
             block = self.train[s:s + chunk]
@@ -204,6 +205,20 @@ class Quadruplets:
             for rows in batches:
                 sel = torch.from_numpy(rows)
                 yield {k: v[sel] for k, v in cached.items()}
+
+
+    def steps(self, batch_size: int, chunk: int, negatives: str = "batch") -> int:
+        """How many batches ``epoch`` yields with the same arguments: the same every epoch, since
+        chunks are fixed ranges of the training rows and only the order within them changes."""
+        n = 0
+        for s in range(0, len(self.train), chunk):
+            block = self.train[s:s + chunk]
+            if negatives == "batch":
+                n += len(block) // batch_size
+            else:
+                per_scene = np.unique(self.points[block, 2], return_counts=True)[1]
+                n += int((per_scene // batch_size).sum())
+        return n
 
 
 def nearest_chain(x: np.ndarray, start: int = 0) -> np.ndarray:
@@ -561,7 +576,7 @@ def train_phase(phase: str, data_path: str | Path, output: str | Path, conf: dic
     before = validate(phase, nets, data, conf)
     log(f"{phase}: {len(data.train)} training and {len(data.val)} held-out quadruplets; before: {before}")
     t0 = time.perf_counter()
-    steps_per_epoch = len(data.train) // conf["batch_size"]
+    steps_per_epoch = data.steps(conf["batch_size"], conf["chunk"], conf["negatives"])
     total_epochs = conf["epochs"] + (conf["pretrain_epochs"] if phase == "ori" else 0)
     keys = PATCH_KEYS[phase]
     for epoch in range(start, total_epochs):
