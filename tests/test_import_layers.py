@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lift_localizer"
 
 # Bottom up; names on one line share a layer.
 LAYERS = (
+    ("cpus", "stack_dump"),
     ("geometry", "images", "reasons", "synthetic"),
     ("nets",),
     ("weights",),
