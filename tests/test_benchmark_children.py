@@ -8,17 +8,23 @@ from pathlib import Path
 import pytest
 
 from lift_localizer.evaluation.node_benchmark import ChildTimeout, run_bounded, stop_group
+from lift_localizer.stack_dump import ask_for_stacks
 
 # A child that starts a grandchild (as the node or play could: a helper, a decoder) and writes its
-# pid, then sleeps; with IGNORE_INT it ignores Ctrl-C, as a process deadlocked in C code does. Else it
+# pid, then sleeps in a function of its own, registered for the stack dump as the command line and
+# the node are; with IGNORE_INT it ignores Ctrl-C, as a process deadlocked in C code does. Else it
 # sets Python's Ctrl-C handler itself: a shell that runs the tests in the background (`cmd &`) starts
 # them with SIGINT ignored, and Python keeps an ignored SIGINT ignored.
 PARENT = """
 import signal, subprocess, sys, time
+from lift_localizer.stack_dump import dump_stacks_on_signal
+dump_stacks_on_signal()
 signal.signal(signal.SIGINT, signal.SIG_IGN if sys.argv[2] == "IGNORE_INT" else signal.default_int_handler)
 grandchild = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)"])
-open(sys.argv[1], "w").write(str(grandchild.pid))
-time.sleep(300)
+def stuck_in_publish():
+    open(sys.argv[1], "w").write(str(grandchild.pid))
+    time.sleep(300)
+stuck_in_publish()
 """
 
 
@@ -45,32 +51,31 @@ def _grandchild(pid_file: Path) -> int:
 
 
 def test_a_child_past_its_time_is_killed_with_what_it_started(tmp_path):
-    pid_file = tmp_path / "grandchild.pid"
+    pid_file, err = tmp_path / "grandchild.pid", tmp_path / "stderr"
     t0 = time.monotonic()
-    with pytest.raises(ChildTimeout, match=r"play did not finish within 3 s; killed it \(process group \d+;"):
-        run_bounded([sys.executable, "-c", PARENT, str(pid_file), "-"], 3, "play")
+    with err.open("w") as stderr, pytest.raises(
+            ChildTimeout, match=r"play did not finish within 3 s; killed it \(process group \d+; its threads' stacks are in its stderr\)"):
+        run_bounded([sys.executable, "-c", PARENT, str(pid_file), "-"], 3, "play", stderr=stderr)
     assert time.monotonic() - t0 < 60
     assert _gone(_grandchild(pid_file)), "the grandchild outlived the killed child"
+    # Asked before it was killed: where it was stuck (it started in 0.2 s, far within the 3 s).
+    assert "in stuck_in_publish" in err.read_text(), err.read_text()
 
 
-# A child stuck in a function of its own, registered for the stack dump as the CLI and the node are.
-STUCK = """
-import sys, time
-from lift_localizer.stack_dump import dump_stacks_on_signal
-dump_stacks_on_signal()
-def stuck_in_publish():
-    open(sys.argv[1], "w").write("ready")
-    time.sleep(300)
-stuck_in_publish()
-"""
-
-
-def test_a_child_past_its_time_writes_where_it_was_stuck_before_it_is_killed(tmp_path):
+def test_a_child_asked_for_its_stacks_writes_them_and_goes_on(tmp_path):
+    """The dump does not stop a process: `kill -USR1` on a node that seems stuck is safe."""
     ready, err = tmp_path / "ready", tmp_path / "stderr"
-    with err.open("w") as stderr, pytest.raises(ChildTimeout, match="its threads' stacks are in its stderr"):
-        # The limit is well past the child's start-up (0.2 s), so the dump finds it in its function.
-        run_bounded([sys.executable, "-c", STUCK, str(ready)], 8, "play", stderr=stderr)
-    assert ready.exists(), "the child had not started: the limit is too short for this machine"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", PARENT, str(ready), "-"], stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the child never got stuck"
+            time.sleep(0.05)
+        ask_for_stacks(proc, 0.5)
+        assert proc.poll() is None, "the dump ended the child"
+    finally:
+        stop_group(proc, 2)
     dump = err.read_text()
     assert "Current thread" in dump and "in stuck_in_publish" in dump, dump
 
