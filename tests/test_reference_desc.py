@@ -1,10 +1,10 @@
 """DESC is the released LIFT descriptor's architecture: its weights load and match real images.
 
 Reads ../shared/data (the reference weights, academic licence, and the Webcam scenes); skips
-without it. Measured when written (4 images per scene, 300 keypoints, all pairs): reference DESC
-nearest-neighbour accuracy 0.55 / 0.74 / 0.44 (chamonix / courbevoie / mexico) against 0.43 /
-0.52 / 0.20 for raw normalised patches; with the subtractive normalisation done per channel
-(a plausible mistake) 0.23 / 0.52 / 0.06.
+without it. Measured (3 images per scene, 300 keypoints, all pairs, mean over the three scenes):
+reference DESC nearest-neighbour accuracy 0.536 against 0.306 for raw normalised patches; with the
+subtractive normalisation done per channel (a plausible mistake) 0.258. With 4 images per scene:
+0.554, 0.362 and 0.272, at 1.5× the time.
 """
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def reference():
 @pytest.fixture(scope="module")
 def scenes():
     webcam = shared_path("raw", "webcam")
-    return {s: scene_images(webcam, s, 4) for s in SCENES}
+    return {s: scene_images(webcam, s, 3) for s in SCENES}
 
 
 def _mean_accuracy(scenes, net, mean, std):
