@@ -248,7 +248,8 @@ def run(args) -> int:
     if not idle:
         print(f"warning: the node was still busy {args.settle:g} s after the replay (--settle); frames it had "
               "received but not yet processed are missing below", file=sys.stderr)
-    print(f"node: received {diag.get('frames_in', '?')}, dropped (newest wins) {diag.get('frames_dropped', '?')}, "
+    print(f"node: received {diag.get('frames_in', '?')}, lost on the way (DDS) {diag.get('frames_lost', '?')}, "
+          f"dropped (newest wins) {diag.get('frames_dropped', '?')}, "
           f"processed {len(processed_stamps)}, localized {len(poses)}; this listener saw {len(seen_image)} images")
     if processed_stamps:
         bag_hz = args.rate * (n_bag - 1) / max((frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9, 1e-9)
@@ -283,7 +284,8 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "bag": str(args.bag), "rate": args.rate, "qos": args.qos, "frames": n_bag,
-            "received": diag.get("frames_in"), "dropped": diag.get("frames_dropped"), "processed": len(processed_stamps),
+            "received": diag.get("frames_in"), "lost": diag.get("frames_lost"), "dropped": diag.get("frames_dropped"),
+            "processed": len(processed_stamps),
             "localized": len(poses), "play_s": play_s, "settle_s": settle_s, "idle": idle,
             "latency_ms": {"median": float(1000 * np.median(latency)), "p90": float(1000 * np.percentile(latency, 90))}
             if len(latency) else None,

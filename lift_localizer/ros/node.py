@@ -59,6 +59,11 @@ try:
 except ImportError:   # not on PyPI; present on every full ROS 2 install
     tf2_ros = None
 
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:   # Humble's rclpy names the module qos_event
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 # How long to wait for odom→camera at the image stamp where odometry runs but is behind the image.
 ODOM_WAIT_S = 0.05
 def _guarded(callback):
@@ -102,8 +107,11 @@ class LocalizerNode(Node):
         compressed = p["image_transport"] == "compressed"
         # As image_transport does: the compressed stream is the (remapped) image topic + /compressed.
         image_topic = self.resolve_topic_name("image") + ("/compressed" if compressed else "")
+        # DDS reports images lost on the way (a best-effort sample that never arrived, seen as a gap in
+        # the sequence): they never reach _on_image, so without this they would be counted nowhere.
         self.create_subscription(CompressedImage if compressed else Image, image_topic,
-                                 lambda msg: self._on_image(msg, compressed), qos)
+                                 lambda msg: self._on_image(msg, compressed), qos,
+                                 event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_images_lost))
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         # RViz's 2D Pose Estimate and nav2 publish it (reliable, depth 10 matches both).
         self.create_subscription(PoseWithCovarianceStamped, "initialpose", self._on_initial_pose, 10)
@@ -194,6 +202,11 @@ class LocalizerNode(Node):
             self.stats.count("skipped_rate")
             return
         self.slot.put((msg, compressed, now, ticket))
+
+    @_guarded
+    def _on_images_lost(self, info) -> None:
+        """``info``: rclpy's QoSMessageLostInfo (``total_count_change``: lost since the last event)."""
+        self.stats.count("lost", info.total_count_change)
 
     @_guarded
     def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:

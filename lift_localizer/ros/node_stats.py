@@ -74,7 +74,7 @@ class NodeStats:
         with self._lock:
             c = self.counts
             values = [("map", self.map_status), ("warm_up", self.warm_up), ("frames_in", c["in"]),
-                      ("frames_pending", pending), ("frames_dropped", dropped),
+                      ("frames_lost", c["lost"]), ("frames_pending", pending), ("frames_dropped", dropped),
                       ("frames_skipped_rate", c["skipped_rate"]), ("frames_processed", c["processed"]),
                       ("frames_localized", c["localized"]), ("frames_failed", c["failed"]),
                       ("frames_skipped_no_map", c["skipped_no_map"]),
