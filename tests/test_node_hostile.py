@@ -68,6 +68,22 @@ def test_the_worker_survives_any_exception_and_loads_the_next_map(in_process, mo
     assert values["failures: internal error"] == "1"
 
 
+def test_an_rmw_without_message_lost_events_gets_the_images_and_says_so(in_process, monkeypatch):
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+
+    import lift_localizer.ros.node as node_module
+
+    class Unsupported(SubscriptionEventCallbacks):
+        def create_event_handlers(self, *args):
+            raise UnsupportedEventTypeError("message lost is not supported by this RMW")
+
+    monkeypatch.setattr(node_module, "SubscriptionEventCallbacks", Unsupported)
+    node = in_process()
+    assert until(lambda: node.get_subscriptions_info_by_topic(node.resolve_topic_name("image"))), \
+        "no image subscription"
+    assert dict(node.stats.report(0)[2])["frames_lost"] == "not reported by this RMW"
+
+
 def test_a_frame_ending_after_the_context_is_no_error_and_shutdown_is_idempotent(in_process):
     """SIGINT ends the context first; the worker's frame then publishes into it (RCLError: publisher's
     context is invalid). That is shutdown, not an error to count and log."""

@@ -60,9 +60,9 @@ except ImportError:   # not on PyPI; present on every full ROS 2 install
     tf2_ros = None
 
 try:
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 except ImportError:   # Humble's rclpy names the module qos_event
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 
 # How long to wait for odom→camera at the image stamp where odometry runs but is behind the image.
 ODOM_WAIT_S = 0.05
@@ -107,11 +107,15 @@ class LocalizerNode(Node):
         compressed = p["image_transport"] == "compressed"
         # As image_transport does: the compressed stream is the (remapped) image topic + /compressed.
         image_topic = self.resolve_topic_name("image") + ("/compressed" if compressed else "")
+        image_type, on_image = CompressedImage if compressed else Image, lambda msg: self._on_image(msg, compressed)
         # DDS reports images lost on the way (a best-effort sample that never arrived, seen as a gap in
         # the sequence): they never reach _on_image, so without this they would be counted nowhere.
-        self.create_subscription(CompressedImage if compressed else Image, image_topic,
-                                 lambda msg: self._on_image(msg, compressed), qos,
-                                 event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_images_lost))
+        try:
+            self.create_subscription(image_type, image_topic, on_image, qos,
+                                     event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_images_lost))
+        except UnsupportedEventTypeError:   # an RMW without the event: images, uncounted losses
+            self.create_subscription(image_type, image_topic, on_image, qos)
+            self.stats.lost_reported = False
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         # RViz's 2D Pose Estimate and nav2 publish it (reliable, depth 10 matches both).
         self.create_subscription(PoseWithCovarianceStamped, "initialpose", self._on_initial_pose, 10)

@@ -26,6 +26,7 @@ class NodeStats:
         self.map_ok = False
         self.warm_up = "not yet"
         self.area = "no image localized yet"
+        self.lost_reported = True   # False where the RMW has no message-lost event
         self._timings = {s: deque(maxlen=window) for s in STAGES}
         self._latency = deque(maxlen=window)
 
@@ -74,7 +75,8 @@ class NodeStats:
         with self._lock:
             c = self.counts
             values = [("map", self.map_status), ("warm_up", self.warm_up), ("frames_in", c["in"]),
-                      ("frames_lost", c["lost"]), ("frames_pending", pending), ("frames_dropped", dropped),
+                      ("frames_lost", c["lost"] if self.lost_reported else "not reported by this RMW"),
+                      ("frames_pending", pending), ("frames_dropped", dropped),
                       ("frames_skipped_rate", c["skipped_rate"]), ("frames_processed", c["processed"]),
                       ("frames_localized", c["localized"]), ("frames_failed", c["failed"]),
                       ("frames_skipped_no_map", c["skipped_no_map"]),
