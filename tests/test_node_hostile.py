@@ -69,13 +69,11 @@ def test_the_worker_survives_any_exception_and_loads_the_next_map(in_process, mo
 
 
 def test_an_rmw_without_message_lost_events_gets_the_images_and_says_so(in_process, monkeypatch):
-    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-
     import lift_localizer.ros.node as node_module
 
-    class Unsupported(SubscriptionEventCallbacks):
+    class Unsupported(node_module.SubscriptionEventCallbacks):   # whichever module this rclpy has it in
         def create_event_handlers(self, *args):
-            raise UnsupportedEventTypeError("message lost is not supported by this RMW")
+            raise node_module.UnsupportedEventTypeError("message lost is not supported by this RMW")
 
     monkeypatch.setattr(node_module, "SubscriptionEventCallbacks", Unsupported)
     node = in_process()

@@ -206,7 +206,6 @@ class Quadruplets:
                 sel = torch.from_numpy(rows)
                 yield {k: v[sel] for k, v in cached.items()}
 
-
     def steps(self, batch_size: int, chunk: int, negatives: str = "batch") -> int:
         """How many batches ``epoch`` yields with the same arguments: the same every epoch, since
         chunks are fixed ranges of the training rows and only the order within them changes."""
