@@ -155,7 +155,7 @@ class Quadruplets:
         scenes = sorted({s.split(":", 1)[-1] for s in names})
         scene_of = np.array([scenes.index(s.split(":", 1)[-1]) for s in names] or [0], np.int64)
         if any(self.file[k].shape != (n,) for k in ("point1", "point3")):
-            raise ValueError(f"{self.path}: point1, point3 or source do not match the {n} quadruplets")
+            raise ValueError(f"{self.path}: point1 or point3 do not match the {n} quadruplets")
         if n and (source.min() < 0 or source.max() >= len(scene_of)):
             raise ValueError(f"{self.path}: a source index outside the file's {len(names)} sources")
         scene = scene_of[source]
