@@ -107,7 +107,11 @@ class LocalizerNode(Node):
         compressed = p["image_transport"] == "compressed"
         # As image_transport does: the compressed stream is the (remapped) image topic + /compressed.
         image_topic = self.resolve_topic_name("image") + ("/compressed" if compressed else "")
-        image_type, on_image = CompressedImage if compressed else Image, lambda msg: self._on_image(msg, compressed)
+        image_type = CompressedImage if compressed else Image
+
+        def on_image(msg) -> None:
+            self._on_image(msg, compressed)
+
         # DDS reports images lost on the way (a best-effort sample that never arrived, seen as a gap in
         # the sequence): they never reach _on_image, so without this they would be counted nowhere.
         try:
